@@ -1,0 +1,52 @@
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+/// The claims of a capability token. Deserialising rejects duplicated and unknown members,
+/// non-integer times and wrongly typed values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claims {
+    pub iss: String,
+    /// Optional here so that a missing `aud` fails the audience step, not parsing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
+    pub sub: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+    pub order_processing_id: String,
+    pub capabilities: Vec<String>,
+    pub constraints: Constraints,
+}
+
+/// `aud` as JWT allows it: one string or an array. Only a single string is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The issuing domain's private object. The relay carries it without reading it; the
+/// issuing domain parses it into its own type with [`Constraints::parse`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Constraints(Box<RawValue>);
+
+impl Constraints {
+    pub fn from_value<T: Serialize>(value: &T) -> Result<Self, serde_json::Error> {
+        Ok(Self(serde_json::value::to_raw_value(value)?))
+    }
+
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+}
+
+impl PartialEq for Constraints {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}

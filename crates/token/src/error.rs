@@ -1,0 +1,85 @@
+/// Why a token was refused. Each variant has its own stable [`VerifyError::problem_type`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the token is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the token is not in JWS compact form: {0}")]
+    Malformed(&'static str),
+    #[error("the token's {segment} segment is malformed: {reason}")]
+    MalformedSegment {
+        segment: &'static str,
+        reason: String,
+    },
+    #[error("the header parameter `{0}` is not allowed")]
+    HeaderParameterRejected(String),
+    #[error("the algorithm `{0}` is not allowed; only ES384 is")]
+    AlgorithmRejected(String),
+    #[error("the header `typ` must be `cap+jwt`")]
+    TypeRejected,
+    #[error("the token's claims are malformed: {0}")]
+    InvalidClaims(String),
+    #[error("the issuer `{0}` is not known")]
+    UnknownIssuer(String),
+    #[error("the key `{kid}` is not published by issuer `{iss}`")]
+    UnknownKey { iss: String, kid: String },
+    #[error("the keys of issuer `{iss}` are unavailable: {reason}")]
+    KeysUnavailable { iss: String, reason: String },
+    #[error("the signature is invalid: {0}")]
+    SignatureInvalid(&'static str),
+    #[error("the audience must be the single value `{expected}`")]
+    AudienceInvalid { expected: String },
+    #[error("the token is not valid before {nbf}")]
+    NotYetValid { nbf: i64 },
+    #[error("the token was issued in the future ({iat})")]
+    IssuedInFuture { iat: i64 },
+    #[error("the token expired at {exp}")]
+    Expired { exp: i64 },
+    #[error("the token's lifetime is invalid: {0}")]
+    LifetimeInvalid(String),
+    #[error("the token is bound to another order")]
+    OrderMismatch,
+    #[error("the capability `{capability}` may not be granted by issuer `{iss}`")]
+    CapabilityRejected { iss: String, capability: String },
+    #[error("the token `{jti}` of issuer `{iss}` was already used")]
+    Replayed { iss: String, jti: String },
+}
+
+impl VerifyError {
+    /// The last segment of this failure's problem `type` URI.
+    pub fn problem_type(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "token-too-large",
+            Self::Malformed(_) | Self::MalformedSegment { .. } => "token-malformed",
+            Self::HeaderParameterRejected(_) => "token-header-rejected",
+            Self::AlgorithmRejected(_) => "token-algorithm-rejected",
+            Self::TypeRejected => "token-type-rejected",
+            Self::InvalidClaims(_) => "token-claims-invalid",
+            Self::UnknownIssuer(_) => "token-issuer-unknown",
+            Self::UnknownKey { .. } => "token-key-unknown",
+            Self::KeysUnavailable { .. } => "issuer-keys-unavailable",
+            Self::SignatureInvalid(_) => "token-signature-invalid",
+            Self::AudienceInvalid { .. } => "token-audience-invalid",
+            Self::NotYetValid { .. } => "token-not-yet-valid",
+            Self::IssuedInFuture { .. } => "token-issued-in-future",
+            Self::Expired { .. } => "token-expired",
+            Self::LifetimeInvalid(_) => "token-lifetime-invalid",
+            Self::OrderMismatch => "order-mismatch",
+            Self::CapabilityRejected { .. } => "token-capability-rejected",
+            Self::Replayed { .. } => "token-replayed",
+        }
+    }
+
+    /// Whether the failure lies with the caller's token (4xx) or with an issuer (503).
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, Self::KeysUnavailable { .. })
+    }
+}
+
+/// Why a key lookup failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("no such key id")]
+    UnknownKid,
+    #[error("keys unavailable: {0}")]
+    Unavailable(String),
+}

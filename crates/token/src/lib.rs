@@ -1,0 +1,82 @@
+//! Confirmed capability tokens: ES384 JWS compact tokens that a domain signs through its KMS
+//! and that the relay verifies without being able to mint.
+//!
+//! The verify side ([`Verifier`], [`KeySetCache`], [`ReplayStore`]) has no access to a KMS.
+//! Issuing ([`TokenIssuer`]) lives behind the `issue` feature.
+//!
+//! ```
+//! # #[cfg(feature = "issue")]
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use ctr_token::{IssuerConfig, KeySet, StaticKeys, SystemClock, TokenIssuer, Verifier, VerifierPolicy};
+//!
+//! let kms = ctr_kms::KmsConfig::default().build();
+//! kms.create_key("coupons-signing").await?;
+//! let clock = Arc::new(SystemClock);
+//! let issuer = TokenIssuer::new(kms, IssuerConfig {
+//!     iss: "coupons".into(),
+//!     audience: "order-processing".into(),
+//!     key_id: "coupons-signing".into(),
+//!     capabilities: vec!["coupons:redeem".into()],
+//!     ttl: Duration::from_secs(120),
+//! }, clock.clone())?;
+//! let issued = issuer.issue("c_alice", "op_1", &serde_json::json!({"coupon": "SPRING10"})).await?;
+//!
+//! let keys = StaticKeys::default().with("coupons", KeySet::from_jwks(&issuer.jwks().await?)?);
+//! let policy = VerifierPolicy::new("order-processing").issuer("coupons", &["coupons:redeem"]);
+//! let verifier = Verifier::new(policy, keys, clock);
+//! let verified = verifier.verify(&issued.token, "op_1").await?;
+//! assert_eq!(verified.claims().jti, issued.jti);
+//!
+//! let refused = verifier.verify(&issued.token, "op_2").await.unwrap_err();
+//! assert_eq!(refused.problem_type(), "order-mismatch");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+mod cache;
+mod claims;
+mod clock;
+mod compact;
+mod error;
+#[cfg(feature = "issue")]
+mod issue;
+mod jwks;
+mod replay;
+mod verify;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use cache::{CachePolicy, CacheStatus, JwksFetcher, KeySetCache};
+pub use claims::{Audience, Claims, Constraints};
+pub use clock::{Clock, FakeClock, SystemClock};
+pub use compact::{ALGORITHM, MAX_TOKEN_BYTES, SIGNATURE_BYTES, TOKEN_TYPE, UnverifiedToken};
+pub use error::{KeyError, VerifyError};
+#[cfg(feature = "issue")]
+pub use issue::{IssueError, IssuedToken, IssuerConfig, TokenIssuer, der_to_raw};
+pub use jwks::{Jwk, JwkSet, JwksError, KeySet, VerificationKey};
+pub use replay::{MemoryReplayStore, ReplayStore};
+pub use verify::{KeyResolver, VerifiedToken, Verifier, VerifierPolicy, sha256_hex};
+
+/// Fixed key sets per issuer: for tests, tools and golden tokens.
+#[derive(Debug, Default)]
+pub struct StaticKeys(HashMap<String, KeySet>);
+
+impl StaticKeys {
+    pub fn with(mut self, iss: impl Into<String>, keys: KeySet) -> Self {
+        self.0.insert(iss.into(), keys);
+        self
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyResolver for StaticKeys {
+    async fn key(&self, iss: &str, kid: &str) -> Result<Arc<VerificationKey>, KeyError> {
+        self.0
+            .get(iss)
+            .and_then(|keys| keys.get(kid))
+            .ok_or(KeyError::UnknownKid)
+    }
+}

@@ -1,0 +1,6 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+mod fixture;
+mod golden;
+mod rejects;
+mod rotation;
