@@ -1,0 +1,123 @@
+//! rustls and reqwest configuration: TLS 1.3 only, aws-lc-rs, trust in our root alone.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::{CertificateDer, ServerName};
+
+use crate::{IdentityFiles, PkiError, load_certs, load_key};
+
+/// The one crypto provider of the project, passed explicitly so that a second provider in
+/// the dependency tree can never make rustls guess.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Whether a listener asks for a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// Server-authenticated TLS only.
+    #[default]
+    None,
+    /// A client certificate is verified against our root when presented; routes decide.
+    Optional,
+    /// No handshake without a client certificate from our root.
+    Required,
+}
+
+/// The root store holding only the certificates in `root`.
+pub fn root_store(root: &Path) -> Result<Arc<RootCertStore>, PkiError> {
+    let mut store = RootCertStore::empty();
+    for cert in load_certs(root)? {
+        store.add(cert).map_err(|e| PkiError::Pem {
+            path: root.to_owned(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(Arc::new(store))
+}
+
+/// A TLS 1.3-only server config presenting `identity`, with HTTP/2 and HTTP/1.1 offered.
+pub fn server_config(
+    identity: &IdentityFiles,
+    client_auth: ClientAuth,
+    root: &Path,
+) -> Result<Arc<ServerConfig>, PkiError> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(PkiError::Tls)?;
+    let builder = match client_auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        ClientAuth::Optional | ClientAuth::Required => {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(root_store(root)?, provider());
+            let verifier = if client_auth == ClientAuth::Optional {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| PkiError::Verifier(e.to_string()))?,
+            )
+        }
+    };
+    let mut config = builder
+        .with_single_cert(load_certs(&identity.cert)?, load_key(&identity.key)?)
+        .map_err(|e| PkiError::Identity {
+            path: identity.cert.clone(),
+            reason: e.to_string(),
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A TLS 1.3-only client config trusting only `root`, presenting `identity` if given.
+pub fn client_config(
+    root: &Path,
+    identity: Option<&IdentityFiles>,
+) -> Result<ClientConfig, PkiError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(PkiError::Tls)?
+        .with_root_certificates(root_store(root)?);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(files) => builder
+            .with_client_auth_cert(load_certs(&files.cert)?, load_key(&files.key)?)
+            .map_err(|e| PkiError::Identity {
+                path: files.cert.clone(),
+                reason: e.to_string(),
+            })?,
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A reqwest client builder over [`client_config`]: HTTPS only, TLS 1.3, our root only.
+pub fn reqwest_builder(
+    root: &Path,
+    identity: Option<&IdentityFiles>,
+) -> Result<reqwest::ClientBuilder, PkiError> {
+    Ok(reqwest::Client::builder()
+        .https_only(true)
+        .tls_backend_preconfigured(client_config(root, identity)?))
+}
+
+/// Whether a certificate (already verified by the TLS handshake) names `name` as a DNS SAN.
+pub fn certificate_names(cert: &CertificateDer<'_>, name: &str) -> bool {
+    let Ok(end_entity) = webpki::EndEntityCert::try_from(cert) else {
+        return false;
+    };
+    let Ok(server_name) = ServerName::try_from(name) else {
+        return false;
+    };
+    end_entity
+        .verify_is_valid_for_subject_name(&server_name)
+        .is_ok()
+}
