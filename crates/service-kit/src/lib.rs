@@ -1,1 +1,41 @@
+//! One way to run a ctr service: a public and a private admin HTTPS listener (TLS 1.3 only),
+//! probes, metrics, layered configuration, telemetry, and RFC 9457 problem+json errors.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use ctr_service_kit::{App, ClientAuth, Health, Metrics, ServerConfig, Service};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ServerConfig::defaults("hello");
+//! let routes = Router::new().route("/service/v1/hello", get(|| async { "hello" }));
+//! let app = App::build(Service { name: "hello", client_auth: ClientAuth::None }, &config, routes, Health::default(), Metrics::default()).await?;
+//! println!("public {} admin {}", app.public_addr(), app.admin_addr());
+//! app.run_until_stopped().await?;
+//! # Ok(()) }
+//! ```
 
+mod admin;
+mod app;
+mod caller;
+mod client;
+pub mod config;
+mod health;
+mod main_with;
+mod metrics;
+mod problem;
+pub mod request_id;
+mod serve;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use app::{App, Service, StartError};
+pub use caller::{RELAY_IDENTITY, RelayCaller};
+pub use client::{https_client, send_traced};
+pub use config::{Config, ConfigError, ServerConfig, ServiceSettings};
+pub use ctr_pki::ClientAuth;
+pub use health::{CheckOutcome, CheckReport, Health, HealthReport};
+pub use main_with::{healthcheck, main_with};
+pub use metrics::Metrics;
+pub use problem::{ApiError, ApiJson, PROBLEM_BASE};
+pub use serve::PeerCertificates;

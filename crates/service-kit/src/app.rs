@@ -1,0 +1,241 @@
+//! `App::build` binds both listeners; `run_until_stopped` serves until a signal or
+//! `POST /admin/v1/shutdown`, then drains.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use ctr_pki::{ClientAuth, IdentityFiles, PkiError};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::admin::{self, AdminState};
+use crate::config::{ConfigError, ServerConfig};
+use crate::problem::{method_not_allowed, not_found};
+use crate::serve::serve;
+use crate::{ApiError, Health, Metrics, request_id, telemetry};
+
+/// What the kit needs to know about a service.
+#[derive(Debug, Clone, Copy)]
+pub struct Service {
+    pub name: &'static str,
+    /// Whether the public listener asks for client certificates (domains: optional, so
+    /// that their consumer endpoints can require the relay's).
+    pub client_auth: ClientAuth,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("TLS: {0}")]
+    Tls(#[from] PkiError),
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Service(String),
+}
+
+/// A service with both listeners bound, ready to run.
+pub struct App {
+    service: Service,
+    public: TcpListener,
+    admin: TcpListener,
+    public_tls: std::sync::Arc<rustls::ServerConfig>,
+    admin_tls: std::sync::Arc<rustls::ServerConfig>,
+    public_router: Router,
+    admin_router: Router,
+    health: Health,
+    shutdown: CancellationToken,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("service", &self.service.name)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+impl App {
+    /// Loads the TLS identity, binds the public and the admin listener and assembles the
+    /// middleware around `routes`.
+    pub async fn build(
+        service: Service,
+        config: &ServerConfig,
+        routes: Router,
+        health: Health,
+        metrics: Metrics,
+    ) -> Result<Self, StartError> {
+        config.validate()?;
+        let identity = IdentityFiles {
+            cert: config.tls_cert.clone(),
+            key: config.tls_key.clone(),
+        };
+        let public_tls = ctr_pki::server_config(&identity, service.client_auth, &config.tls_root)?;
+        let admin_tls = ctr_pki::server_config(&identity, ClientAuth::None, &config.tls_root)?;
+        let public = bind(config.public_addr).await?;
+        let admin = bind(config.admin_addr).await?;
+        let shutdown = CancellationToken::new();
+        let admin_state = AdminState {
+            service: service.name,
+            health: health.clone(),
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+        };
+        Ok(Self {
+            service,
+            public_router: stack(routes, config, &metrics, "public"),
+            admin_router: stack(admin::router(admin_state), config, &metrics, "admin"),
+            public,
+            admin,
+            public_tls,
+            admin_tls,
+            health,
+            shutdown,
+            grace: config.shutdown_grace,
+        })
+    }
+
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public
+            .local_addr()
+            .unwrap_or_else(|_| unreachable!("a bound listener has an address"))
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or_else(|_| unreachable!("a bound listener has an address"))
+    }
+
+    /// Cancelling this token shuts the service down, as `POST /admin/v1/shutdown` does.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until SIGTERM, Ctrl-C or the shutdown token, then drains both listeners.
+    pub async fn run_until_stopped(self) -> Result<(), StartError> {
+        let public_addr = self.public_addr();
+        let admin_addr = self.admin_addr();
+        tracing::info!(service = self.service.name, %public_addr, %admin_addr, "listening");
+        let token = self.shutdown.clone();
+        let health = self.health.clone();
+        let signals = tokio::spawn(async move {
+            tokio::select! {
+                () = token.cancelled() => {}
+                () = termination() => {
+                    tracing::info!("termination signal received");
+                    health.begin_shutdown();
+                    token.cancel();
+                }
+            }
+        });
+        let public = serve(
+            "public",
+            self.public,
+            self.public_tls,
+            self.public_router,
+            self.shutdown.clone(),
+            self.grace,
+        );
+        let admin = serve(
+            "admin",
+            self.admin,
+            self.admin_tls,
+            self.admin_router,
+            self.shutdown.clone(),
+            self.grace,
+        );
+        tokio::join!(public, admin);
+        signals.abort();
+        tracing::info!(service = self.service.name, "stopped");
+        Ok(())
+    }
+}
+
+async fn termination() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The middleware every listener gets, outermost last.
+fn stack(
+    routes: Router,
+    config: &ServerConfig,
+    metrics: &Metrics,
+    listener: &'static str,
+) -> Router {
+    let timeout = config.request_timeout;
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            enforce_timeout(timeout, request, next)
+        }))
+        .layer(middleware::from_fn_with_state(
+            (metrics.clone(), listener),
+            Metrics::track,
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(telemetry::request_span)
+                .on_request(())
+                .on_response(
+                    |response: &Response, latency: Duration, span: &tracing::Span| {
+                        span.record("status", response.status().as_u16());
+                        tracing::info!(
+                            status = response.status().as_u16(),
+                            latency_ms = latency.as_secs_f64() * 1e3,
+                            "answered"
+                        );
+                    },
+                ),
+        )
+        .layer(middleware::from_fn(request_id::middleware))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("a handler panicked").into_response()
+        }))
+}
+
+async fn enforce_timeout(timeout: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request-timeout",
+            "Request timed out",
+            format!("the request did not complete within {timeout:?}"),
+        )
+        .into_response(),
+    }
+}

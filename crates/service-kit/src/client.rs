@@ -1,0 +1,32 @@
+//! Outgoing HTTPS: reqwest over our TLS 1.3 config, with trace context on every request.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ctr_pki::IdentityFiles;
+
+use crate::config::ConfigError;
+
+/// An HTTPS client that trusts only `root`, presents `identity` if given, and times out.
+pub fn https_client(
+    root: &Path,
+    identity: Option<&IdentityFiles>,
+    timeout: Duration,
+) -> Result<reqwest::Client, ConfigError> {
+    ctr_pki::reqwest_builder(root, identity)
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| ConfigError::Invalid(format!("the HTTPS client could not be built: {e}")))
+}
+
+/// Sends `request` with the current trace context injected.
+pub async fn send_traced(
+    mut request: reqwest::Request,
+    client: &reqwest::Client,
+) -> reqwest::Result<reqwest::Response> {
+    crate::telemetry::inject_trace_context(request.headers_mut());
+    client.execute(request).await
+}

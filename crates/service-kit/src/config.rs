@@ -1,0 +1,174 @@
+//! Layered, typed configuration: compiled-in defaults, an optional TOML file named by
+//! `CTR_CONFIG_FILE`, then `CTR_*` environment variables; validated before anything starts.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// A configuration that could not be used; the message names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("configuration: {setting}: {reason}")]
+    Setting {
+        setting: &'static str,
+        reason: String,
+    },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(error: figment::Error) -> Self {
+        // figment names the key and where it came from (e.g. "CTR_PUBLIC_ADDR environment variable").
+        let messages: Vec<String> = error
+            .into_iter()
+            .map(|e| {
+                let key = e.path.join(".").to_uppercase();
+                let origin = e
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.name.to_string())
+                    .unwrap_or_default();
+                format!("CTR_{key} ({origin}): {}", e.kind)
+            })
+            .collect();
+        Self::Invalid(messages.join("; "))
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON unless standard error is a terminal.
+    Auto,
+    Json,
+    Text,
+}
+
+/// What every service needs to run: listeners, TLS files, limits, telemetry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerConfig {
+    /// `CTR_PUBLIC_ADDR`: the public HTTPS listener (`/service/v1/...`).
+    pub public_addr: SocketAddr,
+    /// `CTR_ADMIN_ADDR`: the admin HTTPS listener; must be on 127.0.0.1.
+    pub admin_addr: SocketAddr,
+    /// `CTR_TLS_ROOT`: the root CA certificate every peer is verified against.
+    pub tls_root: PathBuf,
+    /// `CTR_TLS_CERT`: this service's certificate chain (leaf first).
+    pub tls_cert: PathBuf,
+    /// `CTR_TLS_KEY`: its PKCS#8 private key.
+    pub tls_key: PathBuf,
+    /// `CTR_SHUTDOWN_GRACE`: how long in-flight requests may take to drain.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// `CTR_REQUEST_TIMEOUT`: the longest a request may take before it answers 503.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// `CTR_BODY_LIMIT_BYTES`: the largest request body accepted.
+    pub body_limit_bytes: usize,
+    /// `CTR_LOG`: a tracing filter such as `info` or `info,ctr=debug`.
+    pub log: String,
+    /// `CTR_LOG_FORMAT`: `auto`, `json` or `text`.
+    pub log_format: LogFormat,
+    /// `CTR_OTLP_ENDPOINT`: an OTLP/HTTP traces endpoint; traces are exported only when set.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl ServerConfig {
+    /// The defaults of service `name`: its certificates under `/pki/<name>/`, as compose mounts them.
+    pub fn defaults(name: &str) -> Self {
+        let pki = Path::new("/pki");
+        Self {
+            public_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8443),
+            admin_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090),
+            tls_root: pki.join("root.pem"),
+            tls_cert: pki.join(name).join("server.pem"),
+            tls_key: pki.join(name).join("server.key"),
+            shutdown_grace: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(15),
+            body_limit_bytes: 64 * 1024,
+            log: "info".into(),
+            log_format: LogFormat::Auto,
+            otlp_endpoint: None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.admin_addr.ip() != IpAddr::V4(Ipv4Addr::LOCALHOST) {
+            return Err(ConfigError::Setting {
+                setting: "CTR_ADMIN_ADDR",
+                reason: format!(
+                    "{} is not on 127.0.0.1; the admin listener is private",
+                    self.admin_addr
+                ),
+            });
+        }
+        if self.body_limit_bytes < 1024 {
+            return Err(ConfigError::Setting {
+                setting: "CTR_BODY_LIMIT_BYTES",
+                reason: "must be at least 1024".into(),
+            });
+        }
+        if self.shutdown_grace.is_zero() || self.request_timeout.is_zero() {
+            return Err(ConfigError::Setting {
+                setting: "CTR_SHUTDOWN_GRACE/CTR_REQUEST_TIMEOUT",
+                reason: "must be longer than zero".into(),
+            });
+        }
+        if let Some(endpoint) = &self.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError::Setting {
+                setting: "CTR_OTLP_ENDPOINT",
+                reason: format!("`{endpoint}` is not an http(s) URL"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A service's own settings, read from the same sources as [`ServerConfig`].
+pub trait ServiceSettings: Serialize + DeserializeOwned {
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+/// The two halves of a service's configuration.
+#[derive(Debug, Clone)]
+pub struct Config<S> {
+    pub server: ServerConfig,
+    pub service: S,
+}
+
+/// The sources, in order: defaults, `CTR_CONFIG_FILE` (TOML), `CTR_*` variables.
+pub fn figment<S: Serialize>(server: &ServerConfig, service: &S) -> Figment {
+    let mut figment = Figment::new()
+        .merge(Serialized::defaults(server))
+        .merge(Serialized::defaults(service));
+    if let Ok(file) = std::env::var("CTR_CONFIG_FILE") {
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    figment.merge(Env::prefixed("CTR_").ignore(&["CONFIG_FILE"]))
+}
+
+impl<S: ServiceSettings> Config<S> {
+    /// Loads and validates the configuration of service `name` from the process environment.
+    pub fn load(name: &str, service_defaults: S) -> Result<Self, ConfigError> {
+        Self::from_figment(figment(&ServerConfig::defaults(name), &service_defaults))
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let server: ServerConfig = figment.extract()?;
+        let service: S = figment.extract()?;
+        server.validate()?;
+        service.validate()?;
+        Ok(Self { server, service })
+    }
+}

@@ -1,0 +1,193 @@
+//! One API error type, rendered as RFC 9457 `application/problem+json`.
+
+use std::fmt::Display;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::request_id;
+
+/// The base of every problem `type` URI; the slug follows.
+pub const PROBLEM_BASE: &str = "https://ctr.dev/problems/";
+
+/// An error answered to a client. 4xx say what was wrong; 5xx say only the request id (the
+/// cause is logged).
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub slug: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    pub extensions: Map<String, Value>,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    type_: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+    #[serde(flatten)]
+    extensions: &'a Map<String, Value>,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        slug: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            slug,
+            title,
+            detail: detail.into(),
+            extensions: Map::new(),
+        }
+    }
+
+    /// A field or rule of the request is wrong (422).
+    pub fn invalid(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            slug,
+            "The request is not acceptable",
+            detail,
+        )
+    }
+
+    pub fn not_found(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, slug, "Not found", detail)
+    }
+
+    pub fn conflict(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, slug, "Conflict", detail)
+    }
+
+    /// A server-side failure: the cause is logged, the client gets the request id only.
+    pub fn internal(cause: impl Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal server error",
+            "the request failed on the server; quote the request id when reporting it",
+        )
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extensions.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn type_uri(&self) -> String {
+        format!("{PROBLEM_BASE}{}", self.slug)
+    }
+}
+
+impl Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.slug, self.detail)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let id = request_id::current();
+        let body = Problem {
+            type_: self.type_uri(),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            instance: id.as_ref().map(|id| format!("urn:ctr:request:{id}")),
+            request_id: id,
+            extensions: &self.extensions,
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "the body must be JSON, sent with `content-type: application/json`",
+            ),
+            JsonRejection::JsonSyntaxError(e) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON",
+                e.body_text(),
+            ),
+            JsonRejection::JsonDataError(e) => Self::invalid("invalid-request", e.body_text()),
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body-too-large",
+                    "Request body too large",
+                    "the request body is larger than this service accepts",
+                )
+            }
+            other => Self::new(
+                other.status(),
+                "bad-request",
+                "Bad request",
+                other.body_text(),
+            ),
+        }
+    }
+}
+
+/// `Json` whose rejections are problem+json.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::not_found("route-not-found", "no route matches this path")
+}
+
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this route does not take that method",
+    )
+}

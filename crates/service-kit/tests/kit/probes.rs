@@ -1,0 +1,136 @@
+//! Admin probes and metrics.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::Value;
+
+use crate::helpers::TestApp;
+
+#[tokio::test]
+async fn readiness_flips_from_503_naming_the_check_to_200_when_it_passes() {
+    let app = TestApp::spawn().await;
+    let client = app.client();
+    let not_ready = client
+        .get(app.admin_url("/admin/v1/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_ready.status(), 503);
+    assert_eq!(
+        not_ready.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = not_ready.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("warmed-up"),
+        "{body}"
+    );
+
+    let health: Value = client
+        .get(app.admin_url("/admin/v1/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "unhealthy");
+    assert_eq!(health["checks"][0]["name"], "warmed-up");
+
+    app.ready.store(true, Ordering::SeqCst);
+    assert_eq!(
+        client
+            .get(app.admin_url("/admin/v1/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let health = client
+        .get(app.admin_url("/admin/v1/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.json::<Value>().await.unwrap()["status"], "healthy");
+    assert_eq!(
+        client
+            .get(app.admin_url("/admin/v1/livez"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let app = TestApp::spawn().await;
+    let client = app.client();
+    for _ in 0..3 {
+        assert_eq!(
+            client
+                .get(app.public_url("/service/v1/hello"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    client
+        .get(app.public_url("/service/v1/nowhere"))
+        .send()
+        .await
+        .unwrap();
+    let metrics = client
+        .get(app.admin_url("/admin/v1/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = r#"ctr_http_requests_total{listener="public",method="GET",route="/service/v1/hello",status="200"} 3"#;
+    assert!(metrics.contains(line), "missing `{line}` in\n{metrics}");
+    assert!(
+        metrics.contains(r#"route="unmatched",status="404""#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ctr_http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_a_plain_caller_id_is_kept() {
+    let app = TestApp::spawn().await;
+    let client = app.client();
+    let generated = client
+        .get(app.public_url("/service/v1/hello"))
+        .send()
+        .await
+        .unwrap();
+    let id = generated.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
+    let kept = client
+        .get(app.public_url("/service/v1/hello"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.headers()["x-request-id"], "abc-123");
+    let hostile = client
+        .get(app.public_url("/service/v1/hello"))
+        .header("x-request-id", "a\"b<script>")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(hostile.headers()["x-request-id"], "a\"b<script>");
+}
