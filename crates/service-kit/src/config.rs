@@ -28,7 +28,7 @@ impl From<figment::Error> for ConfigError {
         let messages: Vec<String> = error
             .into_iter()
             .map(|e| {
-                let key = e.path.join(".").to_uppercase();
+                let key = e.path.join("__").to_uppercase();
                 let origin = e
                     .metadata
                     .as_ref()
@@ -155,7 +155,7 @@ pub fn figment<S: Serialize>(server: &ServerConfig, service: &S) -> Figment {
     if let Ok(file) = std::env::var("CTR_CONFIG_FILE") {
         figment = figment.merge(Toml::file_exact(file));
     }
-    figment.merge(Env::prefixed("CTR_").ignore(&["CONFIG_FILE"]))
+    figment.merge(Env::prefixed("CTR_").ignore(&["CONFIG_FILE"]).split("__"))
 }
 
 impl<S: ServiceSettings> Config<S> {

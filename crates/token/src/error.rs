@@ -69,6 +69,17 @@ impl VerifyError {
         }
     }
 
+    /// The HTTP status that answers this failure: 409 for a replay, 503 when an issuer's keys
+    /// cannot be had, 413 for size, 422 for every other refused token.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::TooLarge { .. } => 413,
+            Self::Replayed { .. } => 409,
+            Self::KeysUnavailable { .. } => 503,
+            _ => 422,
+        }
+    }
+
     /// Whether the failure lies with the caller's token (4xx) or with an issuer (503).
     pub fn is_client_error(&self) -> bool {
         !matches!(self, Self::KeysUnavailable { .. })

@@ -90,6 +90,18 @@ impl TokenIssuer {
         order_processing_id: &str,
         constraints: &C,
     ) -> Result<IssuedToken, IssueError> {
+        self.issue_with_jti(Uuid::now_v7(), sub, order_processing_id, constraints)
+            .await
+    }
+
+    /// As [`Self::issue`], with the `jti` chosen by the caller (a domain keys its hold by it).
+    pub async fn issue_with_jti<C: Serialize>(
+        &self,
+        jti: Uuid,
+        sub: &str,
+        order_processing_id: &str,
+        constraints: &C,
+    ) -> Result<IssuedToken, IssueError> {
         let now = self.clock.now_secs();
         let ttl = i64::try_from(self.config.ttl.as_secs()).unwrap_or(300);
         let claims = Claims {
@@ -99,7 +111,7 @@ impl TokenIssuer {
             iat: now,
             nbf: now,
             exp: now + ttl,
-            jti: Uuid::now_v7(),
+            jti,
             order_processing_id: order_processing_id.to_owned(),
             capabilities: self.config.capabilities.clone(),
             constraints: Constraints::from_value(constraints)?,

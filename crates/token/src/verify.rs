@@ -51,11 +51,24 @@ impl VerifierPolicy {
 }
 
 /// A token that passed every envelope check. The only way to get one is [`Verifier::verify`].
-#[derive(Debug, Clone)]
+/// Its `Debug` shows the token's hash, never the token.
+#[derive(Clone)]
 pub struct VerifiedToken {
+    token: String,
     claims: Claims,
     kid: String,
     token_sha256: String,
+}
+
+impl std::fmt::Debug for VerifiedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedToken")
+            .field("iss", &self.claims.iss)
+            .field("jti", &self.claims.jti)
+            .field("kid", &self.kid)
+            .field("token_sha256", &self.token_sha256)
+            .finish_non_exhaustive()
+    }
 }
 
 impl VerifiedToken {
@@ -65,6 +78,11 @@ impl VerifiedToken {
 
     pub fn kid(&self) -> &str {
         &self.kid
+    }
+
+    /// The compact token, to hand back to its issuer. Never log it; log [`Self::token_sha256`].
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// Hex SHA-256 of the token: what logs may carry instead of the token.
@@ -177,6 +195,7 @@ impl<R: KeyResolver> Verifier<R> {
         let kid = unverified.kid;
         let claims = unverified.claims;
         Ok(VerifiedToken {
+            token: token.to_owned(),
             claims,
             kid,
             token_sha256: sha256_hex(token),

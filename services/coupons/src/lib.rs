@@ -1,1 +1,66 @@
+//! The coupons domain: confirms a coupon for an order, holds one use of it, redeems it for the
+//! relay and gives it back on cancellation. Built on the domain kit.
 
+mod ledger;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use ctr_domain_kit::{DomainApp, DomainSettings, SharedState, reference, rfc3339};
+use ctr_service_kit::{ApiError, ApiJson, Config, ServerConfig, StartError};
+use ctr_token::Clock;
+use serde_json::{Value, json};
+
+pub use ledger::{Coupon, CouponHold, Coupons, Discount, Seed};
+
+/// The built-in demo coupons (README, "Demo data").
+pub const BUILTIN_SEED: &str = include_str!("../../../deployments/seed/coupons.json");
+
+pub async fn build(
+    config: &Config<DomainSettings>,
+    clock: Arc<dyn Clock>,
+) -> Result<DomainApp<Coupons>, StartError> {
+    build_with(&config.server, &config.service, clock).await
+}
+
+pub async fn build_with(
+    server: &ServerConfig,
+    settings: &DomainSettings,
+    clock: Arc<dyn Clock>,
+) -> Result<DomainApp<Coupons>, StartError> {
+    let ledger = Coupons::from_seed(settings.seed(BUILTIN_SEED)?).map_err(StartError::Service)?;
+    let now = clock.clone();
+    ctr_domain_kit::build(server, settings, ledger, clock, move |state| {
+        read_routes(state, now)
+    })
+    .await
+}
+
+fn read_routes(state: SharedState<Coupons>, clock: Arc<dyn Clock>) -> Router {
+    Router::new()
+        .route("/service/v1/coupons/{code}", get(coupon))
+        .with_state((state, clock))
+}
+
+async fn coupon(
+    State((state, clock)): State<(SharedState<Coupons>, Arc<dyn Clock>)>,
+    Path(code): Path<String>,
+) -> Result<ApiJson<Value>, ApiError> {
+    let code = reference("coupon_code", &code)?;
+    let now = clock.now_secs();
+    state
+        .engine
+        .read(|coupons| {
+            coupons.get(&code).map(|c| {
+                json!({
+                    "code": c.code, "status": c.status(now), "discount": c.discount, "min_total": c.min_total,
+                    "uses": c.uses, "max_uses": c.max_uses, "reserved": c.reserved,
+                    "valid_until": rfc3339(c.valid_until.unix_timestamp()), "customer_id": c.customer_id,
+                })
+            })
+        })
+        .map(ApiJson)
+        .ok_or_else(|| ApiError::not_found("coupon-not-found", format!("no coupon `{code}`")))
+}

@@ -1,1 +1,121 @@
+//! OrderProcessing, the relay: order sessions, checkout with envelope verification, capability
+//! routing over mTLS, compensation. It holds public keys only: this crate does not link the
+//! KMS, so it cannot mint a token, and it never reads `constraints`.
 
+mod checkout;
+mod domains;
+mod orders;
+mod routes;
+mod settings;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ctr_pki::IdentityFiles;
+use ctr_service_kit::{
+    App, ClientAuth, Config, Health, Metrics, ServerConfig, Service, StartError, https_client,
+};
+use ctr_token::{CachePolicy, Clock, KeySetCache, MemoryReplayStore, Verifier, VerifierPolicy};
+
+pub use checkout::{IssuerKeys, Relay};
+pub use domains::{CallError, DomainClient, HttpJwks};
+pub use orders::{MemoryOrderStore, Order, OrderStatus, OrderStore, TokenOutcome};
+pub use routes::router;
+pub use settings::{IssuerEntry, RelaySettings};
+
+pub const SERVICE: Service = Service {
+    name: "order-processing",
+    client_auth: ClientAuth::None,
+};
+
+/// The relay, ready to run, and its state for tests and tools.
+pub struct RelayApp {
+    pub app: App,
+    pub relay: Arc<Relay>,
+}
+
+pub async fn build(
+    config: &Config<RelaySettings>,
+    clock: Arc<dyn Clock>,
+) -> Result<RelayApp, StartError> {
+    build_with(&config.server, &config.service, clock).await
+}
+
+pub async fn build_with(
+    server: &ServerConfig,
+    settings: &RelaySettings,
+    clock: Arc<dyn Clock>,
+) -> Result<RelayApp, StartError> {
+    let identity = IdentityFiles {
+        cert: settings.client_cert.clone(),
+        key: settings.client_key.clone(),
+    };
+    let client = https_client(&server.tls_root, Some(&identity), settings.call_timeout)?;
+    let cache_policy = CachePolicy {
+        max_age: settings.jwks_max_age,
+        min_refetch_interval: settings.jwks_min_refetch,
+    };
+    let mut policy = VerifierPolicy::new("order-processing");
+    policy.leeway = settings.token_leeway;
+    policy.max_lifetime = settings.max_token_lifetime;
+    let mut keys: IssuerKeys = HashMap::new();
+    let health = Health::default();
+    for (name, entry) in &settings.issuers {
+        let capabilities: Vec<&str> = entry.capabilities.iter().map(String::as_str).collect();
+        policy = policy.issuer(name.clone(), &capabilities);
+        let fetcher = HttpJwks {
+            client: client.clone(),
+            url: entry.jwks_url.clone(),
+        };
+        let cache = Arc::new(KeySetCache::new(fetcher, cache_policy, clock.clone()));
+        let probe = cache.clone();
+        health.register(format!("jwks:{name}"), move || {
+            let status = probe.status();
+            match (status.loaded, status.last_error) {
+                (true, None) => Ok(format!("{} keys", status.keys)),
+                (true, Some(error)) => Ok(format!(
+                    "{} cached keys; last refresh failed: {error}",
+                    status.keys
+                )),
+                (false, error) => Err(error.unwrap_or_else(|| "not fetched yet".into())),
+            }
+        });
+        keys.insert(name.clone(), cache);
+    }
+    warm_up(&keys);
+    let relay = Arc::new(Relay {
+        settings: settings.clone(),
+        verifier: Verifier::new(policy, keys, clock.clone()),
+        replay: Arc::new(MemoryReplayStore::new(clock.clone(), settings.token_leeway)),
+        orders: Arc::new(MemoryOrderStore::default()),
+        domains: DomainClient {
+            client,
+            retries: settings.call_retries,
+        },
+        clock,
+    });
+    let app = App::build(
+        SERVICE,
+        server,
+        router(relay.clone()),
+        health,
+        Metrics::default(),
+    )
+    .await?;
+    Ok(RelayApp { app, relay })
+}
+
+/// Fetches every issuer's JWKS in the background until each has been loaded once.
+fn warm_up(keys: &IssuerKeys) {
+    for cache in keys.values() {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            while !cache.status().loaded {
+                cache.refresh().await;
+                if !cache.status().loaded {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        });
+    }
+}

@@ -1,1 +1,59 @@
+//! The payments domain: authorizes a payment for an order, captures it for the relay, voids or
+//! refunds it on cancellation. Built on the domain kit.
 
+mod ledger;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use ctr_domain_kit::{DomainApp, DomainSettings, SharedState};
+use ctr_service_kit::{ApiError, ApiJson, Config, ServerConfig, StartError};
+use ctr_token::Clock;
+use serde_json::Value;
+
+pub use ledger::{PaymentHold, PaymentMethod, Payments, Seed};
+
+/// The built-in demo payment methods (README, "Demo data").
+pub const BUILTIN_SEED: &str = include_str!("../../../deployments/seed/payments.json");
+
+pub async fn build(
+    config: &Config<DomainSettings>,
+    clock: Arc<dyn Clock>,
+) -> Result<DomainApp<Payments>, StartError> {
+    build_with(&config.server, &config.service, clock).await
+}
+
+pub async fn build_with(
+    server: &ServerConfig,
+    settings: &DomainSettings,
+    clock: Arc<dyn Clock>,
+) -> Result<DomainApp<Payments>, StartError> {
+    let ledger = Payments::from_seed(settings.seed(BUILTIN_SEED)?);
+    ctr_domain_kit::build(server, settings, ledger, clock, read_routes).await
+}
+
+/// `GET /service/v1/payments/{payment_id}`: a payment is the hold its confirmation placed.
+fn read_routes(state: SharedState<Payments>) -> Router {
+    Router::new()
+        .route("/service/v1/payments/{payment_id}", get(payment))
+        .with_state(state)
+}
+
+async fn payment(
+    State(state): State<SharedState<Payments>>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<Value>, ApiError> {
+    let jti = uuid::Uuid::try_parse(&id).map_err(|_| {
+        ApiError::invalid(
+            "invalid-payment-id",
+            "a payment id is the confirmation's jti (a UUID)",
+        )
+    })?;
+    let record = state
+        .engine
+        .get(jti)
+        .ok_or_else(|| ApiError::not_found("payment-not-found", format!("no payment {jti}")))?;
+    Ok(ApiJson(ctr_domain_kit::hold_view::<Payments>(&record)))
+}

@@ -1,1 +1,60 @@
+//! The points domain: holds a customer's points for an order, deducts them for the relay and
+//! refunds them on cancellation. Built on the domain kit.
 
+mod ledger;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use ctr_domain_kit::{CustomerId, DomainApp, DomainSettings, SharedState};
+use ctr_service_kit::{ApiError, ApiJson, Config, ServerConfig, StartError};
+use ctr_token::Clock;
+use serde_json::{Value, json};
+
+pub use ledger::{Balance, MAX_POINTS, Points, PointsHold, Seed};
+
+/// The built-in demo balances (README, "Demo data").
+pub const BUILTIN_SEED: &str = include_str!("../../../deployments/seed/points.json");
+
+pub async fn build(
+    config: &Config<DomainSettings>,
+    clock: Arc<dyn Clock>,
+) -> Result<DomainApp<Points>, StartError> {
+    build_with(&config.server, &config.service, clock).await
+}
+
+pub async fn build_with(
+    server: &ServerConfig,
+    settings: &DomainSettings,
+    clock: Arc<dyn Clock>,
+) -> Result<DomainApp<Points>, StartError> {
+    let ledger = Points::from_seed(settings.seed(BUILTIN_SEED)?);
+    ctr_domain_kit::build(server, settings, ledger, clock, read_routes).await
+}
+
+fn read_routes(state: SharedState<Points>) -> Router {
+    Router::new()
+        .route("/service/v1/points/{customer_id}", get(balance))
+        .with_state(state)
+}
+
+async fn balance(
+    State(state): State<SharedState<Points>>,
+    Path(customer): Path<String>,
+) -> Result<ApiJson<Value>, ApiError> {
+    let customer = CustomerId::parse(&customer)?;
+    let balance = state
+        .engine
+        .read(|points| points.balance(&customer))
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "customer-not-found",
+                format!("no points account for `{customer}`"),
+            )
+        })?;
+    Ok(ApiJson(
+        json!({"customer_id": customer, "available": balance.available, "held": balance.held, "spent": balance.spent}),
+    ))
+}

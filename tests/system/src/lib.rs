@@ -1,1 +1,303 @@
+//! A whole ctr system in one process: the four services on 127.0.0.1, port 0, over real TLS
+//! 1.3 and mTLS, sharing one test PKI and one fake clock (set to the real time at start).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test harness fails loudly"
+)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ctr_domain_kit::{DomainApp, DomainSettings, Ledger, SharedState};
+use ctr_service_kit::testing::TestPki;
+use ctr_token::{Clock, FakeClock, SystemClock};
+use order_processing::{IssuerEntry, Relay, RelaySettings};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use coupons::Coupons;
+pub use payments::Payments;
+pub use points::Points;
+
+/// One running service.
+pub struct Running {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    pub stop: CancellationToken,
+    pub stopped: JoinHandle<()>,
+}
+
+impl Running {
+    fn start(app: ctr_service_kit::App) -> Self {
+        let (public, admin, stop) = (app.public_addr(), app.admin_addr(), app.shutdown_token());
+        let stopped = tokio::spawn(async move { app.run_until_stopped().await.unwrap() });
+        Self {
+            public,
+            admin,
+            stop,
+            stopped,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.public.port())
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.admin.port())
+    }
+
+    /// Stops the service and waits until it no longer listens.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.stopped.await.unwrap();
+    }
+}
+
+pub struct Domain<L: Ledger> {
+    pub running: Running,
+    pub state: SharedState<L>,
+}
+
+pub struct World {
+    pub pki: TestPki,
+    pub clock: Arc<FakeClock>,
+    pub coupons: Domain<Coupons>,
+    pub points: Domain<Points>,
+    pub payments: Domain<Payments>,
+    pub relay: Running,
+    pub relay_state: Arc<Relay>,
+    /// A customer: trusts our root, presents no certificate.
+    pub customer: reqwest::Client,
+}
+
+fn domain<L: Ledger>(built: DomainApp<L>) -> Domain<L> {
+    Domain {
+        state: built.state,
+        running: Running::start(built.app),
+    }
+}
+
+/// Settings every test domain shares: a short token and hold lifetime.
+pub fn domain_settings() -> DomainSettings {
+    DomainSettings {
+        token_ttl: Duration::from_secs(120),
+        hold_ttl: Duration::from_secs(600),
+        ..DomainSettings::default()
+    }
+}
+
+impl World {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts the domains, then the relay with its settings adjusted by `tune`.
+    pub async fn start_with(tune: impl FnOnce(&mut RelaySettings)) -> Self {
+        let pki = TestPki::new();
+        let clock = Arc::new(FakeClock::at_secs(SystemClock.now_secs()));
+        let dyn_clock: Arc<dyn Clock> = clock.clone();
+        let settings = domain_settings();
+        let coupons = domain(
+            coupons::build_with(&pki.server_config("coupons"), &settings, dyn_clock.clone())
+                .await
+                .unwrap(),
+        );
+        let points = domain(
+            points::build_with(&pki.server_config("points"), &settings, dyn_clock.clone())
+                .await
+                .unwrap(),
+        );
+        let payments = domain(
+            payments::build_with(&pki.server_config("payments"), &settings, dyn_clock.clone())
+                .await
+                .unwrap(),
+        );
+
+        let client = pki.client_identity("order-processing");
+        let mut relay_settings = RelaySettings {
+            issuers: [
+                ("coupons", "coupons:redeem", coupons.running.public),
+                ("points", "points:redeem", points.running.public),
+                ("payments", "payments:capture", payments.running.public),
+            ]
+            .into_iter()
+            .map(|(name, capability, addr)| {
+                (
+                    name.to_owned(),
+                    IssuerEntry::at(
+                        &format!("https://127.0.0.1:{}", addr.port()),
+                        name,
+                        capability,
+                    ),
+                )
+            })
+            .collect(),
+            client_cert: client.cert,
+            client_key: client.key,
+            call_timeout: Duration::from_secs(1),
+            call_retries: 1,
+            ..RelaySettings::default()
+        };
+        tune(&mut relay_settings);
+        let built = order_processing::build_with(
+            &pki.server_config("order-processing"),
+            &relay_settings,
+            dyn_clock,
+        )
+        .await
+        .unwrap();
+        let relay_state = built.relay.clone();
+        let relay = Running::start(built.app);
+        let customer = pki.client(None);
+        let world = Self {
+            pki,
+            clock,
+            coupons,
+            points,
+            payments,
+            relay,
+            relay_state,
+            customer,
+        };
+        world.wait_until_ready(&world.relay).await;
+        world
+    }
+
+    /// Polls a service's readiness probe until it answers 200 (at most 10 s).
+    pub async fn wait_until_ready(&self, service: &Running) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let ready = self
+                .customer
+                .get(service.admin_url("/admin/v1/readyz"))
+                .send()
+                .await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never became ready",
+                service.public
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn post(&self, url: String, body: Value) -> (u16, Value) {
+        let response = self.customer.post(url).json(&body).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, url: String) -> (u16, Value) {
+        let response = self.customer.get(url).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Opens an order and answers its id.
+    pub async fn open_order(&self, customer: &str, amount: u64) -> String {
+        let (status, body) = self
+            .post(
+                self.relay.url("/service/v1/orders"),
+                json!({"customer_id": customer, "total": {"amount": amount, "currency": "EUR"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["order_processing_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn confirm_coupon(
+        &self,
+        order: &str,
+        customer: &str,
+        code: &str,
+        total: u64,
+    ) -> (u16, Value) {
+        let body = json!({"order_processing_id": order, "customer_id": customer, "coupon_code": code,
+                          "order_total": {"amount": total, "currency": "EUR"}});
+        self.post(
+            self.coupons
+                .running
+                .url("/service/v1/coupons/confirmations"),
+            body,
+        )
+        .await
+    }
+
+    pub async fn confirm_points(&self, order: &str, customer: &str, points: u64) -> (u16, Value) {
+        let body = json!({"order_processing_id": order, "customer_id": customer, "points": points});
+        self.post(
+            self.points.running.url("/service/v1/points/confirmations"),
+            body,
+        )
+        .await
+    }
+
+    pub async fn confirm_payment(
+        &self,
+        order: &str,
+        customer: &str,
+        method: &str,
+        amount: u64,
+    ) -> (u16, Value) {
+        let body = json!({"order_processing_id": order, "customer_id": customer, "payment_method_id": method,
+                          "amount": {"amount": amount, "currency": "EUR"}});
+        self.post(
+            self.payments
+                .running
+                .url("/service/v1/payments/confirmations"),
+            body,
+        )
+        .await
+    }
+
+    /// Confirms coupon, points and payment for `order` and answers the three tokens.
+    pub async fn three_tokens(&self, order: &str, customer: &str, method: &str) -> Vec<String> {
+        let coupon = self.confirm_coupon(order, customer, "SPRING10", 4999).await;
+        assert_eq!(coupon.0, 201, "{}", coupon.1);
+        let points = self.confirm_points(order, customer, 500).await;
+        assert_eq!(points.0, 201, "{}", points.1);
+        let payment = self.confirm_payment(order, customer, method, 4000).await;
+        assert_eq!(payment.0, 201, "{}", payment.1);
+        [coupon.1, points.1, payment.1]
+            .iter()
+            .map(|b| b["token"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub async fn checkout(&self, order: &str, tokens: &[String]) -> (u16, Value) {
+        self.post(
+            self.relay
+                .url(&format!("/service/v1/orders/{order}/checkout")),
+            json!({"tokens": tokens}),
+        )
+        .await
+    }
+
+    pub async fn balance(&self, customer: &str) -> Value {
+        self.get(
+            self.points
+                .running
+                .url(&format!("/service/v1/points/{customer}")),
+        )
+        .await
+        .1
+    }
+
+    pub async fn coupon(&self, code: &str) -> Value {
+        self.get(
+            self.coupons
+                .running
+                .url(&format!("/service/v1/coupons/{code}")),
+        )
+        .await
+        .1
+    }
+}

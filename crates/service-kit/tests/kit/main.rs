@@ -1,5 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
-#![allow(clippy::result_large_err, reason = "figment::Jail closures return figment::Error")]
+#![allow(
+    clippy::result_large_err,
+    reason = "figment::Jail closures return figment::Error"
+)]
 
 mod config;
 mod helpers;

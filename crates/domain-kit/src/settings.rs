@@ -1,0 +1,72 @@
+//! The settings every domain shares, read by the service kit from defaults, file and `CTR_*`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ctr_kms::KmsConfig;
+use ctr_service_kit::{ConfigError, ServiceSettings};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DomainSettings {
+    /// `CTR_KMS__BACKEND` (`mock`) and `CTR_KMS__SEED` (derive the mock's keys from a seed).
+    pub kms: KmsConfig,
+    /// `CTR_TOKEN_TTL`: lifetime of a confirmation token (at most 5 minutes).
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// `CTR_HOLD_TTL`: how long a hold lasts unredeemed; longer than the token.
+    #[serde(with = "humantime_serde")]
+    pub hold_ttl: Duration,
+    /// `CTR_SEED_FILE`: demo data to load instead of the built-in seed.
+    pub seed_file: Option<PathBuf>,
+}
+
+impl Default for DomainSettings {
+    fn default() -> Self {
+        Self {
+            kms: KmsConfig::default(),
+            token_ttl: Duration::from_secs(120),
+            hold_ttl: Duration::from_secs(600),
+            seed_file: None,
+        }
+    }
+}
+
+impl ServiceSettings for DomainSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.token_ttl < Duration::from_secs(1) || self.token_ttl > Duration::from_secs(300) {
+            return Err(ConfigError::Setting {
+                setting: "CTR_TOKEN_TTL",
+                reason: "must be between 1s and 5m".into(),
+            });
+        }
+        if self.hold_ttl <= self.token_ttl {
+            return Err(ConfigError::Setting {
+                setting: "CTR_HOLD_TTL",
+                reason: "must be longer than CTR_TOKEN_TTL, so a valid token always finds its hold"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl DomainSettings {
+    /// The seed data: the file named by `CTR_SEED_FILE`, or the built-in demo data.
+    pub fn seed<T: serde::de::DeserializeOwned>(&self, builtin: &str) -> Result<T, ConfigError> {
+        let (text, origin) = match &self.seed_file {
+            Some(path) => (
+                std::fs::read_to_string(path).map_err(|e| ConfigError::Setting {
+                    setting: "CTR_SEED_FILE",
+                    reason: format!("{}: {e}", path.display()),
+                })?,
+                path.display().to_string(),
+            ),
+            None => (builtin.to_owned(), "the built-in seed".to_owned()),
+        };
+        serde_json::from_str(&text).map_err(|e| ConfigError::Setting {
+            setting: "CTR_SEED_FILE",
+            reason: format!("{origin}: {e}"),
+        })
+    }
+}

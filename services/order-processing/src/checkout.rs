@@ -1,0 +1,274 @@
+//! The checkout: verify every envelope, consume the tokens, redeem in a fixed order over mTLS,
+//! and compensate in reverse order when a redemption fails.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use ctr_service_kit::{ApiError, OrderProcessingId};
+use ctr_token::{Clock, KeySetCache, ReplayStore, VerifiedToken, Verifier, VerifyError};
+use serde_json::json;
+
+use crate::domains::DomainClient;
+use crate::orders::{
+    BeginError, Failure, Order, OrderStatus, OrderStore, TokenOutcome, TokenRecord,
+};
+use crate::settings::RelaySettings;
+
+pub type IssuerKeys = HashMap<String, Arc<KeySetCache>>;
+
+/// Everything a checkout needs; no signing key among it.
+pub struct Relay {
+    pub settings: RelaySettings,
+    pub verifier: Verifier<IssuerKeys>,
+    pub replay: Arc<dyn ReplayStore>,
+    pub orders: Arc<dyn OrderStore>,
+    pub domains: DomainClient,
+    pub clock: Arc<dyn Clock>,
+}
+
+fn token_problem(index: usize, error: &VerifyError) -> ApiError {
+    let status =
+        StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+    ApiError::new(
+        status,
+        error.problem_type(),
+        "Token refused",
+        format!("token {index}: {error}"),
+    )
+    .with("token_index", index)
+}
+
+fn refused(slug: &'static str, detail: String) -> ApiError {
+    ApiError::invalid(slug, detail)
+}
+
+impl Relay {
+    /// Runs a checkout. Once redemption starts it runs to its end even if the caller goes
+    /// away, so compensation is never cut short.
+    pub async fn checkout(
+        self: &Arc<Self>,
+        id: OrderProcessingId,
+        tokens: Vec<String>,
+    ) -> Result<Order, ApiError> {
+        if tokens.is_empty() || tokens.len() > self.settings.max_tokens {
+            return Err(refused(
+                "invalid-request",
+                format!(
+                    "`tokens` must hold 1 to {} tokens",
+                    self.settings.max_tokens
+                ),
+            ));
+        }
+        let now = self.clock.now_secs();
+        let mut order = self
+            .orders
+            .begin_checkout(&id, now)
+            .await
+            .map_err(|e| match e {
+                BeginError::NotFound => {
+                    ApiError::not_found("order-not-found", format!("no order {id}"))
+                }
+                BeginError::NotOpen(OrderStatus::CheckingOut) => ApiError::conflict(
+                    "checkout-in-progress",
+                    "another checkout of this order is in progress",
+                ),
+                BeginError::NotOpen(status) => ApiError::conflict(
+                    "order-not-open",
+                    format!("the order is {status:?}, not open").to_lowercase(),
+                ),
+            })?;
+        match self.admit(&order, &tokens).await {
+            Ok(verified) => {
+                let relay = self.clone();
+                let task = tokio::spawn(async move {
+                    relay.redeem_all(&mut order, verified).await;
+                    relay.orders.save(order.clone()).await;
+                    order
+                });
+                task.await.map_err(ApiError::internal)
+            }
+            Err(problem) => {
+                order.status = OrderStatus::Open;
+                self.orders.save(order).await;
+                Err(problem)
+            }
+        }
+    }
+
+    /// Every envelope check, then the policy of the checkout, then the replay store: all or
+    /// nothing, before anything is redeemed. Answers the tokens in redemption order.
+    async fn admit(
+        &self,
+        order: &Order,
+        tokens: &[String],
+    ) -> Result<Vec<VerifiedToken>, ApiError> {
+        let mut seen = HashSet::new();
+        let mut verified = Vec::with_capacity(tokens.len());
+        for (index, token) in tokens.iter().enumerate() {
+            if !seen.insert(token.as_str()) {
+                return Err(refused(
+                    "duplicate-token",
+                    format!("token {index} appears twice"),
+                ));
+            }
+            let token = self
+                .verifier
+                .verify(token, order.id.as_str())
+                .await
+                .map_err(|e| token_problem(index, &e))?;
+            let claims = token.claims();
+            tracing::debug!(iss = %claims.iss, jti = %claims.jti, token_sha256 = token.token_sha256(), "envelope verified");
+            if claims.sub != order.customer_id.as_str() {
+                return Err(refused(
+                    "customer-mismatch",
+                    format!("token {index} was confirmed for another customer"),
+                )
+                .with("token_index", index));
+            }
+            if claims.capabilities.len() != 1 {
+                return Err(refused(
+                    "token-capabilities-unroutable",
+                    format!("token {index} must carry exactly one capability"),
+                ));
+            }
+            verified.push(token);
+        }
+        let position = |t: &VerifiedToken| {
+            self.settings
+                .redemption_order
+                .iter()
+                .position(|c| *c == t.claims().capabilities[0])
+        };
+        let mut capabilities = HashSet::new();
+        for token in &verified {
+            let capability = &token.claims().capabilities[0];
+            if position(token).is_none() {
+                return Err(refused(
+                    "capability-not-routable",
+                    format!("no route for `{capability}`"),
+                ));
+            }
+            if !capabilities.insert(capability.clone()) {
+                return Err(refused(
+                    "duplicate-capability",
+                    format!("`{capability}` appears in more than one token"),
+                ));
+            }
+        }
+        if let Some(missing) = self
+            .settings
+            .required_capabilities
+            .iter()
+            .find(|c| !capabilities.contains(*c))
+        {
+            return Err(refused(
+                "capability-missing",
+                format!("a checkout needs a `{missing}` token"),
+            ));
+        }
+        verified.sort_by_key(|t| position(t));
+        let refs: Vec<&VerifiedToken> = verified.iter().collect();
+        self.replay
+            .consume_all(&refs)
+            .await
+            .map_err(|e| token_problem(0, &e))?;
+        Ok(verified)
+    }
+
+    async fn redeem_all(&self, order: &mut Order, tokens: Vec<VerifiedToken>) {
+        order.tokens = tokens
+            .iter()
+            .map(|t| TokenRecord {
+                iss: t.claims().iss.clone(),
+                jti: t.claims().jti,
+                capability: t.claims().capabilities[0].clone(),
+                outcome: TokenOutcome::Pending,
+            })
+            .collect();
+        let mut failed_at = None;
+        for (i, token) in tokens.iter().enumerate() {
+            let entry = self.entry(&order.tokens[i].capability);
+            let body = json!({
+                "token": token.token(),
+                "order_processing_id": order.id,
+                "customer_id": order.customer_id,
+            });
+            match self.domains.post_idempotent(&entry.redeem_url, &body).await {
+                Ok(_) => {
+                    order.tokens[i].outcome = TokenOutcome::Redeemed;
+                    tracing::info!(iss = %order.tokens[i].iss, jti = %order.tokens[i].jti, order_processing_id = %order.id, "redeemed");
+                }
+                Err(error) => {
+                    tracing::warn!(iss = %order.tokens[i].iss, jti = %order.tokens[i].jti, order_processing_id = %order.id, reason = error.reason(), "redemption failed");
+                    order.tokens[i].outcome = TokenOutcome::Failed;
+                    order.failure = Some(Failure {
+                        capability: order.tokens[i].capability.clone(),
+                        reason: error.reason(),
+                        detail: error.detail(),
+                    });
+                    failed_at = Some(i);
+                    break;
+                }
+            }
+        }
+        let Some(failed_at) = failed_at else {
+            order.status = OrderStatus::Completed;
+            return;
+        };
+        // Compensate: cancel in reverse order. The failed one too (a timed-out redemption may
+        // have been applied) and the later ones (their holds are released at once).
+        for i in (0..order.tokens.len()).rev() {
+            let record = &order.tokens[i];
+            let entry = self.entry(&record.capability);
+            let body = json!({"jti": record.jti, "order_processing_id": order.id, "reason": "checkout failed"});
+            let outcome = self.domains.post_idempotent(&entry.cancel_url, &body).await;
+            let record = &mut order.tokens[i];
+            match (outcome, record.outcome) {
+                (Ok(_), TokenOutcome::Redeemed) => record.outcome = TokenOutcome::Compensated,
+                (Ok(_), TokenOutcome::Pending) => record.outcome = TokenOutcome::Released,
+                (Ok(_), _) => {}
+                (Err(error), _) if i == failed_at => {
+                    tracing::debug!(jti = %record.jti, reason = error.reason(), "the failed hold could not be cancelled; it expires by itself");
+                }
+                (Err(error), _) => {
+                    tracing::error!(jti = %record.jti, order_processing_id = %order.id, reason = error.reason(), detail = error.detail(), "compensation failed");
+                }
+            }
+        }
+        order.status = OrderStatus::Failed;
+    }
+
+    fn entry(&self, capability: &str) -> &crate::settings::IssuerEntry {
+        self.settings
+            .issuer_of(capability)
+            .map(|(_, e)| e)
+            .unwrap_or_else(|| unreachable!("admitted tokens are routable"))
+    }
+}
+
+/// The problem answered when a checkout ended `failed`.
+pub fn failure_problem(order: &Order, now: i64) -> ApiError {
+    let failure = order.failure.clone().unwrap_or(Failure {
+        capability: String::new(),
+        reason: String::new(),
+        detail: String::new(),
+    });
+    let (status, slug) = if failure.reason == "issuer-unavailable" {
+        (StatusCode::BAD_GATEWAY, "issuer-unavailable")
+    } else {
+        (StatusCode::CONFLICT, "redemption-refused")
+    };
+    ApiError::new(
+        status,
+        slug,
+        "Checkout failed",
+        format!(
+            "redeeming `{}` failed ({}): {}; earlier redemptions were cancelled",
+            failure.capability, failure.reason, failure.detail
+        ),
+    )
+    .with("failed_capability", failure.capability)
+    .with("cause", failure.reason)
+    .with("order", order.view(now))
+}

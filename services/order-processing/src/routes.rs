@@ -1,0 +1,92 @@
+//! The relay's public API: thin handlers over [`Relay`].
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use ctr_money::Money;
+use ctr_service_kit::{ApiError, ApiJson, CustomerId, OrderProcessingId};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::checkout::{Relay, failure_problem};
+use crate::orders::{Order, OrderStatus};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOrder {
+    customer_id: String,
+    total: Money,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Checkout {
+    tokens: Vec<String>,
+}
+
+pub fn router(relay: Arc<Relay>) -> Router {
+    Router::new()
+        .route("/service/v1/orders", post(create_order))
+        .route("/service/v1/orders/{id}", get(get_order))
+        .route("/service/v1/orders/{id}/checkout", post(checkout))
+        .with_state(relay)
+}
+
+async fn create_order(
+    State(relay): State<Arc<Relay>>,
+    ApiJson(request): ApiJson<NewOrder>,
+) -> Result<(StatusCode, ApiJson<Value>), ApiError> {
+    let customer_id = CustomerId::parse(&request.customer_id)?;
+    if request.total.amount == 0 {
+        return Err(ApiError::invalid(
+            "invalid-total",
+            "`total.amount` must be at least 1",
+        ));
+    }
+    let now = relay.clock.now_secs();
+    let ttl = i64::try_from(relay.settings.order_ttl.as_secs()).unwrap_or(900);
+    let order = Order {
+        id: OrderProcessingId::generate(),
+        customer_id,
+        total: request.total,
+        status: OrderStatus::Open,
+        created_at: now,
+        expires_at: now + ttl,
+        tokens: Vec::new(),
+        failure: None,
+    };
+    tracing::info!(order_processing_id = %order.id, "order opened");
+    let view = order.view(now);
+    relay.orders.insert(order).await;
+    Ok((StatusCode::CREATED, ApiJson(view)))
+}
+
+async fn get_order(
+    State(relay): State<Arc<Relay>>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<Value>, ApiError> {
+    let id = OrderProcessingId::parse(&id)?;
+    let order = relay
+        .orders
+        .get(&id)
+        .await
+        .ok_or_else(|| ApiError::not_found("order-not-found", format!("no order {id}")))?;
+    Ok(ApiJson(order.view(relay.clock.now_secs())))
+}
+
+async fn checkout(
+    State(relay): State<Arc<Relay>>,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<Checkout>,
+) -> Result<ApiJson<Value>, ApiError> {
+    let id = OrderProcessingId::parse(&id)?;
+    let order = relay.checkout(id, request.tokens).await?;
+    let now = relay.clock.now_secs();
+    match order.status {
+        OrderStatus::Completed => Ok(ApiJson(order.view(now))),
+        _ => Err(failure_problem(&order, now)),
+    }
+}

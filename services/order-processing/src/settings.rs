@@ -1,0 +1,182 @@
+//! The relay's settings: the issuer registry and the checkout policy are configuration.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ctr_service_kit::{ConfigError, ServiceSettings};
+use serde::{Deserialize, Serialize};
+
+/// One issuing domain, as the relay knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuerEntry {
+    /// Where its public keys are (`GET`, HTTPS).
+    pub jwks_url: String,
+    /// Its redemption endpoint (`POST`, mTLS).
+    pub redeem_url: String,
+    /// Its cancellation endpoint (`POST`, mTLS).
+    pub cancel_url: String,
+    /// The capabilities it may grant; tokens carrying them are routed back to it.
+    pub capabilities: Vec<String>,
+}
+
+impl IssuerEntry {
+    /// The endpoints of a domain named `name` served at `base` (e.g. `https://coupons:8443`).
+    pub fn at(base: &str, name: &str, capability: &str) -> Self {
+        Self {
+            jwks_url: format!("{base}/.well-known/jwks.json"),
+            redeem_url: format!("{base}/service/v1/{name}/redemptions"),
+            cancel_url: format!("{base}/service/v1/{name}/cancellations"),
+            capabilities: vec![capability.to_owned()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RelaySettings {
+    /// `CTR_ISSUERS__<NAME>__{JWKS_URL,REDEEM_URL,CANCEL_URL,CAPABILITIES}`: the issuer registry.
+    pub issuers: BTreeMap<String, IssuerEntry>,
+    /// `CTR_REDEMPTION_ORDER`: the order capabilities are redeemed in (payment capture last).
+    pub redemption_order: Vec<String>,
+    /// `CTR_REQUIRED_CAPABILITIES`: what every checkout must present.
+    pub required_capabilities: Vec<String>,
+    /// `CTR_CLIENT_CERT` / `CTR_CLIENT_KEY`: the relay's mTLS client identity.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// `CTR_ORDER_TTL`: how long an order stays open for checkout.
+    #[serde(with = "humantime_serde")]
+    pub order_ttl: Duration,
+    /// `CTR_TOKEN_LEEWAY`: clock skew tolerated on `nbf`, `iat`, `exp`.
+    #[serde(with = "humantime_serde")]
+    pub token_leeway: Duration,
+    /// `CTR_MAX_TOKEN_LIFETIME`: the longest `exp - iat` accepted.
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
+    /// `CTR_CALL_TIMEOUT`: the limit of one call to a domain.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// `CTR_CALL_RETRIES`: further attempts of an idempotent call after a transport error or 5xx.
+    pub call_retries: u32,
+    /// `CTR_JWKS_MAX_AGE`: cached keys older than this are refreshed before use.
+    #[serde(with = "humantime_serde")]
+    pub jwks_max_age: Duration,
+    /// `CTR_JWKS_MIN_REFETCH`: at most one JWKS fetch per issuer per this interval.
+    #[serde(with = "humantime_serde")]
+    pub jwks_min_refetch: Duration,
+    /// `CTR_MAX_TOKENS`: the most tokens one checkout may carry.
+    pub max_tokens: usize,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        let issuers = [
+            ("coupons", "coupons:redeem"),
+            ("points", "points:redeem"),
+            ("payments", "payments:capture"),
+        ]
+        .into_iter()
+        .map(|(name, capability)| {
+            (
+                name.to_owned(),
+                IssuerEntry::at(&format!("https://{name}:8443"), name, capability),
+            )
+        })
+        .collect();
+        Self {
+            issuers,
+            redemption_order: vec![
+                "coupons:redeem".into(),
+                "points:redeem".into(),
+                "payments:capture".into(),
+            ],
+            required_capabilities: vec!["payments:capture".into()],
+            client_cert: "/pki/order-processing/client.pem".into(),
+            client_key: "/pki/order-processing/client.key".into(),
+            order_ttl: Duration::from_secs(900),
+            token_leeway: Duration::from_secs(5),
+            max_token_lifetime: Duration::from_secs(300),
+            call_timeout: Duration::from_secs(3),
+            call_retries: 2,
+            jwks_max_age: Duration::from_secs(300),
+            jwks_min_refetch: Duration::from_secs(5),
+            max_tokens: 8,
+        }
+    }
+}
+
+fn setting(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Setting {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+impl ServiceSettings for RelaySettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.issuers.is_empty() {
+            return Err(setting("CTR_ISSUERS", "at least one issuer is needed"));
+        }
+        for (name, entry) in &self.issuers {
+            for url in [&entry.jwks_url, &entry.redeem_url, &entry.cancel_url] {
+                if !url.starts_with("https://") {
+                    return Err(setting(
+                        "CTR_ISSUERS",
+                        format!("issuer `{name}`: `{url}` is not an https URL"),
+                    ));
+                }
+            }
+            if entry.capabilities.is_empty() {
+                return Err(setting(
+                    "CTR_ISSUERS",
+                    format!("issuer `{name}` grants no capability"),
+                ));
+            }
+        }
+        for capability in self
+            .redemption_order
+            .iter()
+            .chain(&self.required_capabilities)
+        {
+            if self.issuer_of(capability).is_none() {
+                return Err(setting(
+                    "CTR_REDEMPTION_ORDER",
+                    format!("no issuer grants `{capability}`"),
+                ));
+            }
+        }
+        for (name, entry) in &self.issuers {
+            if let Some(c) = entry
+                .capabilities
+                .iter()
+                .find(|c| !self.redemption_order.contains(c))
+            {
+                return Err(setting(
+                    "CTR_REDEMPTION_ORDER",
+                    format!("`{c}` of issuer `{name}` has no place in the order"),
+                ));
+            }
+        }
+        if self.token_leeway > Duration::from_secs(60) {
+            return Err(setting("CTR_TOKEN_LEEWAY", "at most 60s"));
+        }
+        if self.max_token_lifetime > Duration::from_secs(300) || self.max_token_lifetime.is_zero() {
+            return Err(setting("CTR_MAX_TOKEN_LIFETIME", "between 1s and 5m"));
+        }
+        if self.call_timeout.is_zero() {
+            return Err(setting("CTR_CALL_TIMEOUT", "must be longer than zero"));
+        }
+        if self.max_tokens == 0 || self.max_tokens > 32 {
+            return Err(setting("CTR_MAX_TOKENS", "between 1 and 32"));
+        }
+        Ok(())
+    }
+}
+
+impl RelaySettings {
+    /// The issuer that grants `capability`.
+    pub fn issuer_of(&self, capability: &str) -> Option<(&String, &IssuerEntry)> {
+        self.issuers
+            .iter()
+            .find(|(_, e)| e.capabilities.iter().any(|c| c == capability))
+    }
+}
