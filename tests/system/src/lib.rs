@@ -98,10 +98,18 @@ impl World {
 
     /// Starts the domains, then the relay with its settings adjusted by `tune`.
     pub async fn start_with(tune: impl FnOnce(&mut RelaySettings)) -> Self {
+        Self::start_custom(domain_settings(), tune).await
+    }
+
+    /// As [`Self::start_with`], with the domains' settings given (not validated, so a test
+    /// may set a hold shorter than its token).
+    pub async fn start_custom(
+        settings: DomainSettings,
+        tune: impl FnOnce(&mut RelaySettings),
+    ) -> Self {
         let pki = TestPki::new();
         let clock = Arc::new(FakeClock::at_secs(SystemClock.now_secs()));
         let dyn_clock: Arc<dyn Clock> = clock.clone();
-        let settings = domain_settings();
         let coupons = domain(
             coupons::build_with(&pki.server_config("coupons"), &settings, dyn_clock.clone())
                 .await
@@ -279,6 +287,22 @@ impl World {
             json!({"tokens": tokens}),
         )
         .await
+    }
+
+    /// A client presenting the relay's certificate, to call the consumer endpoints directly.
+    pub fn as_relay(&self) -> reqwest::Client {
+        self.pki.client(Some("order-processing"))
+    }
+
+    pub async fn post_as(
+        &self,
+        client: &reqwest::Client,
+        url: String,
+        body: Value,
+    ) -> (u16, Value) {
+        let response = client.post(url).json(&body).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn balance(&self, customer: &str) -> Value {

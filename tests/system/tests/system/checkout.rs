@@ -1,6 +1,37 @@
 //! The relay with the three domains: the whole flow, over real TLS and mTLS.
 
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ctr_system_tests::World;
+use serde_json::{Value, json};
+
+fn problem_type(body: &Value) -> &str {
+    body["type"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches("https://ctr.dev/problems/")
+}
+
+/// Balances, coupon use and order status show that nothing was redeemed.
+async fn assert_nothing_redeemed(world: &World, order: &str, why: &str) {
+    let balance = world.balance("c_alice").await;
+    assert_eq!(
+        (balance["held"].as_u64(), balance["spent"].as_u64()),
+        (Some(500), Some(0)),
+        "{why}: points untouched"
+    );
+    assert_eq!(
+        world.coupon("SPRING10").await["uses"],
+        0,
+        "{why}: coupon unused"
+    );
+    let (_, view) = world
+        .get(world.relay.url(&format!("/service/v1/orders/{order}")))
+        .await;
+    assert_eq!(view["status"], "open", "{why}: the order stays open");
+}
 
 #[tokio::test]
 async fn a_checkout_with_coupon_points_and_payment_completes_and_changes_each_domain_once() {
@@ -25,7 +56,7 @@ async fn a_checkout_with_coupon_points_and_payment_completes_and_changes_each_do
             ("points:redeem", "redeemed"),
             ("payments:capture", "redeemed")
         ]
-        .map(|(c, o)| (serde_json::json!(c), serde_json::json!(o)))
+        .map(|(c, o)| (json!(c), json!(o)))
     );
     assert!(
         !body.to_string().contains(&tokens[0]),
@@ -42,8 +73,343 @@ async fn a_checkout_with_coupon_points_and_payment_completes_and_changes_each_do
         (Some(4500), Some(0), Some(500))
     );
     assert_eq!(world.coupon("SPRING10").await["uses"], 1);
-    let (_, order_view) = world
+    let payment_jti = body["tokens"][2]["jti"].as_str().unwrap();
+    let (_, payment) = world
+        .get(
+            world
+                .payments
+                .running
+                .url(&format!("/service/v1/payments/{payment_jti}")),
+        )
+        .await;
+    assert_eq!(payment["status"], "captured");
+    let (_, view) = world
         .get(world.relay.url(&format!("/service/v1/orders/{order}")))
         .await;
-    assert_eq!(order_view["status"], "completed");
+    assert_eq!(view["status"], "completed");
+}
+
+fn tamper_payload(token: &str, f: impl FnOnce(&mut Value)) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    f(&mut claims);
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap()),
+        parts[2]
+    )
+}
+
+#[tokio::test]
+async fn every_envelope_failure_rejects_the_whole_checkout_with_its_problem_type_and_redeems_nothing()
+ {
+    let world = World::start().await;
+    let order = world.open_order("c_alice", 4999).await;
+    let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+    let other_order = world.open_order("c_alice", 4999).await;
+    let (_, foreign) = world
+        .confirm_coupon(&other_order, "c_alice", "FIVEOFF", 4999)
+        .await;
+    let foreign = foreign["token"].as_str().unwrap().to_owned();
+    let with = |i: usize, token: String| {
+        let mut t = tokens.clone();
+        t[i] = token;
+        t
+    };
+    let cases: Vec<(&str, Vec<String>, u16, &str)> = vec![
+        (
+            "a tampered payload",
+            with(1, tamper_payload(&tokens[1], |c| c["sub"] = json!("c_bob"))),
+            422,
+            "token-signature-invalid",
+        ),
+        (
+            "a truncated token",
+            with(0, tokens[0][..tokens[0].len() - 4].to_owned()),
+            422,
+            "token-signature-invalid",
+        ),
+        (
+            "garbage",
+            with(2, "not.a.token".into()),
+            422,
+            "token-malformed",
+        ),
+        (
+            "a token over 8 KiB",
+            with(2, "a".repeat(9000)),
+            413,
+            "token-too-large",
+        ),
+        (
+            "a token of another order",
+            with(0, foreign),
+            422,
+            "order-mismatch",
+        ),
+        (
+            "the same token twice",
+            vec![tokens[0].clone(), tokens[0].clone(), tokens[2].clone()],
+            422,
+            "duplicate-token",
+        ),
+        (
+            "no payment token",
+            tokens[..2].to_vec(),
+            422,
+            "capability-missing",
+        ),
+        ("no tokens", vec![], 422, "invalid-request"),
+    ];
+    for (why, presented, status, slug) in cases {
+        let (got, body) = world.checkout(&order, &presented).await;
+        assert_eq!((got, problem_type(&body)), (status, slug), "{why}: {body}");
+        assert_nothing_redeemed(&world, &order, why).await;
+    }
+    // An expired token: the clock moves past the tokens' lifetime and leeway.
+    world.clock.advance(Duration::from_secs(126));
+    let (status, body) = world.checkout(&order, &tokens).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (422, "token-expired"),
+        "{body}"
+    );
+    assert_nothing_redeemed(&world, &order, "expired").await;
+}
+
+#[tokio::test]
+async fn a_token_confirmed_for_another_customer_is_refused() {
+    let world = World::start().await;
+    let order = world.open_order("c_alice", 4999).await;
+    let mut tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+    let (status, bobs) = world.confirm_points(&order, "c_bob", 100).await;
+    assert_eq!(status, 201);
+    tokens[1] = bobs["token"].as_str().unwrap().to_owned();
+    let (status, body) = world.checkout(&order, &tokens).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (422, "customer-mismatch"),
+        "{body}"
+    );
+    assert_eq!(world.balance("c_bob").await["spent"], 0);
+}
+
+#[tokio::test]
+async fn tokens_of_a_completed_order_are_refused_in_a_second_order() {
+    let world = World::start().await;
+    let first = world.open_order("c_alice", 4999).await;
+    let tokens = world.three_tokens(&first, "c_alice", "pm_alice_visa").await;
+    assert_eq!(world.checkout(&first, &tokens).await.0, 200);
+    let (status, body) = world.checkout(&first, &tokens).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (409, "order-not-open"),
+        "{body}"
+    );
+    let second = world.open_order("c_alice", 4999).await;
+    let (status, body) = world.checkout(&second, &tokens).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (422, "order-mismatch"),
+        "{body}"
+    );
+    assert_eq!(
+        world.balance("c_alice").await["spent"],
+        500,
+        "redeemed once"
+    );
+    assert_eq!(world.coupon("SPRING10").await["uses"], 1);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_checkouts_with_the_same_tokens_complete_exactly_once() {
+    let world = World::start().await;
+    let order = world.open_order("c_alice", 4999).await;
+    let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+    let attempts = (0..50).map(|_| world.checkout(&order, &tokens));
+    let results = futures::future::join_all(attempts).await;
+    let completed = results.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(completed, 1, "{results:?}");
+    for (status, body) in results.iter().filter(|(s, _)| *s != 200) {
+        assert_eq!(*status, 409, "{body}");
+        assert!(
+            ["checkout-in-progress", "order-not-open"].contains(&problem_type(body)),
+            "{body}"
+        );
+    }
+    let balance = world.balance("c_alice").await;
+    assert_eq!(
+        (balance["available"].as_u64(), balance["spent"].as_u64()),
+        (Some(4500), Some(500))
+    );
+    assert_eq!(world.coupon("SPRING10").await["uses"], 1);
+}
+
+#[tokio::test]
+async fn a_declined_capture_cancels_the_earlier_redemptions_in_reverse_and_fails_the_order() {
+    let world = World::start().await;
+    let order = world.open_order("c_alice", 4999).await;
+    let tokens = world
+        .three_tokens(&order, "c_alice", "pm_alice_declines")
+        .await;
+    let (status, body) = world.checkout(&order, &tokens).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (409, "redemption-refused"),
+        "{body}"
+    );
+    assert_eq!(body["failed_capability"], "payments:capture");
+    assert_eq!(body["cause"], "payment-declined");
+
+    let (_, view) = world
+        .get(world.relay.url(&format!("/service/v1/orders/{order}")))
+        .await;
+    assert_eq!(view["status"], "failed");
+    assert_eq!(view["failure"]["capability"], "payments:capture");
+    assert_eq!(view["failure"]["reason"], "payment-declined");
+    let outcomes: Vec<&str> = view["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["compensated", "compensated", "failed"]);
+
+    let coupon = world.coupon("SPRING10").await;
+    assert_eq!(
+        (coupon["uses"].as_u64(), coupon["status"].as_str()),
+        (Some(0), Some("available")),
+        "coupon back to unused"
+    );
+    let balance = world.balance("c_alice").await;
+    assert_eq!(
+        (
+            balance["available"].as_u64(),
+            balance["held"].as_u64(),
+            balance["spent"].as_u64()
+        ),
+        (Some(5000), Some(0), Some(0))
+    );
+    let payment_jti = view["tokens"][2]["jti"].as_str().unwrap();
+    let (_, payment) = world
+        .get(
+            world
+                .payments
+                .running
+                .url(&format!("/service/v1/payments/{payment_jti}")),
+        )
+        .await;
+    assert_eq!(
+        payment["status"], "voided",
+        "the declined authorization is voided"
+    );
+}
+
+#[tokio::test]
+async fn a_domain_that_is_down_fails_the_checkout_in_bounded_time_and_compensates() {
+    let world = World::start().await;
+    let order = world.open_order("c_alice", 4999).await;
+    let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+    let World { payments, .. } = &world;
+    payments.running.stop.cancel();
+    while tokio::net::TcpStream::connect(payments.running.public)
+        .await
+        .is_ok()
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let (status, body) = world.checkout(&order, &tokens).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (502, "issuer-unavailable"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "no hang: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(body["failed_capability"], "payments:capture");
+    let balance = world.balance("c_alice").await;
+    assert_eq!(
+        (balance["available"].as_u64(), balance["spent"].as_u64()),
+        (Some(5000), Some(0))
+    );
+    assert_eq!(world.coupon("SPRING10").await["uses"], 0);
+}
+
+#[tokio::test]
+async fn a_domain_that_never_answers_times_out_and_the_checkout_compensates() {
+    // A listener that accepts connections and never speaks: the payments redeem URL points at it.
+    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = blackhole.local_addr().unwrap().port();
+    let _accepting = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = blackhole.accept().await {
+            held.push(stream);
+        }
+    });
+    let world = World::start_with(|s| {
+        let payments = s.issuers.get_mut("payments").unwrap();
+        payments.redeem_url = format!("https://127.0.0.1:{port}/service/v1/payments/redemptions");
+    })
+    .await;
+    let order = world.open_order("c_alice", 4999).await;
+    let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+    let started = Instant::now();
+    let (status, body) = world.checkout(&order, &tokens).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (502, "issuer-unavailable"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bounded by timeouts: {:?}",
+        started.elapsed()
+    );
+    let balance = world.balance("c_alice").await;
+    assert_eq!(
+        (balance["available"].as_u64(), balance["spent"].as_u64()),
+        (Some(5000), Some(0))
+    );
+    assert_eq!(world.coupon("SPRING10").await["uses"], 0);
+}
+
+#[tokio::test]
+async fn after_a_key_rotation_old_tokens_still_verify_and_new_ones_after_a_refetch() {
+    let world = World::start().await;
+    let first = world.open_order("c_alice", 4999).await;
+    let old_tokens = world.three_tokens(&first, "c_alice", "pm_alice_visa").await;
+
+    let kms = world.coupons.state.signer.kms().clone();
+    kms.rotate("coupons-signing").await.unwrap();
+    let (_, jwks) = world
+        .get(world.coupons.running.url("/.well-known/jwks.json"))
+        .await;
+    assert_eq!(
+        jwks["keys"].as_array().unwrap().len(),
+        2,
+        "both versions are published"
+    );
+
+    assert_eq!(
+        world.checkout(&first, &old_tokens).await.0,
+        200,
+        "a v1 token verifies after rotation"
+    );
+
+    let second = world.open_order("c_alice", 4999).await;
+    let new_tokens = world
+        .three_tokens(&second, "c_alice", "pm_alice_visa")
+        .await;
+    world.clock.advance(Duration::from_secs(6)); // past the relay's JWKS refetch interval
+    let (status, body) = world.checkout(&second, &new_tokens).await;
+    assert_eq!(
+        status, 200,
+        "a v2 token verifies once the relay refetched: {body}"
+    );
 }

@@ -1,3 +1,4 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod checkout;
+mod domains;
