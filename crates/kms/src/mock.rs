@@ -49,8 +49,15 @@ impl MockKms {
             Some(seed) => derive_key(seed, key_id, number)?,
             None => random_key()?,
         };
+        // The version names its key: a process restarted with random keys never reuses a
+        // `kid` that verifiers have cached for a different key.
+        let point = key.verifying_key().to_encoded_point(false);
+        let fingerprint: String = sha2::Sha256::digest(point.as_bytes())[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ok(Version {
-            id: KeyVersion(format!("{key_id}.v{number}")),
+            id: KeyVersion(format!("{key_id}.v{number}.{fingerprint}")),
             key,
             enabled: true,
         })

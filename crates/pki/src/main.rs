@@ -32,6 +32,12 @@ enum Command {
         /// Replace an existing PKI in DIR.
         #[arg(long)]
         force: bool,
+        /// Give every written file to UID:GID (containers that run as a non-root user).
+        #[arg(long, value_name = "UID:GID", env = "CTR_PKI_CHOWN")]
+        chown: Option<String>,
+        /// Also copy the root CA certificate to this path (for curl on the host).
+        #[arg(long, value_name = "PATH", env = "CTR_PKI_EXPORT_ROOT")]
+        export_root: Option<PathBuf>,
     },
 }
 
@@ -55,13 +61,26 @@ fn main() -> ExitCode {
         services,
         clients,
         force,
+        chown,
+        export_root,
     } = Cli::parse().command;
+    let finish = || -> Result<(), String> {
+        if let Some(owner) = &chown {
+            chown_tree(&out, owner)?;
+        }
+        if let Some(path) = &export_root {
+            std::fs::copy(out.join(ROOT_FILE), path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            println!("exported the root CA to {}", path.display());
+        }
+        Ok(())
+    };
     if out.join(ROOT_FILE).exists() && !force {
         println!(
             "{} already holds a PKI; keeping it (use --force to replace it)",
             out.display()
         );
-        return ExitCode::SUCCESS;
+        return report(finish());
     }
     let spec = PkiSpec {
         tiers,
@@ -78,11 +97,46 @@ fn main() -> ExitCode {
                 spec.clients.len(),
                 out.join(ROOT_FILE).display()
             );
-            ExitCode::SUCCESS
+            report(finish())
         }
+        Err(e) => report(Err(e.to_string())),
+    }
+}
+
+fn report(outcome: Result<(), String>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ctr-pki: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(unix)]
+fn chown_tree(dir: &std::path::Path, owner: &str) -> Result<(), String> {
+    let parse = |s: &str| {
+        s.parse::<u32>()
+            .map_err(|_| format!("--chown wants UID:GID, not `{owner}`"))
+    };
+    let (uid, gid) = owner
+        .split_once(':')
+        .ok_or_else(|| format!("--chown wants UID:GID, not `{owner}`"))?;
+    let (uid, gid) = (parse(uid)?, parse(gid)?);
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).map_err(|e| format!("{}: {e}", path.display()))? {
+                pending.push(entry.map_err(|e| e.to_string())?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn chown_tree(_: &std::path::Path, _: &str) -> Result<(), String> {
+    Err("--chown is only supported on unix".into())
 }

@@ -99,6 +99,13 @@ impl ServerConfig {
         }
     }
 
+    /// The OTLP endpoint, if one is set (an empty variable means none).
+    pub fn otlp_endpoint(&self) -> Option<&str> {
+        self.otlp_endpoint
+            .as_deref()
+            .filter(|e| !e.trim().is_empty())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.admin_addr.ip() != IpAddr::V4(Ipv4Addr::LOCALHOST) {
             return Err(ConfigError::Setting {
@@ -121,7 +128,7 @@ impl ServerConfig {
                 reason: "must be longer than zero".into(),
             });
         }
-        if let Some(endpoint) = &self.otlp_endpoint
+        if let Some(endpoint) = self.otlp_endpoint()
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {
             return Err(ConfigError::Setting {

@@ -39,7 +39,7 @@ pub fn init(service: &'static str, config: &ServerConfig) -> Result<Telemetry, C
     })?;
     let mut provider = SdkTracerProvider::builder()
         .with_resource(Resource::builder().with_service_name(service).build());
-    if let Some(endpoint) = &config.otlp_endpoint {
+    if let Some(endpoint) = config.otlp_endpoint() {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))

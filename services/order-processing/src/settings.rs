@@ -180,3 +180,73 @@ impl RelaySettings {
             .find(|(_, e)| e.capabilities.iter().any(|c| c == capability))
     }
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::result_large_err,
+    reason = "figment::Jail closures return figment::Error"
+)]
+mod tests {
+    use ctr_service_kit::Config;
+    use figment::Jail;
+
+    use super::RelaySettings;
+
+    fn load() -> Result<Config<RelaySettings>, String> {
+        Config::load("order-processing", RelaySettings::default()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_registry_and_policy_come_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "CTR_ISSUERS__COUPONS__JWKS_URL",
+                "https://coupons.example:9443/.well-known/jwks.json",
+            );
+            jail.set_env(
+                "CTR_REQUIRED_CAPABILITIES",
+                "[payments:capture, points:redeem]",
+            );
+            let config = load().unwrap();
+            let coupons = &config.service.issuers["coupons"];
+            assert_eq!(
+                coupons.jwks_url,
+                "https://coupons.example:9443/.well-known/jwks.json"
+            );
+            assert_eq!(
+                coupons.redeem_url, "https://coupons:8443/service/v1/coupons/redemptions",
+                "the rest keeps its default"
+            );
+            assert_eq!(
+                config.service.required_capabilities,
+                ["payments:capture", "points:redeem"]
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_inconsistent_policy_is_refused_naming_the_setting() {
+        for (variable, value) in [
+            ("CTR_REQUIRED_CAPABILITIES", "[loyalty:redeem]"),
+            (
+                "CTR_ISSUERS__POINTS__REDEEM_URL",
+                "http://points:8443/redeem",
+            ),
+            ("CTR_REDEMPTION_ORDER", "[coupons:redeem, payments:capture]"),
+            ("CTR_TOKEN_LEEWAY", "10m"),
+            ("CTR_MAX_TOKENS", "0"),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.set_env(variable, value);
+                let error = load().unwrap_err();
+                let named = variable.split("__").next().unwrap_or(variable);
+                assert!(
+                    error.contains(named) || error.contains("CTR_REDEMPTION_ORDER"),
+                    "{variable}={value}: {error}"
+                );
+                Ok(())
+            });
+        }
+    }
+}

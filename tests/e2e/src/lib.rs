@@ -1,0 +1,313 @@
+//! The ctr images on a private Docker network, started with testcontainers: `pki-init` first,
+//! then the three domains, then the relay, each addressed by its container name. Tests talk to
+//! the published ports with a client that trusts only the root CA `pki-init` exported.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test harness fails loudly"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testcontainers::core::wait::ExitWaitStrategy;
+use testcontainers::core::{AccessMode, IntoContainerPort, Mount, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+pub const DOMAINS: [&str; 3] = ["coupons", "points", "payments"];
+
+fn tag() -> String {
+    std::env::var("CTR_IMAGE_TAG").unwrap_or_else(|_| "dev".into())
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Builds the images with deployments/docker/build-images.sh unless they all exist.
+pub fn ensure_images() {
+    let missing = ["pki", "order-processing", "coupons", "points", "payments"]
+        .iter()
+        .any(|name| {
+            let image = format!("ctr/{name}:{}", tag());
+            !Command::new("docker")
+                .args(["image", "inspect", &image])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if missing {
+        let status = Command::new(repo_root().join("deployments/docker/build-images.sh"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "building the images failed");
+    }
+}
+
+/// Removes a run's containers and volume even when a test panics.
+struct Cleanup {
+    containers: Vec<String>,
+    volume: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .arg("rm")
+            .arg("-f")
+            .args(&self.containers)
+            .output();
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f", &self.volume])
+            .output();
+    }
+}
+
+pub struct Stack {
+    pub id: String,
+    _export: tempfile::TempDir,
+    pub root: PathBuf,
+    pub relay: ContainerAsync<GenericImage>,
+    pub domains: Vec<(String, ContainerAsync<GenericImage>)>,
+    pub client: reqwest::Client,
+    // Last, so that it runs after the containers' own drop.
+    _cleanup: Cleanup,
+}
+
+fn container_name(id: &str, service: &str) -> String {
+    format!("ctr-e2e-{id}-{service}")
+}
+
+fn service_image(name: &str) -> GenericImage {
+    GenericImage::new(format!("ctr/{name}"), tag())
+        .with_exposed_port(8443.tcp())
+        .with_wait_for(WaitFor::healthcheck())
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        ensure_images();
+        let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
+        let network = format!("ctr-e2e-{id}");
+        let volume = format!("ctr-e2e-{id}-pki");
+        let export = tempfile::tempdir().unwrap();
+
+        let mut init = vec![
+            "init".to_owned(),
+            "--out=/pki".into(),
+            "--chown=10001:10001".into(),
+            "--export-root=/export/root.pem".into(),
+        ];
+        for service in ["order-processing", "coupons", "points", "payments"] {
+            init.push(format!(
+                "--service={service}={}",
+                container_name(&id, service)
+            ));
+        }
+        init.push("--client=order-processing".into());
+        let pki = GenericImage::new("ctr/pki", &tag())
+            .with_wait_for(WaitFor::exit(ExitWaitStrategy::new().with_exit_code(0)))
+            .with_cmd(init)
+            .with_user("0:0")
+            .with_network(&network)
+            .with_mount(Mount::volume_mount(&volume, "/pki"))
+            .with_mount(Mount::bind_mount(
+                export.path().to_string_lossy(),
+                "/export",
+            ))
+            .start()
+            .await
+            .expect("pki-init runs to completion");
+        drop(pki);
+
+        let pki_mount =
+            || Mount::volume_mount(&volume, "/pki").with_access_mode(AccessMode::ReadOnly);
+        let mut domains = Vec::new();
+        for domain in DOMAINS {
+            let container = service_image(domain)
+                .with_network(&network)
+                .with_container_name(container_name(&id, domain))
+                .with_mount(pki_mount())
+                .with_env_var("CTR_LOG_FORMAT", "json")
+                .with_startup_timeout(Duration::from_secs(60))
+                .start()
+                .await
+                .unwrap_or_else(|e| panic!("{domain} starts healthy: {e}"));
+            domains.push((domain.to_owned(), container));
+        }
+        let mut relay = service_image("order-processing")
+            .with_network(&network)
+            .with_container_name(container_name(&id, "order-processing"))
+            .with_mount(pki_mount())
+            .with_env_var("CTR_LOG_FORMAT", "json")
+            .with_env_var("CTR_CALL_TIMEOUT", "2s")
+            .with_startup_timeout(Duration::from_secs(60));
+        for domain in DOMAINS {
+            let base = format!("https://{}:8443", container_name(&id, domain));
+            let key = domain.to_uppercase();
+            relay = relay
+                .with_env_var(
+                    format!("CTR_ISSUERS__{key}__JWKS_URL"),
+                    format!("{base}/.well-known/jwks.json"),
+                )
+                .with_env_var(
+                    format!("CTR_ISSUERS__{key}__REDEEM_URL"),
+                    format!("{base}/service/v1/{domain}/redemptions"),
+                )
+                .with_env_var(
+                    format!("CTR_ISSUERS__{key}__CANCEL_URL"),
+                    format!("{base}/service/v1/{domain}/cancellations"),
+                );
+        }
+        let relay = relay.start().await.expect("the relay starts healthy");
+        let root = export.path().join("root.pem");
+        let client = ctr_pki::reqwest_builder(&root, None)
+            .unwrap()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let containers = ["order-processing", "coupons", "points", "payments"]
+            .map(|s| container_name(&id, s))
+            .to_vec();
+        let _cleanup = Cleanup { containers, volume };
+        Self {
+            id,
+            _cleanup,
+            _export: export,
+            root,
+            relay,
+            domains,
+            client,
+        }
+    }
+
+    pub fn domain(&self, name: &str) -> &ContainerAsync<GenericImage> {
+        &self.domains.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    /// `https://127.0.0.1:<published port>` of a container.
+    pub async fn base(container: &ContainerAsync<GenericImage>) -> String {
+        format!(
+            "https://127.0.0.1:{}",
+            container.get_host_port_ipv4(8443).await.unwrap()
+        )
+    }
+
+    pub async fn relay_url(&self, path: &str) -> String {
+        format!("{}{path}", Self::base(&self.relay).await)
+    }
+
+    pub async fn domain_url(&self, domain: &str, path: &str) -> String {
+        format!("{}{path}", Self::base(self.domain(domain)).await)
+    }
+
+    pub async fn post(&self, url: String, body: Value) -> (u16, Value) {
+        let response = self.client.post(url).json(&body).send().await.unwrap();
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn get(&self, url: String) -> (u16, Value) {
+        let response = self.client.get(url).send().await.unwrap();
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// Docker's view of a container's health check (which runs `/service healthcheck`).
+    pub fn health(container: &ContainerAsync<GenericImage>) -> String {
+        let out = Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Health.Status}}", container.id()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Polls Docker until the container reports healthy (at most 60 s).
+    pub async fn wait_healthy(container: &ContainerAsync<GenericImage>) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while Self::health(container) != "healthy" {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never became healthy",
+                container.id()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub async fn open_order(&self, customer: &str, amount: u64) -> String {
+        let (status, body) = self
+            .post(
+                self.relay_url("/service/v1/orders").await,
+                json!({"customer_id": customer, "total": {"amount": amount, "currency": "EUR"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["order_processing_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Coupon SPRING10, 500 points and a payment with `method`: the README walkthrough.
+    pub async fn three_tokens(&self, order: &str, customer: &str, method: &str) -> Vec<String> {
+        let requests = [
+            (
+                "coupons",
+                json!({"order_processing_id": order, "customer_id": customer, "coupon_code": "SPRING10", "order_total": {"amount": 4999, "currency": "EUR"}}),
+            ),
+            (
+                "points",
+                json!({"order_processing_id": order, "customer_id": customer, "points": 500}),
+            ),
+            (
+                "payments",
+                json!({"order_processing_id": order, "customer_id": customer, "payment_method_id": method, "amount": {"amount": 4000, "currency": "EUR"}}),
+            ),
+        ];
+        let mut tokens = Vec::new();
+        for (domain, body) in requests {
+            let (status, answer) = self
+                .post(
+                    self.domain_url(domain, &format!("/service/v1/{domain}/confirmations"))
+                        .await,
+                    body,
+                )
+                .await;
+            assert_eq!(status, 201, "{domain}: {answer}");
+            tokens.push(answer["token"].as_str().unwrap().to_owned());
+        }
+        tokens
+    }
+
+    pub async fn checkout(&self, order: &str, tokens: &[String]) -> (u16, Value) {
+        self.post(
+            self.relay_url(&format!("/service/v1/orders/{order}/checkout"))
+                .await,
+            json!({"tokens": tokens}),
+        )
+        .await
+    }
+
+    pub async fn points(&self, customer: &str) -> Value {
+        self.get(
+            self.domain_url("points", &format!("/service/v1/points/{customer}"))
+                .await,
+        )
+        .await
+        .1
+    }
+
+    pub async fn coupon(&self, code: &str) -> Value {
+        self.get(
+            self.domain_url("coupons", &format!("/service/v1/coupons/{code}"))
+                .await,
+        )
+        .await
+        .1
+    }
+}

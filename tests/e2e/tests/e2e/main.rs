@@ -1,0 +1,160 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+//! The system in containers, driven over the published ports. One stack for the whole run
+//! (starting it is the expensive part); each step reads as a sentence.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ctr_e2e_tests::{DOMAINS, Stack};
+use serde_json::{Value, json};
+
+fn problem_type(body: &Value) -> &str {
+    body["type"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches("https://ctr.dev/problems/")
+}
+
+#[tokio::test]
+async fn the_containerised_system_checks_out_refuses_bad_tokens_compensates_and_recovers() {
+    let stack = Stack::start().await;
+    every_container_reports_healthy(&stack);
+    a_full_checkout_completes(&stack).await;
+    a_replayed_token_is_refused(&stack).await;
+    a_tampered_token_is_refused(&stack).await;
+    a_declining_payment_is_compensated(&stack).await;
+    a_stopped_domain_fails_the_checkout_in_bounded_time_and_recovers_when_started(&stack).await;
+}
+
+fn every_container_reports_healthy(stack: &Stack) {
+    assert_eq!(Stack::health(&stack.relay), "healthy");
+    for domain in DOMAINS {
+        assert_eq!(Stack::health(stack.domain(domain)), "healthy", "{domain}");
+    }
+}
+
+async fn a_full_checkout_completes(stack: &Stack) {
+    let order = stack.open_order("c_alice", 4999).await;
+    let tokens = stack.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+    let (status, body) = stack.checkout(&order, &tokens).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "completed");
+    let points = stack.points("c_alice").await;
+    assert_eq!(
+        (points["available"].as_u64(), points["spent"].as_u64()),
+        (Some(4500), Some(500))
+    );
+    assert_eq!(stack.coupon("SPRING10").await["uses"], 1);
+}
+
+async fn a_replayed_token_is_refused(stack: &Stack) {
+    let order = stack.open_order("c_alice", 4999).await;
+    let tokens = stack.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+    assert_eq!(stack.checkout(&order, &tokens).await.0, 200);
+    let spent = stack.points("c_alice").await["spent"].clone();
+    let (status, body) = stack.checkout(&order, &tokens).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (409, "order-not-open"),
+        "{body}"
+    );
+    let other = stack.open_order("c_alice", 4999).await;
+    let (status, body) = stack.checkout(&other, &tokens).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (422, "order-mismatch"),
+        "{body}"
+    );
+    assert_eq!(
+        stack.points("c_alice").await["spent"],
+        spent,
+        "nothing redeemed twice"
+    );
+}
+
+async fn a_tampered_token_is_refused(stack: &Stack) {
+    let order = stack.open_order("c_alice", 4999).await;
+    let mut tokens = stack.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+    let parts: Vec<&str> = tokens[1].split('.').collect();
+    let mut claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    claims["constraints"] = json!({"points": 1});
+    tokens[1] = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap()),
+        parts[2]
+    );
+    let (status, body) = stack.checkout(&order, &tokens).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (422, "token-signature-invalid"),
+        "{body}"
+    );
+}
+
+async fn a_declining_payment_is_compensated(stack: &Stack) {
+    let before = stack.points("c_alice").await;
+    let uses = stack.coupon("SPRING10").await["uses"].clone();
+    let order = stack.open_order("c_alice", 4999).await;
+    let tokens = stack
+        .three_tokens(&order, "c_alice", "pm_alice_declines")
+        .await;
+    let (status, body) = stack.checkout(&order, &tokens).await;
+    assert_eq!(
+        (status, problem_type(&body), body["cause"].as_str()),
+        (409, "redemption-refused", Some("payment-declined")),
+        "{body}"
+    );
+    let after = stack.points("c_alice").await;
+    assert_eq!(after["spent"], before["spent"], "points refunded");
+    assert_eq!(
+        after["held"], before["held"],
+        "the holds of this order are released"
+    );
+    assert_eq!(
+        stack.coupon("SPRING10").await["uses"],
+        uses,
+        "coupon back to unused"
+    );
+}
+
+async fn a_stopped_domain_fails_the_checkout_in_bounded_time_and_recovers_when_started(
+    stack: &Stack,
+) {
+    let before = stack.points("c_alice").await;
+    let order = stack.open_order("c_alice", 4999).await;
+    let tokens = stack.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+    let payments = stack.domain("payments");
+    payments.stop().await.unwrap();
+
+    let started = Instant::now();
+    let (status, body) = stack.checkout(&order, &tokens).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (502, "issuer-unavailable"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "bounded: {:?}",
+        started.elapsed()
+    );
+    let after = stack.points("c_alice").await;
+    assert_eq!(
+        (&after["spent"], &after["held"]),
+        (&before["spent"], &before["held"]),
+        "points given back"
+    );
+
+    payments.start().await.unwrap();
+    Stack::wait_healthy(payments).await;
+    let order = stack.open_order("c_alice", 4999).await;
+    let tokens = stack.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+    let (status, body) = stack.checkout(&order, &tokens).await;
+    assert_eq!(
+        status, 200,
+        "the system recovers once payments is back: {body}"
+    );
+}
