@@ -211,13 +211,16 @@ fn stack(
                 .make_span_with(telemetry::request_span)
                 .on_request(())
                 .on_response(
-                    |response: &Response, latency: Duration, span: &tracing::Span| {
-                        span.record("status", response.status().as_u16());
-                        tracing::info!(
-                            status = response.status().as_u16(),
-                            latency_ms = latency.as_secs_f64() * 1e3,
-                            "answered"
-                        );
+                    move |response: &Response, latency: Duration, span: &tracing::Span| {
+                        let status = response.status().as_u16();
+                        span.record("status", status);
+                        let latency_ms = latency.as_secs_f64() * 1e3;
+                        // Probes arrive every few seconds: the admin listener logs them at debug.
+                        if listener == "admin" {
+                            tracing::debug!(status, latency_ms, "answered");
+                        } else {
+                            tracing::info!(status, latency_ms, "answered");
+                        }
                     },
                 ),
         )

@@ -37,7 +37,7 @@ pub use config::{Config, ConfigError, ServerConfig, ServiceSettings};
 pub use ctr_pki::ClientAuth;
 pub use health::{CheckOutcome, CheckReport, Health, HealthReport};
 pub use ids::{CustomerId, OrderProcessingId, reference, rfc3339};
-pub use main_with::{healthcheck, main_with};
+pub use main_with::{admin_get, healthcheck, main_with};
 pub use metrics::Metrics;
 pub use problem::{ApiError, ApiJson, PROBLEM_BASE};
 pub use serve::PeerCertificates;

@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use crate::{App, Config, ServerConfig, ServiceSettings, StartError};
 
-const USAGE: &str = "usage: SERVICE [serve | healthcheck]\n  serve        run the service (default)\n  healthcheck  probe this service's admin /admin/v1/healthz; exit 0 when healthy\nConfiguration comes from CTR_* variables and the TOML file named by CTR_CONFIG_FILE.";
+const USAGE: &str = "usage: SERVICE [serve | healthcheck | admin PATH]
+  serve        run the service (default)
+  healthcheck  GET this service's /admin/v1/healthz, print it, exit 0 when healthy
+  admin PATH   GET an admin path of this service (e.g. /admin/v1/metrics) and print it
+Configuration comes from CTR_* variables and the TOML file named by CTR_CONFIG_FILE.";
 
 /// Runs service `name`: `start` builds the [`App`] from the loaded configuration.
 pub fn main_with<S, F, Fut>(name: &'static str, defaults: S, start: F) -> ExitCode
@@ -17,7 +21,12 @@ where
     Fut: Future<Output = Result<App, StartError>>,
 {
     let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
-    if !matches!(command.as_str(), "serve" | "healthcheck") {
+    let admin_path = match (command.as_str(), std::env::args().nth(2)) {
+        ("healthcheck", _) => Some("/admin/v1/healthz".to_owned()),
+        ("admin", Some(path)) if path.starts_with("/admin/") => Some(path),
+        _ => None,
+    };
+    if command != "serve" && admin_path.is_none() {
         eprintln!("{USAGE}");
         return if matches!(command.as_str(), "-h" | "--help" | "help") {
             ExitCode::SUCCESS
@@ -42,11 +51,14 @@ where
             return ExitCode::FAILURE;
         }
     };
-    if command == "healthcheck" {
-        return match runtime.block_on(healthcheck(&config.server)) {
-            Ok(()) => ExitCode::SUCCESS,
+    if let Some(path) = admin_path {
+        return match runtime.block_on(admin_get(&config.server, &path)) {
+            Ok(body) => {
+                println!("{body}");
+                ExitCode::SUCCESS
+            }
             Err(reason) => {
-                eprintln!("{name}: unhealthy: {reason}");
+                eprintln!("{name}: {reason}");
                 ExitCode::FAILURE
             }
         };
@@ -71,22 +83,25 @@ where
 }
 
 /// Probes `GET /admin/v1/healthz` on this service's own admin listener over TLS.
-pub async fn healthcheck(config: &ServerConfig) -> Result<(), String> {
+pub async fn healthcheck(config: &ServerConfig) -> Result<String, String> {
+    admin_get(config, "/admin/v1/healthz").await
+}
+
+/// `GET path` on this service's own admin listener over TLS: the body when it answers 2xx.
+pub async fn admin_get(config: &ServerConfig, path: &str) -> Result<String, String> {
     let client = crate::https_client(&config.tls_root, None, Duration::from_secs(3))
         .map_err(|e| e.to_string())?;
-    let url = format!("https://{}/admin/v1/healthz", config.admin_addr);
+    let url = format!("https://{}{path}", config.admin_addr);
     let response = client
         .get(&url)
         .send()
         .await
         .map_err(|e| format!("{url}: {e}"))?;
-    if response.status().is_success() {
-        Ok(())
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if status.is_success() {
+        Ok(body)
     } else {
-        Err(format!(
-            "{url} answered {}: {}",
-            response.status(),
-            response.text().await.unwrap_or_default()
-        ))
+        Err(format!("{url} answered {status}: {body}"))
     }
 }
