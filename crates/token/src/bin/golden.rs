@@ -1,5 +1,5 @@
 //! Writes the golden tokens under `testdata/tokens/`: a seeded mock KMS and a fixed clock, so
-//! the output is byte-for-byte reproducible (ECDSA signing is deterministic, RFC 6979).
+//! keys, headers and claims are reproducible (the ECDSA signatures themselves are randomized).
 //!
 //! `cargo run -p ctr-token --features issue --bin ctr-golden -- testdata/tokens`
 

@@ -1,0 +1,242 @@
+//! `ctr-load`: complete checkout flows with concurrent virtual customers, against the services
+//! started in this process on loopback (default) or a running deployment (`--relay` ...).
+//! Bounded by a flow count and a duration; reports throughput, latency percentiles per step,
+//! errors by problem type, and achieved / crypto bound.
+
+mod bound;
+mod flow;
+mod stack;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::json;
+
+/// Base URLs of the four services.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    pub relay: String,
+    pub coupons: String,
+    pub points: String,
+    pub payments: String,
+}
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Virtual customers, each running flows one after another (1 to 1024).
+    #[arg(long, default_value_t = 8)]
+    customers: usize,
+    /// Stop after this many flows in all (at most 1 000 000) ...
+    #[arg(long, default_value_t = 2000)]
+    flows: usize,
+    /// ... or after this many seconds (at most 600), whichever comes first.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Drive a running deployment: relay, coupons, points, payments base URLs, comma-separated
+    /// (loopback or compose service names only). Its domains need the seed of `--write-seeds`.
+    #[arg(long, value_delimiter = ',', num_args = 4)]
+    targets: Option<Vec<String>>,
+    /// The root CA of that deployment (e.g. .ctr/root.pem).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Write the seed files for `--customers` virtual customers to DIR and exit.
+    #[arg(long, value_name = "DIR")]
+    write_seeds: Option<PathBuf>,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+const ALLOWED_HOSTS: [&str; 7] = [
+    "127.0.0.1",
+    "localhost",
+    "[::1]",
+    "order-processing",
+    "coupons",
+    "points",
+    "payments",
+];
+
+fn allowed(url: &str) -> bool {
+    let host = url
+        .strip_prefix("https://")
+        .and_then(|rest| rest.split(['/', ':']).next())
+        .unwrap_or("");
+    let host = if url.contains("://[::1]") {
+        "[::1]"
+    } else {
+        host
+    };
+    ALLOWED_HOSTS.contains(&host)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !(1..=1024).contains(&cli.customers)
+        || !(1..=1_000_000).contains(&cli.flows)
+        || !(1..=600).contains(&cli.seconds)
+    {
+        eprintln!("ctr-load: --customers 1..=1024, --flows 1..=1000000, --seconds 1..=600");
+        return ExitCode::from(2);
+    }
+    if let Some(dir) = &cli.write_seeds {
+        return match std::fs::create_dir_all(dir)
+            .and_then(|()| stack::write_seeds(dir, cli.customers))
+        {
+            Ok(()) => {
+                println!(
+                    "wrote coupons.json, points.json and payments.json for {} customers to {}",
+                    cli.customers,
+                    dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ctr-load: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ctr-load: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ctr-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    // The bound first, on an idle machine.
+    let bound = bound::measure()?;
+    let (_stack, targets, client) = match (&cli.targets, &cli.ca) {
+        (Some(urls), Some(ca)) => {
+            if let Some(bad) = urls.iter().find(|u| !allowed(u)) {
+                return Err(format!(
+                    "{bad}: only loopback or the compose network may be targeted"
+                ));
+            }
+            let targets = Targets {
+                relay: urls[0].clone(),
+                coupons: urls[1].clone(),
+                points: urls[2].clone(),
+                payments: urls[3].clone(),
+            };
+            let client = ctr_service_kit::https_client(ca, None, Duration::from_secs(30))
+                .map_err(|e| e.to_string())?;
+            (None, targets, client)
+        }
+        (Some(_), None) => return Err("--targets needs --ca".into()),
+        _ => {
+            let stack = stack::InProcess::start(cli.customers)
+                .await
+                .map_err(|e| e.to_string())?;
+            let targets = stack.targets.clone();
+            let client = stack.pki.client(None);
+            (Some(stack), targets, client)
+        }
+    };
+
+    let budget = Arc::new(AtomicUsize::new(cli.flows));
+    let deadline = Instant::now() + Duration::from_secs(cli.seconds);
+    let started = Instant::now();
+    let customers = (0..cli.customers).map(|customer| {
+        let (budget, targets, client) = (budget.clone(), targets.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            while Instant::now() < deadline
+                && budget
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            {
+                outcomes.push(flow::run(&client, &targets, customer).await);
+            }
+            outcomes
+        })
+    });
+    let outcomes: Vec<flow::Outcome> = futures::future::join_all(customers)
+        .await
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    let elapsed = started.elapsed();
+
+    let steps = flow::by_step(&outcomes, elapsed);
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    for error in outcomes.iter().filter_map(|o| o.error.clone()) {
+        *errors.entry(error).or_default() += 1;
+    }
+    let achieved = steps["flow"].per_second;
+    let report = json!({
+        "customers": cli.customers,
+        "elapsed_seconds": elapsed.as_secs_f64(),
+        "flows_completed": steps["flow"].count,
+        "flows_per_second": achieved,
+        "crypto_bound": bound,
+        "achieved_over_bound": achieved / bound.flows_per_second,
+        "steps": steps,
+        "errors": errors,
+    });
+    print_report(&report);
+    if let Some(path) = &cli.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&report).unwrap_or_default(),
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn print_report(r: &serde_json::Value) {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    println!(
+        "achieved / crypto bound: {:.3}",
+        f(&r["achieved_over_bound"])
+    );
+    println!(
+        "flows: {} in {:.1} s = {:.1}/s with {} customers; bound {:.1}/s ({} cores, {:.0} signs/s, {:.0} verifies/s per core)",
+        r["flows_completed"],
+        f(&r["elapsed_seconds"]),
+        f(&r["flows_per_second"]),
+        r["customers"],
+        f(&r["crypto_bound"]["flows_per_second"]),
+        r["crypto_bound"]["cores"],
+        f(&r["crypto_bound"]["signs_per_second_per_core"]),
+        f(&r["crypto_bound"]["verifies_per_second_per_core"])
+    );
+    println!(
+        "{:<9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "step", "count", "per s", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    );
+    for step in flow::STEPS {
+        let s = &r["steps"][step];
+        println!(
+            "{:<9} {:>8} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            step,
+            s["count"],
+            f(&s["per_second"]),
+            f(&s["p50_ms"]),
+            f(&s["p90_ms"]),
+            f(&s["p99_ms"]),
+            f(&s["max_ms"])
+        );
+    }
+    if let Some(errors) = r["errors"].as_object().filter(|e| !e.is_empty()) {
+        println!("errors: {}", serde_json::Value::Object(errors.clone()));
+    }
+}

@@ -1,0 +1,154 @@
+//! The four services in this process on 127.0.0.1, with seed data for the virtual customers.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ctr_domain_kit::DomainSettings;
+use ctr_service_kit::testing::TestPki;
+use ctr_service_kit::{App, StartError};
+use ctr_token::{Clock, SystemClock};
+use order_processing::{IssuerEntry, RelaySettings};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::Targets;
+
+/// Writes seed files giving each of `customers` virtual customers a balance and a card, so
+/// that runs do not depend on one another.
+pub fn write_seeds(dir: &Path, customers: usize) -> std::io::Result<()> {
+    let balances: serde_json::Map<String, serde_json::Value> = (0..customers)
+        .map(|i| (format!("c_load_{i}"), json!(1_000_000_000u64)))
+        .collect();
+    let methods: Vec<_> = (0..customers)
+        .map(|i| {
+            json!({"id": format!("pm_load_{i}"), "customer_id": format!("c_load_{i}"),
+                   "limit": {"amount": 1_000_000, "currency": "EUR"}})
+        })
+        .collect();
+    std::fs::write(
+        dir.join("points.json"),
+        json!({ "balances": balances }).to_string(),
+    )?;
+    std::fs::write(
+        dir.join("payments.json"),
+        json!({ "methods": methods }).to_string(),
+    )?;
+    std::fs::write(dir.join("coupons.json"), coupons::BUILTIN_SEED)?;
+    Ok(())
+}
+
+/// The running services; they stop when this is dropped.
+pub struct InProcess {
+    pub pki: TestPki,
+    pub targets: Targets,
+    _seeds: tempfile::TempDir,
+    stops: Vec<CancellationToken>,
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.stops.iter().for_each(CancellationToken::cancel);
+    }
+}
+
+fn run(app: App, stops: &mut Vec<CancellationToken>) -> (String, String) {
+    let urls = (
+        format!("https://{}", app.public_addr()),
+        format!("https://{}", app.admin_addr()),
+    );
+    stops.push(app.shutdown_token());
+    tokio::spawn(app.run_until_stopped());
+    urls
+}
+
+impl InProcess {
+    pub async fn start(customers: usize) -> Result<Self, StartError> {
+        let pki = TestPki::new();
+        let seeds = tempfile::tempdir().map_err(|e| StartError::Service(e.to_string()))?;
+        write_seeds(seeds.path(), customers).map_err(|e| StartError::Service(e.to_string()))?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let settings = |domain: &str| DomainSettings {
+            seed_file: Some(seeds.path().join(format!("{domain}.json"))),
+            ..DomainSettings::default()
+        };
+        let mut stops = Vec::new();
+        let (coupons, _) = run(
+            coupons::build_with(
+                &pki.server_config("coupons"),
+                &settings("coupons"),
+                clock.clone(),
+            )
+            .await?
+            .app,
+            &mut stops,
+        );
+        let (points, _) = run(
+            points::build_with(
+                &pki.server_config("points"),
+                &settings("points"),
+                clock.clone(),
+            )
+            .await?
+            .app,
+            &mut stops,
+        );
+        let (payments, _) = run(
+            payments::build_with(
+                &pki.server_config("payments"),
+                &settings("payments"),
+                clock.clone(),
+            )
+            .await?
+            .app,
+            &mut stops,
+        );
+        let client = pki.client_identity("order-processing");
+        let relay_settings = RelaySettings {
+            issuers: [
+                ("coupons", "coupons:redeem", &coupons),
+                ("points", "points:redeem", &points),
+                ("payments", "payments:capture", &payments),
+            ]
+            .into_iter()
+            .map(|(name, capability, base)| {
+                (name.to_owned(), IssuerEntry::at(base, name, capability))
+            })
+            .collect(),
+            client_cert: client.cert,
+            client_key: client.key,
+            ..RelaySettings::default()
+        };
+        let relay = order_processing::build_with(
+            &pki.server_config("order-processing"),
+            &relay_settings,
+            clock,
+        )
+        .await?;
+        let (relay, relay_admin) = run(relay.app, &mut stops);
+        let probe = pki.client(None);
+        for _ in 0..200 {
+            if probe
+                .get(format!("{relay_admin}/admin/v1/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let targets = Targets {
+            relay,
+            coupons,
+            points,
+            payments,
+        };
+        Ok(Self {
+            pki,
+            targets,
+            _seeds: seeds,
+            stops,
+        })
+    }
+}
