@@ -142,45 +142,39 @@ impl<L: Ledger> Engine<L> {
         order: &OrderProcessingId,
         customer: &CustomerId,
     ) -> Result<Redemption<L::Hold>, ApiError> {
-        let mut inner = self.inner.lock();
-        inner.sweep(self.clock.now_secs());
-        let Inner {
-            ledger,
-            holds,
-            expiry,
-        } = &mut *inner;
-        let record = holds.get_mut(&jti).ok_or_else(|| hold_not_found(jti))?;
-        if record.order_processing_id != *order || record.customer_id != *customer {
-            return Err(ApiError::conflict(
-                "hold-mismatch",
-                "the hold belongs to another order or customer",
-            ));
-        }
-        match record.state {
-            HoldState::Redeemed => Ok(Redemption {
-                record: record.clone(),
-                replayed: true,
-            }),
-            HoldState::Held => {
-                ledger.apply(&record.hold)?;
-                record.state = HoldState::Redeemed;
-                expiry.remove(&(record.expires_at, jti));
-                Ok(Redemption {
-                    record: record.clone(),
-                    replayed: false,
-                })
+        self.with_hold(jti, |ledger, record, expiry| {
+            if record.order_processing_id != *order || record.customer_id != *customer {
+                return Err(ApiError::conflict(
+                    "hold-mismatch",
+                    "the hold belongs to another order or customer",
+                ));
             }
-            HoldState::Expired => Err(ApiError::new(
-                StatusCode::GONE,
-                "hold-expired",
-                "Hold expired",
-                format!("the hold for jti {jti} expired before it was redeemed"),
-            )),
-            HoldState::Released | HoldState::Reversed => Err(ApiError::conflict(
-                "hold-released",
-                format!("the hold for jti {jti} was cancelled"),
-            )),
-        }
+            match record.state {
+                HoldState::Redeemed => Ok(Redemption {
+                    record: record.clone(),
+                    replayed: true,
+                }),
+                HoldState::Held => {
+                    ledger.apply(&record.hold)?;
+                    record.state = HoldState::Redeemed;
+                    expiry.remove(&(record.expires_at, jti));
+                    Ok(Redemption {
+                        record: record.clone(),
+                        replayed: false,
+                    })
+                }
+                HoldState::Expired => Err(ApiError::new(
+                    StatusCode::GONE,
+                    "hold-expired",
+                    "Hold expired",
+                    format!("the hold for jti {jti} expired before it was redeemed"),
+                )),
+                HoldState::Released | HoldState::Reversed => Err(ApiError::conflict(
+                    "hold-released",
+                    format!("the hold for jti {jti} was cancelled"),
+                )),
+            }
+        })
     }
 
     /// Releases a hold or reverses a redemption; idempotent.
@@ -189,6 +183,39 @@ impl<L: Ledger> Engine<L> {
         jti: Uuid,
         order: &OrderProcessingId,
     ) -> Result<HoldRecord<L::Hold>, ApiError> {
+        self.with_hold(jti, |ledger, record, expiry| {
+            if record.order_processing_id != *order {
+                return Err(ApiError::conflict(
+                    "hold-mismatch",
+                    "the hold belongs to another order",
+                ));
+            }
+            match record.state {
+                HoldState::Held => {
+                    ledger.release(&record.hold);
+                    record.state = HoldState::Released;
+                    expiry.remove(&(record.expires_at, jti));
+                }
+                HoldState::Redeemed => {
+                    ledger.reverse(&record.hold);
+                    record.state = HoldState::Reversed;
+                }
+                HoldState::Released | HoldState::Reversed | HoldState::Expired => {}
+            }
+            Ok(record.clone())
+        })
+    }
+
+    /// Runs `f` on the hold `jti` under the lock, after expiring what is due.
+    fn with_hold<T>(
+        &self,
+        jti: Uuid,
+        f: impl FnOnce(
+            &mut L,
+            &mut HoldRecord<L::Hold>,
+            &mut BTreeSet<(i64, Uuid)>,
+        ) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
         let mut inner = self.inner.lock();
         inner.sweep(self.clock.now_secs());
         let Inner {
@@ -197,25 +224,7 @@ impl<L: Ledger> Engine<L> {
             expiry,
         } = &mut *inner;
         let record = holds.get_mut(&jti).ok_or_else(|| hold_not_found(jti))?;
-        if record.order_processing_id != *order {
-            return Err(ApiError::conflict(
-                "hold-mismatch",
-                "the hold belongs to another order",
-            ));
-        }
-        match record.state {
-            HoldState::Held => {
-                ledger.release(&record.hold);
-                record.state = HoldState::Released;
-                expiry.remove(&(record.expires_at, jti));
-            }
-            HoldState::Redeemed => {
-                ledger.reverse(&record.hold);
-                record.state = HoldState::Reversed;
-            }
-            HoldState::Released | HoldState::Reversed | HoldState::Expired => {}
-        }
-        Ok(record.clone())
+        f(ledger, record, expiry)
     }
 
     /// Gives a hold back right away (its token could not be signed).
