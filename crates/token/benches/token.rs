@@ -163,7 +163,7 @@ fn ratios() {
         raw_v / 5.0
     );
     println!(
-        "  token issue (mock KMS, p384) / raw aws-lc sign = {:.3}  ({:.0} / {:.0} per s)",
+        "  token issue (mock KMS) / raw aws-lc sign = {:.3}  ({:.0} / {:.0} per s)",
         tok_i / raw_s,
         tok_i / 5.0,
         raw_s / 5.0
