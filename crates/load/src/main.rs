@@ -40,7 +40,7 @@ struct Cli {
     seconds: u64,
     /// Drive a running deployment: relay, coupons, points, payments base URLs, comma-separated
     /// (loopback or compose service names only). Its domains need the seed of `--write-seeds`.
-    #[arg(long, value_delimiter = ',', num_args = 4)]
+    #[arg(long, value_delimiter = ',')]
     targets: Option<Vec<String>>,
     /// The root CA of that deployment (e.g. .ctr/root.pem).
     #[arg(long)]
@@ -124,6 +124,9 @@ async fn run(cli: Cli) -> Result<(), String> {
     let bound = bound::measure()?;
     let (_stack, targets, client) = match (&cli.targets, &cli.ca) {
         (Some(urls), Some(ca)) => {
+            if urls.len() != 4 {
+                return Err("--targets takes four URLs: relay,coupons,points,payments".into());
+            }
             if let Some(bad) = urls.iter().find(|u| !allowed(u)) {
                 return Err(format!(
                     "{bad}: only loopback or the compose network may be targeted"
