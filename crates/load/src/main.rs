@@ -231,7 +231,7 @@ fn print_report(r: &serde_json::Value) {
         println!(
             "{:<9} {:>8} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
             step,
-            s["count"],
+            s["count"].as_u64().unwrap_or(0),
             f(&s["per_second"]),
             f(&s["p50_ms"]),
             f(&s["p90_ms"]),
