@@ -79,7 +79,7 @@ fn allowed(url: &str) -> bool {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !(1..=1024).contains(&cli.customers)
-        || !(1..=1_000_000).contains(&cli.flows)
+        || !(1..=stack::MAX_FLOWS).contains(&cli.flows)
         || !(1..=600).contains(&cli.seconds)
     {
         eprintln!("ctr-load: --customers 1..=1024, --flows 1..=1000000, --seconds 1..=600");

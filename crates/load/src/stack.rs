@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Targets;
 
+/// The most flows one run may drive.
+pub const MAX_FLOWS: usize = 1_000_000;
+
 /// Writes seed files giving each of `customers` virtual customers a balance and a card, so
 /// that runs do not depend on one another.
 pub fn write_seeds(dir: &Path, customers: usize) -> std::io::Result<()> {
@@ -117,6 +120,8 @@ impl InProcess {
             .collect(),
             client_cert: client.cert,
             client_key: client.key,
+            // Every flow opens an order, and none is forgotten within a run.
+            max_orders: MAX_FLOWS,
             ..RelaySettings::default()
         };
         let relay = order_processing::build_with(

@@ -13,7 +13,7 @@ fn plain(s: &str, max: usize) -> bool {
 }
 
 /// `op_` followed by a UUID: the order session a token is bound to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct OrderProcessingId(String);
 

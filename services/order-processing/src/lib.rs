@@ -87,7 +87,10 @@ pub async fn build_with(
         settings: settings.clone(),
         verifier: Verifier::new(policy, keys, clock.clone()),
         replay: Arc::new(MemoryReplayStore::new(clock.clone(), settings.token_leeway)),
-        orders: Arc::new(MemoryOrderStore::default()),
+        orders: Arc::new(MemoryOrderStore::new(
+            settings.max_orders,
+            secs(settings.order_retention),
+        )),
         domains: DomainClient {
             client,
             retries: settings.call_retries,
@@ -118,4 +121,9 @@ fn warm_up(keys: &IssuerKeys) {
             }
         });
     }
+}
+
+/// A configured duration in whole seconds, the unit of the relay's clock.
+fn secs(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::checkout::{Relay, failure_problem};
 use crate::orders::{Order, OrderStatus};
+use crate::secs;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,7 +48,7 @@ async fn create_order(
         ));
     }
     let now = relay.clock.now_secs();
-    let ttl = i64::try_from(relay.settings.order_ttl.as_secs()).unwrap_or(900);
+    let ttl = secs(relay.settings.order_ttl);
     let order = Order {
         id: OrderProcessingId::generate(),
         customer_id,
@@ -58,9 +59,21 @@ async fn create_order(
         tokens: Vec::new(),
         failure: None,
     };
-    tracing::info!(order_processing_id = %order.id, "order opened");
     let view = order.view(now);
-    relay.orders.insert(order).await;
+    let id = order.id.clone();
+    relay.orders.insert(order, now).await.map_err(|full| {
+        tracing::warn!(capacity = full.capacity, "order store full");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "orders-at-capacity",
+            "Too many orders",
+            format!(
+                "the relay keeps at most {} orders and none has passed its retention yet; retry later",
+                full.capacity
+            ),
+        )
+    })?;
+    tracing::info!(order_processing_id = %id, "order opened");
     Ok((StatusCode::CREATED, ApiJson(view)))
 }
 

@@ -65,6 +65,11 @@ pub struct RelaySettings {
     pub jwks_min_refetch: Duration,
     /// `CTR_MAX_TOKENS`: the most tokens one checkout may carry.
     pub max_tokens: usize,
+    /// `CTR_ORDER_RETENTION`: how long an order stays readable after its checkout window.
+    #[serde(with = "humantime_serde")]
+    pub order_retention: Duration,
+    /// `CTR_MAX_ORDERS`: the most orders kept at once; beyond it new orders are refused (503).
+    pub max_orders: usize,
 }
 
 impl Default for RelaySettings {
@@ -100,6 +105,8 @@ impl Default for RelaySettings {
             jwks_max_age: Duration::from_secs(300),
             jwks_min_refetch: Duration::from_secs(5),
             max_tokens: 8,
+            order_retention: Duration::from_secs(3600),
+            max_orders: 100_000,
         }
     }
 }
@@ -167,6 +174,12 @@ impl ServiceSettings for RelaySettings {
         }
         if self.max_tokens == 0 || self.max_tokens > 32 {
             return Err(setting("CTR_MAX_TOKENS", "between 1 and 32"));
+        }
+        if self.order_retention < Duration::from_secs(1) {
+            return Err(setting("CTR_ORDER_RETENTION", "at least 1s"));
+        }
+        if self.max_orders == 0 {
+            return Err(setting("CTR_MAX_ORDERS", "at least 1"));
         }
         Ok(())
     }
@@ -236,6 +249,8 @@ mod tests {
             ("CTR_REDEMPTION_ORDER", "[coupons:redeem, payments:capture]"),
             ("CTR_TOKEN_LEEWAY", "10m"),
             ("CTR_MAX_TOKENS", "0"),
+            ("CTR_MAX_ORDERS", "0"),
+            ("CTR_ORDER_RETENTION", "0s"),
         ] {
             Jail::expect_with(|jail| {
                 jail.set_env(variable, value);

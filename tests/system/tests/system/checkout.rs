@@ -413,3 +413,35 @@ async fn after_a_key_rotation_old_tokens_still_verify_and_new_ones_after_a_refet
         "a v2 token verifies once the relay refetched: {body}"
     );
 }
+
+#[tokio::test]
+async fn a_full_order_store_answers_503_and_keeps_the_orders_it_has() {
+    let world = World::start_with(|s| s.max_orders = 2).await;
+    let first = world.open_order("c_alice", 4999).await;
+    world.open_order("c_bob", 1000).await;
+
+    let (status, body) = world
+        .post(
+            world.relay.url("/service/v1/orders"),
+            json!({"customer_id": "c_carol", "total": {"amount": 100, "currency": "EUR"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (503, "orders-at-capacity"),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().unwrap_or("").contains("at most 2"),
+        "{body}"
+    );
+
+    // The stored orders are untouched and still check out.
+    let tokens = world.three_tokens(&first, "c_alice", "pm_alice_visa").await;
+    let (status, body) = world.checkout(&first, &tokens).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("completed")),
+        "{body}"
+    );
+}
