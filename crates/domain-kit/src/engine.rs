@@ -6,6 +6,9 @@
 //!   │  ╲──expiry──▶ expired
 //!   └──cancel──▶ released
 //! ```
+//!
+//! Expired and released holds are forgotten `retention` after their expiry; redeemed and
+//! reversed ones are the domain's records and are kept.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -63,32 +66,56 @@ pub struct Redemption<H> {
 struct Inner<L: Ledger> {
     ledger: L,
     holds: HashMap<Uuid, HoldRecord<L::Hold>>,
-    /// Holds still `held`, by expiry, so expiring them is cheap.
-    expiry: BTreeSet<(i64, Uuid)>,
+    schedule: Schedule,
 }
 
-/// The domain's state: its ledger and every hold.
+/// What happens to holds with time, earliest first, so that each step is cheap.
+struct Schedule {
+    /// Holds still `held`, by expiry.
+    expiry: BTreeSet<(i64, Uuid)>,
+    /// Holds that ended unredeemed (expired, released), by when they are forgotten.
+    forget: BTreeSet<(i64, Uuid)>,
+    retention: i64,
+}
+
+impl Schedule {
+    /// The hold left `held` without being redeemed: forget it `retention` after its expiry.
+    fn ended_unredeemed(&mut self, expires_at: i64, jti: Uuid) {
+        self.expiry.remove(&(expires_at, jti));
+        self.forget
+            .insert((expires_at.saturating_add(self.retention), jti));
+    }
+}
+
+/// The domain's state: its ledger and its holds.
 pub struct Engine<L: Ledger> {
     inner: Mutex<Inner<L>>,
     clock: Arc<dyn Clock>,
     hold_ttl: i64,
 }
 
+fn due(set: &BTreeSet<(i64, Uuid)>, now: i64) -> Option<(i64, Uuid)> {
+    set.first().copied().filter(|&(at, _)| at <= now)
+}
+
 impl<L: Ledger> Inner<L> {
-    /// Expires every hold whose time has come, giving its reservation back.
+    /// Expires every hold whose time has come, giving its reservation back, and forgets the
+    /// unredeemed holds past their retention.
     fn sweep(&mut self, now: i64) {
-        while let Some(&(expires_at, jti)) = self.expiry.first() {
-            if expires_at > now {
-                break;
-            }
-            self.expiry.pop_first();
+        while let Some((expires_at, jti)) = due(&self.schedule.expiry, now) {
+            self.schedule.expiry.remove(&(expires_at, jti));
             if let Some(record) = self.holds.get_mut(&jti)
                 && record.state == HoldState::Held
             {
                 self.ledger.release(&record.hold);
                 record.state = HoldState::Expired;
+                self.schedule.ended_unredeemed(expires_at, jti);
                 tracing::info!(domain = L::DOMAIN, %jti, "hold expired");
             }
+        }
+        while let Some(entry) = due(&self.schedule.forget, now) {
+            self.schedule.forget.remove(&entry);
+            self.holds.remove(&entry.1);
         }
     }
 }
@@ -98,11 +125,16 @@ fn hold_not_found(jti: Uuid) -> ApiError {
 }
 
 impl<L: Ledger> Engine<L> {
-    pub fn new(ledger: L, clock: Arc<dyn Clock>, hold_ttl: Duration) -> Self {
+    /// `retention`: how long an expired or released hold stays readable after its expiry.
+    pub fn new(ledger: L, clock: Arc<dyn Clock>, hold_ttl: Duration, retention: Duration) -> Self {
         let inner = Inner {
             ledger,
             holds: HashMap::new(),
-            expiry: BTreeSet::new(),
+            schedule: Schedule {
+                expiry: BTreeSet::new(),
+                forget: BTreeSet::new(),
+                retention: i64::try_from(retention.as_secs()).unwrap_or(i64::MAX),
+            },
         };
         Self {
             inner: Mutex::new(inner),
@@ -130,7 +162,10 @@ impl<L: Ledger> Engine<L> {
             state: HoldState::Held,
             expires_at: now + self.hold_ttl,
         };
-        inner.expiry.insert((record.expires_at, record.jti));
+        inner
+            .schedule
+            .expiry
+            .insert((record.expires_at, record.jti));
         inner.holds.insert(record.jti, record.clone());
         Ok(record)
     }
@@ -142,7 +177,7 @@ impl<L: Ledger> Engine<L> {
         order: &OrderProcessingId,
         customer: &CustomerId,
     ) -> Result<Redemption<L::Hold>, ApiError> {
-        self.with_hold(jti, |ledger, record, expiry| {
+        self.with_hold(jti, |ledger, record, schedule| {
             if record.order_processing_id != *order || record.customer_id != *customer {
                 return Err(ApiError::conflict(
                     "hold-mismatch",
@@ -157,7 +192,7 @@ impl<L: Ledger> Engine<L> {
                 HoldState::Held => {
                     ledger.apply(&record.hold)?;
                     record.state = HoldState::Redeemed;
-                    expiry.remove(&(record.expires_at, jti));
+                    schedule.expiry.remove(&(record.expires_at, jti));
                     Ok(Redemption {
                         record: record.clone(),
                         replayed: false,
@@ -183,7 +218,7 @@ impl<L: Ledger> Engine<L> {
         jti: Uuid,
         order: &OrderProcessingId,
     ) -> Result<HoldRecord<L::Hold>, ApiError> {
-        self.with_hold(jti, |ledger, record, expiry| {
+        self.with_hold(jti, |ledger, record, schedule| {
             if record.order_processing_id != *order {
                 return Err(ApiError::conflict(
                     "hold-mismatch",
@@ -194,7 +229,7 @@ impl<L: Ledger> Engine<L> {
                 HoldState::Held => {
                     ledger.release(&record.hold);
                     record.state = HoldState::Released;
-                    expiry.remove(&(record.expires_at, jti));
+                    schedule.ended_unredeemed(record.expires_at, jti);
                 }
                 HoldState::Redeemed => {
                     ledger.reverse(&record.hold);
@@ -210,21 +245,17 @@ impl<L: Ledger> Engine<L> {
     fn with_hold<T>(
         &self,
         jti: Uuid,
-        f: impl FnOnce(
-            &mut L,
-            &mut HoldRecord<L::Hold>,
-            &mut BTreeSet<(i64, Uuid)>,
-        ) -> Result<T, ApiError>,
+        f: impl FnOnce(&mut L, &mut HoldRecord<L::Hold>, &mut Schedule) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let mut inner = self.inner.lock();
         inner.sweep(self.clock.now_secs());
         let Inner {
             ledger,
             holds,
-            expiry,
+            schedule,
         } = &mut *inner;
         let record = holds.get_mut(&jti).ok_or_else(|| hold_not_found(jti))?;
-        f(ledger, record, expiry)
+        f(ledger, record, schedule)
     }
 
     /// Gives a hold back right away (its token could not be signed).
@@ -233,10 +264,10 @@ impl<L: Ledger> Engine<L> {
         let Inner {
             ledger,
             holds,
-            expiry,
+            schedule,
         } = &mut *inner;
         if let Some(record) = holds.remove(&jti) {
-            expiry.remove(&(record.expires_at, jti));
+            schedule.expiry.remove(&(record.expires_at, jti));
             if record.state == HoldState::Held {
                 ledger.release(&record.hold);
             }
@@ -254,5 +285,97 @@ impl<L: Ledger> Engine<L> {
         let mut inner = self.inner.lock();
         inner.sweep(self.clock.now_secs());
         f(&inner.ledger)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ctr_token::FakeClock;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// One unit of stock per hold: enough to see holds reserve, release and settle.
+    struct Stock(u32);
+
+    impl Ledger for Stock {
+        const DOMAIN: &'static str = "stock";
+        const CAPABILITY: &'static str = "stock:redeem";
+        type Request = ();
+        type Hold = ();
+
+        fn reserve(&mut self, _: &CustomerId, (): (), _: i64) -> Result<(), ApiError> {
+            self.0 = self
+                .0
+                .checked_sub(1)
+                .ok_or_else(|| ApiError::conflict("sold-out", "no stock left"))?;
+            Ok(())
+        }
+        fn release(&mut self, (): &()) {
+            self.0 += 1;
+        }
+        fn apply(&mut self, (): &()) -> Result<(), ApiError> {
+            Ok(())
+        }
+        fn reverse(&mut self, (): &()) {
+            self.0 += 1;
+        }
+        fn constraints((): &()) -> Value {
+            json!({})
+        }
+    }
+
+    fn engine(clock: &Arc<FakeClock>) -> Engine<Stock> {
+        let clock: Arc<dyn Clock> = clock.clone();
+        Engine::new(
+            Stock(10),
+            clock,
+            Duration::from_secs(600),
+            Duration::from_secs(3600),
+        )
+    }
+
+    #[test]
+    fn unredeemed_holds_are_forgotten_after_retention_and_redeemed_ones_are_kept() {
+        let clock = Arc::new(FakeClock::at_secs(1_000));
+        let engine = engine(&clock);
+        let order = OrderProcessingId::generate();
+        let customer = CustomerId::parse("c_alice").unwrap();
+        let expiring = engine.hold(&order, &customer, ()).unwrap().jti;
+        let released = engine.hold(&order, &customer, ()).unwrap().jti;
+        let redeemed = engine.hold(&order, &customer, ()).unwrap().jti;
+        engine.cancel(released, &order).unwrap();
+        engine.redeem(redeemed, &order, &customer).unwrap();
+        assert_eq!(
+            engine.read(|stock| stock.0),
+            8,
+            "one released, two still out"
+        );
+
+        clock.set_secs(1_000 + 600);
+        assert_eq!(
+            engine.get(expiring).map(|r| r.state),
+            Some(HoldState::Expired),
+            "at its expiry the hold expires and stays readable"
+        );
+        assert_eq!(engine.read(|stock| stock.0), 9, "its stock came back");
+
+        clock.set_secs(1_000 + 600 + 3_599);
+        assert!(engine.get(released).is_some(), "kept within retention");
+
+        clock.set_secs(1_000 + 600 + 3_600);
+        assert!(engine.get(expiring).is_none(), "expired hold forgotten");
+        assert!(engine.get(released).is_none(), "released hold forgotten");
+        assert_eq!(
+            engine.get(redeemed).map(|r| r.state),
+            Some(HoldState::Redeemed),
+            "a redeemed hold is a record and is kept"
+        );
+        assert_eq!(
+            engine.cancel(expiring, &order).unwrap_err().slug,
+            "hold-not-found",
+            "a forgotten hold answers not found"
+        );
+        assert_eq!(engine.read(|stock| stock.0), 9, "forgetting moves no stock");
     }
 }

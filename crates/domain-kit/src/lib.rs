@@ -47,7 +47,7 @@ pub async fn build<L: Ledger>(
     .await
     .map_err(StartError::Service)?;
     let state = Arc::new(DomainState {
-        engine: Engine::new(ledger, clock, settings.hold_ttl),
+        engine: Engine::new(ledger, clock, settings.hold_ttl, settings.hold_retention),
         signer,
     });
     let health = Health::default();

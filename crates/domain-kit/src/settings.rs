@@ -17,6 +17,10 @@ pub struct DomainSettings {
     /// `CTR_HOLD_TTL`: how long a hold lasts unredeemed; longer than the token.
     #[serde(with = "humantime_serde")]
     pub hold_ttl: Duration,
+    /// `CTR_HOLD_RETENTION`: how long an expired or released hold stays readable after its
+    /// expiry; redeemed and reversed holds are kept.
+    #[serde(with = "humantime_serde")]
+    pub hold_retention: Duration,
     /// `CTR_SEED_FILE`: demo data to load instead of the built-in seed.
     pub seed_file: Option<PathBuf>,
 }
@@ -27,6 +31,7 @@ impl Default for DomainSettings {
             kms: KmsConfig::default(),
             token_ttl: Duration::from_secs(120),
             hold_ttl: Duration::from_secs(600),
+            hold_retention: Duration::from_secs(3600),
             seed_file: None,
         }
     }
@@ -45,6 +50,12 @@ impl ServiceSettings for DomainSettings {
                 setting: "CTR_HOLD_TTL",
                 reason: "must be longer than CTR_TOKEN_TTL, so a valid token always finds its hold"
                     .into(),
+            });
+        }
+        if self.hold_retention < Duration::from_secs(1) {
+            return Err(ConfigError::Setting {
+                setting: "CTR_HOLD_RETENTION",
+                reason: "must be at least 1s".into(),
             });
         }
         Ok(())

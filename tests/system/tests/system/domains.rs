@@ -402,7 +402,8 @@ async fn consumer_endpoints_refuse_callers_without_the_relay_certificate() {
 }
 
 #[tokio::test]
-async fn an_unredeemed_hold_expires_by_itself_and_its_redemption_is_refused() {
+async fn an_unredeemed_hold_expires_by_itself_its_redemption_is_refused_and_it_is_forgotten_later()
+{
     // A hold shorter than its token, so that the hold (not the token) is what has expired.
     let settings = ctr_domain_kit::DomainSettings {
         hold_ttl: Duration::from_secs(60),
@@ -433,6 +434,21 @@ async fn an_unredeemed_hold_expires_by_itself_and_its_redemption_is_refused() {
         )))
         .await;
     assert_eq!(hold["status"], "expired");
+
+    // An hour (CTR_HOLD_RETENTION) after its expiry the expired hold is forgotten.
+    world.clock.advance(Duration::from_secs(3600));
+    let (status, body) = world
+        .get(world.points.running.url(&format!(
+            "/service/v1/points/holds/{}",
+            points["jti"].as_str().unwrap()
+        )))
+        .await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (404, "hold-not-found"),
+        "{body}"
+    );
+    assert_eq!(world.balance("c_alice").await["available"], 5000);
 }
 
 #[tokio::test]
