@@ -427,22 +427,16 @@ async fn an_unredeemed_hold_expires_by_itself_its_redemption_is_refused_and_it_i
         (410, "hold-expired"),
         "{body}"
     );
-    let (_, hold) = world
-        .get(world.points.running.url(&format!(
-            "/service/v1/points/holds/{}",
-            points["jti"].as_str().unwrap()
-        )))
-        .await;
+    let hold_url = world.points.running.url(&format!(
+        "/service/v1/points/holds/{}",
+        points["jti"].as_str().unwrap()
+    ));
+    let (_, hold) = world.get(hold_url.clone()).await;
     assert_eq!(hold["status"], "expired");
 
     // An hour (CTR_HOLD_RETENTION) after its expiry the expired hold is forgotten.
     world.clock.advance(Duration::from_secs(3600));
-    let (status, body) = world
-        .get(world.points.running.url(&format!(
-            "/service/v1/points/holds/{}",
-            points["jti"].as_str().unwrap()
-        )))
-        .await;
+    let (status, body) = world.get(hold_url).await;
     assert_eq!(
         (status, problem_type(&body)),
         (404, "hold-not-found"),
