@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use ctr_service_kit::ApiError;
-use ctr_token::Clock;
+use ctr_token::{Clock, secs};
 use parking_lot::Mutex;
 use serde::Serialize;
 use uuid::Uuid;
@@ -133,13 +133,13 @@ impl<L: Ledger> Engine<L> {
             schedule: Schedule {
                 expiry: BTreeSet::new(),
                 forget: BTreeSet::new(),
-                retention: i64::try_from(retention.as_secs()).unwrap_or(i64::MAX),
+                retention: secs(retention),
             },
         };
         Self {
             inner: Mutex::new(inner),
             clock,
-            hold_ttl: i64::try_from(hold_ttl.as_secs()).unwrap_or(600),
+            hold_ttl: secs(hold_ttl),
         }
     }
 

@@ -82,7 +82,10 @@ fn main() -> ExitCode {
         || !(1..=stack::MAX_FLOWS).contains(&cli.flows)
         || !(1..=600).contains(&cli.seconds)
     {
-        eprintln!("ctr-load: --customers 1..=1024, --flows 1..=1000000, --seconds 1..=600");
+        eprintln!(
+            "ctr-load: --customers 1..=1024, --flows 1..={}, --seconds 1..=600",
+            stack::MAX_FLOWS
+        );
         return ExitCode::from(2);
     }
     if let Some(dir) = &cli.write_seeds {

@@ -13,6 +13,11 @@ pub trait Clock: Send + Sync + fmt::Debug {
     }
 }
 
+/// A duration in whole seconds, the unit the clocks' `now_secs` counts in.
+pub fn secs(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 

@@ -103,7 +103,7 @@ impl TokenIssuer {
         constraints: &C,
     ) -> Result<IssuedToken, IssueError> {
         let now = self.clock.now_secs();
-        let ttl = i64::try_from(self.config.ttl.as_secs()).unwrap_or(300);
+        let ttl = crate::secs(self.config.ttl);
         let claims = Claims {
             iss: self.config.iss.clone(),
             aud: Some(Audience::One(self.config.audience.clone())),

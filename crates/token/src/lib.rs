@@ -51,7 +51,7 @@ use std::sync::Arc;
 
 pub use cache::{CachePolicy, CacheStatus, JwksFetcher, KeySetCache};
 pub use claims::{Audience, Claims, Constraints};
-pub use clock::{Clock, FakeClock, SystemClock};
+pub use clock::{Clock, FakeClock, SystemClock, secs};
 pub use compact::{ALGORITHM, MAX_TOKEN_BYTES, SIGNATURE_BYTES, TOKEN_TYPE, UnverifiedToken};
 pub use error::{KeyError, VerifyError};
 #[cfg(feature = "issue")]

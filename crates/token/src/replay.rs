@@ -52,7 +52,7 @@ impl MemoryReplayStore {
 impl ReplayStore for MemoryReplayStore {
     async fn consume_all(&self, tokens: &[&VerifiedToken]) -> Result<(), VerifyError> {
         let now = self.clock.now_secs();
-        let leeway = i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX);
+        let leeway = crate::secs(self.leeway);
         let mut inner = self.inner.lock();
         if now >= inner.next_purge_secs {
             inner.seen.retain(|_, forget_at| *forget_at > now);

@@ -204,7 +204,7 @@ impl<R: KeyResolver> Verifier<R> {
 
     fn check_times(&self, claims: &Claims) -> Result<(), VerifyError> {
         let now = self.clock.now_secs();
-        let leeway = secs(self.policy.leeway);
+        let leeway = crate::secs(self.policy.leeway);
         if claims.nbf > now + leeway {
             return Err(VerifyError::NotYetValid { nbf: claims.nbf });
         }
@@ -220,7 +220,7 @@ impl<R: KeyResolver> Verifier<R> {
                 "`exp` is not after `iat`".into(),
             ));
         }
-        if lifetime > secs(self.policy.max_lifetime) {
+        if lifetime > crate::secs(self.policy.max_lifetime) {
             return Err(VerifyError::LifetimeInvalid(format!(
                 "{lifetime} s is longer than the maximum of {} s",
                 self.policy.max_lifetime.as_secs()
@@ -228,10 +228,6 @@ impl<R: KeyResolver> Verifier<R> {
         }
         Ok(())
     }
-}
-
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// Hex SHA-256, for logging a token without its content.

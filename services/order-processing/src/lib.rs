@@ -15,7 +15,9 @@ use ctr_pki::IdentityFiles;
 use ctr_service_kit::{
     App, ClientAuth, Config, Health, Metrics, ServerConfig, Service, StartError, https_client,
 };
-use ctr_token::{CachePolicy, Clock, KeySetCache, MemoryReplayStore, Verifier, VerifierPolicy};
+use ctr_token::{
+    CachePolicy, Clock, KeySetCache, MemoryReplayStore, Verifier, VerifierPolicy, secs,
+};
 
 pub use checkout::{IssuerKeys, Relay};
 pub use domains::{CallError, DomainClient, HttpJwks};
@@ -121,9 +123,4 @@ fn warm_up(keys: &IssuerKeys) {
             }
         });
     }
-}
-
-/// A configured duration in whole seconds, the unit of the relay's clock.
-fn secs(duration: std::time::Duration) -> i64 {
-    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }

@@ -8,12 +8,12 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ctr_money::Money;
 use ctr_service_kit::{ApiError, ApiJson, CustomerId, OrderProcessingId};
+use ctr_token::secs;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::checkout::{Relay, failure_problem};
 use crate::orders::{Order, OrderStatus};
-use crate::secs;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
