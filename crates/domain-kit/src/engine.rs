@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use ctr_service_kit::ApiError;
-use ctr_token::{Clock, secs};
+use ctr_token::{Clock, Settlement, secs};
 use parking_lot::Mutex;
 use serde::Serialize;
 use uuid::Uuid;
@@ -171,17 +171,30 @@ impl<L: Ledger> Engine<L> {
     }
 
     /// Makes the hold final, once: a repeat answers the first result and changes nothing.
+    /// `claimed` is what the token says it settles: it must be what the hold was confirmed
+    /// for (a payment captures exactly the authorized amount).
     pub fn redeem(
         &self,
         jti: Uuid,
         order: &OrderProcessingId,
         customer: &CustomerId,
+        claimed: &Settlement,
     ) -> Result<Redemption<L::Hold>, ApiError> {
         self.with_hold(jti, |ledger, record, schedule| {
             if record.order_processing_id != *order || record.customer_id != *customer {
                 return Err(ApiError::conflict(
                     "hold-mismatch",
                     "the hold belongs to another order or customer",
+                ));
+            }
+            let confirmed = L::settlement(&record.hold);
+            if confirmed != *claimed {
+                return Err(ApiError::conflict(
+                    "settlement-mismatch",
+                    format!(
+                        "the token settles {}, the hold was confirmed for {}",
+                        claimed.settles, confirmed.settles
+                    ),
                 ));
             }
             match record.state {
@@ -290,6 +303,7 @@ impl<L: Ledger> Engine<L> {
 
 #[cfg(test)]
 mod tests {
+    use ctr_money::{Currency, Money};
     use ctr_token::FakeClock;
     use serde_json::{Value, json};
 
@@ -320,9 +334,16 @@ mod tests {
         fn reverse(&mut self, (): &()) {
             self.0 += 1;
         }
+        fn settlement((): &()) -> Settlement {
+            one_unit()
+        }
         fn constraints((): &()) -> Value {
             json!({})
         }
+    }
+
+    fn one_unit() -> Settlement {
+        Settlement::pays(Money::checked(100, Currency::parse("EUR").unwrap()).unwrap())
     }
 
     fn engine(clock: &Arc<FakeClock>) -> Engine<Stock> {
@@ -345,7 +366,9 @@ mod tests {
         let released = engine.hold(&order, &customer, ()).unwrap().jti;
         let redeemed = engine.hold(&order, &customer, ()).unwrap().jti;
         engine.cancel(released, &order).unwrap();
-        engine.redeem(redeemed, &order, &customer).unwrap();
+        engine
+            .redeem(redeemed, &order, &customer, &one_unit())
+            .unwrap();
         assert_eq!(
             engine.read(|stock| stock.0),
             8,
@@ -377,5 +400,28 @@ mod tests {
             "a forgotten hold answers not found"
         );
         assert_eq!(engine.read(|stock| stock.0), 9, "forgetting moves no stock");
+    }
+
+    #[test]
+    fn a_token_that_settles_another_amount_than_its_hold_is_not_redeemed() {
+        let clock = Arc::new(FakeClock::at_secs(1_000));
+        let engine = engine(&clock);
+        let order = OrderProcessingId::generate();
+        let customer = CustomerId::parse("c_alice").unwrap();
+        let jti = engine.hold(&order, &customer, ()).unwrap().jti;
+        let more = Settlement::pays(Money::checked(101, Currency::parse("EUR").unwrap()).unwrap());
+        let refused = engine.redeem(jti, &order, &customer, &more).unwrap_err();
+        assert_eq!(refused.slug, "settlement-mismatch");
+        assert_eq!(
+            engine.get(jti).map(|r| r.state),
+            Some(HoldState::Held),
+            "the refused redemption changed nothing"
+        );
+        assert!(
+            !engine
+                .redeem(jti, &order, &customer, &one_unit())
+                .unwrap()
+                .replayed
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! What a domain plugs into the engine: its resources and rules.
 
 use ctr_service_kit::ApiError;
+use ctr_token::Settlement;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -32,6 +33,9 @@ pub trait Ledger: Send + 'static {
     fn apply(&mut self, hold: &Self::Hold) -> Result<(), ApiError>;
     /// Undoes an applied reservation (compensation).
     fn reverse(&mut self, hold: &Self::Hold);
+    /// What the hold pays toward the order (and, for a discount, the total it was priced on):
+    /// signed into the token as `settles` and `priced_on`.
+    fn settlement(hold: &Self::Hold) -> Settlement;
     /// The domain-private `constraints` of the token: references and hashes only.
     fn constraints(hold: &Self::Hold) -> serde_json::Value;
     /// The domain's name for a state (payments: `authorized`, `captured`, ...).

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ctr_service_kit::{ApiError, ApiJson, RelayCaller};
+use ctr_token::Settlement;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -38,6 +39,9 @@ struct HoldView<'a, H> {
     order_processing_id: &'a OrderProcessingId,
     customer_id: &'a CustomerId,
     hold_expires_at: String,
+    /// `settles` and, for a discount, `priced_on`: what the token signs.
+    #[serde(flatten)]
+    settlement: Settlement,
     #[serde(flatten)]
     hold: &'a H,
 }
@@ -49,6 +53,7 @@ pub fn hold_view<L: Ledger>(record: &HoldRecord<L::Hold>) -> Value {
         order_processing_id: &record.order_processing_id,
         customer_id: &record.customer_id,
         hold_expires_at: rfc3339(record.expires_at),
+        settlement: L::settlement(&record.hold),
         hold: &record.hold,
     };
     serde_json::to_value(view).unwrap_or_default()
@@ -96,6 +101,7 @@ async fn confirm<L: Ledger>(
             record.jti,
             customer.as_str(),
             order.as_str(),
+            L::settlement(&record.hold),
             &L::constraints(&record.hold),
         )
         .await;
@@ -135,7 +141,9 @@ async fn redeem<L: Ledger>(
             "the token was confirmed for another customer",
         ));
     }
-    let redemption = state.engine.redeem(claims.jti, &order, &customer)?;
+    let redemption = state
+        .engine
+        .redeem(claims.jti, &order, &customer, &claims.settlement())?;
     tracing::info!(domain = L::DOMAIN, jti = %claims.jti, order_processing_id = %order, replayed = redemption.replayed, "redeemed");
     let mut body = hold_view::<L>(&redemption.record);
     if let Value::Object(map) = &mut body {

@@ -9,7 +9,7 @@ use ctr_kms::Kms;
 use ctr_service_kit::ApiError;
 use ctr_token::{
     CachePolicy, Clock, IssuedToken, IssuerConfig, JwkSet, JwksFetcher, KeyError, KeyResolver,
-    KeySetCache, TokenIssuer, VerificationKey, VerifiedToken, Verifier, VerifierPolicy,
+    KeySetCache, Settlement, TokenIssuer, VerificationKey, VerifiedToken, Verifier, VerifierPolicy,
     VerifyError,
 };
 use serde::Serialize;
@@ -90,10 +90,11 @@ impl Signer {
         jti: Uuid,
         sub: &str,
         order: &str,
+        settlement: Settlement,
         constraints: &C,
     ) -> Result<IssuedToken, ApiError> {
         self.issuer
-            .issue_with_jti(jti, sub, order, constraints)
+            .issue_with_jti(jti, sub, order, settlement, constraints)
             .await
             .map_err(ApiError::internal)
     }

@@ -104,11 +104,11 @@ async fn steps(
         client,
         "points",
         format!("{}/service/v1/points/confirmations", t.points),
-        with(json!({"points": 1})),
+        with(json!({"points": 1, "currency": "EUR"})),
     )
     .await?;
     let payment_body = with(
-        json!({"payment_method_id": format!("pm_load_{customer}"), "amount": {"amount": 4500, "currency": "EUR"}}),
+        json!({"payment_method_id": format!("pm_load_{customer}"), "amount": {"amount": 4499, "currency": "EUR"}}),
     );
     let payment = timed(
         l,

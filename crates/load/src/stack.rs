@@ -89,7 +89,10 @@ impl InProcess {
         let (points, _) = run(
             points::build_with(
                 &pki.server_config("points"),
-                &settings("points"),
+                &points::PointsSettings {
+                    domain: settings("points"),
+                    ..points::PointsSettings::default()
+                },
                 clock.clone(),
             )
             .await?

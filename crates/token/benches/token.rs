@@ -18,8 +18,10 @@ use aws_lc_rs::signature::{
 };
 use criterion::{Criterion, criterion_group};
 use ctr_kms::{Kms, MockKms};
+use ctr_money::{Currency, Money};
 use ctr_token::{
-    FakeClock, IssuedToken, IssuerConfig, KeySet, StaticKeys, TokenIssuer, Verifier, VerifierPolicy,
+    FakeClock, IssuedToken, IssuerConfig, KeySet, Settlement, StaticKeys, TokenIssuer, Verifier,
+    VerifierPolicy,
 };
 use tokio::runtime::Runtime;
 
@@ -38,6 +40,10 @@ struct World {
     raw_signature: Vec<u8>,
 }
 
+fn settlement() -> Settlement {
+    Settlement::pays(Money::checked(500, Currency::parse("EUR").unwrap()).unwrap())
+}
+
 fn world() -> World {
     let rt = Runtime::new().unwrap();
     let (issuer, keys, token) = rt.block_on(async {
@@ -53,7 +59,12 @@ fn world() -> World {
         let issuer = TokenIssuer::new(kms, config, Arc::new(FakeClock::at_secs(NOW))).unwrap();
         let keys = KeySet::from_jwks(&issuer.jwks().await.unwrap()).unwrap();
         let token = issuer
-            .issue("c_alice", ORDER, &serde_json::json!({"coupon": "SPRING10"}))
+            .issue(
+                "c_alice",
+                ORDER,
+                settlement(),
+                &serde_json::json!({"coupon": "SPRING10"}),
+            )
             .await
             .unwrap();
         (issuer, keys, token)
@@ -114,6 +125,7 @@ impl World {
                 .block_on(self.issuer.issue(
                     "c_alice",
                     ORDER,
+                    settlement(),
                     &serde_json::json!({"coupon": "SPRING10"}),
                 ))
                 .unwrap(),

@@ -1,3 +1,4 @@
+use ctr_money::Money;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -18,7 +19,40 @@ pub struct Claims {
     pub jti: Uuid,
     pub order_processing_id: String,
     pub capabilities: Vec<String>,
+    /// What this token pays toward the order: one of the two business values the relay reads.
+    pub settles: Money,
+    /// Coupons: the order total the discount was priced on, which must be the order's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priced_on: Option<Money>,
     pub constraints: Constraints,
+}
+
+/// The signed business values of a token: what it settles toward the order and, for a
+/// discount, the total it was priced on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Settlement {
+    pub settles: Money,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priced_on: Option<Money>,
+}
+
+impl Settlement {
+    /// A token that pays `settles` and was priced on nothing (points, payments).
+    pub fn pays(settles: Money) -> Self {
+        Self {
+            settles,
+            priced_on: None,
+        }
+    }
+}
+
+impl Claims {
+    pub fn settlement(&self) -> Settlement {
+        Settlement {
+            settles: self.settles,
+            priced_on: self.priced_on,
+        }
+    }
 }
 
 /// `aud` as JWT allows it: one string or an array. Only a single string is accepted.

@@ -11,8 +11,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
-    ALGORITHM, Audience, Claims, Clock, Constraints, Jwk, JwkSet, JwksError, TOKEN_TYPE,
-    VerifierPolicy,
+    ALGORITHM, Audience, Claims, Clock, Constraints, Jwk, JwkSet, JwksError, Settlement,
+    TOKEN_TYPE, VerifierPolicy,
 };
 
 #[derive(Debug, Clone)]
@@ -83,15 +83,23 @@ impl TokenIssuer {
         &self.config
     }
 
-    /// Issues a token for `sub` bound to `order_processing_id`, carrying `constraints`.
+    /// Issues a token for `sub` bound to `order_processing_id`, settling `settlement` toward
+    /// it and carrying `constraints`.
     pub async fn issue<C: Serialize>(
         &self,
         sub: &str,
         order_processing_id: &str,
+        settlement: Settlement,
         constraints: &C,
     ) -> Result<IssuedToken, IssueError> {
-        self.issue_with_jti(Uuid::now_v7(), sub, order_processing_id, constraints)
-            .await
+        self.issue_with_jti(
+            Uuid::now_v7(),
+            sub,
+            order_processing_id,
+            settlement,
+            constraints,
+        )
+        .await
     }
 
     /// As [`Self::issue`], with the `jti` chosen by the caller (a domain keys its hold by it).
@@ -100,6 +108,7 @@ impl TokenIssuer {
         jti: Uuid,
         sub: &str,
         order_processing_id: &str,
+        settlement: Settlement,
         constraints: &C,
     ) -> Result<IssuedToken, IssueError> {
         let now = self.clock.now_secs();
@@ -114,6 +123,8 @@ impl TokenIssuer {
             jti,
             order_processing_id: order_processing_id.to_owned(),
             capabilities: self.config.capabilities.clone(),
+            settles: settlement.settles,
+            priced_on: settlement.priced_on,
             constraints: Constraints::from_value(constraints)?,
         };
         let (token, kid) = self.sign_claims(&claims).await?;

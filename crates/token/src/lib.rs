@@ -9,7 +9,8 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use ctr_token::{IssuerConfig, KeySet, StaticKeys, SystemClock, TokenIssuer, Verifier, VerifierPolicy};
+//! use ctr_money::{Currency, Money};
+//! use ctr_token::{IssuerConfig, KeySet, Settlement, StaticKeys, SystemClock, TokenIssuer, Verifier, VerifierPolicy};
 //!
 //! let kms = ctr_kms::KmsConfig::default().build();
 //! kms.create_key("coupons-signing").await?;
@@ -21,13 +22,19 @@
 //!     capabilities: vec!["coupons:redeem".into()],
 //!     ttl: Duration::from_secs(120),
 //! }, clock.clone())?;
-//! let issued = issuer.issue("c_alice", "op_1", &serde_json::json!({"coupon": "SPRING10"})).await?;
+//! let discount = Money::checked(500, Currency::parse("EUR")?).unwrap();
+//! let total = Money::checked(4999, Currency::parse("EUR")?).unwrap();
+//! let settlement = Settlement { settles: discount, priced_on: Some(total) };
+//! let issued = issuer
+//!     .issue("c_alice", "op_1", settlement, &serde_json::json!({"coupon": "SPRING10"}))
+//!     .await?;
 //!
 //! let keys = StaticKeys::default().with("coupons", KeySet::from_jwks(&issuer.jwks().await?)?);
 //! let policy = VerifierPolicy::new("order-processing").issuer("coupons", &["coupons:redeem"]);
 //! let verifier = Verifier::new(policy, keys, clock);
 //! let verified = verifier.verify(&issued.token, "op_1").await?;
 //! assert_eq!(verified.claims().jti, issued.jti);
+//! assert_eq!(verified.claims().settlement(), settlement);
 //!
 //! let refused = verifier.verify(&issued.token, "op_2").await.unwrap_err();
 //! assert_eq!(refused.problem_type(), "order-mismatch");
@@ -50,7 +57,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use cache::{CachePolicy, CacheStatus, JwksFetcher, KeySetCache};
-pub use claims::{Audience, Claims, Constraints};
+pub use claims::{Audience, Claims, Constraints, Settlement};
 pub use clock::{Clock, FakeClock, SystemClock, secs};
 pub use compact::{ALGORITHM, MAX_TOKEN_BYTES, SIGNATURE_BYTES, TOKEN_TYPE, UnverifiedToken};
 pub use error::{KeyError, VerifyError};

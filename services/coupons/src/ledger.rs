@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use ctr_domain_kit::{CustomerId, Ledger, reference};
 use ctr_money::Money;
 use ctr_service_kit::ApiError;
+use ctr_token::Settlement;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -174,10 +175,17 @@ impl Ledger for Coupons {
                 format!("coupon `{code}` is held by another confirmation"),
             ));
         }
+        // A percentage rounds half up to the cent; a fixed discount pays at most the total.
         let discount = match coupon.discount {
             Discount::Percent(p) => total.percent_bp(u32::from(p) * 100),
             Discount::Fixed(amount) => amount.min(total),
         };
+        if discount.amount == 0 {
+            return Err(ApiError::invalid(
+                "coupon-no-discount",
+                format!("coupon `{code}` would take nothing off an order total of {total}"),
+            ));
+        }
         coupon.reserved += 1;
         Ok(CouponHold {
             coupon_code: code,
@@ -204,6 +212,13 @@ impl Ledger for Coupons {
     fn reverse(&mut self, hold: &CouponHold) {
         if let Some(c) = self.coupon_mut(&hold.coupon_code) {
             c.uses = c.uses.saturating_sub(1);
+        }
+    }
+
+    fn settlement(hold: &CouponHold) -> Settlement {
+        Settlement {
+            settles: hold.discount,
+            priced_on: Some(hold.order_total),
         }
     }
 

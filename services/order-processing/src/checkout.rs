@@ -14,6 +14,7 @@ use crate::orders::{
     BeginError, Failure, Order, OrderStatus, OrderStore, TokenOutcome, TokenRecord,
 };
 use crate::settings::RelaySettings;
+use crate::settlement;
 
 pub type IssuerKeys = HashMap<String, Arc<KeySetCache>>;
 
@@ -167,6 +168,12 @@ impl Relay {
                 format!("a checkout needs a `{missing}` token"),
             ));
         }
+        settlement::check(
+            order.total,
+            verified.iter().map(VerifiedToken::claims),
+            &self.settings.priced_capabilities,
+        )
+        .map_err(|e| e.problem())?;
         verified.sort_by_key(|t| position(t));
         let refs: Vec<&VerifiedToken> = verified.iter().collect();
         self.replay
@@ -183,6 +190,7 @@ impl Relay {
                 iss: t.claims().iss.clone(),
                 jti: t.claims().jti,
                 capability: t.claims().capabilities[0].clone(),
+                settles: t.claims().settles,
                 outcome: TokenOutcome::Pending,
             })
             .collect();

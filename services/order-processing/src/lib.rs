@@ -7,6 +7,7 @@ mod domains;
 mod orders;
 mod routes;
 mod settings;
+mod settlement;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub use domains::{CallError, DomainClient, HttpJwks};
 pub use orders::{MemoryOrderStore, Order, OrderStatus, OrderStore, TokenOutcome};
 pub use routes::router;
 pub use settings::{IssuerEntry, RelaySettings};
+pub use settlement::SettlementError;
 
 pub const SERVICE: Service = Service {
     name: "order-processing",

@@ -39,6 +39,8 @@ pub struct TokenRecord {
     pub iss: String,
     pub jti: Uuid,
     pub capability: String,
+    /// What the token paid toward the order (its signed `settles`).
+    pub settles: Money,
     pub outcome: TokenOutcome,
 }
 
@@ -72,6 +74,16 @@ impl Order {
         }
     }
 
+    /// What the order's tokens settle together: the total, once a checkout was admitted.
+    pub fn settled(&self) -> Money {
+        self.tokens
+            .iter()
+            .try_fold(Money::zero(self.total.currency), |sum, t| {
+                sum.checked_add(t.settles)
+            })
+            .unwrap_or(self.total)
+    }
+
     /// The JSON a client sees: never a token.
     pub fn view(&self, now: i64) -> Value {
         json!({
@@ -82,6 +94,7 @@ impl Order {
             "created_at": rfc3339(self.created_at),
             "expires_at": rfc3339(self.expires_at),
             "tokens": self.tokens,
+            "settled": self.settled(),
             "failure": self.failure,
         })
     }

@@ -38,8 +38,12 @@ pub struct RelaySettings {
     pub issuers: BTreeMap<String, IssuerEntry>,
     /// `CTR_REDEMPTION_ORDER`: the order capabilities are redeemed in (payment capture last).
     pub redemption_order: Vec<String>,
-    /// `CTR_REQUIRED_CAPABILITIES`: what every checkout must present.
+    /// `CTR_REQUIRED_CAPABILITIES`: what every checkout must present (default none: the
+    /// settlement check already demands tokens that pay the whole total).
     pub required_capabilities: Vec<String>,
+    /// `CTR_PRICED_CAPABILITIES`: tokens with these capabilities are discounts and must say the
+    /// order total they were priced on (`priced_on`), which must be the order's.
+    pub priced_capabilities: Vec<String>,
     /// `CTR_CLIENT_CERT` / `CTR_CLIENT_KEY`: the relay's mTLS client identity.
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
@@ -94,7 +98,8 @@ impl Default for RelaySettings {
                 "points:redeem".into(),
                 "payments:capture".into(),
             ],
-            required_capabilities: vec!["payments:capture".into()],
+            required_capabilities: Vec::new(),
+            priced_capabilities: vec!["coupons:redeem".into()],
             client_cert: "/pki/order-processing/client.pem".into(),
             client_key: "/pki/order-processing/client.key".into(),
             order_ttl: Duration::from_secs(900),
@@ -143,6 +148,7 @@ impl ServiceSettings for RelaySettings {
             .redemption_order
             .iter()
             .chain(&self.required_capabilities)
+            .chain(&self.priced_capabilities)
         {
             if self.issuer_of(capability).is_none() {
                 return Err(setting(
@@ -242,6 +248,7 @@ mod tests {
     fn an_inconsistent_policy_is_refused_naming_the_setting() {
         for (variable, value) in [
             ("CTR_REQUIRED_CAPABILITIES", "[loyalty:redeem]"),
+            ("CTR_PRICED_CAPABILITIES", "[loyalty:redeem]"),
             (
                 "CTR_ISSUERS__POINTS__REDEEM_URL",
                 "http://points:8443/redeem",

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use ctr_domain_kit::{CustomerId, HoldState, Ledger, reference};
 use ctr_money::Money;
 use ctr_service_kit::ApiError;
+use ctr_token::Settlement;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -139,6 +140,10 @@ impl Ledger for Payments {
     }
 
     fn reverse(&mut self, _hold: &PaymentHold) {}
+
+    fn settlement(hold: &PaymentHold) -> Settlement {
+        Settlement::pays(hold.amount)
+    }
 
     fn constraints(hold: &PaymentHold) -> serde_json::Value {
         serde_json::json!({

@@ -1,10 +1,12 @@
 //! Points: per-customer balances. A hold moves points from `available` to `held`; a balance
 //! never goes negative because every reservation is checked under the engine's lock.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ctr_domain_kit::{CustomerId, Ledger};
+use ctr_money::{Currency, Money};
 use ctr_service_kit::ApiError;
+use ctr_token::Settlement;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -20,19 +22,27 @@ pub struct Seed {
     pub balances: HashMap<CustomerId, u64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Points {
     balances: HashMap<CustomerId, Balance>,
+    /// What one point is worth, per currency points may pay in.
+    point_values: BTreeMap<Currency, Money>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct PointsRequest {
     points: u64,
+    /// The order's currency: what the points pay in.
+    currency: Currency,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PointsHold {
     pub points: u64,
+    /// What the held points pay toward the order.
+    pub value: Money,
+    /// What one point is worth in that currency.
+    pub point_value: Money,
     #[serde(skip)]
     pub customer: CustomerId,
 }
@@ -41,7 +51,7 @@ pub struct PointsHold {
 pub const MAX_POINTS: u64 = 1_000_000_000;
 
 impl Points {
-    pub fn from_seed(seed: Seed) -> Self {
+    pub fn from_seed(seed: Seed, point_values: BTreeMap<Currency, Money>) -> Self {
         let balances = seed
             .balances
             .into_iter()
@@ -55,7 +65,10 @@ impl Points {
                 )
             })
             .collect();
-        Self { balances }
+        Self {
+            balances,
+            point_values,
+        }
     }
 
     pub fn balance(&self, customer: &CustomerId) -> Option<Balance> {
@@ -82,6 +95,29 @@ impl Ledger for Points {
                 format!("`points` must be between 1 and {MAX_POINTS}"),
             ));
         }
+        let point_value = *self.point_values.get(&request.currency).ok_or_else(|| {
+            ApiError::invalid(
+                "currency-not-supported",
+                format!(
+                    "points do not pay in `currency` {}; they pay in {}",
+                    request.currency,
+                    self.point_values
+                        .keys()
+                        .map(Currency::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
+        let value = point_value.checked_mul(points).map_err(|_| {
+            ApiError::invalid(
+                "invalid-points",
+                format!(
+                    "{points} points are worth more than the maximum amount of {} minor units",
+                    Money::MAX_AMOUNT
+                ),
+            )
+        })?;
         let balance = self.balances.get_mut(customer).ok_or_else(|| {
             ApiError::not_found(
                 "customer-not-found",
@@ -98,6 +134,8 @@ impl Ledger for Points {
         balance.held += points;
         Ok(PointsHold {
             points,
+            value,
+            point_value,
             customer: customer.clone(),
         })
     }
@@ -124,6 +162,10 @@ impl Ledger for Points {
             b.spent -= hold.points;
             b.available += hold.points;
         }
+    }
+
+    fn settlement(hold: &PointsHold) -> Settlement {
+        Settlement::pays(hold.value)
     }
 
     fn constraints(hold: &PointsHold) -> serde_json::Value {

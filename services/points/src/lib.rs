@@ -2,24 +2,26 @@
 //! refunds them on cancellation. Built on the domain kit.
 
 mod ledger;
+mod settings;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
-use ctr_domain_kit::{CustomerId, DomainApp, DomainSettings, SharedState};
+use ctr_domain_kit::{CustomerId, DomainApp, SharedState};
 use ctr_service_kit::{ApiError, ApiJson, Config, ServerConfig, StartError};
 use ctr_token::Clock;
 use serde_json::{Value, json};
 
 pub use ledger::{Balance, MAX_POINTS, Points, PointsHold, Seed};
+pub use settings::PointsSettings;
 
 /// The built-in demo balances (README, "Demo data").
 pub const BUILTIN_SEED: &str = include_str!("../../../deployments/seed/points.json");
 
 pub async fn build(
-    config: &Config<DomainSettings>,
+    config: &Config<PointsSettings>,
     clock: Arc<dyn Clock>,
 ) -> Result<DomainApp<Points>, StartError> {
     build_with(&config.server, &config.service, clock).await
@@ -27,11 +29,14 @@ pub async fn build(
 
 pub async fn build_with(
     server: &ServerConfig,
-    settings: &DomainSettings,
+    settings: &PointsSettings,
     clock: Arc<dyn Clock>,
 ) -> Result<DomainApp<Points>, StartError> {
-    let ledger = Points::from_seed(settings.seed(BUILTIN_SEED)?);
-    ctr_domain_kit::build(server, settings, ledger, clock, read_routes).await
+    let ledger = Points::from_seed(
+        settings.domain.seed(BUILTIN_SEED)?,
+        settings.point_values()?,
+    );
+    ctr_domain_kit::build(server, &settings.domain, ledger, clock, read_routes).await
 }
 
 fn read_routes(state: SharedState<Points>) -> Router {

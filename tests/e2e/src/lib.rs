@@ -253,7 +253,8 @@ impl Stack {
         body["order_processing_id"].as_str().unwrap().to_owned()
     }
 
-    /// Coupon SPRING10, 500 points and a payment with `method`: the README walkthrough.
+    /// Coupon SPRING10 (5.00), 500 points (5.00) and 39.99 paid with `method`: the README
+    /// walkthrough, settling a 49.99 EUR order exactly.
     pub async fn three_tokens(&self, order: &str, customer: &str, method: &str) -> Vec<String> {
         let requests = [
             (
@@ -262,11 +263,11 @@ impl Stack {
             ),
             (
                 "points",
-                json!({"order_processing_id": order, "customer_id": customer, "points": 500}),
+                json!({"order_processing_id": order, "customer_id": customer, "points": 500, "currency": "EUR"}),
             ),
             (
                 "payments",
-                json!({"order_processing_id": order, "customer_id": customer, "payment_method_id": method, "amount": {"amount": 4000, "currency": "EUR"}}),
+                json!({"order_processing_id": order, "customer_id": customer, "payment_method_id": method, "amount": {"amount": 3999, "currency": "EUR"}}),
             ),
         ];
         let mut tokens = Vec::new();

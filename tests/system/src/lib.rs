@@ -115,10 +115,18 @@ impl World {
                 .await
                 .unwrap(),
         );
+        let points_settings = points::PointsSettings {
+            domain: settings.clone(),
+            ..points::PointsSettings::default()
+        };
         let points = domain(
-            points::build_with(&pki.server_config("points"), &settings, dyn_clock.clone())
-                .await
-                .unwrap(),
+            points::build_with(
+                &pki.server_config("points"),
+                &points_settings,
+                dyn_clock.clone(),
+            )
+            .await
+            .unwrap(),
         );
         let payments = domain(
             payments::build_with(&pki.server_config("payments"), &settings, dyn_clock.clone())
@@ -240,7 +248,19 @@ impl World {
     }
 
     pub async fn confirm_points(&self, order: &str, customer: &str, points: u64) -> (u16, Value) {
-        let body = json!({"order_processing_id": order, "customer_id": customer, "points": points});
+        self.confirm_points_in(order, customer, points, "EUR").await
+    }
+
+    /// Holds `points` of `customer` to pay in `currency`.
+    pub async fn confirm_points_in(
+        &self,
+        order: &str,
+        customer: &str,
+        points: u64,
+        currency: &str,
+    ) -> (u16, Value) {
+        let body = json!({"order_processing_id": order, "customer_id": customer, "points": points,
+                          "currency": currency});
         self.post(
             self.points.running.url("/service/v1/points/confirmations"),
             body,
@@ -266,13 +286,14 @@ impl World {
         .await
     }
 
-    /// Confirms coupon, points and payment for `order` and answers the three tokens.
+    /// Confirms coupon, points and payment that settle a 49.99 EUR `order` exactly (SPRING10
+    /// takes 5.00, 500 points pay 5.00, the card pays 39.99) and answers the three tokens.
     pub async fn three_tokens(&self, order: &str, customer: &str, method: &str) -> Vec<String> {
         let coupon = self.confirm_coupon(order, customer, "SPRING10", 4999).await;
         assert_eq!(coupon.0, 201, "{}", coupon.1);
         let points = self.confirm_points(order, customer, 500).await;
         assert_eq!(points.0, 201, "{}", points.1);
-        let payment = self.confirm_payment(order, customer, method, 4000).await;
+        let payment = self.confirm_payment(order, customer, method, 3999).await;
         assert_eq!(payment.0, 201, "{}", payment.1);
         [coupon.1, points.1, payment.1]
             .iter()

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ctr_kms::{Kms, MockKms};
+use ctr_money::{Currency, Money};
 use ctr_token::{Audience, Claims, Constraints, FakeClock, IssuerConfig, TokenIssuer};
 use serde_json::json;
 use uuid::Uuid;
@@ -30,10 +31,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let clock = Arc::new(FakeClock::at_secs(NOW));
     let mut jwks = serde_json::Map::new();
     let mut tokens = Vec::new();
-    for (n, (iss, capability)) in [
-        ("coupons", "coupons:redeem"),
-        ("points", "points:redeem"),
-        ("payments", "payments:capture"),
+    let currency = Currency::parse("EUR")?;
+    let eur = |amount| Money::checked(amount, currency).ok_or("an amount over the maximum");
+    // A 49.99 EUR order: 10 % coupon (5.00, priced on 49.99), 500 points (5.00), 39.99 paid.
+    let total = eur(4999)?;
+    for (n, (iss, capability, settles, priced_on)) in [
+        ("coupons", "coupons:redeem", eur(500)?, Some(total)),
+        ("points", "points:redeem", eur(500)?, None),
+        ("payments", "payments:capture", eur(3999)?, None),
     ]
     .into_iter()
     .enumerate()
@@ -62,6 +67,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ),
             order_processing_id: order.into(),
             capabilities: vec![capability.into()],
+            settles,
+            priced_on,
             constraints: Constraints::from_value(&json!({"ref": format!("{iss}-ref")}))
                 .unwrap_or_else(|_| unreachable!()),
         };

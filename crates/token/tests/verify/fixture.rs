@@ -7,8 +7,9 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ctr_kms::{Kms, MockKms};
+use ctr_money::{Currency, Money};
 use ctr_token::{
-    FakeClock, IssuerConfig, KeySet, StaticKeys, TokenIssuer, VerifiedToken, Verifier,
+    FakeClock, IssuerConfig, KeySet, Settlement, StaticKeys, TokenIssuer, VerifiedToken, Verifier,
     VerifierPolicy, VerifyError,
 };
 use serde_json::{Value, json};
@@ -91,6 +92,8 @@ impl Fixture {
             "iss": "coupons", "aud": "order-processing", "sub": "c_alice",
             "iat": NOW, "nbf": NOW, "exp": NOW + 120, "jti": JTI,
             "order_processing_id": ORDER, "capabilities": ["coupons:redeem"],
+            "settles": {"amount": 500, "currency": "EUR"},
+            "priced_on": {"amount": 4999, "currency": "EUR"},
             "constraints": {"coupon": "SPRING10"}
         })
     }
@@ -124,6 +127,11 @@ impl Fixture {
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
         self.verifier.verify(token, ORDER).await
     }
+}
+
+/// What the tokens of these tests settle: 5.00 EUR.
+pub fn settlement() -> Settlement {
+    Settlement::pays(Money::checked(500, Currency::parse("EUR").unwrap()).unwrap())
 }
 
 pub fn b64(bytes: &[u8]) -> String {

@@ -8,29 +8,33 @@ use ctr_token::{FakeClock, JwkSet, KeySet, StaticKeys, Verifier, VerifierPolicy}
 use serde::Deserialize;
 
 #[derive(Deserialize)]
-struct Golden {
-    now: i64,
-    order_processing_id: String,
-    audience: String,
-    jwks: std::collections::HashMap<String, JwkSet>,
-    tokens: Vec<GoldenToken>,
+pub struct Golden {
+    pub now: i64,
+    pub order_processing_id: String,
+    pub audience: String,
+    pub jwks: std::collections::HashMap<String, JwkSet>,
+    pub tokens: Vec<GoldenToken>,
 }
 
 #[derive(Deserialize)]
-struct GoldenToken {
-    name: String,
-    token: String,
-    expect: String,
+pub struct GoldenToken {
+    pub name: String,
+    pub token: String,
+    pub expect: String,
 }
 
 fn golden_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tokens/golden.json")
 }
 
+/// The committed golden tokens.
+pub fn load() -> Golden {
+    serde_json::from_str(&std::fs::read_to_string(golden_path()).unwrap()).unwrap()
+}
+
 #[tokio::test]
 async fn golden_tokens_verify_as_recorded() {
-    let golden: Golden =
-        serde_json::from_str(&std::fs::read_to_string(golden_path()).unwrap()).unwrap();
+    let golden = load();
     let mut keys = StaticKeys::default();
     let mut policy = VerifierPolicy::new(golden.audience);
     for (iss, set) in &golden.jwks {

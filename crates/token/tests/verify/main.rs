@@ -2,5 +2,6 @@
 
 mod fixture;
 mod golden;
+mod interop;
 mod rejects;
 mod rotation;

@@ -345,6 +345,64 @@ async fn claim_cases(f: &Fixture) -> Vec<Case> {
             "token-claims-invalid",
         ),
         case(
+            "a missing `settles`",
+            f.sign(&h, &without(&c, "settles")).await,
+            "token-claims-invalid",
+        ),
+        case(
+            "`settles` in fractional units",
+            f.sign(
+                &h,
+                &set(&c, "settles", json!({"amount": 4.99, "currency": "EUR"})),
+            )
+            .await,
+            "token-claims-invalid",
+        ),
+        case(
+            "a negative `settles`",
+            f.sign(
+                &h,
+                &set(&c, "settles", json!({"amount": -500, "currency": "EUR"})),
+            )
+            .await,
+            "token-claims-invalid",
+        ),
+        case(
+            "`settles` over the maximum amount",
+            f.sign(
+                &h,
+                &set(
+                    &c,
+                    "settles",
+                    json!({"amount": 1_000_000_000_001_u64, "currency": "EUR"}),
+                ),
+            )
+            .await,
+            "token-claims-invalid",
+        ),
+        case(
+            "`settles` with an unknown member",
+            f.sign(
+                &h,
+                &set(
+                    &c,
+                    "settles",
+                    json!({"amount": 500, "currency": "EUR", "fx": 1}),
+                ),
+            )
+            .await,
+            "token-claims-invalid",
+        ),
+        case(
+            "`priced_on` in a lowercase currency",
+            f.sign(
+                &h,
+                &set(&c, "priced_on", json!({"amount": 4999, "currency": "eur"})),
+            )
+            .await,
+            "token-claims-invalid",
+        ),
+        case(
             "claims that are not an object",
             f.sign_bytes(&serde_json::to_vec(&h).unwrap(), b"\"coupons\"")
                 .await,

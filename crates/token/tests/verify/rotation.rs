@@ -8,7 +8,7 @@ use ctr_kms::{Kms, MockKms};
 use ctr_token::{CachePolicy, FakeClock, JwkSet, JwksFetcher, KeySetCache, TokenIssuer, Verifier};
 use std::collections::HashMap;
 
-use crate::fixture::{NOW, ORDER, issuer, policy};
+use crate::fixture::{NOW, ORDER, issuer, policy, settlement};
 
 /// Fetches the issuer's JWKS straight from its KMS, counting fetches.
 struct KmsFetcher {
@@ -57,7 +57,7 @@ async fn world() -> (
 async fn tokens_of_the_old_and_the_new_key_version_verify_while_both_are_published() {
     let (coupons, verifier, fetches, clock) = world().await;
     let v1 = coupons
-        .issue("c_alice", ORDER, &serde_json::json!({}))
+        .issue("c_alice", ORDER, settlement(), &serde_json::json!({}))
         .await
         .unwrap();
     verifier
@@ -68,7 +68,7 @@ async fn tokens_of_the_old_and_the_new_key_version_verify_while_both_are_publish
     coupons.kms().rotate("coupons-signing").await.unwrap();
     clock.advance(CachePolicy::default().min_refetch_interval);
     let v2 = coupons
-        .issue("c_alice", ORDER, &serde_json::json!({}))
+        .issue("c_alice", ORDER, settlement(), &serde_json::json!({}))
         .await
         .unwrap();
     assert_ne!(v1.kid, v2.kid, "the rotated key signs");
@@ -104,13 +104,13 @@ async fn tokens_of_the_old_and_the_new_key_version_verify_while_both_are_publish
 async fn an_unknown_kid_is_refetched_once_and_then_refused() {
     let (coupons, verifier, fetches, _clock) = world().await;
     let token = coupons
-        .issue("c_alice", ORDER, &serde_json::json!({}))
+        .issue("c_alice", ORDER, settlement(), &serde_json::json!({}))
         .await
         .unwrap();
     verifier.verify(&token.token, ORDER).await.unwrap();
     coupons.kms().rotate("coupons-signing").await.unwrap();
     let newer = coupons
-        .issue("c_alice", ORDER, &serde_json::json!({}))
+        .issue("c_alice", ORDER, settlement(), &serde_json::json!({}))
         .await
         .unwrap();
     // Within the rate limit: no refetch, the kid stays unknown.

@@ -156,10 +156,10 @@ async fn every_envelope_failure_rejects_the_whole_checkout_with_its_problem_type
             "duplicate-token",
         ),
         (
-            "no payment token",
+            "no payment token: coupon and points leave 39.99 unpaid",
             tokens[..2].to_vec(),
             422,
-            "capability-missing",
+            "settlement-sum-mismatch",
         ),
         ("no tokens", vec![], 422, "invalid-request"),
     ];

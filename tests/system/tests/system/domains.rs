@@ -115,7 +115,25 @@ async fn percentage_and_fixed_coupons_compute_their_discount_in_minor_units() {
     assert_eq!(status, 201, "{spring}");
     assert_eq!(
         spring["discount"],
-        json!({"amount": 499, "currency": "EUR"})
+        json!({"amount": 500, "currency": "EUR"}),
+        "10 % of 49.99 is 4.999, rounded half up to 5.00"
+    );
+    assert_eq!(
+        spring["settles"], spring["discount"],
+        "the token settles the discount"
+    );
+    assert_eq!(
+        spring["priced_on"],
+        json!({"amount": 4999, "currency": "EUR"}),
+        "priced on the stated total"
+    );
+    let (_, lower) = world
+        .confirm_coupon(ORDER, "c_alice", "SPRING10", 4994)
+        .await;
+    assert_eq!(
+        lower["discount"],
+        json!({"amount": 499, "currency": "EUR"}),
+        "10 % of 49.94 is 4.994, rounded down to 4.99"
     );
     assert_eq!(spring["capability"], "coupons:redeem");
     assert!(

@@ -2,3 +2,4 @@
 
 mod checkout;
 mod domains;
+mod settlement;
