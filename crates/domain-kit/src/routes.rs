@@ -6,14 +6,16 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use ctr_relay_api::{CancelRequest, HoldReply, RedeemRequest};
 use ctr_service_kit::{ApiError, ApiJson, RelayCaller};
-use ctr_token::Settlement;
+use ctr_token::{Settlement, UnverifiedToken, VerifyError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
-    CustomerId, Engine, HoldRecord, Ledger, OrderProcessingId, Signer, rfc3339, token_problem,
+    CustomerId, Engine, HoldRecord, HoldState, Ledger, OrderProcessingId, Signer, rfc3339,
+    token_problem,
 };
 
 /// What a domain's handlers share.
@@ -32,12 +34,9 @@ pub struct ConfirmationRequest<R> {
     details: R,
 }
 
+/// The domain's summary of a hold, beside the contract's common fields.
 #[derive(Serialize)]
-struct HoldView<'a, H> {
-    jti: Uuid,
-    status: &'static str,
-    order_processing_id: &'a OrderProcessingId,
-    customer_id: &'a CustomerId,
+struct HoldDetails<'a, H> {
     hold_expires_at: String,
     /// `settles` and, for a discount, `priced_on`: what the token signs.
     #[serde(flatten)]
@@ -46,35 +45,26 @@ struct HoldView<'a, H> {
     hold: &'a H,
 }
 
-pub fn hold_view<L: Ledger>(record: &HoldRecord<L::Hold>) -> Value {
-    let view = HoldView {
+fn hold_reply<L: Ledger>(
+    record: &HoldRecord<L::Hold>,
+    replayed: Option<bool>,
+) -> HoldReply<HoldDetails<'_, L::Hold>> {
+    HoldReply {
         jti: record.jti,
-        status: L::state_name(record.state),
-        order_processing_id: &record.order_processing_id,
-        customer_id: &record.customer_id,
-        hold_expires_at: rfc3339(record.expires_at),
-        settlement: L::settlement(&record.hold),
-        hold: &record.hold,
-    };
-    serde_json::to_value(view).unwrap_or_default()
+        status: L::state_name(record.state).to_owned(),
+        order_processing_id: record.order_processing_id.as_str().to_owned(),
+        customer_id: record.customer_id.as_str().to_owned(),
+        replayed,
+        details: HoldDetails {
+            hold_expires_at: rfc3339(record.expires_at),
+            settlement: L::settlement(&record.hold),
+            hold: &record.hold,
+        },
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedemptionRequest {
-    token: String,
-    order_processing_id: String,
-    customer_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CancellationRequest {
-    jti: Uuid,
-    order_processing_id: String,
-    #[serde(default)]
-    #[allow(dead_code, reason = "logged only")]
-    reason: Option<String>,
+pub fn hold_view<L: Ledger>(record: &HoldRecord<L::Hold>) -> Value {
+    serde_json::to_value(hold_reply::<L>(record, None)).unwrap_or_default()
 }
 
 pub fn routes<L: Ledger>(state: SharedState<L>) -> Router {
@@ -125,15 +115,16 @@ async fn confirm<L: Ledger>(
 async fn redeem<L: Ledger>(
     _caller: RelayCaller,
     State(state): State<SharedState<L>>,
-    ApiJson(request): ApiJson<RedemptionRequest>,
+    ApiJson(request): ApiJson<RedeemRequest>,
 ) -> Result<ApiJson<Value>, ApiError> {
     let order = OrderProcessingId::parse(&request.order_processing_id)?;
     let customer = CustomerId::parse(&request.customer_id)?;
-    let verified = state
-        .signer
-        .verify(&request.token, order.as_str())
-        .await
-        .map_err(|e| token_problem(&e))?;
+    let verified = match state.signer.verify(&request.token, order.as_str()).await {
+        Ok(verified) => verified,
+        Err(error) => {
+            return recorded_redemption::<L>(&state, &request.token, &order, &customer, &error);
+        }
+    };
     let claims = verified.claims();
     if claims.sub != customer.as_str() {
         return Err(ApiError::conflict(
@@ -145,22 +136,61 @@ async fn redeem<L: Ledger>(
         .engine
         .redeem(claims.jti, &order, &customer, &claims.settlement())?;
     tracing::info!(domain = L::DOMAIN, jti = %claims.jti, order_processing_id = %order, replayed = redemption.replayed, "redeemed");
-    let mut body = hold_view::<L>(&redemption.record);
-    if let Value::Object(map) = &mut body {
-        map.insert("replayed".into(), redemption.replayed.into());
+    reply::<L>(&redemption.record, Some(redemption.replayed))
+}
+
+/// A retry of a redemption that already happened gets its first answer, even once the token
+/// has expired (a relay recovering a checkout retries late). The verifier checks times after
+/// the signature and the audience, so an expired token here is genuine; it, the request and
+/// the record must name the same order and customer. Any other refusal stands.
+fn recorded_redemption<L: Ledger>(
+    state: &DomainState<L>,
+    token: &str,
+    order: &OrderProcessingId,
+    customer: &CustomerId,
+    error: &VerifyError,
+) -> Result<ApiJson<Value>, ApiError> {
+    let refused = || Err(token_problem(error));
+    if !matches!(error, VerifyError::Expired { .. }) {
+        return refused();
     }
-    Ok(ApiJson(body))
+    let Ok(unverified) = UnverifiedToken::parse(token) else {
+        return refused();
+    };
+    let claims = unverified.claims_unverified();
+    match state.engine.get(claims.jti) {
+        Some(record)
+            if record.state == HoldState::Redeemed
+                && record.order_processing_id == *order
+                && record.customer_id == *customer
+                && claims.order_processing_id == order.as_str()
+                && claims.sub == customer.as_str() =>
+        {
+            tracing::info!(domain = L::DOMAIN, jti = %claims.jti, "expired token of a recorded redemption: first answer");
+            reply::<L>(&record, Some(true))
+        }
+        _ => refused(),
+    }
+}
+
+fn reply<L: Ledger>(
+    record: &HoldRecord<L::Hold>,
+    replayed: Option<bool>,
+) -> Result<ApiJson<Value>, ApiError> {
+    serde_json::to_value(hold_reply::<L>(record, replayed))
+        .map(ApiJson)
+        .map_err(ApiError::internal)
 }
 
 async fn cancel<L: Ledger>(
     _caller: RelayCaller,
     State(state): State<SharedState<L>>,
-    ApiJson(request): ApiJson<CancellationRequest>,
+    ApiJson(request): ApiJson<CancelRequest>,
 ) -> Result<ApiJson<Value>, ApiError> {
     let order = OrderProcessingId::parse(&request.order_processing_id)?;
     let record = state.engine.cancel(request.jti, &order)?;
-    tracing::info!(domain = L::DOMAIN, jti = %request.jti, order_processing_id = %order, status = L::state_name(record.state), "cancelled");
-    Ok(ApiJson(hold_view::<L>(&record)))
+    tracing::info!(domain = L::DOMAIN, jti = %request.jti, order_processing_id = %order, reason = ?request.reason, status = L::state_name(record.state), "cancelled");
+    reply::<L>(&record, None)
 }
 
 async fn hold<L: Ledger>(

@@ -22,7 +22,8 @@ pub enum VerifyError {
     UnknownIssuer(String),
     #[error("the key `{kid}` is not published by issuer `{iss}`")]
     UnknownKey { iss: String, kid: String },
-    #[error("the keys of issuer `{iss}` are unavailable: {reason}")]
+    /// `reason` (a URL, an error chain) is for logs; the message names the issuer only.
+    #[error("the keys of issuer `{iss}` are unavailable")]
     KeysUnavailable { iss: String, reason: String },
     #[error("the signature is invalid: {0}")]
     SignatureInvalid(&'static str),

@@ -141,10 +141,13 @@ impl<R: KeyResolver> Verifier<R> {
                     iss: claims.iss.clone(),
                     kid: unverified.kid.clone(),
                 },
-                KeyError::Unavailable(reason) => VerifyError::KeysUnavailable {
-                    iss: claims.iss.clone(),
-                    reason,
-                },
+                KeyError::Unavailable(reason) => {
+                    tracing::warn!(iss = %claims.iss, %reason, "issuer keys unavailable");
+                    VerifyError::KeysUnavailable {
+                        iss: claims.iss.clone(),
+                        reason,
+                    }
+                }
             })?;
 
         if unverified.signature_len != SIGNATURE_BYTES {

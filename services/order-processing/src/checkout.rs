@@ -5,9 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::http::StatusCode;
+use ctr_relay_api::{CallFailure, CancelReason, CancelRequest, RedeemRequest};
 use ctr_service_kit::{ApiError, OrderProcessingId};
 use ctr_token::{Clock, KeySetCache, ReplayStore, VerifiedToken, Verifier, VerifyError};
-use serde_json::json;
 
 use crate::domains::DomainClient;
 use crate::orders::{
@@ -44,14 +44,23 @@ fn refused(slug: &'static str, detail: String) -> ApiError {
     ApiError::invalid(slug, detail)
 }
 
+/// How a checkout request ends: the saga finished within the deadline, or it still runs.
+#[derive(Debug)]
+pub enum CheckoutOutcome {
+    Finished(Order),
+    /// Still redeeming or compensating; the order (as of the deadline) is at its URL.
+    Running(Order),
+}
+
 impl Relay {
     /// Runs a checkout. Once redemption starts it runs to its end even if the caller goes
-    /// away, so compensation is never cut short.
+    /// away, so compensation is never cut short; the caller waits at most the checkout
+    /// deadline, then learns that the order is still running.
     pub async fn checkout(
         self: &Arc<Self>,
         id: OrderProcessingId,
         tokens: Vec<String>,
-    ) -> Result<Order, ApiError> {
+    ) -> Result<CheckoutOutcome, ApiError> {
         if tokens.is_empty() || tokens.len() > self.settings.max_tokens {
             return Err(refused(
                 "invalid-request",
@@ -87,7 +96,18 @@ impl Relay {
                     relay.orders.save(order.clone()).await;
                     order
                 });
-                task.await.map_err(ApiError::internal)
+                match tokio::time::timeout(self.settings.checkout_deadline, task).await {
+                    Ok(finished) => finished
+                        .map(CheckoutOutcome::Finished)
+                        .map_err(ApiError::internal),
+                    Err(_) => {
+                        tracing::info!(order_processing_id = %id, "checkout still running at the deadline");
+                        let order = self.orders.get(&id).await.ok_or_else(|| {
+                            ApiError::internal("a running checkout's order is gone")
+                        })?;
+                        Ok(CheckoutOutcome::Running(order))
+                    }
+                }
             }
             Err(problem) => {
                 order.status = OrderStatus::Open;
@@ -194,31 +214,32 @@ impl Relay {
                 outcome: TokenOutcome::Pending,
             })
             .collect();
+        self.orders.save(order.clone()).await;
         let mut failed_at = None;
         for (i, token) in tokens.iter().enumerate() {
             let entry = self.entry(&order.tokens[i].capability);
-            let body = json!({
-                "token": token.token(),
-                "order_processing_id": order.id,
-                "customer_id": order.customer_id,
-            });
+            let body = RedeemRequest {
+                token: token.token().to_owned(),
+                order_processing_id: order.id.as_str().to_owned(),
+                customer_id: order.customer_id.as_str().to_owned(),
+            };
             match self.domains.post_idempotent(&entry.redeem_url, &body).await {
                 Ok(_) => {
                     order.tokens[i].outcome = TokenOutcome::Redeemed;
                     tracing::info!(iss = %order.tokens[i].iss, jti = %order.tokens[i].jti, order_processing_id = %order.id, "redeemed");
                 }
-                Err(error) => {
-                    tracing::warn!(iss = %order.tokens[i].iss, jti = %order.tokens[i].jti, order_processing_id = %order.id, reason = error.reason(), "redemption failed");
+                Err(call) => {
+                    tracing::warn!(iss = %order.tokens[i].iss, jti = %order.tokens[i].jti, order_processing_id = %order.id, cause = call.cause(), "redemption failed");
                     order.tokens[i].outcome = TokenOutcome::Failed;
                     order.failure = Some(Failure {
                         capability: order.tokens[i].capability.clone(),
-                        reason: error.reason(),
-                        detail: error.detail(),
+                        call,
                     });
                     failed_at = Some(i);
                     break;
                 }
             }
+            self.orders.save(order.clone()).await;
         }
         let Some(failed_at) = failed_at else {
             order.status = OrderStatus::Completed;
@@ -229,18 +250,22 @@ impl Relay {
         for i in (0..order.tokens.len()).rev() {
             let record = &order.tokens[i];
             let entry = self.entry(&record.capability);
-            let body = json!({"jti": record.jti, "order_processing_id": order.id, "reason": "checkout failed"});
+            let body = CancelRequest {
+                jti: record.jti,
+                order_processing_id: order.id.as_str().to_owned(),
+                reason: Some(CancelReason::CheckoutFailed),
+            };
             let outcome = self.domains.post_idempotent(&entry.cancel_url, &body).await;
             let record = &mut order.tokens[i];
             match (outcome, record.outcome) {
                 (Ok(_), TokenOutcome::Redeemed) => record.outcome = TokenOutcome::Compensated,
                 (Ok(_), TokenOutcome::Pending) => record.outcome = TokenOutcome::Released,
                 (Ok(_), _) => {}
-                (Err(error), _) if i == failed_at => {
-                    tracing::debug!(jti = %record.jti, reason = error.reason(), "the failed hold could not be cancelled; it expires by itself");
+                (Err(call), _) if i == failed_at => {
+                    tracing::debug!(jti = %record.jti, cause = call.cause(), "the failed hold could not be cancelled; it expires by itself");
                 }
-                (Err(error), _) => {
-                    tracing::error!(jti = %record.jti, order_processing_id = %order.id, reason = error.reason(), detail = error.detail(), "compensation failed");
+                (Err(call), _) => {
+                    tracing::error!(jti = %record.jti, order_processing_id = %order.id, cause = call.cause(), detail = call.detail(), "compensation failed");
                 }
             }
         }
@@ -256,16 +281,10 @@ impl Relay {
 }
 
 /// The problem answered when a checkout ended `failed`.
-pub fn failure_problem(order: &Order, now: i64) -> ApiError {
-    let failure = order.failure.clone().unwrap_or(Failure {
-        capability: String::new(),
-        reason: String::new(),
-        detail: String::new(),
-    });
-    let (status, slug) = if failure.reason == "issuer-unavailable" {
-        (StatusCode::BAD_GATEWAY, "issuer-unavailable")
-    } else {
-        (StatusCode::CONFLICT, "redemption-refused")
+pub fn failure_problem(order: &Order, failure: &Failure, now: i64) -> ApiError {
+    let (status, slug) = match failure.call {
+        CallFailure::Unavailable => (StatusCode::BAD_GATEWAY, "issuer-unavailable"),
+        CallFailure::Refused { .. } => (StatusCode::CONFLICT, "redemption-refused"),
     };
     ApiError::new(
         status,
@@ -273,10 +292,12 @@ pub fn failure_problem(order: &Order, now: i64) -> ApiError {
         "Checkout failed",
         format!(
             "redeeming `{}` failed ({}): {}; earlier redemptions were cancelled",
-            failure.capability, failure.reason, failure.detail
+            failure.capability,
+            failure.call.cause(),
+            failure.call.detail()
         ),
     )
-    .with("failed_capability", failure.capability)
-    .with("cause", failure.reason)
+    .with("failed_capability", failure.capability.clone())
+    .with("cause", failure.call.cause())
     .with("order", order.view(now))
 }

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use ctr_relay_api::{CallFailure, HoldReply};
 use ctr_service_kit::{PROBLEM_BASE, send_traced};
 use ctr_token::{JwkSet, JwksFetcher};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 /// The largest JWKS or domain answer read.
 const MAX_BODY: usize = 64 * 1024;
@@ -47,35 +48,6 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String
     Ok(body)
 }
 
-/// Why a call to a domain failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallError {
-    /// The domain answered 4xx: it refuses, retrying would not help.
-    Refused {
-        status: u16,
-        problem_type: String,
-        detail: String,
-    },
-    /// The domain could not be reached, timed out, or answered 5xx after every attempt.
-    Unavailable(String),
-}
-
-impl CallError {
-    /// The problem type recorded on the order.
-    pub fn reason(&self) -> String {
-        match self {
-            Self::Refused { problem_type, .. } => problem_type.clone(),
-            Self::Unavailable(_) => "issuer-unavailable".into(),
-        }
-    }
-
-    pub fn detail(&self) -> String {
-        match self {
-            Self::Refused { detail, .. } | Self::Unavailable(detail) => detail.clone(),
-        }
-    }
-}
-
 /// The mTLS client of the relay, with its retry policy.
 #[derive(Clone)]
 pub struct DomainClient {
@@ -85,51 +57,63 @@ pub struct DomainClient {
 
 impl DomainClient {
     /// POSTs `body` to an idempotent endpoint, retrying transport errors and 5xx with backoff.
-    pub async fn post_idempotent(&self, url: &str, body: &Value) -> Result<Value, CallError> {
+    /// The cause of an unavailable domain (its URL, the error chain) is logged, not returned.
+    pub async fn post_idempotent<B: Serialize>(
+        &self,
+        url: &str,
+        body: &B,
+    ) -> Result<HoldReply, CallFailure> {
         let mut backoff = Duration::from_millis(100);
-        let mut last = String::new();
         for attempt in 0..=self.retries {
             if attempt > 0 {
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
             }
-            let request = self
-                .client
-                .post(url)
-                .json(body)
-                .build()
-                .map_err(|e| CallError::Unavailable(e.to_string()))?;
+            let request = self.client.post(url).json(body).build().map_err(|e| {
+                tracing::error!(url, error = %e, "the request could not be built");
+                CallFailure::Unavailable
+            })?;
             let response = match send_traced(request, &self.client).await {
                 Ok(response) => response,
                 Err(error) => {
-                    last = format!("{url}: {}", error_chain(&error));
-                    tracing::warn!(url, attempt, error = %last, "call failed");
+                    tracing::warn!(url, attempt, error = %error_chain(&error), "call failed");
                     continue;
                 }
             };
             let status = response.status();
             let body = read_limited(response).await.unwrap_or_default();
-            let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             if status.is_success() {
-                return Ok(json);
+                match serde_json::from_slice::<HoldReply>(&body) {
+                    Ok(reply) => return Ok(reply),
+                    Err(error) => {
+                        tracing::warn!(url, attempt, %error, "the domain's answer breaks the contract");
+                        continue;
+                    }
+                }
             }
             if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {
-                let problem_type = json["type"].as_str().map_or_else(
+                let problem = serde_json::from_slice::<Problem>(&body).unwrap_or_default();
+                let problem_type = problem.type_.map_or_else(
                     || format!("http-{}", status.as_u16()),
-                    |t| t.strip_prefix(PROBLEM_BASE).unwrap_or(t).to_owned(),
+                    |t| t.strip_prefix(PROBLEM_BASE).unwrap_or(&t).to_owned(),
                 );
-                let detail = json["detail"].as_str().unwrap_or("").to_owned();
-                return Err(CallError::Refused {
-                    status: status.as_u16(),
+                return Err(CallFailure::Refused {
                     problem_type,
-                    detail,
+                    detail: problem.detail.unwrap_or_default(),
                 });
             }
-            last = format!("{url} answered {status}");
             tracing::warn!(url, attempt, %status, "call failed");
         }
-        Err(CallError::Unavailable(last))
+        Err(CallFailure::Unavailable)
     }
+}
+
+/// The members of a domain's problem+json answer the relay keeps.
+#[derive(Default, Deserialize)]
+struct Problem {
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    detail: Option<String>,
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

@@ -20,8 +20,8 @@ use ctr_token::{
     CachePolicy, Clock, KeySetCache, MemoryReplayStore, Verifier, VerifierPolicy, secs,
 };
 
-pub use checkout::{IssuerKeys, Relay};
-pub use domains::{CallError, DomainClient, HttpJwks};
+pub use checkout::{CheckoutOutcome, IssuerKeys, Relay};
+pub use domains::{DomainClient, HttpJwks};
 pub use orders::{MemoryOrderStore, Order, OrderStatus, OrderStore, TokenOutcome};
 pub use routes::router;
 pub use settings::{IssuerEntry, RelaySettings};

@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use ctr_money::Money;
+use ctr_relay_api::CallFailure;
 use ctr_service_kit::{CustomerId, OrderProcessingId, rfc3339};
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -44,12 +45,30 @@ pub struct TokenRecord {
     pub outcome: TokenOutcome,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Why a checkout failed: the capability whose redemption failed, and how.
+#[derive(Debug, Clone)]
 pub struct Failure {
     pub capability: String,
-    /// The problem type the domain answered, or the relay's own when the domain was unreachable.
-    pub reason: String,
-    pub detail: String,
+    pub call: CallFailure,
+}
+
+impl Serialize for Failure {
+    /// `{capability, reason, detail}`: the domain's problem type or `issuer-unavailable`, and
+    /// words a client may read (never a URL or an error chain).
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            capability: &'a str,
+            reason: &'a str,
+            detail: &'a str,
+        }
+        View {
+            capability: &self.capability,
+            reason: self.call.cause(),
+            detail: self.call.detail(),
+        }
+        .serialize(serializer)
+    }
 }
 
 #[derive(Debug, Clone)]

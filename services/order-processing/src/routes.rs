@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ctr_money::Money;
 use ctr_service_kit::{ApiError, ApiJson, CustomerId, OrderProcessingId};
@@ -12,7 +13,7 @@ use ctr_token::secs;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::checkout::{Relay, failure_problem};
+use crate::checkout::{CheckoutOutcome, Relay, failure_problem};
 use crate::orders::{Order, OrderStatus};
 
 #[derive(Deserialize)]
@@ -90,16 +91,30 @@ async fn get_order(
     Ok(ApiJson(order.view(relay.clock.now_secs())))
 }
 
+/// 200 with the completed order; a problem naming the failed capability; or, while the saga
+/// still runs at the deadline, 202 with the order's URL in `Location` (never an error while
+/// work goes on: a client that retried with a new order would pay twice).
 async fn checkout(
     State(relay): State<Arc<Relay>>,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<Checkout>,
-) -> Result<ApiJson<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = OrderProcessingId::parse(&id)?;
-    let order = relay.checkout(id, request.tokens).await?;
+    let outcome = relay.checkout(id, request.tokens).await?;
     let now = relay.clock.now_secs();
-    match order.status {
-        OrderStatus::Completed => Ok(ApiJson(order.view(now))),
-        _ => Err(failure_problem(&order, now)),
+    match outcome {
+        CheckoutOutcome::Running(order) => {
+            let location = format!("/service/v1/orders/{}", order.id.as_str());
+            Ok((
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, location)],
+                ApiJson(order.view(now)),
+            )
+                .into_response())
+        }
+        CheckoutOutcome::Finished(order) => match &order.failure {
+            None => Ok(ApiJson(order.view(now)).into_response()),
+            Some(failure) => Err(failure_problem(&order, failure, now)),
+        },
     }
 }

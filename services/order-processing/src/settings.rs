@@ -59,6 +59,10 @@ pub struct RelaySettings {
     /// `CTR_CALL_TIMEOUT`: the limit of one call to a domain.
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
+    /// `CTR_CHECKOUT_DEADLINE`: how long a checkout request waits for the saga; after it the
+    /// answer is 202 with the order's URL while redemption or compensation goes on.
+    #[serde(with = "humantime_serde")]
+    pub checkout_deadline: Duration,
     /// `CTR_CALL_RETRIES`: further attempts of an idempotent call after a transport error or 5xx.
     pub call_retries: u32,
     /// `CTR_JWKS_MAX_AGE`: cached keys older than this are refreshed before use.
@@ -106,6 +110,7 @@ impl Default for RelaySettings {
             token_leeway: Duration::from_secs(5),
             max_token_lifetime: Duration::from_secs(300),
             call_timeout: Duration::from_secs(3),
+            checkout_deadline: Duration::from_secs(10),
             call_retries: 2,
             jwks_max_age: Duration::from_secs(300),
             jwks_min_refetch: Duration::from_secs(5),
@@ -177,6 +182,12 @@ impl ServiceSettings for RelaySettings {
         }
         if self.call_timeout.is_zero() {
             return Err(setting("CTR_CALL_TIMEOUT", "must be longer than zero"));
+        }
+        if self.checkout_deadline.is_zero() || self.checkout_deadline > Duration::from_secs(60) {
+            return Err(setting(
+                "CTR_CHECKOUT_DEADLINE",
+                "between 1ms and 60s, and shorter than CTR_REQUEST_TIMEOUT",
+            ));
         }
         if self.max_tokens == 0 || self.max_tokens > 32 {
             return Err(setting("CTR_MAX_TOKENS", "between 1 and 32"));

@@ -552,3 +552,33 @@ async fn the_first_failing_check_in_design_order_is_reported() {
         "token-issuer-unknown"
     );
 }
+
+/// An issuer whose JWKS cannot be fetched; the cause names an internal address.
+struct DownKeys;
+
+#[async_trait::async_trait]
+impl ctr_token::KeyResolver for DownKeys {
+    async fn key(
+        &self,
+        _iss: &str,
+        _kid: &str,
+    ) -> Result<std::sync::Arc<ctr_token::VerificationKey>, ctr_token::KeyError> {
+        Err(ctr_token::KeyError::Unavailable(
+            "https://coupons.internal:8443/.well-known/jwks.json: connection refused".into(),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn unavailable_issuer_keys_are_named_without_the_internal_address() {
+    let f = Fixture::new().await;
+    let verifier = ctr_token::Verifier::new(crate::fixture::policy(), DownKeys, f.clock.clone());
+    let error = verifier.verify(&f.valid().await, ORDER).await.unwrap_err();
+    assert_eq!(error.problem_type(), "issuer-keys-unavailable");
+    let message = error.to_string();
+    assert!(message.contains("`coupons`"), "{message}");
+    assert!(
+        !message.contains("internal") && !message.contains("refused"),
+        "{message}"
+    );
+}

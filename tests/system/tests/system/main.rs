@@ -2,4 +2,5 @@
 
 mod checkout;
 mod domains;
+mod saga;
 mod settlement;

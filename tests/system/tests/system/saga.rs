@@ -1,0 +1,166 @@
+//! The checkout saga as a client and a recovering relay see it: a checkout that outlives its
+//! deadline answers 202 with the order's URL and still ends; a late retry of a redemption gets
+//! the first answer; a failure names the domain and a stable cause, never an internal address.
+
+use std::time::Duration;
+
+use ctr_system_tests::World;
+use serde_json::{Value, json};
+
+fn problem_type(body: &Value) -> &str {
+    body["type"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches("https://ctr.dev/problems/")
+}
+
+/// A listener that accepts connections and never speaks; answers its port.
+async fn blackhole() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_checkout_still_running_at_its_deadline_answers_202_with_the_order_url_and_ends_later() {
+    let port = blackhole().await;
+    let world = World::start_with(|s| {
+        s.checkout_deadline = Duration::from_millis(200);
+        let payments = s.issuers.get_mut("payments").unwrap();
+        payments.redeem_url = format!("https://127.0.0.1:{port}/service/v1/payments/redemptions");
+    })
+    .await;
+    let order = world.open_order("c_alice", 4999).await;
+    let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+    let response = world
+        .customer
+        .post(
+            world
+                .relay
+                .url(&format!("/service/v1/orders/{order}/checkout")),
+        )
+        .json(&json!({"tokens": tokens}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(location, format!("/service/v1/orders/{order}"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "checking_out", "{body}");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let view = loop {
+        let (_, view) = world.get(world.relay.url(&location)).await;
+        if view["status"] != "checking_out" {
+            break view;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the saga never ended: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(view["status"], "failed", "{view}");
+    assert_eq!(
+        view["failure"],
+        json!({"capability": "payments:capture", "reason": "issuer-unavailable",
+               "detail": "the domain did not answer in time"}),
+        "a stable cause, no URL or error chain"
+    );
+    let balance = world.balance("c_alice").await;
+    assert_eq!(
+        (balance["available"].as_u64(), balance["spent"].as_u64()),
+        (Some(5000), Some(0)),
+        "compensated"
+    );
+}
+
+#[tokio::test]
+async fn an_unavailable_domain_is_named_without_its_internal_address() {
+    let port = blackhole().await;
+    let world = World::start_with(|s| {
+        let payments = s.issuers.get_mut("payments").unwrap();
+        payments.redeem_url = format!("https://127.0.0.1:{port}/service/v1/payments/redemptions");
+    })
+    .await;
+    let order = world.open_order("c_alice", 4999).await;
+    let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+    let (status, body) = world.checkout(&order, &tokens).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (502, "issuer-unavailable"),
+        "{body}"
+    );
+    let mut answer = body.clone();
+    answer["type"] = Value::Null; // the problem type URI is the one URL an answer carries
+    let text = answer.to_string();
+    for internal in [
+        "127.0.0.1",
+        &port.to_string(),
+        "https://",
+        "error sending request",
+    ] {
+        assert!(!text.contains(internal), "`{internal}` leaked: {text}");
+    }
+    assert_eq!(body["cause"], "issuer-unavailable");
+    assert_eq!(body["failed_capability"], "payments:capture");
+}
+
+#[tokio::test]
+async fn a_redemption_retried_after_its_token_expired_gets_the_first_answer() {
+    let world = World::start().await;
+    let relay = world.as_relay();
+    let order = world.open_order("c_alice", 4999).await;
+    let (_, captured) = world
+        .confirm_payment(&order, "c_alice", "pm_alice_visa", 100)
+        .await;
+    let (_, unused) = world
+        .confirm_payment(&order, "c_alice", "pm_alice_visa", 200)
+        .await;
+    let url = world
+        .payments
+        .running
+        .url("/service/v1/payments/redemptions");
+    let redeem = |token: &Value| json!({"token": token["token"], "order_processing_id": order, "customer_id": "c_alice"});
+    let (status, first) = world.post_as(&relay, url.clone(), redeem(&captured)).await;
+    assert_eq!(
+        (status, first["replayed"].as_bool()),
+        (200, Some(false)),
+        "{first}"
+    );
+
+    world.clock.advance(Duration::from_secs(300)); // past the token's exp and leeway
+    let (status, again) = world.post_as(&relay, url.clone(), redeem(&captured)).await;
+    assert_eq!(
+        (
+            status,
+            again["status"].as_str(),
+            again["replayed"].as_bool()
+        ),
+        (200, Some("captured"), Some(true)),
+        "the recorded result, not token-expired: {again}"
+    );
+    assert_eq!(again["jti"], first["jti"]);
+
+    let (status, late) = world.post_as(&relay, url.clone(), redeem(&unused)).await;
+    assert_eq!(
+        (status, problem_type(&late)),
+        (422, "token-expired"),
+        "an expired token of a hold never redeemed is refused: {late}"
+    );
+    let other_customer =
+        json!({"token": captured["token"], "order_processing_id": order, "customer_id": "c_bob"});
+    let (status, body) = world.post_as(&relay, url, other_customer).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (422, "token-expired"),
+        "the first answer goes only to the same order and customer: {body}"
+    );
+}
