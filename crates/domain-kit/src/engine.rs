@@ -1,4 +1,5 @@
-//! Holds and their lifecycle, one lock over the domain's state so that nothing is applied twice:
+//! Holds and their lifecycle, kept in the domain's store so that a restart loses nothing and
+//! several processes of a domain apply each change once:
 //!
 //! ```text
 //! held ──redeem──▶ redeemed ──cancel──▶ reversed
@@ -7,21 +8,32 @@
 //!   └──cancel──▶ released
 //! ```
 //!
-//! Expired and released holds are forgotten `retention` after their expiry; redeemed and
-//! reversed ones are the domain's records and are kept.
+//! Every transition is a conditional update (`... WHERE state = 'held'`) in the same
+//! transaction as the ledger's change, so of two racing processes one wins and the other
+//! reads the winner's result. Expired and released holds are forgotten `retention` after their
+//! expiry, in bounded batches; redeemed and reversed ones are the domain's records and stay.
 
-use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use ctr_service_kit::ApiError;
+use ctr_store::{Conn, Migration, Store, sqlx};
 use ctr_token::{Clock, Settlement, secs};
-use parking_lot::Mutex;
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{CustomerId, Ledger, OrderProcessingId};
+
+/// The kit's own tables; a domain's start at version 100.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "holds",
+    sql: include_str!("../migrations/0001_holds.sql"),
+}];
+
+/// How many holds one sweep expires or forgets at most.
+const SWEEP_BATCH: i64 = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -43,6 +55,18 @@ impl HoldState {
             Self::Expired => "expired",
         }
     }
+
+    fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Held,
+            Self::Redeemed,
+            Self::Released,
+            Self::Reversed,
+            Self::Expired,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == s)
+    }
 }
 
 /// One hold, keyed by the `jti` of the token that confirms it.
@@ -63,365 +87,356 @@ pub struct Redemption<H> {
     pub replayed: bool,
 }
 
-struct Inner<L: Ledger> {
-    ledger: L,
-    holds: HashMap<Uuid, HoldRecord<L::Hold>>,
-    schedule: Schedule,
-}
-
-/// What happens to holds with time, earliest first, so that each step is cheap.
-struct Schedule {
-    /// Holds still `held`, by expiry.
-    expiry: BTreeSet<(i64, Uuid)>,
-    /// Holds that ended unredeemed (expired, released), by when they are forgotten.
-    forget: BTreeSet<(i64, Uuid)>,
-    retention: i64,
-}
-
-impl Schedule {
-    /// The hold left `held` without being redeemed: forget it `retention` after its expiry.
-    fn ended_unredeemed(&mut self, expires_at: i64, jti: Uuid) {
-        self.expiry.remove(&(expires_at, jti));
-        self.forget
-            .insert((expires_at.saturating_add(self.retention), jti));
-    }
-}
-
-/// The domain's state: its ledger and its holds.
+/// The domain's state: its ledger and its holds, in its store.
 pub struct Engine<L: Ledger> {
-    inner: Mutex<Inner<L>>,
+    ledger: L,
+    store: Store,
     clock: Arc<dyn Clock>,
     hold_ttl: i64,
-}
-
-fn due(set: &BTreeSet<(i64, Uuid)>, now: i64) -> Option<(i64, Uuid)> {
-    set.first().copied().filter(|&(at, _)| at <= now)
-}
-
-impl<L: Ledger> Inner<L> {
-    /// Expires every hold whose time has come, giving its reservation back, and forgets the
-    /// unredeemed holds past their retention.
-    fn sweep(&mut self, now: i64) {
-        while let Some((expires_at, jti)) = due(&self.schedule.expiry, now) {
-            self.schedule.expiry.remove(&(expires_at, jti));
-            if let Some(record) = self.holds.get_mut(&jti)
-                && record.state == HoldState::Held
-            {
-                self.ledger.release(&record.hold);
-                record.state = HoldState::Expired;
-                self.schedule.ended_unredeemed(expires_at, jti);
-                tracing::info!(domain = L::DOMAIN, %jti, "hold expired");
-            }
-        }
-        while let Some(entry) = due(&self.schedule.forget, now) {
-            self.schedule.forget.remove(&entry);
-            self.holds.remove(&entry.1);
-        }
-    }
+    retention: i64,
 }
 
 fn hold_not_found(jti: Uuid) -> ApiError {
     ApiError::not_found("hold-not-found", format!("no hold for jti {jti}"))
 }
 
+type HoldRow = (String, String, String, String, String, i64, Option<i64>);
+
 impl<L: Ledger> Engine<L> {
     /// `retention`: how long an expired or released hold stays readable after its expiry.
-    pub fn new(ledger: L, clock: Arc<dyn Clock>, hold_ttl: Duration, retention: Duration) -> Self {
-        let inner = Inner {
-            ledger,
-            holds: HashMap::new(),
-            schedule: Schedule {
-                expiry: BTreeSet::new(),
-                forget: BTreeSet::new(),
-                retention: secs(retention),
-            },
-        };
+    pub fn new(
+        ledger: L,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        hold_ttl: Duration,
+        retention: Duration,
+    ) -> Self {
         Self {
-            inner: Mutex::new(inner),
+            ledger,
+            store,
             clock,
             hold_ttl: secs(hold_ttl),
+            retention: secs(retention),
         }
     }
 
-    /// Applies the domain's rules and places a hold under a fresh `jti`.
-    pub fn hold(
+    pub fn ledger(&self) -> &L {
+        &self.ledger
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Applies the domain's rules and places a hold under a fresh `jti`, in one transaction.
+    pub async fn hold(
         &self,
         order: &OrderProcessingId,
         customer: &CustomerId,
         request: L::Request,
     ) -> Result<HoldRecord<L::Hold>, ApiError> {
         let now = self.clock.now_secs();
-        let mut inner = self.inner.lock();
-        inner.sweep(now);
-        let hold = inner.ledger.reserve(customer, request, now)?;
+        let mut tx = self.store.begin().await?;
+        let hold = self.ledger.reserve(&mut tx, customer, request, now).await?;
         let record = HoldRecord {
             jti: Uuid::now_v7(),
             order_processing_id: order.clone(),
             customer_id: customer.clone(),
             hold,
             state: HoldState::Held,
-            expires_at: now + self.hold_ttl,
+            expires_at: now.saturating_add(self.hold_ttl),
         };
-        inner
-            .schedule
-            .expiry
-            .insert((record.expires_at, record.jti));
-        inner.holds.insert(record.jti, record.clone());
+        sqlx::query(
+            "INSERT INTO holds (jti, order_processing_id, customer_id, state, hold, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(record.jti.to_string())
+        .bind(order.as_str())
+        .bind(customer.as_str())
+        .bind(HoldState::Held.as_str())
+        .bind(serde_json::to_string(&record.hold).map_err(ApiError::internal)?)
+        .bind(record.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(record)
     }
 
     /// Makes the hold final, once: a repeat answers the first result and changes nothing.
     /// `claimed` is what the token says it settles: it must be what the hold was confirmed
     /// for (a payment captures exactly the authorized amount).
-    pub fn redeem(
+    pub async fn redeem(
         &self,
         jti: Uuid,
         order: &OrderProcessingId,
         customer: &CustomerId,
         claimed: &Settlement,
     ) -> Result<Redemption<L::Hold>, ApiError> {
-        self.with_hold(jti, |ledger, record, schedule| {
-            if record.order_processing_id != *order || record.customer_id != *customer {
-                return Err(ApiError::conflict(
-                    "hold-mismatch",
-                    "the hold belongs to another order or customer",
-                ));
-            }
-            let confirmed = L::settlement(&record.hold);
-            if confirmed != *claimed {
-                return Err(ApiError::conflict(
-                    "settlement-mismatch",
-                    format!(
-                        "the token settles {}, the hold was confirmed for {}",
-                        claimed.settles, confirmed.settles
-                    ),
-                ));
-            }
+        let now = self.clock.now_secs();
+        let mut tx = self.store.begin().await?;
+        let mut record = self.current(&mut tx, jti, now).await?;
+        let refusal = if record.order_processing_id != *order || record.customer_id != *customer {
+            Some(ApiError::conflict(
+                "hold-mismatch",
+                "the hold belongs to another order or customer",
+            ))
+        } else if L::settlement(&record.hold) != *claimed {
+            Some(ApiError::conflict(
+                "settlement-mismatch",
+                format!(
+                    "the token settles {}, the hold was confirmed for {}",
+                    claimed.settles,
+                    L::settlement(&record.hold).settles
+                ),
+            ))
+        } else {
             match record.state {
-                HoldState::Redeemed => Ok(Redemption {
-                    record: record.clone(),
-                    replayed: true,
-                }),
-                HoldState::Held => {
-                    ledger.apply(&record.hold)?;
-                    record.state = HoldState::Redeemed;
-                    schedule.expiry.remove(&(record.expires_at, jti));
-                    Ok(Redemption {
-                        record: record.clone(),
-                        replayed: false,
-                    })
-                }
-                HoldState::Expired => Err(ApiError::new(
+                HoldState::Redeemed | HoldState::Held => None,
+                HoldState::Expired => Some(ApiError::new(
                     StatusCode::GONE,
                     "hold-expired",
                     "Hold expired",
                     format!("the hold for jti {jti} expired before it was redeemed"),
                 )),
-                HoldState::Released | HoldState::Reversed => Err(ApiError::conflict(
+                HoldState::Released | HoldState::Reversed => Some(ApiError::conflict(
                     "hold-released",
                     format!("the hold for jti {jti} was cancelled"),
                 )),
             }
+        };
+        if let Some(refusal) = refusal {
+            tx.commit().await?; // keeps an expiry noticed on the way
+            return Err(refusal);
+        }
+        if record.state == HoldState::Redeemed {
+            tx.commit().await?;
+            return Ok(Redemption {
+                record,
+                replayed: true,
+            });
+        }
+        // Held: take the transition first, so a racing process waits on the row and then
+        // sees it redeemed; the ledger change and the transition commit together or not at all.
+        if !transition(&mut tx, jti, HoldState::Held, HoldState::Redeemed, None).await? {
+            drop(tx);
+            return self.replayed(jti, now).await;
+        }
+        self.ledger
+            .apply(&mut tx, &record.customer_id, &record.hold)
+            .await?;
+        tx.commit().await?;
+        record.state = HoldState::Redeemed;
+        Ok(Redemption {
+            record,
+            replayed: false,
         })
     }
 
+    /// The answer to a redemption that lost a race: the winner's, if it redeemed.
+    async fn replayed(&self, jti: Uuid, now: i64) -> Result<Redemption<L::Hold>, ApiError> {
+        let mut tx = self.store.begin().await?;
+        let record = self.current(&mut tx, jti, now).await?;
+        tx.commit().await?;
+        match record.state {
+            HoldState::Redeemed => Ok(Redemption {
+                record,
+                replayed: true,
+            }),
+            _ => Err(ApiError::conflict(
+                "hold-released",
+                format!("the hold for jti {jti} was cancelled"),
+            )),
+        }
+    }
+
     /// Releases a hold or reverses a redemption; idempotent.
-    pub fn cancel(
+    pub async fn cancel(
         &self,
         jti: Uuid,
         order: &OrderProcessingId,
     ) -> Result<HoldRecord<L::Hold>, ApiError> {
-        self.with_hold(jti, |ledger, record, schedule| {
+        let now = self.clock.now_secs();
+        for _ in 0..3 {
+            let mut tx = self.store.begin().await?;
+            let mut record = self.current(&mut tx, jti, now).await?;
             if record.order_processing_id != *order {
+                tx.commit().await?;
                 return Err(ApiError::conflict(
                     "hold-mismatch",
                     "the hold belongs to another order",
                 ));
             }
-            match record.state {
-                HoldState::Held => {
-                    ledger.release(&record.hold);
-                    record.state = HoldState::Released;
-                    schedule.ended_unredeemed(record.expires_at, jti);
+            let (to, forget_at) = match record.state {
+                HoldState::Held => (HoldState::Released, Some(self.forget_at(&record))),
+                HoldState::Redeemed => (HoldState::Reversed, None),
+                HoldState::Released | HoldState::Reversed | HoldState::Expired => {
+                    tx.commit().await?;
+                    return Ok(record);
                 }
-                HoldState::Redeemed => {
-                    ledger.reverse(&record.hold);
-                    record.state = HoldState::Reversed;
-                }
-                HoldState::Released | HoldState::Reversed | HoldState::Expired => {}
+            };
+            if !transition(&mut tx, jti, record.state, to, forget_at).await? {
+                continue; // another process moved it meanwhile: look again
             }
-            Ok(record.clone())
-        })
-    }
-
-    /// Runs `f` on the hold `jti` under the lock, after expiring what is due.
-    fn with_hold<T>(
-        &self,
-        jti: Uuid,
-        f: impl FnOnce(&mut L, &mut HoldRecord<L::Hold>, &mut Schedule) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
-        let mut inner = self.inner.lock();
-        inner.sweep(self.clock.now_secs());
-        let Inner {
-            ledger,
-            holds,
-            schedule,
-        } = &mut *inner;
-        let record = holds.get_mut(&jti).ok_or_else(|| hold_not_found(jti))?;
-        f(ledger, record, schedule)
+            let customer = &record.customer_id;
+            match to {
+                HoldState::Released => self.ledger.release(&mut tx, customer, &record.hold).await?,
+                _ => self.ledger.reverse(&mut tx, customer, &record.hold).await?,
+            }
+            tx.commit().await?;
+            record.state = to;
+            return Ok(record);
+        }
+        Err(ApiError::conflict(
+            "hold-contended",
+            format!("the hold for jti {jti} kept changing; retry"),
+        ))
     }
 
     /// Gives a hold back right away (its token could not be signed).
-    pub fn discard(&self, jti: Uuid) {
-        let mut inner = self.inner.lock();
-        let Inner {
-            ledger,
-            holds,
-            schedule,
-        } = &mut *inner;
-        if let Some(record) = holds.remove(&jti) {
-            schedule.expiry.remove(&(record.expires_at, jti));
-            if record.state == HoldState::Held {
-                ledger.release(&record.hold);
+    pub async fn discard(&self, jti: Uuid) -> Result<(), ApiError> {
+        let mut tx = self.store.begin().await?;
+        if let Some(record) = self.load(&mut tx, jti).await?
+            && record.state == HoldState::Held
+        {
+            sqlx::query("DELETE FROM holds WHERE jti = $1 AND state = 'held'")
+                .bind(jti.to_string())
+                .execute(&mut *tx)
+                .await?;
+            self.ledger
+                .release(&mut tx, &record.customer_id, &record.hold)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The hold as of now (expired if its time has come), if it is still kept.
+    pub async fn get(&self, jti: Uuid) -> Result<Option<HoldRecord<L::Hold>>, ApiError> {
+        let mut tx = self.store.begin().await?;
+        let record = match self.current(&mut tx, jti, self.clock.now_secs()).await {
+            Ok(record) => Some(record),
+            Err(e) if e.slug == "hold-not-found" => None,
+            Err(e) => return Err(e),
+        };
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// Expires the holds whose time has come (giving their reservations back) and forgets the
+    /// unredeemed ones past their retention, in bounded batches. Answers how many it touched.
+    pub async fn sweep(&self) -> Result<usize, ApiError> {
+        let now = self.clock.now_secs();
+        let due: Vec<(String,)> = sqlx::query_as(
+            "SELECT jti FROM holds WHERE state = 'held' AND expires_at <= $1 \
+             ORDER BY expires_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(SWEEP_BATCH)
+        .fetch_all(self.store.pool())
+        .await?;
+        for (jti,) in &due {
+            let Ok(jti) = Uuid::try_parse(jti) else {
+                continue;
+            };
+            let mut tx = self.store.begin().await?;
+            self.current(&mut tx, jti, now).await?;
+            tx.commit().await?;
+        }
+        let forgotten = sqlx::query(
+            "DELETE FROM holds WHERE jti IN \
+             (SELECT jti FROM holds WHERE forget_at <= $1 LIMIT $2)",
+        )
+        .bind(now)
+        .bind(SWEEP_BATCH)
+        .execute(self.store.pool())
+        .await?;
+        Ok(due.len() + usize::try_from(forgotten.rows_affected()).unwrap_or(usize::MAX))
+    }
+
+    fn forget_at(&self, record: &HoldRecord<L::Hold>) -> i64 {
+        record.expires_at.saturating_add(self.retention)
+    }
+
+    /// Loads the hold and, when it is still held past its expiry, expires it in `conn`'s
+    /// transaction, giving its reservation back.
+    async fn current(
+        &self,
+        conn: &mut Conn,
+        jti: Uuid,
+        now: i64,
+    ) -> Result<HoldRecord<L::Hold>, ApiError> {
+        let mut record = self
+            .load(conn, jti)
+            .await?
+            .ok_or_else(|| hold_not_found(jti))?;
+        if record.state == HoldState::Held && record.expires_at <= now {
+            let forget_at = Some(self.forget_at(&record));
+            if transition(conn, jti, HoldState::Held, HoldState::Expired, forget_at).await? {
+                self.ledger
+                    .release(conn, &record.customer_id, &record.hold)
+                    .await?;
+                tracing::info!(domain = L::DOMAIN, %jti, "hold expired");
+                record.state = HoldState::Expired;
+            } else {
+                record = self
+                    .load(conn, jti)
+                    .await?
+                    .ok_or_else(|| hold_not_found(jti))?;
             }
         }
+        Ok(record)
     }
 
-    pub fn get(&self, jti: Uuid) -> Option<HoldRecord<L::Hold>> {
-        let mut inner = self.inner.lock();
-        inner.sweep(self.clock.now_secs());
-        inner.holds.get(&jti).cloned()
-    }
-
-    /// Reads the ledger after expiring what is due.
-    pub fn read<T>(&self, f: impl FnOnce(&L) -> T) -> T {
-        let mut inner = self.inner.lock();
-        inner.sweep(self.clock.now_secs());
-        f(&inner.ledger)
+    async fn load(
+        &self,
+        conn: &mut Conn,
+        jti: Uuid,
+    ) -> Result<Option<HoldRecord<L::Hold>>, ApiError> {
+        let row: Option<HoldRow> = sqlx::query_as(
+            "SELECT jti, order_processing_id, customer_id, state, hold, expires_at, forget_at \
+             FROM holds WHERE jti = $1",
+        )
+        .bind(jti.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+        // A hold past its retention is forgotten even before the janitor deletes it.
+        let now = self.clock.now_secs();
+        row.filter(|row| row.6.is_none_or(|forget_at| forget_at > now))
+            .map(|row| record_from_row::<L>(jti, row))
+            .transpose()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use ctr_money::{Currency, Money};
-    use ctr_token::FakeClock;
-    use serde_json::{Value, json};
+fn record_from_row<L: Ledger>(
+    jti: Uuid,
+    (_, order, customer, state, hold, expires_at, _): HoldRow,
+) -> Result<HoldRecord<L::Hold>, ApiError> {
+    let corrupt = |what: &str| ApiError::internal(format!("hold {jti}: stored {what} is invalid"));
+    Ok(HoldRecord {
+        jti,
+        order_processing_id: OrderProcessingId::parse(&order).map_err(|_| corrupt("order"))?,
+        customer_id: CustomerId::parse(&customer).map_err(|_| corrupt("customer"))?,
+        hold: serde_json::from_str(&hold).map_err(|_| corrupt("hold"))?,
+        state: HoldState::parse(&state).ok_or_else(|| corrupt("state"))?,
+        expires_at,
+    })
+}
 
-    use super::*;
-
-    /// One unit of stock per hold: enough to see holds reserve, release and settle.
-    struct Stock(u32);
-
-    impl Ledger for Stock {
-        const DOMAIN: &'static str = "stock";
-        const CAPABILITY: &'static str = "stock:redeem";
-        type Request = ();
-        type Hold = ();
-
-        fn reserve(&mut self, _: &CustomerId, (): (), _: i64) -> Result<(), ApiError> {
-            self.0 = self
-                .0
-                .checked_sub(1)
-                .ok_or_else(|| ApiError::conflict("sold-out", "no stock left"))?;
-            Ok(())
-        }
-        fn release(&mut self, (): &()) {
-            self.0 += 1;
-        }
-        fn apply(&mut self, (): &()) -> Result<(), ApiError> {
-            Ok(())
-        }
-        fn reverse(&mut self, (): &()) {
-            self.0 += 1;
-        }
-        fn settlement((): &()) -> Settlement {
-            one_unit()
-        }
-        fn constraints((): &()) -> Value {
-            json!({})
-        }
-    }
-
-    fn one_unit() -> Settlement {
-        Settlement::pays(Money::checked(100, Currency::parse("EUR").unwrap()).unwrap())
-    }
-
-    fn engine(clock: &Arc<FakeClock>) -> Engine<Stock> {
-        let clock: Arc<dyn Clock> = clock.clone();
-        Engine::new(
-            Stock(10),
-            clock,
-            Duration::from_secs(600),
-            Duration::from_secs(3600),
-        )
-    }
-
-    #[test]
-    fn unredeemed_holds_are_forgotten_after_retention_and_redeemed_ones_are_kept() {
-        let clock = Arc::new(FakeClock::at_secs(1_000));
-        let engine = engine(&clock);
-        let order = OrderProcessingId::generate();
-        let customer = CustomerId::parse("c_alice").unwrap();
-        let expiring = engine.hold(&order, &customer, ()).unwrap().jti;
-        let released = engine.hold(&order, &customer, ()).unwrap().jti;
-        let redeemed = engine.hold(&order, &customer, ()).unwrap().jti;
-        engine.cancel(released, &order).unwrap();
-        engine
-            .redeem(redeemed, &order, &customer, &one_unit())
-            .unwrap();
-        assert_eq!(
-            engine.read(|stock| stock.0),
-            8,
-            "one released, two still out"
-        );
-
-        clock.set_secs(1_000 + 600);
-        assert_eq!(
-            engine.get(expiring).map(|r| r.state),
-            Some(HoldState::Expired),
-            "at its expiry the hold expires and stays readable"
-        );
-        assert_eq!(engine.read(|stock| stock.0), 9, "its stock came back");
-
-        clock.set_secs(1_000 + 600 + 3_599);
-        assert!(engine.get(released).is_some(), "kept within retention");
-
-        clock.set_secs(1_000 + 600 + 3_600);
-        assert!(engine.get(expiring).is_none(), "expired hold forgotten");
-        assert!(engine.get(released).is_none(), "released hold forgotten");
-        assert_eq!(
-            engine.get(redeemed).map(|r| r.state),
-            Some(HoldState::Redeemed),
-            "a redeemed hold is a record and is kept"
-        );
-        assert_eq!(
-            engine.cancel(expiring, &order).unwrap_err().slug,
-            "hold-not-found",
-            "a forgotten hold answers not found"
-        );
-        assert_eq!(engine.read(|stock| stock.0), 9, "forgetting moves no stock");
-    }
-
-    #[test]
-    fn a_token_that_settles_another_amount_than_its_hold_is_not_redeemed() {
-        let clock = Arc::new(FakeClock::at_secs(1_000));
-        let engine = engine(&clock);
-        let order = OrderProcessingId::generate();
-        let customer = CustomerId::parse("c_alice").unwrap();
-        let jti = engine.hold(&order, &customer, ()).unwrap().jti;
-        let more = Settlement::pays(Money::checked(101, Currency::parse("EUR").unwrap()).unwrap());
-        let refused = engine.redeem(jti, &order, &customer, &more).unwrap_err();
-        assert_eq!(refused.slug, "settlement-mismatch");
-        assert_eq!(
-            engine.get(jti).map(|r| r.state),
-            Some(HoldState::Held),
-            "the refused redemption changed nothing"
-        );
-        assert!(
-            !engine
-                .redeem(jti, &order, &customer, &one_unit())
-                .unwrap()
-                .replayed
-        );
-    }
+/// Moves a hold from `from` to `to` if it is still `from`; answers whether it moved.
+async fn transition(
+    conn: &mut Conn,
+    jti: Uuid,
+    from: HoldState,
+    to: HoldState,
+    forget_at: Option<i64>,
+) -> Result<bool, ApiError> {
+    let moved =
+        sqlx::query("UPDATE holds SET state = $1, forget_at = $2 WHERE jti = $3 AND state = $4")
+            .bind(to.as_str())
+            .bind(forget_at)
+            .bind(jti.to_string())
+            .bind(from.as_str())
+            .execute(&mut *conn)
+            .await?;
+    Ok(moved.rows_affected() == 1)
 }

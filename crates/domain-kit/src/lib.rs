@@ -11,12 +11,14 @@ mod signer;
 use std::sync::Arc;
 
 use axum::Router;
-use ctr_service_kit::{App, ClientAuth, Health, Metrics, ServerConfig, Service, StartError};
+use ctr_service_kit::{
+    App, ClientAuth, Health, Metrics, ServerConfig, Service, StartError, open_store,
+};
 use ctr_token::Clock;
 
 pub use ctr_service_kit::{CustomerId, OrderProcessingId, reference, rfc3339};
 pub use engine::{Engine, HoldRecord, HoldState, Redemption};
-pub use ledger::Ledger;
+pub use ledger::{Ledger, from_sql, to_sql};
 pub use routes::{DomainState, SharedState, hold_view, routes};
 pub use settings::DomainSettings;
 pub use signer::{AUDIENCE, Signer, token_problem};
@@ -27,8 +29,12 @@ pub struct DomainApp<L: Ledger> {
     pub state: SharedState<L>,
 }
 
-/// Builds domain `L`: its signing key in the KMS, its engine, the shared routes plus
-/// `extra` (the domain's read endpoints), the readiness check, both listeners.
+/// How often expired holds are given back and old ones forgotten, besides on every read.
+const JANITOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Builds domain `L`: its store (migrated, seeded when empty), its signing key in the KMS,
+/// its engine and janitor, the shared routes plus `extra` (the domain's read endpoints), the
+/// readiness checks, both listeners.
 pub async fn build<L: Ledger>(
     server: &ServerConfig,
     settings: &DomainSettings,
@@ -36,6 +42,21 @@ pub async fn build<L: Ledger>(
     clock: Arc<dyn Clock>,
     extra: impl FnOnce(SharedState<L>) -> Router,
 ) -> Result<DomainApp<L>, StartError> {
+    let health = Health::default();
+    let mut migrations = engine::MIGRATIONS.to_vec();
+    migrations.extend_from_slice(L::MIGRATIONS);
+    let store = open_store(server, &migrations, &health).await?;
+    let mut tx = store
+        .begin()
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    ledger
+        .seed(&mut tx)
+        .await
+        .map_err(|e| StartError::Store(format!("the seed data could not be loaded: {e}")))?;
+    tx.commit()
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?;
     let kms = settings.kms.build();
     let signer = Signer::new(
         L::DOMAIN,
@@ -47,10 +68,27 @@ pub async fn build<L: Ledger>(
     .await
     .map_err(StartError::Service)?;
     let state = Arc::new(DomainState {
-        engine: Engine::new(ledger, clock, settings.hold_ttl, settings.hold_retention),
+        engine: Engine::new(
+            ledger,
+            store,
+            clock,
+            settings.hold_ttl,
+            settings.hold_retention,
+        ),
         signer,
     });
-    let health = Health::default();
+    let janitor = Arc::downgrade(&state);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(JANITOR_INTERVAL).await;
+            let Some(state) = janitor.upgrade() else {
+                return;
+            };
+            if let Err(error) = state.engine.sweep().await {
+                tracing::warn!(domain = L::DOMAIN, %error, "sweep failed");
+            }
+        }
+    });
     let key_id = state.signer.key_id().to_owned();
     health.register("signing-key", move || Ok(format!("{key_id} in the KMS")));
     let router = routes(state.clone()).merge(extra(state.clone()));

@@ -84,7 +84,10 @@ async fn confirm<L: Ledger>(
 ) -> Result<(StatusCode, ApiJson<Value>), ApiError> {
     let order = OrderProcessingId::parse(&request.order_processing_id)?;
     let customer = CustomerId::parse(&request.customer_id)?;
-    let record = state.engine.hold(&order, &customer, request.details)?;
+    let record = state
+        .engine
+        .hold(&order, &customer, request.details)
+        .await?;
     let issued = state
         .signer
         .issue(
@@ -98,7 +101,7 @@ async fn confirm<L: Ledger>(
     let issued = match issued {
         Ok(issued) => issued,
         Err(error) => {
-            state.engine.discard(record.jti);
+            state.engine.discard(record.jti).await?;
             return Err(error);
         }
     };
@@ -122,7 +125,8 @@ async fn redeem<L: Ledger>(
     let verified = match state.signer.verify(&request.token, order.as_str()).await {
         Ok(verified) => verified,
         Err(error) => {
-            return recorded_redemption::<L>(&state, &request.token, &order, &customer, &error);
+            return recorded_redemption::<L>(&state, &request.token, &order, &customer, &error)
+                .await;
         }
     };
     let claims = verified.claims();
@@ -134,7 +138,8 @@ async fn redeem<L: Ledger>(
     }
     let redemption = state
         .engine
-        .redeem(claims.jti, &order, &customer, &claims.settlement())?;
+        .redeem(claims.jti, &order, &customer, &claims.settlement())
+        .await?;
     tracing::info!(domain = L::DOMAIN, jti = %claims.jti, order_processing_id = %order, replayed = redemption.replayed, "redeemed");
     reply::<L>(&redemption.record, Some(redemption.replayed))
 }
@@ -143,7 +148,7 @@ async fn redeem<L: Ledger>(
 /// has expired (a relay recovering a checkout retries late). The verifier checks times after
 /// the signature and the audience, so an expired token here is genuine; it, the request and
 /// the record must name the same order and customer. Any other refusal stands.
-fn recorded_redemption<L: Ledger>(
+async fn recorded_redemption<L: Ledger>(
     state: &DomainState<L>,
     token: &str,
     order: &OrderProcessingId,
@@ -158,7 +163,7 @@ fn recorded_redemption<L: Ledger>(
         return refused();
     };
     let claims = unverified.claims_unverified();
-    match state.engine.get(claims.jti) {
+    match state.engine.get(claims.jti).await? {
         Some(record)
             if record.state == HoldState::Redeemed
                 && record.order_processing_id == *order
@@ -188,7 +193,7 @@ async fn cancel<L: Ledger>(
     ApiJson(request): ApiJson<CancelRequest>,
 ) -> Result<ApiJson<Value>, ApiError> {
     let order = OrderProcessingId::parse(&request.order_processing_id)?;
-    let record = state.engine.cancel(request.jti, &order)?;
+    let record = state.engine.cancel(request.jti, &order).await?;
     tracing::info!(domain = L::DOMAIN, jti = %request.jti, order_processing_id = %order, reason = ?request.reason, status = L::state_name(record.state), "cancelled");
     reply::<L>(&record, None)
 }
@@ -199,10 +204,10 @@ async fn hold<L: Ledger>(
 ) -> Result<ApiJson<Value>, ApiError> {
     let jti = Uuid::try_parse(&jti)
         .map_err(|_| ApiError::invalid("invalid-jti", "the path must end in a UUID"))?;
-    let record = state
-        .engine
-        .get(jti)
-        .ok_or_else(|| ApiError::not_found("hold-not-found", format!("no hold for jti {jti}")))?;
+    let record =
+        state.engine.get(jti).await?.ok_or_else(|| {
+            ApiError::not_found("hold-not-found", format!("no hold for jti {jti}"))
+        })?;
     Ok(ApiJson(hold_view::<L>(&record)))
 }
 

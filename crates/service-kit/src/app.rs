@@ -43,6 +43,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Service(String),
+    #[error("{0}")]
+    Store(String),
 }
 
 /// A service with both listeners bound, ready to run.

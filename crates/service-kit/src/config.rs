@@ -78,6 +78,9 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// `CTR_OTLP_ENDPOINT`: an OTLP/HTTP traces endpoint; traces are exported only when set.
     pub otlp_endpoint: Option<String>,
+    /// `CTR_STORE_URL`: where the service keeps its state: an SQLite file (the default, on the
+    /// container's `/data` volume) or `postgres://user:password@host/db` for replicas.
+    pub store_url: String,
 }
 
 impl ServerConfig {
@@ -96,6 +99,7 @@ impl ServerConfig {
             log: "info".into(),
             log_format: LogFormat::Auto,
             otlp_endpoint: None,
+            store_url: format!("sqlite:///data/{name}.db?mode=rwc"),
         }
     }
 

@@ -26,6 +26,7 @@ mod metrics;
 mod problem;
 pub mod request_id;
 mod serve;
+mod store;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -41,3 +42,4 @@ pub use main_with::{admin_get, healthcheck, main_with};
 pub use metrics::Metrics;
 pub use problem::{ApiError, ApiJson, PROBLEM_BASE};
 pub use serve::PeerCertificates;
+pub use store::open_store;

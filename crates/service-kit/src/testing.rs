@@ -42,10 +42,13 @@ impl TestPki {
         IdentityFiles::client(self.dir.path(), name)
     }
 
-    /// The server config of `service`: both listeners on 127.0.0.1, port 0, short grace.
+    /// The server config of `service`: both listeners on 127.0.0.1, port 0, short grace, its
+    /// store an SQLite file beside the PKI (so a restarted service finds its state).
     pub fn server_config(&self, service: &str) -> ServerConfig {
         let server = IdentityFiles::server(self.dir.path(), service);
+        let store = self.dir.path().join(format!("{service}.db"));
         ServerConfig {
+            store_url: format!("sqlite://{}?mode=rwc", store.display()),
             public_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             admin_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             tls_root: self.root(),

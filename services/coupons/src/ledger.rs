@@ -1,12 +1,14 @@
 //! Coupons: percentage and fixed-amount discounts, minimum totals, validity windows,
 //! single-use and per-customer coupons.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
+use async_trait::async_trait;
 use axum::http::StatusCode;
 use ctr_domain_kit::{CustomerId, Ledger, reference};
 use ctr_money::Money;
 use ctr_service_kit::ApiError;
+use ctr_store::{Conn, Migration, StoreError, sqlx};
 use ctr_token::Settlement;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -46,9 +48,10 @@ pub struct Seed {
     pub coupons: Vec<Coupon>,
 }
 
-#[derive(Debug, Default)]
+/// The coupons of the store, seeded from [`Seed`] when the store has none.
+#[derive(Debug)]
 pub struct Coupons {
-    coupons: HashMap<String, Coupon>,
+    seed: Vec<Coupon>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,38 +60,58 @@ pub struct CouponRequest {
     order_total: Money,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CouponHold {
     pub coupon_code: String,
     pub discount: Money,
     pub order_total: Money,
 }
 
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 100,
+    name: "coupons",
+    sql: include_str!("../migrations/0100_coupons.sql"),
+}];
+
 impl Coupons {
     pub fn from_seed(seed: Seed) -> Result<Self, String> {
-        let mut coupons = HashMap::new();
-        for coupon in seed.coupons {
+        let mut codes = HashSet::new();
+        for coupon in &seed.coupons {
             if let Discount::Percent(p) = coupon.discount
                 && !(1..=100).contains(&p)
             {
                 return Err(format!("coupon {}: percent must be 1 to 100", coupon.code));
             }
-            if coupons.insert(coupon.code.clone(), coupon).is_some() {
+            if !codes.insert(coupon.code.clone()) {
                 return Err("a coupon code appears twice".into());
             }
         }
-        Ok(Self { coupons })
+        Ok(Self { seed: seed.coupons })
     }
 
-    pub fn get(&self, code: &str) -> Option<&Coupon> {
-        self.coupons.get(code)
+    /// The coupon `code` with its counters as stored now.
+    pub async fn get(&self, conn: &mut Conn, code: &str) -> Result<Option<Coupon>, ApiError> {
+        let row: Option<(String, i64, i64)> =
+            sqlx::query_as("SELECT definition, uses, reserved FROM coupons WHERE code = $1")
+                .bind(code)
+                .fetch_optional(&mut *conn)
+                .await?;
+        row.map(|(definition, uses, reserved)| {
+            let mut coupon: Coupon = serde_json::from_str(&definition)
+                .map_err(|_| ApiError::internal("a stored coupon is invalid"))?;
+            coupon.uses = u32::try_from(uses).map_err(ApiError::internal)?;
+            coupon.reserved = u32::try_from(reserved).map_err(ApiError::internal)?;
+            Ok(coupon)
+        })
+        .transpose()
     }
 
-    fn coupon_mut(&mut self, code: &str) -> Option<&mut Coupon> {
-        self.coupons.get_mut(code)
+    /// Moves the counters of `code` by one update; answers whether its condition held.
+    async fn count(conn: &mut Conn, sql: &'static str, code: &str) -> Result<bool, ApiError> {
+        let moved = sqlx::query(sql).bind(code).execute(&mut *conn).await?;
+        Ok(moved.rows_affected() == 1)
     }
 }
-
 impl Coupon {
     /// What a person with curl sees: `available`, `reserved`, `used` or `expired`.
     pub fn status(&self, now: i64) -> &'static str {
@@ -104,21 +127,46 @@ impl Coupon {
     }
 }
 
+#[async_trait]
 impl Ledger for Coupons {
     const DOMAIN: &'static str = "coupons";
     const CAPABILITY: &'static str = "coupons:redeem";
+    const MIGRATIONS: &'static [Migration] = MIGRATIONS;
     type Request = CouponRequest;
     type Hold = CouponHold;
 
-    fn reserve(
-        &mut self,
+    async fn seed(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM coupons")
+            .fetch_one(&mut *conn)
+            .await?;
+        if count > 0 {
+            return Ok(());
+        }
+        for coupon in &self.seed {
+            sqlx::query(
+                "INSERT INTO coupons (code, definition, max_uses, uses, reserved) \
+                 VALUES ($1, $2, $3, $4, 0) ON CONFLICT (code) DO NOTHING",
+            )
+            .bind(&coupon.code)
+            .bind(serde_json::to_string(coupon).unwrap_or_default())
+            .bind(i64::from(coupon.max_uses))
+            .bind(i64::from(coupon.uses))
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn reserve(
+        &self,
+        conn: &mut Conn,
         customer: &CustomerId,
         request: CouponRequest,
         now: i64,
     ) -> Result<CouponHold, ApiError> {
         let code = reference("coupon_code", &request.coupon_code)?;
         let total = request.order_total;
-        let coupon = self.coupon_mut(&code).ok_or_else(|| {
+        let coupon = self.get(conn, &code).await?.ok_or_else(|| {
             ApiError::not_found("coupon-not-found", format!("no coupon `{code}`"))
         })?;
         if now < coupon.valid_from.unix_timestamp() {
@@ -169,11 +217,14 @@ impl Ledger for Coupons {
                 format!("coupon `{code}` has been used up"),
             ));
         }
-        if coupon.uses + coupon.reserved >= coupon.max_uses {
-            return Err(ApiError::conflict(
+        let reserved_by_others = || {
+            ApiError::conflict(
                 "coupon-reserved",
                 format!("coupon `{code}` is held by another confirmation"),
-            ));
+            )
+        };
+        if coupon.uses + coupon.reserved >= coupon.max_uses {
+            return Err(reserved_by_others());
         }
         // A percentage rounds half up to the cent; a fixed discount pays at most the total.
         let discount = match coupon.discount {
@@ -186,7 +237,17 @@ impl Ledger for Coupons {
                 format!("coupon `{code}` would take nothing off an order total of {total}"),
             ));
         }
-        coupon.reserved += 1;
+        // The check above may be stale by now: the update's own condition decides.
+        let reserved = Self::count(
+            conn,
+            "UPDATE coupons SET reserved = reserved + 1 \
+             WHERE code = $1 AND uses + reserved < max_uses",
+            &code,
+        )
+        .await?;
+        if !reserved {
+            return Err(reserved_by_others());
+        }
         Ok(CouponHold {
             coupon_code: code,
             discount,
@@ -194,25 +255,54 @@ impl Ledger for Coupons {
         })
     }
 
-    fn release(&mut self, hold: &CouponHold) {
-        if let Some(c) = self.coupon_mut(&hold.coupon_code) {
-            c.reserved = c.reserved.saturating_sub(1);
+    async fn release(
+        &self,
+        conn: &mut Conn,
+        _customer: &CustomerId,
+        hold: &CouponHold,
+    ) -> Result<(), ApiError> {
+        Self::count(
+            conn,
+            "UPDATE coupons SET reserved = reserved - 1 WHERE code = $1 AND reserved > 0",
+            &hold.coupon_code,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut Conn,
+        _customer: &CustomerId,
+        hold: &CouponHold,
+    ) -> Result<(), ApiError> {
+        let used = Self::count(
+            conn,
+            "UPDATE coupons SET reserved = reserved - 1, uses = uses + 1 \
+             WHERE code = $1 AND reserved > 0",
+            &hold.coupon_code,
+        )
+        .await?;
+        if used {
+            Ok(())
+        } else {
+            Err(ApiError::internal("a held coupon vanished"))
         }
     }
 
-    fn apply(&mut self, hold: &CouponHold) -> Result<(), ApiError> {
-        let coupon = self
-            .coupon_mut(&hold.coupon_code)
-            .ok_or_else(|| ApiError::internal("a held coupon vanished"))?;
-        coupon.reserved = coupon.reserved.saturating_sub(1);
-        coupon.uses += 1;
-        Ok(())
-    }
-
-    fn reverse(&mut self, hold: &CouponHold) {
-        if let Some(c) = self.coupon_mut(&hold.coupon_code) {
-            c.uses = c.uses.saturating_sub(1);
-        }
+    async fn reverse(
+        &self,
+        conn: &mut Conn,
+        _customer: &CustomerId,
+        hold: &CouponHold,
+    ) -> Result<(), ApiError> {
+        Self::count(
+            conn,
+            "UPDATE coupons SET uses = uses - 1 WHERE code = $1 AND uses > 0",
+            &hold.coupon_code,
+        )
+        .await
+        .map(drop)
     }
 
     fn settlement(hold: &CouponHold) -> Settlement {

@@ -50,17 +50,17 @@ async fn coupon(
 ) -> Result<ApiJson<Value>, ApiError> {
     let code = reference("coupon_code", &code)?;
     let now = clock.now_secs();
-    state
+    state.engine.sweep().await?;
+    let mut conn = state.engine.store().pool().acquire().await?;
+    let c = state
         .engine
-        .read(|coupons| {
-            coupons.get(&code).map(|c| {
-                json!({
-                    "code": c.code, "status": c.status(now), "discount": c.discount, "min_total": c.min_total,
-                    "uses": c.uses, "max_uses": c.max_uses, "reserved": c.reserved,
-                    "valid_until": rfc3339(c.valid_until.unix_timestamp()), "customer_id": c.customer_id,
-                })
-            })
-        })
-        .map(ApiJson)
-        .ok_or_else(|| ApiError::not_found("coupon-not-found", format!("no coupon `{code}`")))
+        .ledger()
+        .get(&mut conn, &code)
+        .await?
+        .ok_or_else(|| ApiError::not_found("coupon-not-found", format!("no coupon `{code}`")))?;
+    Ok(ApiJson(json!({
+        "code": c.code, "status": c.status(now), "discount": c.discount, "min_total": c.min_total,
+        "uses": c.uses, "max_uses": c.max_uses, "reserved": c.reserved,
+        "valid_until": rfc3339(c.valid_until.unix_timestamp()), "customer_id": c.customer_id,
+    })))
 }

@@ -3,12 +3,12 @@
 //! always declines at capture. The hold states are the payment's state machine:
 //! `authorized → captured → refunded`, `authorized → voided`, `authorized → expired`.
 
-use std::collections::HashMap;
-
+use async_trait::async_trait;
 use axum::http::StatusCode;
-use ctr_domain_kit::{CustomerId, HoldState, Ledger, reference};
-use ctr_money::Money;
+use ctr_domain_kit::{CustomerId, HoldState, Ledger, from_sql, reference};
+use ctr_money::{Currency, Money};
 use ctr_service_kit::ApiError;
+use ctr_store::{Conn, Migration, StoreError, sqlx};
 use ctr_token::Settlement;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -31,9 +31,10 @@ pub struct Seed {
     pub methods: Vec<PaymentMethod>,
 }
 
-#[derive(Debug, Default)]
+/// The payment methods of the store, seeded from [`Seed`] when the store has none.
+#[derive(Debug)]
 pub struct Payments {
-    methods: HashMap<String, PaymentMethod>,
+    seed: Seed,
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,21 +43,45 @@ pub struct PaymentRequest {
     amount: Money,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PaymentHold {
     pub payment_method_id: String,
     pub amount: Money,
 }
 
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 100,
+    name: "payment methods",
+    sql: include_str!("../migrations/0100_payment_methods.sql"),
+}];
+
 impl Payments {
     pub fn from_seed(seed: Seed) -> Self {
-        Self {
-            methods: seed
-                .methods
-                .into_iter()
-                .map(|m| (m.id.clone(), m))
-                .collect(),
-        }
+        Self { seed }
+    }
+
+    async fn method(&self, conn: &mut Conn, id: &str) -> Result<Option<PaymentMethod>, ApiError> {
+        let row: Option<(String, String, i64, String, i64)> = sqlx::query_as(
+            "SELECT id, customer_id, limit_amount, currency, declines_at_capture \
+             FROM payment_methods WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        row.map(|(id, customer, limit, currency, declines)| {
+            let corrupt = || ApiError::internal("a stored payment method is invalid");
+            Ok(PaymentMethod {
+                id,
+                customer_id: CustomerId::parse(&customer).map_err(|_| corrupt())?,
+                limit: Money::checked(
+                    from_sql(limit)?,
+                    Currency::parse(&currency).map_err(|_| corrupt())?,
+                )
+                .ok_or_else(corrupt)?,
+                declines_at_capture: declines != 0,
+            })
+        })
+        .transpose()
     }
 }
 
@@ -67,14 +92,41 @@ fn sha256_hex(s: &str) -> String {
         .collect()
 }
 
+#[async_trait]
 impl Ledger for Payments {
     const DOMAIN: &'static str = "payments";
     const CAPABILITY: &'static str = "payments:capture";
+    const MIGRATIONS: &'static [Migration] = MIGRATIONS;
     type Request = PaymentRequest;
     type Hold = PaymentHold;
 
-    fn reserve(
-        &mut self,
+    async fn seed(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM payment_methods")
+            .fetch_one(&mut *conn)
+            .await?;
+        if count > 0 {
+            return Ok(());
+        }
+        for method in &self.seed.methods {
+            sqlx::query(
+                "INSERT INTO payment_methods \
+                 (id, customer_id, limit_amount, currency, declines_at_capture) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&method.id)
+            .bind(method.customer_id.as_str())
+            .bind(i64::try_from(method.limit.amount).unwrap_or(i64::MAX))
+            .bind(method.limit.currency.as_str())
+            .bind(i64::from(method.declines_at_capture))
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn reserve(
+        &self,
+        conn: &mut Conn,
         customer: &CustomerId,
         request: PaymentRequest,
         _now: i64,
@@ -83,8 +135,8 @@ impl Ledger for Payments {
         let amount = request.amount;
         // A method of another customer is answered like an unknown one: ids do not leak.
         let method = self
-            .methods
-            .get(&id)
+            .method(conn, &id)
+            .await?
             .filter(|m| m.customer_id == *customer)
             .ok_or_else(|| {
                 ApiError::not_found(
@@ -119,12 +171,23 @@ impl Ledger for Payments {
         })
     }
 
-    fn release(&mut self, _hold: &PaymentHold) {
+    async fn release(
+        &self,
+        _conn: &mut Conn,
+        _customer: &CustomerId,
+        _hold: &PaymentHold,
+    ) -> Result<(), ApiError> {
         // Voiding an authorization frees nothing in this model: limits are per payment.
+        Ok(())
     }
 
-    fn apply(&mut self, hold: &PaymentHold) -> Result<(), ApiError> {
-        match self.methods.get(&hold.payment_method_id) {
+    async fn apply(
+        &self,
+        conn: &mut Conn,
+        _customer: &CustomerId,
+        hold: &PaymentHold,
+    ) -> Result<(), ApiError> {
+        match self.method(conn, &hold.payment_method_id).await? {
             Some(method) if method.declines_at_capture => Err(ApiError::new(
                 StatusCode::PAYMENT_REQUIRED,
                 "payment-declined",
@@ -139,7 +202,14 @@ impl Ledger for Payments {
         }
     }
 
-    fn reverse(&mut self, _hold: &PaymentHold) {}
+    async fn reverse(
+        &self,
+        _conn: &mut Conn,
+        _customer: &CustomerId,
+        _hold: &PaymentHold,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
 
     fn settlement(hold: &PaymentHold) -> Settlement {
         Settlement::pays(hold.amount)

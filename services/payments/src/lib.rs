@@ -54,6 +54,7 @@ async fn payment(
     let record = state
         .engine
         .get(jti)
+        .await?
         .ok_or_else(|| ApiError::not_found("payment-not-found", format!("no payment {jti}")))?;
     Ok(ApiJson(ctr_domain_kit::hold_view::<Payments>(&record)))
 }

@@ -1,11 +1,14 @@
-//! Points: per-customer balances. A hold moves points from `available` to `held`; a balance
-//! never goes negative because every reservation is checked under the engine's lock.
+//! Points: per-customer balances. A hold moves points from `available` to `held` by one
+//! conditional update (`... WHERE available >= n`), so a balance never goes negative, however
+//! many processes hold at once.
 
 use std::collections::{BTreeMap, HashMap};
 
-use ctr_domain_kit::{CustomerId, Ledger};
+use async_trait::async_trait;
+use ctr_domain_kit::{CustomerId, Ledger, from_sql, to_sql};
 use ctr_money::{Currency, Money};
 use ctr_service_kit::ApiError;
+use ctr_store::{Conn, Migration, StoreError, sqlx};
 use ctr_token::Settlement;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +27,7 @@ pub struct Seed {
 
 #[derive(Debug)]
 pub struct Points {
-    balances: HashMap<CustomerId, Balance>,
+    seed: Seed,
     /// What one point is worth, per currency points may pay in.
     point_values: BTreeMap<Currency, Money>,
 }
@@ -36,54 +39,103 @@ pub struct PointsRequest {
     currency: Currency,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PointsHold {
     pub points: u64,
     /// What the held points pay toward the order.
     pub value: Money,
     /// What one point is worth in that currency.
     pub point_value: Money,
-    #[serde(skip)]
-    pub customer: CustomerId,
 }
 
 /// The most points one confirmation may hold.
 pub const MAX_POINTS: u64 = 1_000_000_000;
 
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 100,
+    name: "balances",
+    sql: include_str!("../migrations/0100_balances.sql"),
+}];
+
 impl Points {
-    pub fn from_seed(seed: Seed, point_values: BTreeMap<Currency, Money>) -> Self {
-        let balances = seed
-            .balances
-            .into_iter()
-            .map(|(c, available)| {
-                (
-                    c,
-                    Balance {
-                        available,
-                        ..Balance::default()
-                    },
-                )
-            })
-            .collect();
-        Self {
-            balances,
-            point_values,
-        }
+    pub fn new(seed: Seed, point_values: BTreeMap<Currency, Money>) -> Self {
+        Self { seed, point_values }
     }
 
-    pub fn balance(&self, customer: &CustomerId) -> Option<Balance> {
-        self.balances.get(customer).copied()
+    pub async fn balance(
+        &self,
+        conn: &mut Conn,
+        customer: &CustomerId,
+    ) -> Result<Option<Balance>, ApiError> {
+        let row: Option<(i64, i64, i64)> =
+            sqlx::query_as("SELECT available, held, spent FROM balances WHERE customer_id = $1")
+                .bind(customer.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+        row.map(|(available, held, spent)| {
+            Ok(Balance {
+                available: from_sql(available)?,
+                held: from_sql(held)?,
+                spent: from_sql(spent)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn no_account(customer: &CustomerId) -> ApiError {
+        ApiError::not_found(
+            "customer-not-found",
+            format!("no points account for `{customer}`"),
+        )
+    }
+
+    /// Moves `points` of `customer` by one update whose condition guards the balance.
+    async fn shift(
+        conn: &mut Conn,
+        sql: &'static str,
+        customer: &CustomerId,
+        points: u64,
+    ) -> Result<bool, ApiError> {
+        let moved = sqlx::query(sql)
+            .bind(to_sql(points)?)
+            .bind(customer.as_str())
+            .execute(&mut *conn)
+            .await?;
+        Ok(moved.rows_affected() == 1)
     }
 }
 
+#[async_trait]
 impl Ledger for Points {
     const DOMAIN: &'static str = "points";
     const CAPABILITY: &'static str = "points:redeem";
+    const MIGRATIONS: &'static [Migration] = MIGRATIONS;
     type Request = PointsRequest;
     type Hold = PointsHold;
 
-    fn reserve(
-        &mut self,
+    async fn seed(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM balances")
+            .fetch_one(&mut *conn)
+            .await?;
+        if count > 0 {
+            return Ok(());
+        }
+        for (customer, available) in &self.seed.balances {
+            sqlx::query(
+                "INSERT INTO balances (customer_id, available, held, spent) VALUES ($1, $2, 0, 0) \
+                 ON CONFLICT (customer_id) DO NOTHING",
+            )
+            .bind(customer.as_str())
+            .bind(i64::try_from(*available).unwrap_or(i64::MAX))
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn reserve(
+        &self,
+        conn: &mut Conn,
         customer: &CustomerId,
         request: PointsRequest,
         _now: i64,
@@ -118,50 +170,84 @@ impl Ledger for Points {
                 ),
             )
         })?;
-        let balance = self.balances.get_mut(customer).ok_or_else(|| {
-            ApiError::not_found(
-                "customer-not-found",
-                format!("no points account for `{customer}`"),
-            )
-        })?;
-        if balance.available < points {
+        let held = Self::shift(
+            conn,
+            "UPDATE balances SET available = available - $1, held = held + $1 \
+             WHERE customer_id = $2 AND available >= $1",
+            customer,
+            points,
+        )
+        .await?;
+        if !held {
+            let balance = self
+                .balance(conn, customer)
+                .await?
+                .ok_or_else(|| Self::no_account(customer))?;
             return Err(ApiError::invalid(
                 "insufficient-points",
                 format!("{points} points requested, {} available", balance.available),
             ));
         }
-        balance.available -= points;
-        balance.held += points;
         Ok(PointsHold {
             points,
             value,
             point_value,
-            customer: customer.clone(),
         })
     }
 
-    fn release(&mut self, hold: &PointsHold) {
-        if let Some(b) = self.balances.get_mut(&hold.customer) {
-            b.held -= hold.points;
-            b.available += hold.points;
+    async fn release(
+        &self,
+        conn: &mut Conn,
+        customer: &CustomerId,
+        hold: &PointsHold,
+    ) -> Result<(), ApiError> {
+        Self::shift(
+            conn,
+            "UPDATE balances SET held = held - $1, available = available + $1 \
+             WHERE customer_id = $2 AND held >= $1",
+            customer,
+            hold.points,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut Conn,
+        customer: &CustomerId,
+        hold: &PointsHold,
+    ) -> Result<(), ApiError> {
+        let spent = Self::shift(
+            conn,
+            "UPDATE balances SET held = held - $1, spent = spent + $1 \
+             WHERE customer_id = $2 AND held >= $1",
+            customer,
+            hold.points,
+        )
+        .await?;
+        if spent {
+            Ok(())
+        } else {
+            Err(ApiError::internal("a held balance vanished"))
         }
     }
 
-    fn apply(&mut self, hold: &PointsHold) -> Result<(), ApiError> {
-        let b = self
-            .balances
-            .get_mut(&hold.customer)
-            .ok_or_else(|| ApiError::internal("a held balance vanished"))?;
-        b.held -= hold.points;
-        b.spent += hold.points;
-        Ok(())
-    }
-
-    fn reverse(&mut self, hold: &PointsHold) {
-        if let Some(b) = self.balances.get_mut(&hold.customer) {
-            b.spent -= hold.points;
-            b.available += hold.points;
-        }
+    async fn reverse(
+        &self,
+        conn: &mut Conn,
+        customer: &CustomerId,
+        hold: &PointsHold,
+    ) -> Result<(), ApiError> {
+        Self::shift(
+            conn,
+            "UPDATE balances SET spent = spent - $1, available = available + $1 \
+             WHERE customer_id = $2 AND spent >= $1",
+            customer,
+            hold.points,
+        )
+        .await
+        .map(drop)
     }
 
     fn settlement(hold: &PointsHold) -> Settlement {

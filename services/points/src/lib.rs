@@ -32,7 +32,7 @@ pub async fn build_with(
     settings: &PointsSettings,
     clock: Arc<dyn Clock>,
 ) -> Result<DomainApp<Points>, StartError> {
-    let ledger = Points::from_seed(
+    let ledger = Points::new(
         settings.domain.seed(BUILTIN_SEED)?,
         settings.point_values()?,
     );
@@ -50,9 +50,13 @@ async fn balance(
     Path(customer): Path<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
     let customer = CustomerId::parse(&customer)?;
+    state.engine.sweep().await?;
+    let mut conn = state.engine.store().pool().acquire().await?;
     let balance = state
         .engine
-        .read(|points| points.balance(&customer))
+        .ledger()
+        .balance(&mut conn, &customer)
+        .await?
         .ok_or_else(|| {
             ApiError::not_found(
                 "customer-not-found",

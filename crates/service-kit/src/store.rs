@@ -1,0 +1,61 @@
+//! The service's store: opened from `CTR_STORE_URL` at start, watched by the readiness probe,
+//! and every failure of it answered as 503 `store-unavailable` (the cause is logged).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use ctr_store::{Migration, Store, StoreError};
+
+use crate::{ApiError, Health, ServerConfig, StartError};
+
+/// Opens the store named by `CTR_STORE_URL` and migrates it; registers the `store` readiness
+/// check, kept current by a probe every few seconds.
+pub async fn open_store(
+    server: &ServerConfig,
+    migrations: &[Migration],
+    health: &Health,
+) -> Result<Store, StartError> {
+    let store = Store::open(&server.store_url, migrations)
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    let up = Arc::new(AtomicBool::new(true));
+    let probe = (store.clone(), up.clone());
+    tokio::spawn(async move {
+        let (store, up) = probe;
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let ok = store.ping().await.is_ok();
+            if up.swap(ok, Ordering::Relaxed) != ok {
+                tracing::warn!(reachable = ok, "store reachability changed");
+            }
+        }
+    });
+    health.register("store", move || {
+        if up.load(Ordering::Relaxed) {
+            Ok("reachable".into())
+        } else {
+            Err("the store does not answer".into())
+        }
+    });
+    Ok(store)
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        tracing::error!(error = %error, "store failure");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store-unavailable",
+            "Store unavailable",
+            "the service's store did not answer; nothing was changed, retry later",
+        )
+    }
+}
+
+impl From<ctr_store::sqlx::Error> for ApiError {
+    fn from(error: ctr_store::sqlx::Error) -> Self {
+        StoreError::from(error).into()
+    }
+}
