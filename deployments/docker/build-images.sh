@@ -19,7 +19,7 @@ RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --targe
 for bin in "${bins[@]}"; do
     image="ctr/${bin#ctr-}:${tag}"
     context="target/images/${bin}"
-    rm -rf "$context" && mkdir -p "$context"
+    rm -rf "$context" && mkdir -p "$context/data"
     cp "target/${target}/release/${bin}" "$context/"
     docker build --quiet -f deployments/docker/Dockerfile.prebuilt --build-arg "SERVICE=${bin}" -t "$image" "$context" >/dev/null
     echo "built ${image} ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.1f MB", $1/1e6}'))"

@@ -1,18 +1,16 @@
-//! The checkout: verify every envelope, consume the tokens, redeem in a fixed order over mTLS,
-//! and compensate in reverse order when a redemption fails.
+//! The checkout: verify every envelope and the settlement, consume the tokens and write the
+//! checkout log in one transaction, then hand over to the saga ([`crate::saga`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use ctr_relay_api::{CallFailure, CancelReason, CancelRequest, RedeemRequest};
+use ctr_relay_api::CallFailure;
 use ctr_service_kit::{ApiError, OrderProcessingId};
-use ctr_token::{Clock, KeySetCache, ReplayStore, VerifiedToken, Verifier, VerifyError};
+use ctr_token::{Clock, KeySetCache, VerifiedToken, Verifier, VerifyError, secs};
 
 use crate::domains::DomainClient;
-use crate::orders::{
-    BeginError, Failure, Order, OrderStatus, OrderStore, TokenOutcome, TokenRecord,
-};
+use crate::orders::{BeginError, Failure, Lease, Order, OrderStatus, OrderStore};
 use crate::settings::RelaySettings;
 use crate::settlement;
 
@@ -22,10 +20,11 @@ pub type IssuerKeys = HashMap<String, Arc<KeySetCache>>;
 pub struct Relay {
     pub settings: RelaySettings,
     pub verifier: Verifier<IssuerKeys>,
-    pub replay: Arc<dyn ReplayStore>,
-    pub orders: Arc<dyn OrderStore>,
+    pub orders: OrderStore,
     pub domains: DomainClient,
     pub clock: Arc<dyn Clock>,
+    /// This process, as the owner of the sagas it runs.
+    pub instance: String,
 }
 
 fn token_problem(index: usize, error: &VerifyError) -> ApiError {
@@ -53,9 +52,19 @@ pub enum CheckoutOutcome {
 }
 
 impl Relay {
-    /// Runs a checkout. Once redemption starts it runs to its end even if the caller goes
-    /// away, so compensation is never cut short; the caller waits at most the checkout
-    /// deadline, then learns that the order is still running.
+    /// A lease on a saga for this process, from now.
+    pub(crate) fn lease(&self) -> Lease<'_> {
+        let now = self.clock.now_secs();
+        Lease {
+            owner: &self.instance,
+            now,
+            until: now.saturating_add(secs(self.settings.saga_lease)),
+        }
+    }
+
+    /// Runs a checkout. Once admitted it runs to its end even if the caller goes away (and, if
+    /// this process dies, a recovery worker finishes it); the caller waits at most the
+    /// checkout deadline, then learns that the order is still running.
     pub async fn checkout(
         self: &Arc<Self>,
         id: OrderProcessingId,
@@ -70,11 +79,10 @@ impl Relay {
                 ),
             ));
         }
-        let now = self.clock.now_secs();
         let mut order = self
             .orders
-            .begin_checkout(&id, now)
-            .await
+            .begin_checkout(&id, self.lease())
+            .await?
             .map_err(|e| match e {
                 BeginError::NotFound => {
                     ApiError::not_found("order-not-found", format!("no order {id}"))
@@ -85,34 +93,50 @@ impl Relay {
                 ),
                 BeginError::NotOpen(status) => ApiError::conflict(
                     "order-not-open",
-                    format!("the order is {status:?}, not open").to_lowercase(),
+                    format!("the order is {}, not open", status.as_str()),
                 ),
             })?;
-        match self.admit(&order, &tokens).await {
-            Ok(verified) => {
-                let relay = self.clone();
-                let task = tokio::spawn(async move {
-                    relay.redeem_all(&mut order, verified).await;
-                    relay.orders.save(order.clone()).await;
-                    order
-                });
-                match tokio::time::timeout(self.settings.checkout_deadline, task).await {
-                    Ok(finished) => finished
-                        .map(CheckoutOutcome::Finished)
-                        .map_err(ApiError::internal),
-                    Err(_) => {
-                        tracing::info!(order_processing_id = %id, "checkout still running at the deadline");
-                        let order = self.orders.get(&id).await.ok_or_else(|| {
-                            ApiError::internal("a running checkout's order is gone")
-                        })?;
-                        Ok(CheckoutOutcome::Running(order))
-                    }
-                }
+        let verified = match self.admit(&order, &tokens).await {
+            Ok(verified) => verified,
+            Err(problem) => {
+                self.orders.reopen(&id).await?;
+                return Err(problem);
+            }
+        };
+        let leeway = secs(self.settings.token_leeway);
+        match self
+            .orders
+            .admit(&mut order, &verified, leeway, self.lease())
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(index)) => {
+                self.orders.reopen(&id).await?;
+                let claims = verified[index].claims();
+                let error = VerifyError::Replayed {
+                    iss: claims.iss.clone(),
+                    jti: claims.jti.to_string(),
+                };
+                return Err(token_problem(index, &error));
             }
             Err(problem) => {
-                order.status = OrderStatus::Open;
-                self.orders.save(order).await;
-                Err(problem)
+                self.orders.reopen(&id).await?;
+                return Err(problem);
+            }
+        }
+        let tokens = verified.iter().map(|t| t.token().to_owned()).collect();
+        let relay = self.clone();
+        let saga = tokio::spawn(async move { relay.drive(order, tokens).await });
+        match tokio::time::timeout(self.settings.checkout_deadline, saga).await {
+            Ok(finished) => finished
+                .map(CheckoutOutcome::Finished)
+                .map_err(ApiError::internal),
+            Err(_) => {
+                tracing::info!(order_processing_id = %id, "checkout still running at the deadline");
+                let order = self.orders.get(&id).await?.ok_or_else(|| {
+                    ApiError::internal("a running checkout's order is gone")
+                })?;
+                Ok(CheckoutOutcome::Running(order))
             }
         }
     }
@@ -195,89 +219,9 @@ impl Relay {
         )
         .map_err(|e| e.problem())?;
         verified.sort_by_key(|t| position(t));
-        let refs: Vec<&VerifiedToken> = verified.iter().collect();
-        self.replay
-            .consume_all(&refs)
-            .await
-            .map_err(|e| token_problem(0, &e))?;
         Ok(verified)
     }
 
-    async fn redeem_all(&self, order: &mut Order, tokens: Vec<VerifiedToken>) {
-        order.tokens = tokens
-            .iter()
-            .map(|t| TokenRecord {
-                iss: t.claims().iss.clone(),
-                jti: t.claims().jti,
-                capability: t.claims().capabilities[0].clone(),
-                settles: t.claims().settles,
-                outcome: TokenOutcome::Pending,
-            })
-            .collect();
-        self.orders.save(order.clone()).await;
-        let mut failed_at = None;
-        for (i, token) in tokens.iter().enumerate() {
-            let entry = self.entry(&order.tokens[i].capability);
-            let body = RedeemRequest {
-                token: token.token().to_owned(),
-                order_processing_id: order.id.as_str().to_owned(),
-                customer_id: order.customer_id.as_str().to_owned(),
-            };
-            match self.domains.post_idempotent(&entry.redeem_url, &body).await {
-                Ok(_) => {
-                    order.tokens[i].outcome = TokenOutcome::Redeemed;
-                    tracing::info!(iss = %order.tokens[i].iss, jti = %order.tokens[i].jti, order_processing_id = %order.id, "redeemed");
-                }
-                Err(call) => {
-                    tracing::warn!(iss = %order.tokens[i].iss, jti = %order.tokens[i].jti, order_processing_id = %order.id, cause = call.cause(), "redemption failed");
-                    order.tokens[i].outcome = TokenOutcome::Failed;
-                    order.failure = Some(Failure {
-                        capability: order.tokens[i].capability.clone(),
-                        call,
-                    });
-                    failed_at = Some(i);
-                    break;
-                }
-            }
-            self.orders.save(order.clone()).await;
-        }
-        let Some(failed_at) = failed_at else {
-            order.status = OrderStatus::Completed;
-            return;
-        };
-        // Compensate: cancel in reverse order. The failed one too (a timed-out redemption may
-        // have been applied) and the later ones (their holds are released at once).
-        for i in (0..order.tokens.len()).rev() {
-            let record = &order.tokens[i];
-            let entry = self.entry(&record.capability);
-            let body = CancelRequest {
-                jti: record.jti,
-                order_processing_id: order.id.as_str().to_owned(),
-                reason: Some(CancelReason::CheckoutFailed),
-            };
-            let outcome = self.domains.post_idempotent(&entry.cancel_url, &body).await;
-            let record = &mut order.tokens[i];
-            match (outcome, record.outcome) {
-                (Ok(_), TokenOutcome::Redeemed) => record.outcome = TokenOutcome::Compensated,
-                (Ok(_), TokenOutcome::Pending) => record.outcome = TokenOutcome::Released,
-                (Ok(_), _) => {}
-                (Err(call), _) if i == failed_at => {
-                    tracing::debug!(jti = %record.jti, cause = call.cause(), "the failed hold could not be cancelled; it expires by itself");
-                }
-                (Err(call), _) => {
-                    tracing::error!(jti = %record.jti, order_processing_id = %order.id, cause = call.cause(), detail = call.detail(), "compensation failed");
-                }
-            }
-        }
-        order.status = OrderStatus::Failed;
-    }
-
-    fn entry(&self, capability: &str) -> &crate::settings::IssuerEntry {
-        self.settings
-            .issuer_of(capability)
-            .map(|(_, e)| e)
-            .unwrap_or_else(|| unreachable!("admitted tokens are routable"))
-    }
 }
 
 /// The problem answered when a checkout ended `failed`.

@@ -6,6 +6,7 @@ mod checkout;
 mod domains;
 mod orders;
 mod routes;
+mod saga;
 mod settings;
 mod settlement;
 
@@ -15,14 +16,13 @@ use std::sync::Arc;
 use ctr_pki::IdentityFiles;
 use ctr_service_kit::{
     App, ClientAuth, Config, Health, Metrics, ServerConfig, Service, StartError, https_client,
+    open_store,
 };
-use ctr_token::{
-    CachePolicy, Clock, KeySetCache, MemoryReplayStore, Verifier, VerifierPolicy, secs,
-};
+use ctr_token::{CachePolicy, Clock, KeySetCache, Verifier, VerifierPolicy, secs};
 
 pub use checkout::{CheckoutOutcome, IssuerKeys, Relay};
 pub use domains::{DomainClient, HttpJwks};
-pub use orders::{MemoryOrderStore, Order, OrderStatus, OrderStore, TokenOutcome};
+pub use orders::{Order, OrderStatus, OrderStore, TokenOutcome};
 pub use routes::router;
 pub use settings::{IssuerEntry, RelaySettings};
 pub use settlement::SettlementError;
@@ -87,20 +87,19 @@ pub async fn build_with(
         keys.insert(name.clone(), cache);
     }
     warm_up(&keys);
+    let store = open_store(server, orders::MIGRATIONS, &health).await?;
     let relay = Arc::new(Relay {
         settings: settings.clone(),
         verifier: Verifier::new(policy, keys, clock.clone()),
-        replay: Arc::new(MemoryReplayStore::new(clock.clone(), settings.token_leeway)),
-        orders: Arc::new(MemoryOrderStore::new(
-            settings.max_orders,
-            secs(settings.order_retention),
-        )),
+        orders: OrderStore::new(store, settings.max_orders, secs(settings.order_retention)),
         domains: DomainClient {
             client,
             retries: settings.call_retries,
         },
         clock,
+        instance: uuid::Uuid::now_v7().to_string(),
     });
+    relay.spawn_recovery(settings.recovery_interval);
     let app = App::build(
         SERVICE,
         server,

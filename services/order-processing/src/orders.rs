@@ -1,15 +1,23 @@
-//! Order sessions and their store.
+//! Orders, their checkout log and the replay store, kept in the relay's store so that a
+//! restart loses no order and a recovering relay can finish every checkout.
 
-use std::collections::{BTreeSet, HashMap};
-
-use async_trait::async_trait;
-use ctr_money::Money;
+use ctr_money::{Currency, Money};
 use ctr_relay_api::CallFailure;
-use ctr_service_kit::{CustomerId, OrderProcessingId, rfc3339};
-use parking_lot::Mutex;
+use ctr_service_kit::{ApiError, CustomerId, OrderProcessingId, rfc3339};
+use ctr_store::{Conn, Migration, Store, sqlx};
+use ctr_token::VerifiedToken;
 use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "orders, checkout steps, replay",
+    sql: include_str!("../migrations/0001_orders.sql"),
+}];
+
+/// How many retired orders or replay entries one prune deletes at most.
+const PRUNE_BATCH: i64 = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -21,18 +29,70 @@ pub enum OrderStatus {
     Expired,
 }
 
+impl OrderStatus {
+    const ALL: [Self; 5] = [
+        Self::Open,
+        Self::CheckingOut,
+        Self::Completed,
+        Self::Failed,
+        Self::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::CheckingOut => "checking_out",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
 /// What happened to one token of a checkout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenOutcome {
     Pending,
+    /// Its domain is being called (recorded before the call): a recovering relay calls again.
+    Redeeming,
     Redeemed,
-    /// Redeemed, then reversed by compensation.
+    /// Redeemed (or possibly redeemed), then reversed by compensation.
     Compensated,
     /// Its redemption failed.
     Failed,
     /// Never redeemed; its hold was released.
     Released,
+}
+
+impl TokenOutcome {
+    const ALL: [Self; 6] = [
+        Self::Pending,
+        Self::Redeeming,
+        Self::Redeemed,
+        Self::Compensated,
+        Self::Failed,
+        Self::Released,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Redeeming => "redeeming",
+            Self::Redeemed => "redeemed",
+            Self::Compensated => "compensated",
+            Self::Failed => "failed",
+            Self::Released => "released",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,6 +141,10 @@ pub struct Order {
     pub expires_at: i64,
     pub tokens: Vec<TokenRecord>,
     pub failure: Option<Failure>,
+    /// When its checkout was admitted: the start of the bound on `checking_out`.
+    pub checkout_started_at: Option<i64>,
+    /// A reversal the saga could not get through yet; the recovery worker keeps trying.
+    pub compensation_pending: bool,
 }
 
 impl Order {
@@ -115,6 +179,7 @@ impl Order {
             "tokens": self.tokens,
             "settled": self.settled(),
             "failure": self.failure,
+            "compensation_pending": self.compensation_pending,
         })
     }
 }
@@ -126,176 +191,435 @@ pub enum BeginError {
     NotOpen(OrderStatus),
 }
 
-/// The store holds as many orders as it may; none has reached its retention limit yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreFull {
-    pub capacity: usize,
-}
-
-/// Orders, behind a trait so a durable store can replace the in-memory one.
-#[async_trait]
-pub trait OrderStore: Send + Sync {
-    /// Stores a new order, first dropping orders kept past their retention as of `now`.
-    async fn insert(&self, order: Order, now: i64) -> Result<(), StoreFull>;
-    async fn get(&self, id: &OrderProcessingId) -> Option<Order>;
-    /// Moves an open, unexpired order to `checking_out`, atomically: one caller wins.
-    async fn begin_checkout(&self, id: &OrderProcessingId, now: i64) -> Result<Order, BeginError>;
-    /// Replaces the stored order.
-    async fn save(&self, order: Order);
-}
-
-/// Orders in memory, bounded: an order is kept until `expires_at + retention` (longer while its
-/// checkout runs), and at most `capacity` are kept at once.
+/// Why an order could not be stored.
 #[derive(Debug)]
-pub struct MemoryOrderStore {
+pub enum InsertError {
+    /// As many orders as allowed are kept; none has reached its retention yet.
+    Full { capacity: usize },
+    Store(ApiError),
+}
+
+/// A checkout whose lease has run out: a recovery worker may take it over.
+#[derive(Debug, Clone)]
+pub struct Abandoned {
+    pub id: OrderProcessingId,
+    lease_until: Option<i64>,
+}
+
+type OrderRow = (
+    String,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+type StepRow = (String, String, String, i64, String, String, String);
+
+/// The relay's orders in its store, bounded: an order is kept until `expires_at + retention`
+/// (longer while its checkout runs), and at most `capacity` are kept at once.
+#[derive(Debug, Clone)]
+pub struct OrderStore {
+    store: Store,
     capacity: usize,
     retention: i64,
-    state: Mutex<Orders>,
 }
 
-#[derive(Debug, Default)]
-struct Orders {
-    by_id: HashMap<OrderProcessingId, Order>,
-    /// `(forget at, id)`, earliest first.
-    forget: BTreeSet<(i64, OrderProcessingId)>,
+fn corrupt(what: &str) -> ApiError {
+    ApiError::internal(format!("a stored order's {what} is invalid"))
 }
 
-impl MemoryOrderStore {
+impl OrderStore {
     /// `retention`: how long, in seconds, an order stays readable after its checkout window.
-    pub fn new(capacity: usize, retention: i64) -> Self {
+    pub fn new(store: Store, capacity: usize, retention: i64) -> Self {
         Self {
+            store,
             capacity,
             retention: retention.max(1),
-            state: Mutex::default(),
         }
     }
 
-    /// How many orders are kept now.
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.state.lock().by_id.len()
+    pub fn store(&self) -> &Store {
+        &self.store
     }
-}
 
-impl Orders {
-    fn prune(&mut self, now: i64, retention: i64) {
-        while let Some(first) = self.forget.first().filter(|(at, _)| *at <= now).cloned() {
-            self.forget.remove(&first);
-            let (_, id) = first;
-            match self.by_id.get(&id).map(|order| order.status) {
-                // A checkout still running finishes before its order can go.
-                Some(OrderStatus::CheckingOut) => {
-                    self.forget.insert((now + retention, id));
-                }
-                _ => {
-                    self.by_id.remove(&id);
-                }
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl OrderStore for MemoryOrderStore {
-    async fn insert(&self, order: Order, now: i64) -> Result<(), StoreFull> {
-        let mut state = self.state.lock();
-        state.prune(now, self.retention);
-        if state.by_id.len() >= self.capacity {
-            return Err(StoreFull {
+    /// Stores a new order, first dropping orders kept past their retention as of `now`.
+    pub async fn insert(&self, order: &Order, now: i64) -> Result<(), InsertError> {
+        self.prune(now).await.map_err(InsertError::Store)?;
+        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders")
+            .fetch_one(self.store.pool())
+            .await
+            .map_err(|e| InsertError::Store(e.into()))?;
+        if usize::try_from(count).unwrap_or(usize::MAX) >= self.capacity {
+            return Err(InsertError::Full {
                 capacity: self.capacity,
             });
         }
-        state.forget.insert((
-            order.expires_at.saturating_add(self.retention),
-            order.id.clone(),
-        ));
-        state.by_id.insert(order.id.clone(), order);
+        sqlx::query(
+            "INSERT INTO orders (id, customer_id, total_amount, currency, status, created_at, \
+             expires_at, forget_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(order.id.as_str())
+        .bind(order.customer_id.as_str())
+        .bind(amount_to_sql(order.total.amount))
+        .bind(order.total.currency.as_str())
+        .bind(order.status.as_str())
+        .bind(order.created_at)
+        .bind(order.expires_at)
+        .bind(order.expires_at.saturating_add(self.retention))
+        .execute(self.store.pool())
+        .await
+        .map_err(|e| InsertError::Store(e.into()))?;
         Ok(())
     }
 
-    async fn get(&self, id: &OrderProcessingId) -> Option<Order> {
-        self.state.lock().by_id.get(id).cloned()
+    pub async fn get(&self, id: &OrderProcessingId) -> Result<Option<Order>, ApiError> {
+        let mut conn = self.store.pool().acquire().await?;
+        load(&mut conn, id).await
     }
 
-    async fn begin_checkout(&self, id: &OrderProcessingId, now: i64) -> Result<Order, BeginError> {
-        let mut state = self.state.lock();
-        let order = state.by_id.get_mut(id).ok_or(BeginError::NotFound)?;
-        match order.status_at(now) {
-            OrderStatus::Open => {
-                order.status = OrderStatus::CheckingOut;
-                Ok(order.clone())
+    /// Moves an open, unexpired order to `checking_out`, atomically: one caller wins, in this
+    /// process or another.
+    /// The lease keeps recovery workers off while the checkout is being admitted.
+    pub async fn begin_checkout(
+        &self,
+        id: &OrderProcessingId,
+        lease: Lease<'_>,
+    ) -> Result<Result<Order, BeginError>, ApiError> {
+        let now = lease.now;
+        let mut tx = self.store.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE orders SET status = 'checking_out', lease_owner = $1, lease_until = $2 \
+             WHERE id = $3 AND status = 'open' AND expires_at > $4",
+        )
+        .bind(lease.owner)
+        .bind(lease.until)
+        .bind(id.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let order = load(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(match order {
+            None => Err(BeginError::NotFound),
+            Some(order) if moved.rows_affected() == 1 => Ok(order),
+            Some(order) => Err(BeginError::NotOpen(order.status_at(now))),
+        })
+    }
+
+    /// Gives an order whose checkout was refused before anything was consumed back to `open`.
+    pub async fn reopen(&self, id: &OrderProcessingId) -> Result<(), ApiError> {
+        sqlx::query(
+            "UPDATE orders SET status = 'open', lease_owner = NULL, lease_until = NULL \
+             WHERE id = $1 AND status = 'checking_out'",
+        )
+            .bind(id.as_str())
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Admits a checkout in one transaction: consumes every `(iss, jti)` (kept until the
+    /// token's `exp` + `leeway`), writes the checkout log and takes the saga's lease. Answers
+    /// the first replayed token's index when one was seen before; then nothing is written.
+    pub async fn admit(
+        &self,
+        order: &mut Order,
+        tokens: &[VerifiedToken],
+        leeway: i64,
+        lease: Lease<'_>,
+    ) -> Result<Result<(), usize>, ApiError> {
+        let mut tx = self.store.begin().await?;
+        for (index, token) in tokens.iter().enumerate() {
+            let claims = token.claims();
+            let fresh = sqlx::query(
+                "INSERT INTO replay (iss, jti, forget_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (iss, jti) DO NOTHING",
+            )
+            .bind(&claims.iss)
+            .bind(claims.jti.to_string())
+            .bind(claims.exp.saturating_add(leeway))
+            .execute(&mut *tx)
+            .await?;
+            if fresh.rows_affected() != 1 {
+                return Ok(Err(index));
             }
-            other => Err(BeginError::NotOpen(other)),
         }
+        order.tokens = tokens
+            .iter()
+            .map(|t| TokenRecord {
+                iss: t.claims().iss.clone(),
+                jti: t.claims().jti,
+                capability: t.claims().capabilities[0].clone(),
+                settles: t.claims().settles,
+                outcome: TokenOutcome::Pending,
+            })
+            .collect();
+        for (position, (record, token)) in order.tokens.iter().zip(tokens).enumerate() {
+            sqlx::query(
+                "INSERT INTO checkout_steps (order_id, position, iss, jti, capability, \
+                 settles_amount, settles_currency, token, outcome) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(order.id.as_str())
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .bind(&record.iss)
+            .bind(record.jti.to_string())
+            .bind(&record.capability)
+            .bind(amount_to_sql(record.settles.amount))
+            .bind(record.settles.currency.as_str())
+            .bind(token.token())
+            .bind(record.outcome.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        order.checkout_started_at = Some(lease.now);
+        sqlx::query(
+            "UPDATE orders SET checkout_started_at = $1, lease_owner = $2, lease_until = $3 \
+             WHERE id = $4",
+        )
+        .bind(lease.now)
+        .bind(lease.owner)
+        .bind(lease.until)
+        .bind(order.id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(()))
     }
 
-    async fn save(&self, order: Order) {
-        let mut state = self.state.lock();
-        // An order that was forgotten meanwhile stays forgotten.
-        if let Some(stored) = state.by_id.get_mut(&order.id) {
-            *stored = order;
+    /// Records the saga's progress and renews its lease. Once the saga has ended, the tokens
+    /// it kept for recovery are cleared and the order's retention starts.
+    pub async fn save(&self, order: &Order, lease: Lease<'_>) -> Result<(), ApiError> {
+        let ended = order.status != OrderStatus::CheckingOut && !order.compensation_pending;
+        let mut tx = self.store.begin().await?;
+        for (position, record) in order.tokens.iter().enumerate() {
+            sqlx::query(
+                "UPDATE checkout_steps SET outcome = $1 WHERE order_id = $2 AND position = $3",
+            )
+            .bind(record.outcome.as_str())
+            .bind(order.id.as_str())
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
         }
+        if ended {
+            sqlx::query("UPDATE checkout_steps SET token = '' WHERE order_id = $1")
+                .bind(order.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (problem, detail) = match order.failure.as_ref().map(|f| &f.call) {
+            Some(CallFailure::Refused {
+                problem_type,
+                detail,
+            }) => (Some(problem_type.as_str()), Some(detail.as_str())),
+            Some(CallFailure::Unavailable) | None => (None, None),
+        };
+        sqlx::query(
+            "UPDATE orders SET status = $1, compensation_pending = $2, failure_capability = $3, \
+             failure_problem = $4, failure_detail = $5, lease_until = $6, forget_at = $7 \
+             WHERE id = $8",
+        )
+        .bind(order.status.as_str())
+        .bind(i64::from(order.compensation_pending))
+        .bind(order.failure.as_ref().map(|f| f.capability.as_str()))
+        .bind(problem)
+        .bind(detail)
+        .bind(if ended { None } else { Some(lease.until) })
+        .bind(lease.now.max(order.expires_at).saturating_add(self.retention))
+        .bind(order.id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The tokens a recovering relay hands back to their domains, in redemption order.
+    pub async fn tokens(&self, id: &OrderProcessingId) -> Result<Vec<String>, ApiError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT token FROM checkout_steps WHERE order_id = $1 ORDER BY position",
+        )
+        .bind(id.as_str())
+        .fetch_all(self.store.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(t,)| t).collect())
+    }
+
+    /// Checkouts (or compensations) whose lease ran out before they ended.
+    pub async fn abandoned(&self, now: i64, limit: i64) -> Result<Vec<Abandoned>, ApiError> {
+        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT id, lease_until FROM orders \
+             WHERE (status = 'checking_out' OR compensation_pending = 1) \
+             AND (lease_until IS NULL OR lease_until <= $1) LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.into_iter()
+            .map(|(id, lease_until)| {
+                Ok(Abandoned {
+                    id: OrderProcessingId::parse(&id).map_err(|_| corrupt("id"))?,
+                    lease_until,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes over an abandoned checkout if no other relay did meanwhile; answers the order.
+    pub async fn claim(
+        &self,
+        abandoned: &Abandoned,
+        lease: Lease<'_>,
+    ) -> Result<Option<Order>, ApiError> {
+        let mut tx = self.store.begin().await?;
+        let claimed = sqlx::query(
+            "UPDATE orders SET lease_owner = $1, lease_until = $2 WHERE id = $3 \
+             AND (lease_until = $4 OR (lease_until IS NULL AND $4 IS NULL))",
+        )
+        .bind(lease.owner)
+        .bind(lease.until)
+        .bind(abandoned.id.as_str())
+        .bind(abandoned.lease_until)
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let order = load(&mut tx, &abandoned.id).await?;
+        tx.commit().await?;
+        Ok(order)
+    }
+
+    /// Deletes retired orders (past their retention, checkout ended) and expired replay
+    /// entries, in bounded batches.
+    pub async fn prune(&self, now: i64) -> Result<(), ApiError> {
+        let mut tx = self.store.begin().await?;
+        sqlx::query(
+            "DELETE FROM checkout_steps WHERE order_id IN \
+             (SELECT id FROM orders WHERE forget_at <= $1 \
+              AND status <> 'checking_out' AND compensation_pending = 0 LIMIT $2)",
+        )
+        .bind(now)
+        .bind(PRUNE_BATCH)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM orders WHERE id IN \
+             (SELECT id FROM orders WHERE forget_at <= $1 \
+              AND status <> 'checking_out' AND compensation_pending = 0 LIMIT $2)",
+        )
+        .bind(now)
+        .bind(PRUNE_BATCH)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM replay WHERE (iss, jti) IN \
+             (SELECT iss, jti FROM replay WHERE forget_at <= $1 LIMIT $2)",
+        )
+        .bind(now)
+        .bind(PRUNE_BATCH)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Who runs a saga and until when its claim holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    pub owner: &'a str,
+    pub now: i64,
+    pub until: i64,
+}
 
-    fn order(now: i64, ttl: i64) -> Order {
-        Order {
-            id: OrderProcessingId::generate(),
-            customer_id: CustomerId::parse("c_alice").unwrap(),
-            total: serde_json::from_value(json!({"amount": 100, "currency": "EUR"})).unwrap(),
-            status: OrderStatus::Open,
-            created_at: now,
-            expires_at: now + ttl,
-            tokens: Vec::new(),
-            failure: None,
-        }
-    }
+fn amount_to_sql(amount: u64) -> i64 {
+    // Money is at most 10^12 minor units.
+    i64::try_from(amount).unwrap_or(i64::MAX)
+}
 
-    #[tokio::test]
-    async fn a_full_store_refuses_until_orders_pass_their_retention() {
-        let store = MemoryOrderStore::new(2, 60);
-        let first = order(0, 100);
-        store.insert(first.clone(), 0).await.unwrap();
-        store.insert(order(10, 100), 10).await.unwrap();
-        assert_eq!(
-            store.insert(order(20, 100), 20).await,
-            Err(StoreFull { capacity: 2 }),
-            "a third order does not fit while both are within ttl + retention"
-        );
-        assert_eq!(store.len(), 2, "the refused order was not stored");
+fn money(amount: i64, currency: &str) -> Result<Money, ApiError> {
+    let currency = Currency::parse(currency).map_err(|_| corrupt("currency"))?;
+    u64::try_from(amount)
+        .ok()
+        .and_then(|amount| Money::checked(amount, currency))
+        .ok_or_else(|| corrupt("amount"))
+}
 
-        // 100 s of ttl + 60 s of retention after the first order opened, it is forgotten.
-        store.insert(order(160, 100), 160).await.unwrap();
-        assert!(
-            store.get(&first.id).await.is_none(),
-            "the first order was pruned"
-        );
-        assert_eq!(store.len(), 2);
-    }
-
-    #[tokio::test]
-    async fn an_order_checking_out_is_kept_until_its_checkout_ends() {
-        let store = MemoryOrderStore::new(10, 60);
-        let running = order(0, 100);
-        store.insert(running.clone(), 0).await.unwrap();
-        let mut begun = store.begin_checkout(&running.id, 50).await.unwrap();
-
-        store.insert(order(200, 100), 200).await.unwrap();
-        assert!(
-            store.get(&running.id).await.is_some(),
-            "a checkout still running keeps its order past ttl + retention"
-        );
-
-        begun.status = OrderStatus::Completed;
-        store.save(begun).await;
-        store.insert(order(260, 100), 260).await.unwrap();
-        assert!(
-            store.get(&running.id).await.is_none(),
-            "once finished, it goes one retention later"
-        );
-    }
+async fn load(conn: &mut Conn, id: &OrderProcessingId) -> Result<Option<Order>, ApiError> {
+    let row: Option<OrderRow> = sqlx::query_as(
+        "SELECT customer_id, currency, total_amount, status, id, created_at, expires_at, \
+         checkout_started_at, compensation_pending, failure_capability, failure_problem, \
+         failure_detail FROM orders WHERE id = $1",
+    )
+    .bind(id.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((
+        customer,
+        currency,
+        total,
+        status,
+        _,
+        created_at,
+        expires_at,
+        checkout_started_at,
+        compensation_pending,
+        failure_capability,
+        failure_problem,
+        failure_detail,
+    )) = row
+    else {
+        return Ok(None);
+    };
+    let steps: Vec<StepRow> = sqlx::query_as(
+        "SELECT iss, jti, capability, settles_amount, settles_currency, outcome, token \
+         FROM checkout_steps WHERE order_id = $1 ORDER BY position",
+    )
+    .bind(id.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let tokens = steps
+        .into_iter()
+        .map(|(iss, jti, capability, amount, currency, outcome, _)| {
+            Ok(TokenRecord {
+                iss,
+                jti: Uuid::try_parse(&jti).map_err(|_| corrupt("jti"))?,
+                capability,
+                settles: money(amount, &currency)?,
+                outcome: TokenOutcome::parse(&outcome).ok_or_else(|| corrupt("outcome"))?,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    let failure = failure_capability.map(|capability| Failure {
+        capability,
+        call: match failure_problem {
+            Some(problem_type) => CallFailure::Refused {
+                problem_type,
+                detail: failure_detail.unwrap_or_default(),
+            },
+            None => CallFailure::Unavailable,
+        },
+    });
+    Ok(Some(Order {
+        id: id.clone(),
+        customer_id: CustomerId::parse(&customer).map_err(|_| corrupt("customer"))?,
+        total: money(total, &currency)?,
+        status: OrderStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+        created_at,
+        expires_at,
+        tokens,
+        failure,
+        checkout_started_at,
+        compensation_pending: compensation_pending != 0,
+    }))
 }

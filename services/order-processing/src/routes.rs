@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::checkout::{CheckoutOutcome, Relay, failure_problem};
-use crate::orders::{Order, OrderStatus};
+use crate::orders::{InsertError, Order, OrderStatus};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,21 +59,29 @@ async fn create_order(
         expires_at: now + ttl,
         tokens: Vec::new(),
         failure: None,
+        checkout_started_at: None,
+        compensation_pending: false,
     };
     let view = order.view(now);
     let id = order.id.clone();
-    relay.orders.insert(order, now).await.map_err(|full| {
-        tracing::warn!(capacity = full.capacity, "order store full");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "orders-at-capacity",
-            "Too many orders",
-            format!(
-                "the relay keeps at most {} orders and none has passed its retention yet; retry later",
-                full.capacity
-            ),
-        )
-    })?;
+    relay
+        .orders
+        .insert(&order, now)
+        .await
+        .map_err(|error| match error {
+            InsertError::Full { capacity } => {
+                tracing::warn!(capacity, "order store full");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "orders-at-capacity",
+                    "Too many orders",
+                    format!(
+                        "the relay keeps at most {capacity} orders and none has passed its retention yet; retry later"
+                    ),
+                )
+            }
+            InsertError::Store(problem) => problem,
+        })?;
     tracing::info!(order_processing_id = %id, "order opened");
     Ok((StatusCode::CREATED, ApiJson(view)))
 }
@@ -86,7 +94,7 @@ async fn get_order(
     let order = relay
         .orders
         .get(&id)
-        .await
+        .await?
         .ok_or_else(|| ApiError::not_found("order-not-found", format!("no order {id}")))?;
     Ok(ApiJson(order.view(relay.clock.now_secs())))
 }

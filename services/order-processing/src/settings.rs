@@ -63,6 +63,17 @@ pub struct RelaySettings {
     /// answer is 202 with the order's URL while redemption or compensation goes on.
     #[serde(with = "humantime_serde")]
     pub checkout_deadline: Duration,
+    /// `CTR_SAGA_LEASE`: how long a relay's claim on a running checkout lasts without progress;
+    /// after it, another relay's (or a restarted one's) recovery worker takes the checkout over.
+    #[serde(with = "humantime_serde")]
+    pub saga_lease: Duration,
+    /// `CTR_CHECKOUT_BOUND`: the longest a checkout may keep redeeming; after it the order
+    /// fails and is compensated.
+    #[serde(with = "humantime_serde")]
+    pub checkout_bound: Duration,
+    /// `CTR_RECOVERY_INTERVAL`: how often the recovery worker looks for abandoned checkouts.
+    #[serde(with = "humantime_serde")]
+    pub recovery_interval: Duration,
     /// `CTR_CALL_RETRIES`: further attempts of an idempotent call after a transport error or 5xx.
     pub call_retries: u32,
     /// `CTR_JWKS_MAX_AGE`: cached keys older than this are refreshed before use.
@@ -111,6 +122,9 @@ impl Default for RelaySettings {
             max_token_lifetime: Duration::from_secs(300),
             call_timeout: Duration::from_secs(3),
             checkout_deadline: Duration::from_secs(10),
+            saga_lease: Duration::from_secs(30),
+            checkout_bound: Duration::from_secs(120),
+            recovery_interval: Duration::from_secs(5),
             call_retries: 2,
             jwks_max_age: Duration::from_secs(300),
             jwks_min_refetch: Duration::from_secs(5),
@@ -188,6 +202,22 @@ impl ServiceSettings for RelaySettings {
                 "CTR_CHECKOUT_DEADLINE",
                 "between 1ms and 60s, and shorter than CTR_REQUEST_TIMEOUT",
             ));
+        }
+        let one_call = self.call_timeout * (self.call_retries + 1);
+        if self.saga_lease <= one_call {
+            return Err(setting(
+                "CTR_SAGA_LEASE",
+                "must be longer than one call with its retries (CTR_CALL_TIMEOUT x (CTR_CALL_RETRIES + 1))",
+            ));
+        }
+        if self.checkout_bound < self.checkout_deadline {
+            return Err(setting(
+                "CTR_CHECKOUT_BOUND",
+                "must be at least CTR_CHECKOUT_DEADLINE",
+            ));
+        }
+        if self.recovery_interval.is_zero() {
+            return Err(setting("CTR_RECOVERY_INTERVAL", "must be longer than zero"));
         }
         if self.max_tokens == 0 || self.max_tokens > 32 {
             return Err(setting("CTR_MAX_TOKENS", "between 1 and 32"));
