@@ -26,11 +26,18 @@ use uuid::Uuid;
 use crate::{CustomerId, Ledger, OrderProcessingId};
 
 /// The kit's own tables; a domain's start at version 100.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "holds",
-    sql: include_str!("../migrations/0001_holds.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "holds",
+        sql: include_str!("../migrations/0001_holds.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "mock kms seed",
+        sql: include_str!("../migrations/0002_mock_kms_seed.sql"),
+    },
+];
 
 /// How many holds one sweep expires or forgets at most.
 const SWEEP_BATCH: i64 = 200;

@@ -11,6 +11,7 @@ mod signer;
 use std::sync::Arc;
 
 use axum::Router;
+use ctr_kms::{KmsConfig, Seed};
 use ctr_service_kit::{
     App, ClientAuth, Health, Metrics, ServerConfig, Service, StartError, open_store,
 };
@@ -57,7 +58,9 @@ pub async fn build<L: Ledger>(
     tx.commit()
         .await
         .map_err(|e| StartError::Store(e.to_string()))?;
-    let kms = settings.kms.build();
+    let kms = kms(&settings.kms, &store)
+        .await
+        .map_err(|e| StartError::Store(format!("the mock KMS seed: {e}")))?;
     let signer = Signer::new(
         L::DOMAIN,
         L::CAPABILITY,
@@ -98,4 +101,34 @@ pub async fn build<L: Ledger>(
     };
     let app = App::build(service, server, router, health, Metrics::default()).await?;
     Ok(DomainApp { app, state })
+}
+
+/// The configured KMS. A mock without a configured seed takes the seed kept in the store
+/// (drawn at random the first time), so its keys survive restarts and agree across replicas.
+async fn kms(
+    config: &KmsConfig,
+    store: &ctr_store::Store,
+) -> Result<Arc<dyn ctr_kms::Kms>, ctr_store::StoreError> {
+    use ctr_store::sqlx;
+    match config {
+        KmsConfig::Mock { seed: Some(_) } => Ok(config.build()),
+        KmsConfig::Mock { seed: None } => {
+            let mut drawn = [0_u8; 32];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut drawn);
+            let drawn: String = drawn.iter().map(|b| format!("{b:02x}")).collect();
+            sqlx::query(
+                "INSERT INTO mock_kms_seed (id, seed) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(drawn)
+            .execute(store.pool())
+            .await?;
+            let (seed,): (String,) = sqlx::query_as("SELECT seed FROM mock_kms_seed WHERE id = 1")
+                .fetch_one(store.pool())
+                .await?;
+            Ok(KmsConfig::Mock {
+                seed: Some(Seed::new(seed)),
+            }
+            .build())
+        }
+    }
 }

@@ -133,9 +133,11 @@ impl Relay {
                 .map_err(ApiError::internal),
             Err(_) => {
                 tracing::info!(order_processing_id = %id, "checkout still running at the deadline");
-                let order = self.orders.get(&id).await?.ok_or_else(|| {
-                    ApiError::internal("a running checkout's order is gone")
-                })?;
+                let order = self
+                    .orders
+                    .get(&id)
+                    .await?
+                    .ok_or_else(|| ApiError::internal("a running checkout's order is gone"))?;
                 Ok(CheckoutOutcome::Running(order))
             }
         }
@@ -221,7 +223,6 @@ impl Relay {
         verified.sort_by_key(|t| position(t));
         Ok(verified)
     }
-
 }
 
 /// The problem answered when a checkout ended `failed`.

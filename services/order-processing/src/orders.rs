@@ -195,7 +195,9 @@ pub enum BeginError {
 #[derive(Debug)]
 pub enum InsertError {
     /// As many orders as allowed are kept; none has reached its retention yet.
-    Full { capacity: usize },
+    Full {
+        capacity: usize,
+    },
     Store(ApiError),
 }
 
@@ -320,9 +322,9 @@ impl OrderStore {
             "UPDATE orders SET status = 'open', lease_owner = NULL, lease_until = NULL \
              WHERE id = $1 AND status = 'checking_out'",
         )
-            .bind(id.as_str())
-            .execute(self.store.pool())
-            .await?;
+        .bind(id.as_str())
+        .execute(self.store.pool())
+        .await?;
         Ok(())
     }
 
@@ -434,7 +436,12 @@ impl OrderStore {
         .bind(problem)
         .bind(detail)
         .bind(if ended { None } else { Some(lease.until) })
-        .bind(lease.now.max(order.expires_at).saturating_add(self.retention))
+        .bind(
+            lease
+                .now
+                .max(order.expires_at)
+                .saturating_add(self.retention),
+        )
         .bind(order.id.as_str())
         .execute(&mut *tx)
         .await?;

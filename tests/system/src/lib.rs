@@ -58,6 +58,14 @@ impl Running {
     }
 }
 
+/// The public ports a restarted world keeps.
+struct Ports {
+    coupons: SocketAddr,
+    points: SocketAddr,
+    payments: SocketAddr,
+    relay: SocketAddr,
+}
+
 pub struct Domain<L: Ledger> {
     pub running: Running,
     pub state: SharedState<L>,
@@ -73,6 +81,65 @@ pub struct World {
     pub relay_state: Arc<Relay>,
     /// A customer: trusts our root, presents no certificate.
     pub customer: reqwest::Client,
+    pub domain_settings: DomainSettings,
+    pub relay_settings: RelaySettings,
+}
+
+/// A relay on a runtime of its own, so that a test can kill it the way a crash would: every
+/// task stops at its next await, nothing is drained, nothing more is written.
+pub struct CrashableRelay {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl CrashableRelay {
+    pub async fn start(
+        server: ctr_service_kit::ServerConfig,
+        settings: RelaySettings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (public, admin) = runtime
+            .spawn(async move {
+                let built = order_processing::build_with(&server, &settings, clock)
+                    .await
+                    .unwrap();
+                let addrs = (built.app.public_addr(), built.app.admin_addr());
+                tokio::spawn(built.app.run_until_stopped());
+                addrs
+            })
+            .await
+            .unwrap();
+        Self {
+            public,
+            admin,
+            runtime: Some(runtime),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.public.port())
+    }
+
+    /// Kills the relay mid-flight, as SIGKILL would.
+    pub fn kill(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for CrashableRelay {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 fn domain<L: Ledger>(built: DomainApp<L>) -> Domain<L> {
@@ -109,11 +176,65 @@ impl World {
     ) -> Self {
         let pki = TestPki::new();
         let clock = Arc::new(FakeClock::at_secs(SystemClock.now_secs()));
+        Self::boot(pki, clock, settings, tune, None).await
+    }
+
+    /// Stops every service (gracefully) and starts them again on the same ports, stores and
+    /// settings: what `docker compose restart` does.
+    pub async fn restart(self) -> Self {
+        let World {
+            pki,
+            clock,
+            coupons,
+            points,
+            payments,
+            relay,
+            domain_settings,
+            relay_settings,
+            ..
+        } = self;
+        let ports = Ports {
+            coupons: coupons.running.public,
+            points: points.running.public,
+            payments: payments.running.public,
+            relay: relay.public,
+        };
+        for running in [relay, coupons.running, points.running, payments.running] {
+            running.stop().await;
+        }
+        Self::boot(
+            pki,
+            clock,
+            domain_settings,
+            |s| *s = relay_settings,
+            Some(ports),
+        )
+        .await
+    }
+
+    async fn boot(
+        pki: TestPki,
+        clock: Arc<FakeClock>,
+        settings: DomainSettings,
+        tune: impl FnOnce(&mut RelaySettings),
+        ports: Option<Ports>,
+    ) -> Self {
         let dyn_clock: Arc<dyn Clock> = clock.clone();
+        let server = |name: &str, port: Option<SocketAddr>| {
+            let mut config = pki.server_config(name);
+            if let Some(addr) = port {
+                config.public_addr = addr;
+            }
+            config
+        };
         let coupons = domain(
-            coupons::build_with(&pki.server_config("coupons"), &settings, dyn_clock.clone())
-                .await
-                .unwrap(),
+            coupons::build_with(
+                &server("coupons", ports.as_ref().map(|p| p.coupons)),
+                &settings,
+                dyn_clock.clone(),
+            )
+            .await
+            .unwrap(),
         );
         let points_settings = points::PointsSettings {
             domain: settings.clone(),
@@ -121,7 +242,7 @@ impl World {
         };
         let points = domain(
             points::build_with(
-                &pki.server_config("points"),
+                &server("points", ports.as_ref().map(|p| p.points)),
                 &points_settings,
                 dyn_clock.clone(),
             )
@@ -129,9 +250,13 @@ impl World {
             .unwrap(),
         );
         let payments = domain(
-            payments::build_with(&pki.server_config("payments"), &settings, dyn_clock.clone())
-                .await
-                .unwrap(),
+            payments::build_with(
+                &server("payments", ports.as_ref().map(|p| p.payments)),
+                &settings,
+                dyn_clock.clone(),
+            )
+            .await
+            .unwrap(),
         );
 
         let client = pki.client_identity("order-processing");
@@ -161,7 +286,7 @@ impl World {
         };
         tune(&mut relay_settings);
         let built = order_processing::build_with(
-            &pki.server_config("order-processing"),
+            &server("order-processing", ports.as_ref().map(|p| p.relay)),
             &relay_settings,
             dyn_clock,
         )
@@ -179,6 +304,8 @@ impl World {
             relay,
             relay_state,
             customer,
+            domain_settings: settings,
+            relay_settings,
         };
         world.wait_until_ready(&world.relay).await;
         world
@@ -186,20 +313,21 @@ impl World {
 
     /// Polls a service's readiness probe until it answers 200 (at most 10 s).
     pub async fn wait_until_ready(&self, service: &Running) {
+        self.wait_until_admin_ready(service.admin).await;
+    }
+
+    /// Polls the readiness probe on the admin listener `admin` until it answers 200.
+    pub async fn wait_until_admin_ready(&self, admin: SocketAddr) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let url = format!("https://127.0.0.1:{}/admin/v1/readyz", admin.port());
         loop {
-            let ready = self
-                .customer
-                .get(service.admin_url("/admin/v1/readyz"))
-                .send()
-                .await;
+            let ready = self.customer.get(&url).send().await;
             if ready.is_ok_and(|r| r.status() == 200) {
                 return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{} never became ready",
-                service.public
+                "{admin} never became ready"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

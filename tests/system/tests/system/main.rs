@@ -2,5 +2,6 @@
 
 mod checkout;
 mod domains;
+mod durability;
 mod saga;
 mod settlement;
