@@ -32,7 +32,7 @@ pub struct Running {
 }
 
 impl Running {
-    fn start(app: ctr_service_kit::App) -> Self {
+    pub fn start(app: ctr_service_kit::App) -> Self {
         let (public, admin, stop) = (app.public_addr(), app.admin_addr(), app.shutdown_token());
         let stopped = tokio::spawn(async move { app.run_until_stopped().await.unwrap() });
         Self {
@@ -66,6 +66,56 @@ struct Ports {
     relay: SocketAddr,
 }
 
+/// Each service's `CTR_STORE_URL`.
+#[derive(Debug, Clone)]
+pub struct Stores {
+    pub coupons: String,
+    pub points: String,
+    pub payments: String,
+    pub relay: String,
+}
+
+/// The PostgreSQL server the suite runs against, when `CTR_TEST_POSTGRES_URL` names one
+/// (a database of a role that may create databases); SQLite otherwise.
+pub fn postgres() -> Option<String> {
+    std::env::var("CTR_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+}
+
+/// A store of its own for service `name`: an SQLite file beside the test PKI, or a fresh
+/// database on the PostgreSQL server of [`postgres`].
+pub async fn fresh_store(pki: &TestPki, name: &str) -> String {
+    use ctr_store::sqlx::{self, Connection};
+    let Some(admin) = postgres() else {
+        return pki.server_config(name).store_url;
+    };
+    sqlx::any::install_default_drivers();
+    let database = format!(
+        "ctr_test_{}_{}",
+        name.replace('-', "_"),
+        uuid::Uuid::now_v7().simple()
+    );
+    let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (server, _) = admin.rsplit_once('/').unwrap();
+    format!("{server}/{database}")
+}
+
+impl Stores {
+    async fn fresh(pki: &TestPki) -> Self {
+        Self {
+            coupons: fresh_store(pki, "coupons").await,
+            points: fresh_store(pki, "points").await,
+            payments: fresh_store(pki, "payments").await,
+            relay: fresh_store(pki, "order-processing").await,
+        }
+    }
+}
+
 pub struct Domain<L: Ledger> {
     pub running: Running,
     pub state: SharedState<L>,
@@ -83,6 +133,7 @@ pub struct World {
     pub customer: reqwest::Client,
     pub domain_settings: DomainSettings,
     pub relay_settings: RelaySettings,
+    pub stores: Stores,
 }
 
 /// A relay on a runtime of its own, so that a test can kill it the way a crash would: every
@@ -176,7 +227,8 @@ impl World {
     ) -> Self {
         let pki = TestPki::new();
         let clock = Arc::new(FakeClock::at_secs(SystemClock.now_secs()));
-        Self::boot(pki, clock, settings, tune, None).await
+        let stores = Stores::fresh(&pki).await;
+        Self::boot(pki, clock, settings, tune, None, stores).await
     }
 
     /// Stops every service (gracefully) and starts them again on the same ports, stores and
@@ -191,6 +243,7 @@ impl World {
             relay,
             domain_settings,
             relay_settings,
+            stores,
             ..
         } = self;
         let ports = Ports {
@@ -208,8 +261,24 @@ impl World {
             domain_settings,
             |s| *s = relay_settings,
             Some(ports),
+            stores,
         )
         .await
+    }
+
+    /// The server config of another process of service `name` over the same store as this
+    /// world's one (a replica), on a port of its own.
+    pub fn replica_server(&self, name: &str) -> ctr_service_kit::ServerConfig {
+        let store_url = match name {
+            "coupons" => &self.stores.coupons,
+            "points" => &self.stores.points,
+            "payments" => &self.stores.payments,
+            _ => &self.stores.relay,
+        };
+        ctr_service_kit::ServerConfig {
+            store_url: store_url.clone(),
+            ..self.pki.server_config(name)
+        }
     }
 
     async fn boot(
@@ -218,10 +287,12 @@ impl World {
         settings: DomainSettings,
         tune: impl FnOnce(&mut RelaySettings),
         ports: Option<Ports>,
+        stores: Stores,
     ) -> Self {
         let dyn_clock: Arc<dyn Clock> = clock.clone();
-        let server = |name: &str, port: Option<SocketAddr>| {
+        let server = |name: &str, port: Option<SocketAddr>, store: &str| {
             let mut config = pki.server_config(name);
+            config.store_url = store.to_owned();
             if let Some(addr) = port {
                 config.public_addr = addr;
             }
@@ -229,7 +300,11 @@ impl World {
         };
         let coupons = domain(
             coupons::build_with(
-                &server("coupons", ports.as_ref().map(|p| p.coupons)),
+                &server(
+                    "coupons",
+                    ports.as_ref().map(|p| p.coupons),
+                    &stores.coupons,
+                ),
                 &settings,
                 dyn_clock.clone(),
             )
@@ -242,7 +317,7 @@ impl World {
         };
         let points = domain(
             points::build_with(
-                &server("points", ports.as_ref().map(|p| p.points)),
+                &server("points", ports.as_ref().map(|p| p.points), &stores.points),
                 &points_settings,
                 dyn_clock.clone(),
             )
@@ -251,7 +326,11 @@ impl World {
         );
         let payments = domain(
             payments::build_with(
-                &server("payments", ports.as_ref().map(|p| p.payments)),
+                &server(
+                    "payments",
+                    ports.as_ref().map(|p| p.payments),
+                    &stores.payments,
+                ),
                 &settings,
                 dyn_clock.clone(),
             )
@@ -286,7 +365,11 @@ impl World {
         };
         tune(&mut relay_settings);
         let built = order_processing::build_with(
-            &server("order-processing", ports.as_ref().map(|p| p.relay)),
+            &server(
+                "order-processing",
+                ports.as_ref().map(|p| p.relay),
+                &stores.relay,
+            ),
             &relay_settings,
             dyn_clock,
         )
@@ -306,6 +389,7 @@ impl World {
             customer,
             domain_settings: settings,
             relay_settings,
+            stores,
         };
         world.wait_until_ready(&world.relay).await;
         world
@@ -473,4 +557,30 @@ impl World {
         .await
         .1
     }
+}
+
+/// The issuer registry pointing at `world`'s domains as they run (whatever a test changed in
+/// its relay's settings).
+pub fn issuers_of(world: &World) -> std::collections::BTreeMap<String, IssuerEntry> {
+    [
+        ("coupons", "coupons:redeem", world.coupons.running.public),
+        ("points", "points:redeem", world.points.running.public),
+        (
+            "payments",
+            "payments:capture",
+            world.payments.running.public,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, capability, addr)| {
+        (
+            name.to_owned(),
+            IssuerEntry::at(
+                &format!("https://127.0.0.1:{}", addr.port()),
+                name,
+                capability,
+            ),
+        )
+    })
+    .collect()
 }

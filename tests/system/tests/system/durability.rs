@@ -3,14 +3,15 @@
 
 use std::time::Duration;
 
-use ctr_system_tests::{CrashableRelay, World};
+use ctr_system_tests::{CrashableRelay, World, fresh_store};
 use serde_json::{Value, json};
 
 /// The relay's identity, with a store of its own beside the world's relay.
-fn relay_server(world: &World) -> ctr_service_kit::ServerConfig {
-    let mut server = world.pki.server_config("order-processing");
-    server.store_url = server.store_url.replace("order-processing.db", "relay-under-test.db");
-    server
+async fn relay_server(world: &World) -> ctr_service_kit::ServerConfig {
+    ctr_service_kit::ServerConfig {
+        store_url: fresh_store(&world.pki, "relay-under-test").await,
+        ..world.pki.server_config("order-processing")
+    }
 }
 
 /// A listener that accepts connections and never speaks; answers its port.
@@ -152,7 +153,7 @@ async fn ended(world: &World, relay: &CrashableRelay, order: &str) -> Value {
 async fn a_relay_killed_during_a_capture_resumes_it_after_restart_and_the_order_completes_once() {
     let world = World::start().await;
     let port = blackhole().await;
-    let server = relay_server(&world);
+    let server = relay_server(&world).await;
     let mut dying = world.relay_settings.clone();
     dying.checkout_deadline = Duration::from_millis(300);
     dying.call_timeout = Duration::from_secs(60);
@@ -188,7 +189,7 @@ async fn a_relay_killed_during_a_capture_resumes_it_after_restart_and_the_order_
 async fn a_relay_killed_during_a_capture_that_still_fails_after_restart_compensates_everything() {
     let world = World::start().await;
     let port = blackhole().await;
-    let server = relay_server(&world);
+    let server = relay_server(&world).await;
     let mut settings = world.relay_settings.clone();
     settings.checkout_deadline = Duration::from_millis(300);
     settings.call_timeout = Duration::from_secs(60);

@@ -3,5 +3,6 @@
 mod checkout;
 mod domains;
 mod durability;
+mod replicas;
 mod saga;
 mod settlement;
