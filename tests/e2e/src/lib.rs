@@ -144,6 +144,11 @@ impl Stack {
             .with_mount(pki_mount())
             .with_env_var("CTR_LOG_FORMAT", "json")
             .with_env_var("CTR_CALL_TIMEOUT", "2s")
+            // A saga whose relay died is taken over quickly (a lease outlives one call with
+            // its retries, ~6.3 s here), and a hanging checkout answers 202 soon.
+            .with_env_var("CTR_SAGA_LEASE", "8s")
+            .with_env_var("CTR_RECOVERY_INTERVAL", "1s")
+            .with_env_var("CTR_CHECKOUT_DEADLINE", "3s")
             .with_startup_timeout(Duration::from_secs(60));
         for domain in DOMAINS {
             let base = format!("https://{}:8443", container_name(&id, domain));
@@ -292,6 +297,35 @@ impl Stack {
             json!({"tokens": tokens}),
         )
         .await
+    }
+
+    /// Runs `docker <verb> <container>` (pause, unpause, kill).
+    pub fn docker(verb: &str, container: &ContainerAsync<GenericImage>) {
+        let out = Command::new("docker")
+            .args([verb, container.id()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The order as the relay shows it.
+    pub async fn order(&self, order: &str) -> Value {
+        self.get(self.relay_url(&format!("/service/v1/orders/{order}")).await)
+            .await
+            .1
+    }
+
+    pub async fn payment(&self, jti: &str) -> Value {
+        self.get(
+            self.domain_url("payments", &format!("/service/v1/payments/{jti}"))
+                .await,
+        )
+        .await
+        .1
     }
 
     pub async fn points(&self, customer: &str) -> Value {

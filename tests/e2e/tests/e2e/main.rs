@@ -25,6 +25,8 @@ async fn the_containerised_system_checks_out_refuses_bad_tokens_compensates_and_
     a_tampered_token_is_refused(&stack).await;
     a_declining_payment_is_compensated(&stack).await;
     a_stopped_domain_fails_the_checkout_in_bounded_time_and_recovers_when_started(&stack).await;
+    every_service_restarted_keeps_its_state_and_earlier_tokens_check_out_once(&stack).await;
+    a_relay_killed_during_a_capture_finishes_the_checkout_after_it_restarts(&stack).await;
 }
 
 fn every_container_reports_healthy(stack: &Stack) {
@@ -156,5 +158,100 @@ async fn a_stopped_domain_fails_the_checkout_in_bounded_time_and_recovers_when_s
     assert_eq!(
         status, 200,
         "the system recovers once payments is back: {body}"
+    );
+}
+
+async fn every_service_restarted_keeps_its_state_and_earlier_tokens_check_out_once(stack: &Stack) {
+    let done = stack.open_order("c_alice", 4999).await;
+    let tokens = stack.three_tokens(&done, "c_alice", "pm_alice_visa").await;
+    let (status, completed) = stack.checkout(&done, &tokens).await;
+    assert_eq!(status, 200, "{completed}");
+    let captured = completed["tokens"][2]["jti"].as_str().unwrap().to_owned();
+    let waiting = stack.open_order("c_alice", 4999).await;
+    let confirmed_before = stack
+        .three_tokens(&waiting, "c_alice", "pm_alice_visa")
+        .await;
+    let points = stack.points("c_alice").await;
+    let coupon = stack.coupon("SPRING10").await;
+
+    for container in [
+        &stack.relay,
+        stack.domain("coupons"),
+        stack.domain("points"),
+        stack.domain("payments"),
+    ] {
+        container.stop().await.unwrap();
+        container.start().await.unwrap();
+        Stack::wait_healthy(container).await;
+    }
+
+    assert_eq!(
+        stack.points("c_alice").await,
+        points,
+        "balances survive the restart"
+    );
+    let after = stack.coupon("SPRING10").await;
+    assert_eq!(
+        (&after["uses"], &after["reserved"]),
+        (&coupon["uses"], &coupon["reserved"])
+    );
+    assert_eq!(stack.payment(&captured).await["status"], "captured");
+    let order = stack.order(&done).await;
+    assert_eq!(order["status"], "completed", "{order}");
+    assert_eq!(order["tokens"], completed["tokens"]);
+    let (status, body) = stack.checkout(&waiting, &confirmed_before).await;
+    assert_eq!(
+        status, 200,
+        "tokens confirmed before the restart check out: {body}"
+    );
+    assert_eq!(
+        stack.checkout(&waiting, &confirmed_before).await.0,
+        409,
+        "once"
+    );
+}
+
+async fn a_relay_killed_during_a_capture_finishes_the_checkout_after_it_restarts(stack: &Stack) {
+    let before = stack.points("c_alice").await;
+    let order = stack.open_order("c_alice", 4999).await;
+    let tokens = stack.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+    let payments = stack.domain("payments");
+    Stack::docker("pause", payments);
+    let (status, body) = stack.checkout(&order, &tokens).await;
+    assert_eq!(status, 202, "the capture hangs: {body}");
+    let payment = body["tokens"][2]["jti"].as_str().unwrap().to_owned();
+    let mut capturing = false;
+    for _ in 0..100 {
+        if stack.order(&order).await["tokens"][2]["outcome"] == "redeeming" {
+            capturing = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(capturing, "the log shows the capture under way");
+    Stack::docker("kill", &stack.relay);
+    Stack::docker("unpause", payments);
+    stack.relay.start().await.unwrap();
+    Stack::wait_healthy(&stack.relay).await;
+
+    let started = Instant::now();
+    let view = loop {
+        let view = stack.order(&order).await;
+        if view["status"] != "checking_out" && view["compensation_pending"] == false {
+            break view;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the recovered checkout ends within its bound: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(view["status"], "completed", "{view}");
+    assert_eq!(stack.payment(&payment).await["status"], "captured");
+    let after = stack.points("c_alice").await;
+    assert_eq!(
+        after["spent"].as_u64().unwrap(),
+        before["spent"].as_u64().unwrap() + 500,
+        "points spent once"
     );
 }
