@@ -48,6 +48,11 @@ struct Cli {
     /// Write the seed files for `--customers` virtual customers to DIR and exit.
     #[arg(long, value_name = "DIR")]
     write_seeds: Option<PathBuf>,
+    /// The in-process services' stores, comma-separated, each run in turn and compared with
+    /// the first: `memory` (SQLite in memory), `sqlite` (a file per service, as users run it)
+    /// or a `postgres://` URL (a database per service on that server).
+    #[arg(long, value_delimiter = ',', default_value = "sqlite")]
+    store: Vec<stack::StoreChoice>,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -125,7 +130,8 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     // The bound first, on an idle machine.
     let bound = bound::measure()?;
-    let (_stack, targets, client) = match (&cli.targets, &cli.ca) {
+    let mut reports = Vec::new();
+    match (&cli.targets, &cli.ca) {
         (Some(urls), Some(ca)) => {
             if urls.len() != 4 {
                 return Err("--targets takes four URLs: relay,coupons,points,payments".into());
@@ -143,19 +149,57 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             let client = ctr_service_kit::https_client(ca, None, Duration::from_secs(30))
                 .map_err(|e| e.to_string())?;
-            (None, targets, client)
+            reports.push(drive(&cli, "deployment", &targets, &client, &bound).await);
         }
         (Some(_), None) => return Err("--targets needs --ca".into()),
         _ => {
-            let stack = stack::InProcess::start(cli.customers)
-                .await
-                .map_err(|e| e.to_string())?;
-            let targets = stack.targets.clone();
-            let client = stack.pki.client(None);
-            (Some(stack), targets, client)
+            for store in &cli.store {
+                let stack = stack::InProcess::start(cli.customers, store)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let client = stack.pki.client(None);
+                reports.push(drive(&cli, store.name(), &stack.targets, &client, &bound).await);
+            }
         }
-    };
+    }
+    for report in &reports {
+        print_report(report);
+    }
+    if reports.len() > 1 {
+        let first = &reports[0];
+        let rate = |r: &serde_json::Value| r["flows_per_second"].as_f64().unwrap_or(0.0);
+        println!(
+            "flows/s relative to {}:",
+            first["store"].as_str().unwrap_or("")
+        );
+        for report in &reports {
+            println!(
+                "  {:<9} {:.3}",
+                report["store"].as_str().unwrap_or(""),
+                rate(report) / rate(first)
+            );
+        }
+    }
+    if let Some(path) = &cli.json {
+        let json = if reports.len() == 1 {
+            serde_json::to_string_pretty(&reports[0])
+        } else {
+            serde_json::to_string_pretty(&reports)
+        };
+        std::fs::write(path, json.unwrap_or_default())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
 
+/// Runs the customers' flows against `targets` until the flow budget or the time is spent.
+async fn drive(
+    cli: &Cli,
+    store: &str,
+    targets: &Targets,
+    client: &reqwest::Client,
+    bound: &bound::CryptoBound,
+) -> serde_json::Value {
     let budget = Arc::new(AtomicUsize::new(cli.flows));
     let deadline = Instant::now() + Duration::from_secs(cli.seconds);
     let started = Instant::now();
@@ -187,7 +231,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         *errors.entry(error).or_default() += 1;
     }
     let achieved = steps["flow"].per_second;
-    let report = json!({
+    json!({
+        "store": store,
         "customers": cli.customers,
         "elapsed_seconds": elapsed.as_secs_f64(),
         "flows_completed": steps["flow"].count,
@@ -196,22 +241,14 @@ async fn run(cli: Cli) -> Result<(), String> {
         "achieved_over_bound": achieved / bound.flows_per_second,
         "steps": steps,
         "errors": errors,
-    });
-    print_report(&report);
-    if let Some(path) = &cli.json {
-        std::fs::write(
-            path,
-            serde_json::to_string_pretty(&report).unwrap_or_default(),
-        )
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(())
+    })
 }
 
 fn print_report(r: &serde_json::Value) {
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
     println!(
-        "achieved / crypto bound: {:.3}",
+        "store {}: achieved / crypto bound: {:.3}",
+        r["store"].as_str().unwrap_or(""),
         f(&r["achieved_over_bound"])
     );
     println!(

@@ -65,9 +65,84 @@ fn run(app: App, stops: &mut Vec<CancellationToken>) -> (String, String) {
     urls
 }
 
+/// Where the in-process services keep their state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// SQLite in memory: the durable code path without a file (the baseline).
+    Memory,
+    /// An SQLite file per service in a temporary directory: what a user runs.
+    Sqlite,
+    /// A fresh database per service on this PostgreSQL server (a database of a role that
+    /// may create databases).
+    Postgres(String),
+}
+
+impl std::str::FromStr for StoreChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "memory" => Ok(Self::Memory),
+            "sqlite" => Ok(Self::Sqlite),
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Self::Postgres(url.to_owned()))
+            }
+            other => Err(format!(
+                "`{other}`: the store is memory, sqlite or a postgres:// URL"
+            )),
+        }
+    }
+}
+
+impl StoreChoice {
+    /// The backend's name, for reports (never the URL: it may hold a password).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Sqlite => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    async fn url(&self, pki: &TestPki, service: &str) -> Result<String, StartError> {
+        use ctr_store::sqlx::{self, Connection};
+        match self {
+            Self::Memory => Ok("sqlite::memory:".into()),
+            Self::Sqlite => Ok(pki.server_config(service).store_url),
+            Self::Postgres(admin) => {
+                let fail = |e: sqlx::Error| StartError::Store(e.to_string());
+                sqlx::any::install_default_drivers();
+                let database = format!(
+                    "ctr_load_{}_{}",
+                    service.replace('-', "_"),
+                    uuid::Uuid::now_v7().simple()
+                );
+                let mut conn = sqlx::AnyConnection::connect(admin).await.map_err(fail)?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(fail)?;
+                let (server, _) = admin
+                    .rsplit_once('/')
+                    .ok_or_else(|| StartError::Store("the URL names no database".into()))?;
+                Ok(format!("{server}/{database}"))
+            }
+        }
+    }
+}
+
 impl InProcess {
-    pub async fn start(customers: usize) -> Result<Self, StartError> {
+    pub async fn start(customers: usize, store: &StoreChoice) -> Result<Self, StartError> {
         let pki = TestPki::new();
+        let mut servers = std::collections::HashMap::new();
+        for service in ["coupons", "points", "payments", "order-processing"] {
+            let config = ctr_service_kit::ServerConfig {
+                store_url: store.url(&pki, service).await?,
+                ..pki.server_config(service)
+            };
+            servers.insert(service, config);
+        }
+        let server = |service: &str| servers[service].clone();
         let seeds = tempfile::tempdir().map_err(|e| StartError::Service(e.to_string()))?;
         write_seeds(seeds.path(), customers).map_err(|e| StartError::Service(e.to_string()))?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -77,18 +152,14 @@ impl InProcess {
         };
         let mut stops = Vec::new();
         let (coupons, _) = run(
-            coupons::build_with(
-                &pki.server_config("coupons"),
-                &settings("coupons"),
-                clock.clone(),
-            )
-            .await?
-            .app,
+            coupons::build_with(&server("coupons"), &settings("coupons"), clock.clone())
+                .await?
+                .app,
             &mut stops,
         );
         let (points, _) = run(
             points::build_with(
-                &pki.server_config("points"),
+                &server("points"),
                 &points::PointsSettings {
                     domain: settings("points"),
                     ..points::PointsSettings::default()
@@ -100,13 +171,9 @@ impl InProcess {
             &mut stops,
         );
         let (payments, _) = run(
-            payments::build_with(
-                &pki.server_config("payments"),
-                &settings("payments"),
-                clock.clone(),
-            )
-            .await?
-            .app,
+            payments::build_with(&server("payments"), &settings("payments"), clock.clone())
+                .await?
+                .app,
             &mut stops,
         );
         let client = pki.client_identity("order-processing");
@@ -127,12 +194,9 @@ impl InProcess {
             max_orders: MAX_FLOWS,
             ..RelaySettings::default()
         };
-        let relay = order_processing::build_with(
-            &pki.server_config("order-processing"),
-            &relay_settings,
-            clock,
-        )
-        .await?;
+        let relay =
+            order_processing::build_with(&server("order-processing"), &relay_settings, clock)
+                .await?;
         let (relay, relay_admin) = run(relay.app, &mut stops);
         let probe = pki.client(None);
         for _ in 0..200 {

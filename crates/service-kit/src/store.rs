@@ -11,15 +11,27 @@ use ctr_store::{Migration, Store, StoreError};
 use crate::{ApiError, Health, ServerConfig, StartError};
 
 /// Opens the store named by `CTR_STORE_URL` and migrates it; registers the `store` readiness
-/// check, kept current by a probe every few seconds.
+/// check, kept current by a probe every few seconds. A PostgreSQL server that cannot be
+/// reached yet is retried with backoff (the service does not listen, so its health check
+/// fails, until it answers); a schema from a newer binary, a file that is not a database or an
+/// SQLite file that cannot be opened stops the service at once.
 pub async fn open_store(
     server: &ServerConfig,
     migrations: &[Migration],
     health: &Health,
 ) -> Result<Store, StartError> {
-    let store = Store::open(&server.store_url, migrations)
-        .await
-        .map_err(|e| StartError::Store(e.to_string()))?;
+    let mut backoff = Duration::from_millis(250);
+    let store = loop {
+        match Store::open(&server.store_url, migrations).await {
+            Ok(store) => break store,
+            Err(error @ StoreError::Open { .. }) if server.store_url.starts_with("postgres") => {
+                tracing::warn!(%error, retry_in = ?backoff, "the store is unreachable; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => return Err(StartError::Store(error.to_string())),
+        }
+    };
     let up = Arc::new(AtomicBool::new(true));
     let probe = (store.clone(), up.clone());
     tokio::spawn(async move {
