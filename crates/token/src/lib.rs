@@ -1,7 +1,8 @@
 //! Confirmed capability tokens: ES384 JWS compact tokens that a domain signs through its KMS
 //! and that the relay verifies without being able to mint.
 //!
-//! The verify side ([`Verifier`], [`KeySetCache`], [`ReplayStore`]) has no access to a KMS.
+//! The verify side ([`Verifier`], [`KeySetCache`]) has no access to a KMS; single use (the
+//! replay store) is the relay's, in its durable store.
 //! Issuing ([`TokenIssuer`]) lives behind the `issue` feature.
 //!
 //! ```
@@ -50,7 +51,6 @@ mod error;
 #[cfg(feature = "issue")]
 mod issue;
 mod jwks;
-mod replay;
 mod verify;
 
 use std::collections::HashMap;
@@ -64,7 +64,6 @@ pub use error::{KeyError, VerifyError};
 #[cfg(feature = "issue")]
 pub use issue::{IssueError, IssuedToken, IssuerConfig, TokenIssuer, der_to_raw};
 pub use jwks::{Jwk, JwkSet, JwksError, KeySet, VerificationKey};
-pub use replay::{MemoryReplayStore, ReplayStore};
 pub use verify::{KeyResolver, VerifiedToken, Verifier, VerifierPolicy, sha256_hex};
 
 /// Fixed key sets per issuer: for tests, tools and golden tokens.

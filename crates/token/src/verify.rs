@@ -117,7 +117,8 @@ impl<R: KeyResolver> Verifier<R> {
     }
 
     /// Verifies `token` for the order `expected_order`. Replay is the caller's last step
-    /// (see [`crate::ReplayStore`]): a domain redeems idempotently, the relay refuses.
+    /// (`(iss, jti)` consumed in the relay's store): a domain redeems idempotently, the relay
+    /// refuses.
     pub async fn verify(
         &self,
         token: &str,

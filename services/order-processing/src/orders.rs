@@ -1,6 +1,9 @@
 //! Orders, their checkout log and the replay store, kept in the relay's store so that a
 //! restart loses no order and a recovering relay can finish every checkout.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use ctr_money::{Currency, Money};
 use ctr_relay_api::CallFailure;
 use ctr_service_kit::{ApiError, CustomerId, OrderProcessingId, rfc3339};
@@ -232,6 +235,10 @@ pub struct OrderStore {
     store: Store,
     capacity: usize,
     retention: i64,
+    /// Orders kept, as last counted (at each prune) plus this process's inserts since: the
+    /// capacity check reads it instead of counting the table on every insert. `-1`: not
+    /// counted yet.
+    kept: Arc<AtomicI64>,
 }
 
 fn corrupt(what: &str) -> ApiError {
@@ -245,24 +252,40 @@ impl OrderStore {
             store,
             capacity,
             retention: retention.max(1),
+            kept: Arc::new(AtomicI64::new(-1)),
         }
+    }
+
+    fn full(&self) -> bool {
+        usize::try_from(self.kept.load(Ordering::Relaxed)).is_ok_and(|kept| kept >= self.capacity)
+    }
+
+    async fn recount(&self) -> Result<(), ApiError> {
+        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders")
+            .fetch_one(self.store.pool())
+            .await?;
+        self.kept.store(count, Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    /// Stores a new order, first dropping orders kept past their retention as of `now`.
+    /// Stores a new order. When the store looks full, orders kept past their retention as of
+    /// `now` are dropped first. Across replicas the bound is approximate: each process counts
+    /// the shared table at every prune (each recovery pass) and adds its own inserts since.
     pub async fn insert(&self, order: &Order, now: i64) -> Result<(), InsertError> {
-        self.prune(now).await.map_err(InsertError::Store)?;
-        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders")
-            .fetch_one(self.store.pool())
-            .await
-            .map_err(|e| InsertError::Store(e.into()))?;
-        if usize::try_from(count).unwrap_or(usize::MAX) >= self.capacity {
-            return Err(InsertError::Full {
-                capacity: self.capacity,
-            });
+        if self.kept.load(Ordering::Relaxed) < 0 {
+            self.recount().await.map_err(InsertError::Store)?;
+        }
+        if self.full() {
+            self.prune(now).await.map_err(InsertError::Store)?;
+            if self.full() {
+                return Err(InsertError::Full {
+                    capacity: self.capacity,
+                });
+            }
         }
         sqlx::query(
             "INSERT INTO orders (id, customer_id, total_amount, currency, status, created_at, \
@@ -279,6 +302,7 @@ impl OrderStore {
         .execute(self.store.pool())
         .await
         .map_err(|e| InsertError::Store(e.into()))?;
+        self.kept.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -449,6 +473,33 @@ impl OrderStore {
         Ok(())
     }
 
+    /// Records one step's outcome and renews the saga's lease: what the saga writes before
+    /// and after each call.
+    pub async fn save_step(
+        &self,
+        order: &Order,
+        position: usize,
+        lease: Lease<'_>,
+    ) -> Result<(), ApiError> {
+        let Some(record) = order.tokens.get(position) else {
+            return Ok(());
+        };
+        let mut tx = self.store.begin().await?;
+        sqlx::query("UPDATE checkout_steps SET outcome = $1 WHERE order_id = $2 AND position = $3")
+            .bind(record.outcome.as_str())
+            .bind(order.id.as_str())
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE orders SET lease_until = $1 WHERE id = $2")
+            .bind(lease.until)
+            .bind(order.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The tokens a recovering relay hands back to their domains, in redemption order.
     pub async fn tokens(&self, id: &OrderProcessingId) -> Result<Vec<String>, ApiError> {
         let rows: Vec<(String,)> = sqlx::query_as(
@@ -537,7 +588,7 @@ impl OrderStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        self.recount().await
     }
 }
 

@@ -59,7 +59,7 @@ impl Relay {
                 return;
             }
             order.tokens[i].outcome = TokenOutcome::Redeeming;
-            self.save(order).await;
+            self.save_step(order, i).await;
             let body = RedeemRequest {
                 token: token.clone(),
                 order_processing_id: order.id.as_str().to_owned(),
@@ -70,7 +70,7 @@ impl Relay {
                 Ok(_) => {
                     step.outcome = TokenOutcome::Redeemed;
                     tracing::info!(iss = %step.iss, jti = %step.jti, order_processing_id = %order.id, "redeemed");
-                    self.save(order).await;
+                    self.save_step(order, i).await;
                 }
                 Err(call) => {
                     tracing::warn!(iss = %step.iss, jti = %step.jti, order_processing_id = %order.id, cause = call.cause(), "redemption failed");
@@ -127,10 +127,17 @@ impl Relay {
                     tracing::debug!(jti = %step.jti, cause = call.cause(), "the hold could not be released; it expires by itself");
                 }
             }
-            self.save(order).await;
+            self.save_step(order, i).await;
         }
         order.compensation_pending = pending;
         self.save(order).await;
+    }
+
+    /// Records step `position` and renews the lease; a failure is logged as for [`Self::save`].
+    async fn save_step(&self, order: &Order, position: usize) {
+        if let Err(error) = self.orders.save_step(order, position, self.lease()).await {
+            tracing::error!(order_processing_id = %order.id, %error, "the checkout log could not be written");
+        }
     }
 
     /// Records the saga's progress and renews its lease. A store that fails here is logged:
