@@ -148,6 +148,8 @@ pub struct Order {
     pub checkout_started_at: Option<i64>,
     /// A reversal the saga could not get through yet; the recovery worker keeps trying.
     pub compensation_pending: bool,
+    /// Until when the relay running the checkout holds it (none once it ended).
+    pub lease_until: Option<i64>,
 }
 
 impl Order {
@@ -224,6 +226,7 @@ type OrderRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<i64>,
 );
 
 type StepRow = (String, String, String, i64, String, String, String);
@@ -320,7 +323,6 @@ impl OrderStore {
         lease: Lease<'_>,
     ) -> Result<Result<Order, BeginError>, ApiError> {
         let now = lease.now;
-        let mut tx = self.store.begin().await?;
         let moved = sqlx::query(
             "UPDATE orders SET status = 'checking_out', lease_owner = $1, lease_until = $2 \
              WHERE id = $3 AND status = 'open' AND expires_at > $4",
@@ -329,10 +331,10 @@ impl OrderStore {
         .bind(lease.until)
         .bind(id.as_str())
         .bind(now)
-        .execute(&mut *tx)
+        .execute(self.store.pool())
         .await?;
-        let order = load(&mut tx, id).await?;
-        tx.commit().await?;
+        let mut conn = self.store.pool().acquire().await?;
+        let order = load(&mut conn, id).await?;
         Ok(match order {
             None => Err(BeginError::NotFound),
             Some(order) if moved.rows_affected() == 1 => Ok(order),
@@ -407,6 +409,7 @@ impl OrderStore {
             .await?;
         }
         order.checkout_started_at = Some(lease.now);
+        order.lease_until = Some(lease.until);
         sqlx::query(
             "UPDATE orders SET checkout_started_at = $1, lease_owner = $2, lease_until = $3 \
              WHERE id = $4",
@@ -421,21 +424,12 @@ impl OrderStore {
         Ok(Ok(()))
     }
 
-    /// Records the saga's progress and renews its lease. Once the saga has ended, the tokens
-    /// it kept for recovery are cleared and the order's retention starts.
-    pub async fn save(&self, order: &Order, lease: Lease<'_>) -> Result<(), ApiError> {
+    /// Records the order's state (its steps are written by [`Self::save_step`]) and renews the
+    /// saga's lease. Once the saga has ended, the tokens it kept for recovery are cleared and
+    /// the order's retention starts.
+    pub async fn save(&self, order: &mut Order, lease: Lease<'_>) -> Result<(), ApiError> {
         let ended = order.status != OrderStatus::CheckingOut && !order.compensation_pending;
         let mut tx = self.store.begin().await?;
-        for (position, record) in order.tokens.iter().enumerate() {
-            sqlx::query(
-                "UPDATE checkout_steps SET outcome = $1 WHERE order_id = $2 AND position = $3",
-            )
-            .bind(record.outcome.as_str())
-            .bind(order.id.as_str())
-            .bind(i64::try_from(position).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-        }
         if ended {
             sqlx::query("UPDATE checkout_steps SET token = '' WHERE order_id = $1")
                 .bind(order.id.as_str())
@@ -473,30 +467,28 @@ impl OrderStore {
         Ok(())
     }
 
-    /// Records one step's outcome and renews the saga's lease: what the saga writes before
-    /// and after each call.
-    pub async fn save_step(
-        &self,
-        order: &Order,
-        position: usize,
-        lease: Lease<'_>,
-    ) -> Result<(), ApiError> {
+    /// Records one step's outcome: what the saga writes before and after each call.
+    pub async fn save_step(&self, order: &Order, position: usize) -> Result<(), ApiError> {
         let Some(record) = order.tokens.get(position) else {
             return Ok(());
         };
-        let mut tx = self.store.begin().await?;
         sqlx::query("UPDATE checkout_steps SET outcome = $1 WHERE order_id = $2 AND position = $3")
             .bind(record.outcome.as_str())
             .bind(order.id.as_str())
             .bind(i64::try_from(position).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
+            .execute(self.store.pool())
             .await?;
+        Ok(())
+    }
+
+    /// Extends the saga's lease to `lease.until`.
+    pub async fn renew(&self, order: &mut Order, lease: Lease<'_>) -> Result<(), ApiError> {
         sqlx::query("UPDATE orders SET lease_until = $1 WHERE id = $2")
             .bind(lease.until)
             .bind(order.id.as_str())
-            .execute(&mut *tx)
+            .execute(self.store.pool())
             .await?;
-        tx.commit().await?;
+        order.lease_until = Some(lease.until);
         Ok(())
     }
 
@@ -617,7 +609,7 @@ async fn load(conn: &mut Conn, id: &OrderProcessingId) -> Result<Option<Order>, 
     let row: Option<OrderRow> = sqlx::query_as(
         "SELECT customer_id, currency, total_amount, status, id, created_at, expires_at, \
          checkout_started_at, compensation_pending, failure_capability, failure_problem, \
-         failure_detail FROM orders WHERE id = $1",
+         failure_detail, lease_until FROM orders WHERE id = $1",
     )
     .bind(id.as_str())
     .fetch_optional(&mut *conn)
@@ -635,6 +627,7 @@ async fn load(conn: &mut Conn, id: &OrderProcessingId) -> Result<Option<Order>, 
         failure_capability,
         failure_problem,
         failure_detail,
+        lease_until,
     )) = row
     else {
         return Ok(None);
@@ -679,5 +672,6 @@ async fn load(conn: &mut Conn, id: &OrderProcessingId) -> Result<Option<Order>, 
         failure,
         checkout_started_at,
         compensation_pending: compensation_pending != 0,
+        lease_until,
     }))
 }

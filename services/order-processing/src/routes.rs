@@ -61,6 +61,7 @@ async fn create_order(
         failure: None,
         checkout_started_at: None,
         compensation_pending: false,
+        lease_until: None,
     };
     let view = order.view(now);
     let id = order.id.clone();

@@ -28,7 +28,7 @@ impl Relay {
             self.redeem_all(&mut order, &tokens).await;
             if order.failure.is_none() {
                 order.status = OrderStatus::Completed;
-                self.save(&order).await;
+                self.save(&mut order).await;
                 return order;
             }
         }
@@ -56,8 +56,10 @@ impl Relay {
                     capability,
                     call: CallFailure::Unavailable,
                 });
+                self.save_step(order, i).await;
                 return;
             }
+            self.renew_if_due(order).await;
             order.tokens[i].outcome = TokenOutcome::Redeeming;
             self.save_step(order, i).await;
             let body = RedeemRequest {
@@ -76,6 +78,7 @@ impl Relay {
                     tracing::warn!(iss = %step.iss, jti = %step.jti, order_processing_id = %order.id, cause = call.cause(), "redemption failed");
                     step.outcome = TokenOutcome::Failed;
                     order.failure = Some(Failure { capability, call });
+                    self.save_step(order, i).await;
                     return;
                 }
             }
@@ -101,6 +104,8 @@ impl Relay {
                 TokenOutcome::Failed => unanswered,
                 TokenOutcome::Pending => false,
             };
+            self.renew_if_due(order).await;
+            let step = &order.tokens[i];
             let body = CancelRequest {
                 jti: step.jti,
                 order_processing_id: order.id.as_str().to_owned(),
@@ -133,9 +138,25 @@ impl Relay {
         self.save(order).await;
     }
 
-    /// Records step `position` and renews the lease; a failure is logged as for [`Self::save`].
+    /// Extends the saga's lease when less than half of it is left, so that it outlasts the
+    /// next call (the settings require a lease longer than two calls with their retries).
+    async fn renew_if_due(&self, order: &mut Order) {
+        let lease = self.lease();
+        let half = secs(self.settings.saga_lease) / 2;
+        if order
+            .lease_until
+            .is_some_and(|until| until - lease.now >= half)
+        {
+            return;
+        }
+        if let Err(error) = self.orders.renew(order, lease).await {
+            tracing::error!(order_processing_id = %order.id, %error, "the saga's lease could not be renewed");
+        }
+    }
+
+    /// Records step `position`; a failure is logged as for [`Self::save`].
     async fn save_step(&self, order: &Order, position: usize) {
-        if let Err(error) = self.orders.save_step(order, position, self.lease()).await {
+        if let Err(error) = self.orders.save_step(order, position).await {
             tracing::error!(order_processing_id = %order.id, %error, "the checkout log could not be written");
         }
     }
@@ -143,7 +164,7 @@ impl Relay {
     /// Records the saga's progress and renews its lease. A store that fails here is logged:
     /// the saga goes on (every call it makes is idempotent) and, if this process dies, the
     /// recovery worker resumes from the last recorded step.
-    async fn save(&self, order: &Order) {
+    async fn save(&self, order: &mut Order) {
         if let Err(error) = self.orders.save(order, self.lease()).await {
             tracing::error!(order_processing_id = %order.id, %error, "the checkout log could not be written");
         }

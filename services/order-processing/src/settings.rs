@@ -204,10 +204,10 @@ impl ServiceSettings for RelaySettings {
             ));
         }
         let one_call = self.call_timeout * (self.call_retries + 1);
-        if self.saga_lease <= one_call {
+        if self.saga_lease <= one_call * 2 {
             return Err(setting(
                 "CTR_SAGA_LEASE",
-                "must be longer than one call with its retries (CTR_CALL_TIMEOUT x (CTR_CALL_RETRIES + 1))",
+                "must be longer than two calls with their retries (2 x CTR_CALL_TIMEOUT x (CTR_CALL_RETRIES + 1))",
             ));
         }
         if self.checkout_bound < self.checkout_deadline {

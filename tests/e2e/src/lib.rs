@@ -144,9 +144,9 @@ impl Stack {
             .with_mount(pki_mount())
             .with_env_var("CTR_LOG_FORMAT", "json")
             .with_env_var("CTR_CALL_TIMEOUT", "2s")
-            // A saga whose relay died is taken over quickly (a lease outlives one call with
-            // its retries, ~6.3 s here), and a hanging checkout answers 202 soon.
-            .with_env_var("CTR_SAGA_LEASE", "8s")
+            // A saga whose relay died is taken over quickly (a lease outlives two calls with
+            // their retries, 2 x 6 s here), and a hanging checkout answers 202 soon.
+            .with_env_var("CTR_SAGA_LEASE", "13s")
             .with_env_var("CTR_RECOVERY_INTERVAL", "1s")
             .with_env_var("CTR_CHECKOUT_DEADLINE", "3s")
             .with_startup_timeout(Duration::from_secs(60));
