@@ -114,7 +114,7 @@ impl Store {
                     Box::pin(async move {
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 5000;",
+                             PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 20000;",
                         )
                         .await
                         .map(|_| ())
@@ -149,6 +149,9 @@ impl Store {
                 reason: other.to_string(),
             },
         })?;
+        if backend == Backend::Sqlite && !url.contains(":memory:") {
+            spawn_checkpointer(url.to_owned());
+        }
         Ok(Self { pool, backend })
     }
 
@@ -169,6 +172,25 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+/// Copies the SQLite write-ahead log back into the database every second from a connection
+/// of its own, so that the fsync a checkpoint needs never stalls the connection that serves
+/// requests (whose automatic checkpoint is only a backstop, at 20 000 pages).
+fn spawn_checkpointer(url: String) {
+    tokio::spawn(async move {
+        use sqlx::Connection;
+        let Ok(mut conn) = sqlx::AnyConnection::connect(&url).await else {
+            tracing::warn!("the WAL checkpointer could not connect; automatic checkpoints remain");
+            return;
+        };
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Err(error) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
+                tracing::warn!(%error, "WAL checkpoint failed");
+            }
+        }
+    });
 }
 
 #[cfg(test)]
