@@ -66,7 +66,7 @@ impl DomainClient {
         let mut backoff = Duration::from_millis(100);
         for attempt in 0..=self.retries {
             if attempt > 0 {
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(jittered(backoff)).await;
                 backoff *= 2;
             }
             let request = self.client.post(url).json(body).build().map_err(|e| {
@@ -114,6 +114,13 @@ struct Problem {
     #[serde(rename = "type")]
     type_: Option<String>,
     detail: Option<String>,
+}
+
+/// `backoff` scaled by a random factor in [0.5, 1.5), so that relays retrying after one
+/// outage do not call in step.
+fn jittered(backoff: Duration) -> Duration {
+    let unit = f64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng)) / f64::from(u32::MAX);
+    backoff.mul_f64(0.5 + unit)
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
