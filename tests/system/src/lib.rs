@@ -584,3 +584,25 @@ pub fn issuers_of(world: &World) -> std::collections::BTreeMap<String, IssuerEnt
     })
     .collect()
 }
+
+/// The slug of a problem+json answer's `type`.
+pub fn problem_type(body: &Value) -> &str {
+    body["type"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches("https://ctr.dev/problems/")
+}
+
+/// A listener on 127.0.0.1 that accepts connections and never speaks, as a hanging domain
+/// does; answers its port. It lives until the test's runtime ends.
+pub async fn blackhole() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    port
+}

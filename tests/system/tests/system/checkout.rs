@@ -4,15 +4,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ctr_system_tests::World;
+use ctr_system_tests::{World, blackhole, problem_type};
 use serde_json::{Value, json};
-
-fn problem_type(body: &Value) -> &str {
-    body["type"]
-        .as_str()
-        .unwrap_or("")
-        .trim_start_matches("https://ctr.dev/problems/")
-}
 
 /// Balances, coupon use and order status show that nothing was redeemed.
 async fn assert_nothing_redeemed(world: &World, order: &str, why: &str) {
@@ -343,15 +336,8 @@ async fn a_domain_that_is_down_fails_the_checkout_in_bounded_time_and_compensate
 
 #[tokio::test]
 async fn a_domain_that_never_answers_times_out_and_the_checkout_compensates() {
-    // A listener that accepts connections and never speaks: the payments redeem URL points at it.
-    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = blackhole.local_addr().unwrap().port();
-    let _accepting = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = blackhole.accept().await {
-            held.push(stream);
-        }
-    });
+    // The payments redeem URL points at a listener that never speaks.
+    let port = blackhole().await;
     let world = World::start_with(|s| {
         let payments = s.issuers.get_mut("payments").unwrap();
         payments.redeem_url = format!("https://127.0.0.1:{port}/service/v1/payments/redemptions");

@@ -2,15 +2,8 @@
 
 use std::time::Duration;
 
-use ctr_system_tests::{World, domain_settings};
+use ctr_system_tests::{World, domain_settings, problem_type};
 use serde_json::{Value, json};
-
-fn problem_type(body: &Value) -> &str {
-    body["type"]
-        .as_str()
-        .unwrap_or("")
-        .trim_start_matches("https://ctr.dev/problems/")
-}
 
 const ORDER: &str = "op_0192f0c4-7f3a-7b11-9d55-0c2a3b4c5d6e";
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ctr_system_tests::{CrashableRelay, World, fresh_store};
+use ctr_system_tests::{CrashableRelay, World, blackhole, fresh_store};
 use serde_json::{Value, json};
 
 /// The relay's identity, with a store of its own beside the world's relay.
@@ -12,19 +12,6 @@ async fn relay_server(world: &World) -> ctr_service_kit::ServerConfig {
         store_url: fresh_store(&world.pki, "relay-under-test").await,
         ..world.pki.server_config("order-processing")
     }
-}
-
-/// A listener that accepts connections and never speaks; answers its port.
-async fn blackhole() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
-    port
 }
 
 async fn payment_status(world: &World, jti: &str) -> Value {

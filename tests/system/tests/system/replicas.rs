@@ -5,15 +5,8 @@
 
 use std::time::Duration;
 
-use ctr_system_tests::{CrashableRelay, Running, World, postgres};
-use serde_json::{Value, json};
-
-fn problem_type(body: &Value) -> &str {
-    body["type"]
-        .as_str()
-        .unwrap_or("")
-        .trim_start_matches("https://ctr.dev/problems/")
-}
+use ctr_system_tests::{CrashableRelay, Running, World, blackhole, postgres, problem_type};
+use serde_json::json;
 
 fn skipped() -> bool {
     if postgres().is_none() {
@@ -116,14 +109,7 @@ async fn a_relays_recovery_worker_leaves_another_relays_live_checkout_alone() {
     }
     // A hangs on the capture (3 s), then fails and compensates. B watches the same store with
     // a recovery pass every 50 ms and would capture (its payments route works) if it took over.
-    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = blackhole.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = blackhole.accept().await {
-            held.push(stream);
-        }
-    });
+    let port = blackhole().await;
     let world = World::start_with(|s| {
         s.checkout_deadline = Duration::from_millis(200);
         s.call_timeout = Duration::from_secs(3);

@@ -4,28 +4,8 @@
 
 use std::time::Duration;
 
-use ctr_system_tests::World;
+use ctr_system_tests::{World, blackhole, problem_type};
 use serde_json::{Value, json};
-
-fn problem_type(body: &Value) -> &str {
-    body["type"]
-        .as_str()
-        .unwrap_or("")
-        .trim_start_matches("https://ctr.dev/problems/")
-}
-
-/// A listener that accepts connections and never speaks; answers its port.
-async fn blackhole() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
-    port
-}
 
 #[tokio::test]
 async fn a_checkout_still_running_at_its_deadline_answers_202_with_the_order_url_and_ends_later() {

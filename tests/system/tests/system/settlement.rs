@@ -3,16 +3,9 @@
 //! order checks out once the tokens are corrected.
 
 use ctr_money::{Currency, Money};
-use ctr_system_tests::World;
+use ctr_system_tests::{World, problem_type};
 use ctr_token::Settlement;
 use serde_json::{Value, json};
-
-fn problem_type(body: &Value) -> &str {
-    body["type"]
-        .as_str()
-        .unwrap_or("")
-        .trim_start_matches("https://ctr.dev/problems/")
-}
 
 fn token(body: &Value) -> String {
     body["token"].as_str().unwrap().to_owned()
