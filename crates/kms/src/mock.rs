@@ -10,25 +10,37 @@ use sha2::{Digest, Sha384};
 use crate::{KeyVersion, Kms, KmsError, PublicKey};
 
 /// An in-process KMS holding P-384 keys. Keys are random, or derived from a seed so that
-/// tests and golden tokens are reproducible.
-#[derive(Debug)]
+/// tests and golden tokens are reproducible. Its `Debug` names key versions, never the seed or
+/// a key.
 pub struct MockKms {
     seed: Option<Vec<u8>>,
     rings: RwLock<HashMap<String, Ring>>,
 }
 
-#[derive(Debug)]
 struct Ring {
     versions: Vec<Version>,
 }
 
-#[derive(Debug)]
 struct Version {
     id: KeyVersion,
     key: SigningKey,
     /// The same key in aws-lc, which signs (DER, as a cloud KMS answers) several times faster.
     signer: EcdsaKeyPair,
     enabled: bool,
+}
+
+impl std::fmt::Debug for MockKms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rings = self.rings.read();
+        let versions: Vec<String> = rings
+            .values()
+            .flat_map(|ring| ring.versions.iter().map(|v| v.id.to_string()))
+            .collect();
+        f.debug_struct("MockKms")
+            .field("seeded", &self.seed.is_some())
+            .field("versions", &versions)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MockKms {

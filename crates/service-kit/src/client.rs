@@ -7,7 +7,9 @@ use ctr_pki::IdentityFiles;
 
 use crate::config::ConfigError;
 
-/// An HTTPS client that trusts only `root`, presents `identity` if given, and times out.
+/// An HTTPS client that trusts only `root`, presents `identity` if given, times out, and
+/// never follows a redirect: a redirect would carry a token (or the relay's certificate's
+/// authority) to another host, so a 3xx is answered as it is.
 pub fn https_client(
     root: &Path,
     identity: Option<&IdentityFiles>,
@@ -18,6 +20,7 @@ pub fn https_client(
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .pool_idle_timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| ConfigError::Invalid(format!("the HTTPS client could not be built: {e}")))
 }

@@ -43,13 +43,25 @@ pub enum IssueError {
     Jwks(#[from] JwksError),
 }
 
-/// A freshly signed token and what the issuer tells its caller about it.
-#[derive(Debug, Clone)]
+/// A freshly signed token and what the issuer tells its caller about it. Its `Debug` shows the
+/// token's hash, never the token.
+#[derive(Clone)]
 pub struct IssuedToken {
     pub token: String,
     pub jti: Uuid,
     pub expires_at: i64,
     pub kid: String,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token_sha256", &crate::sha256_hex(&self.token))
+            .field("jti", &self.jti)
+            .field("expires_at", &self.expires_at)
+            .field("kid", &self.kid)
+            .finish()
+    }
 }
 
 /// Signs capability tokens for one issuing domain.

@@ -39,6 +39,15 @@ fn routes(entered: Arc<Notify>) -> Router {
             }),
         )
         .route(
+            "/service/v1/redirect",
+            get(|| async {
+                (
+                    axum::http::StatusCode::TEMPORARY_REDIRECT,
+                    [("location", "https://attacker.example/steal")],
+                )
+            }),
+        )
+        .route(
             "/service/v1/relay-only",
             post(|_: RelayCaller| async { ApiJson(json!({"caller": "order-processing"})) }),
         )

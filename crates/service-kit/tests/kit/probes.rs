@@ -134,3 +134,48 @@ async fn every_response_carries_a_request_id_and_a_plain_caller_id_is_kept() {
         .unwrap();
     assert_ne!(hostile.headers()["x-request-id"], "a\"b<script>");
 }
+
+#[tokio::test]
+async fn made_up_methods_share_one_metric_label() {
+    let app = TestApp::spawn().await;
+    let client = app.client();
+    for method in ["FOO1", "FOO2", "FOO3"] {
+        client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                app.public_url("/service/v1/hello"),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let metrics = client
+        .get(app.admin_url("/admin/v1/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("FOO"), "{metrics}");
+    assert!(
+        metrics.contains(r#"method="OTHER",route="/service/v1/hello",status="405"} 3"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn service_clients_never_follow_a_redirect() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client()
+        .get(app.public_url("/service/v1/redirect"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 307, "answered as it is, not followed");
+    assert_eq!(
+        response.headers()["location"],
+        "https://attacker.example/steal"
+    );
+}

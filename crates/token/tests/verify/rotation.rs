@@ -124,3 +124,47 @@ async fn an_unknown_kid_is_refetched_once_and_then_refused() {
         "an unknown kid refetches at most once per interval"
     );
 }
+
+#[tokio::test]
+async fn no_secret_bearing_type_prints_its_secret() {
+    let seed = "a seed nobody may read";
+    let config: ctr_kms::KmsConfig =
+        serde_json::from_value(serde_json::json!({"backend": "mock", "seed": seed})).unwrap();
+    let kms = config.build();
+    kms.create_key("coupons-signing").await.unwrap();
+    let issuer = issuer(
+        kms.clone(),
+        "coupons",
+        "coupons:redeem",
+        Arc::new(FakeClock::at_secs(NOW)),
+    );
+    let issued = issuer
+        .issue("c_alice", ORDER, settlement(), &serde_json::json!({}))
+        .await
+        .unwrap();
+    let keys = ctr_token::StaticKeys::default().with(
+        "coupons",
+        ctr_token::KeySet::from_jwks(&issuer.jwks().await.unwrap()).unwrap(),
+    );
+    let verifier = Verifier::new(policy(), keys, Arc::new(FakeClock::at_secs(NOW)));
+    let verified = verifier.verify(&issued.token, ORDER).await.unwrap();
+    let seed_bytes = format!("{:?}", seed.as_bytes());
+    let signature = issued.token.rsplit('.').next().unwrap().to_owned();
+    for (name, printed) in [
+        ("KmsConfig", format!("{config:?}")),
+        ("MockKms", format!("{kms:?}")),
+        ("TokenIssuer", format!("{issuer:?}")),
+        ("IssuedToken", format!("{issued:?}")),
+        ("VerifiedToken", format!("{verified:?}")),
+    ] {
+        assert!(!printed.contains(seed), "{name} prints the seed: {printed}");
+        assert!(
+            !printed.contains(&seed_bytes),
+            "{name} prints the seed bytes: {printed}"
+        );
+        assert!(
+            !printed.contains(&signature),
+            "{name} prints the token: {printed}"
+        );
+    }
+}
