@@ -182,18 +182,18 @@ impl<L: Ledger> Engine<L> {
         let now = self.clock.now_secs();
         let mut tx = self.store.begin().await?;
         let mut record = self.current(&mut tx, jti, now).await?;
+        let confirmed = L::settlement(&record.hold);
         let refusal = if record.order_processing_id != *order || record.customer_id != *customer {
             Some(ApiError::conflict(
                 "hold-mismatch",
                 "the hold belongs to another order or customer",
             ))
-        } else if L::settlement(&record.hold) != *claimed {
+        } else if confirmed != *claimed {
             Some(ApiError::conflict(
                 "settlement-mismatch",
                 format!(
                     "the token settles {}, the hold was confirmed for {}",
-                    claimed.settles,
-                    L::settlement(&record.hold).settles
+                    claimed.settles, confirmed.settles
                 ),
             ))
         } else {

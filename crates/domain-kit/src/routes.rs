@@ -63,8 +63,12 @@ fn hold_reply<L: Ledger>(
     }
 }
 
-pub fn hold_view<L: Ledger>(record: &HoldRecord<L::Hold>) -> Value {
-    serde_json::to_value(hold_reply::<L>(record, None)).unwrap_or_default()
+/// The hold as every endpoint answers it; `replayed` only after a redemption.
+pub fn hold_view<L: Ledger>(
+    record: &HoldRecord<L::Hold>,
+    replayed: Option<bool>,
+) -> Result<Value, ApiError> {
+    serde_json::to_value(hold_reply::<L>(record, replayed)).map_err(ApiError::internal)
 }
 
 pub fn routes<L: Ledger>(state: SharedState<L>) -> Router {
@@ -106,7 +110,7 @@ async fn confirm<L: Ledger>(
         }
     };
     tracing::info!(domain = L::DOMAIN, jti = %record.jti, order_processing_id = %order, "confirmed and held");
-    let mut body = hold_view::<L>(&record);
+    let mut body = hold_view::<L>(&record, None)?;
     if let Value::Object(map) = &mut body {
         map.insert("token".into(), issued.token.into());
         map.insert("expires_at".into(), rfc3339(issued.expires_at).into());
@@ -141,7 +145,7 @@ async fn redeem<L: Ledger>(
         .redeem(claims.jti, &order, &customer, &claims.settlement())
         .await?;
     tracing::info!(domain = L::DOMAIN, jti = %claims.jti, order_processing_id = %order, replayed = redemption.replayed, "redeemed");
-    reply::<L>(&redemption.record, Some(redemption.replayed))
+    hold_view::<L>(&redemption.record, Some(redemption.replayed)).map(ApiJson)
 }
 
 /// A retry of a redemption that already happened gets its first answer, even once the token
@@ -172,19 +176,10 @@ async fn recorded_redemption<L: Ledger>(
                 && claims.sub == customer.as_str() =>
         {
             tracing::info!(domain = L::DOMAIN, jti = %claims.jti, "expired token of a recorded redemption: first answer");
-            reply::<L>(&record, Some(true))
+            hold_view::<L>(&record, Some(true)).map(ApiJson)
         }
         _ => refused(),
     }
-}
-
-fn reply<L: Ledger>(
-    record: &HoldRecord<L::Hold>,
-    replayed: Option<bool>,
-) -> Result<ApiJson<Value>, ApiError> {
-    serde_json::to_value(hold_reply::<L>(record, replayed))
-        .map(ApiJson)
-        .map_err(ApiError::internal)
 }
 
 async fn cancel<L: Ledger>(
@@ -195,7 +190,7 @@ async fn cancel<L: Ledger>(
     let order = OrderProcessingId::parse(&request.order_processing_id)?;
     let record = state.engine.cancel(request.jti, &order).await?;
     tracing::info!(domain = L::DOMAIN, jti = %request.jti, order_processing_id = %order, reason = ?request.reason, status = L::state_name(record.state), "cancelled");
-    reply::<L>(&record, None)
+    hold_view::<L>(&record, None).map(ApiJson)
 }
 
 async fn hold<L: Ledger>(
@@ -208,7 +203,7 @@ async fn hold<L: Ledger>(
         state.engine.get(jti).await?.ok_or_else(|| {
             ApiError::not_found("hold-not-found", format!("no hold for jti {jti}"))
         })?;
-    Ok(ApiJson(hold_view::<L>(&record)))
+    hold_view::<L>(&record, None).map(ApiJson)
 }
 
 async fn jwks<L: Ledger>(

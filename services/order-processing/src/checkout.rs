@@ -96,35 +96,13 @@ impl Relay {
                     format!("the order is {}, not open", status.as_str()),
                 ),
             })?;
-        let verified = match self.admit(&order, &tokens).await {
-            Ok(verified) => verified,
+        let tokens = match self.admit_and_log(&mut order, &tokens).await {
+            Ok(tokens) => tokens,
             Err(problem) => {
                 self.orders.reopen(&id).await?;
                 return Err(problem);
             }
         };
-        let leeway = secs(self.settings.token_leeway);
-        match self
-            .orders
-            .admit(&mut order, &verified, leeway, self.lease())
-            .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(index)) => {
-                self.orders.reopen(&id).await?;
-                let claims = verified[index].claims();
-                let error = VerifyError::Replayed {
-                    iss: claims.iss.clone(),
-                    jti: claims.jti.to_string(),
-                };
-                return Err(token_problem(index, &error));
-            }
-            Err(problem) => {
-                self.orders.reopen(&id).await?;
-                return Err(problem);
-            }
-        }
-        let tokens = verified.iter().map(|t| t.token().to_owned()).collect();
         let relay = self.clone();
         let saga = tokio::spawn(async move { relay.drive(order, tokens).await });
         match tokio::time::timeout(self.settings.checkout_deadline, saga).await {
@@ -141,6 +119,30 @@ impl Relay {
                 Ok(CheckoutOutcome::Running(order))
             }
         }
+    }
+
+    /// Admits the tokens and, in one transaction, consumes them and writes the checkout log;
+    /// answers the tokens in redemption order. On a refusal nothing is consumed or written.
+    async fn admit_and_log(
+        &self,
+        order: &mut Order,
+        tokens: &[String],
+    ) -> Result<Vec<String>, ApiError> {
+        let verified = self.admit(order, tokens).await?;
+        let leeway = secs(self.settings.token_leeway);
+        if let Err(index) = self
+            .orders
+            .admit(order, &verified, leeway, self.lease())
+            .await?
+        {
+            let claims = verified[index].claims();
+            let error = VerifyError::Replayed {
+                iss: claims.iss.clone(),
+                jti: claims.jti.to_string(),
+            };
+            return Err(token_problem(index, &error));
+        }
+        Ok(verified.iter().map(|t| t.token().to_owned()).collect())
     }
 
     /// Every envelope check, then the policy of the checkout, then the replay store: all or

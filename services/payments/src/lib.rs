@@ -56,5 +56,5 @@ async fn payment(
         .get(jti)
         .await?
         .ok_or_else(|| ApiError::not_found("payment-not-found", format!("no payment {jti}")))?;
-    Ok(ApiJson(ctr_domain_kit::hold_view::<Payments>(&record)))
+    ctr_domain_kit::hold_view::<Payments>(&record, None).map(ApiJson)
 }

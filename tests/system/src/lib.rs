@@ -7,6 +7,7 @@
     reason = "a test harness fails loudly"
 )]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -340,23 +341,11 @@ impl World {
 
         let client = pki.client_identity("order-processing");
         let mut relay_settings = RelaySettings {
-            issuers: [
-                ("coupons", "coupons:redeem", coupons.running.public),
-                ("points", "points:redeem", points.running.public),
-                ("payments", "payments:capture", payments.running.public),
-            ]
-            .into_iter()
-            .map(|(name, capability, addr)| {
-                (
-                    name.to_owned(),
-                    IssuerEntry::at(
-                        &format!("https://127.0.0.1:{}", addr.port()),
-                        name,
-                        capability,
-                    ),
-                )
-            })
-            .collect(),
+            issuers: issuer_registry(
+                coupons.running.public,
+                points.running.public,
+                payments.running.public,
+            ),
             client_cert: client.cert,
             client_key: client.key,
             call_timeout: Duration::from_secs(1),
@@ -538,6 +527,23 @@ impl World {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Polls the order at `order_url` until its checkout has ended (not `checking_out`, no
+    /// compensation pending), at most 15 s; answers the order.
+    pub async fn ended(&self, order_url: String) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let (_, view) = self.get(order_url.clone()).await;
+            if view["status"] != "checking_out" && view["compensation_pending"] == false {
+                return view;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the checkout never ended: {view}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn balance(&self, customer: &str) -> Value {
         self.get(
             self.points
@@ -561,15 +567,24 @@ impl World {
 
 /// The issuer registry pointing at `world`'s domains as they run (whatever a test changed in
 /// its relay's settings).
-pub fn issuers_of(world: &World) -> std::collections::BTreeMap<String, IssuerEntry> {
+pub fn issuers_of(world: &World) -> BTreeMap<String, IssuerEntry> {
+    issuer_registry(
+        world.coupons.running.public,
+        world.points.running.public,
+        world.payments.running.public,
+    )
+}
+
+/// The relay's registry of the three domains listening on these addresses.
+fn issuer_registry(
+    coupons: SocketAddr,
+    points: SocketAddr,
+    payments: SocketAddr,
+) -> BTreeMap<String, IssuerEntry> {
     [
-        ("coupons", "coupons:redeem", world.coupons.running.public),
-        ("points", "points:redeem", world.points.running.public),
-        (
-            "payments",
-            "payments:capture",
-            world.payments.running.public,
-        ),
+        ("coupons", "coupons:redeem", coupons),
+        ("points", "points:redeem", points),
+        ("payments", "payments:capture", payments),
     ]
     .into_iter()
     .map(|(name, capability, addr)| {

@@ -122,20 +122,6 @@ async fn checkout_hanging_on_payment(world: &World, relay: &CrashableRelay) -> (
     panic!("the capture never started");
 }
 
-/// Polls the order on `relay` until its checkout has ended.
-async fn ended(world: &World, relay: &CrashableRelay, order: &str) -> Value {
-    for _ in 0..200 {
-        let (_, view) = world
-            .get(relay.url(&format!("/service/v1/orders/{order}")))
-            .await;
-        if view["status"] != "checking_out" && view["compensation_pending"] == false {
-            return view;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the checkout never ended");
-}
-
 #[tokio::test]
 async fn a_relay_killed_during_a_capture_resumes_it_after_restart_and_the_order_completes_once() {
     let world = World::start().await;
@@ -156,7 +142,9 @@ async fn a_relay_killed_during_a_capture_resumes_it_after_restart_and_the_order_
     restarted.recovery_interval = Duration::from_millis(100);
     let relay = CrashableRelay::start(server, restarted, world.clock.clone()).await;
     world.clock.advance(Duration::from_secs(31));
-    let view = ended(&world, &relay, &order).await;
+    let view = world
+        .ended(relay.url(&format!("/service/v1/orders/{order}")))
+        .await;
     assert_eq!(view["status"], "completed", "{view}");
     assert_eq!(payment_status(&world, &payment).await, "captured");
     let balance = world.balance("c_alice").await;
@@ -193,7 +181,9 @@ async fn a_relay_killed_during_a_capture_that_still_fails_after_restart_compensa
     settings.recovery_interval = Duration::from_millis(100);
     let relay = CrashableRelay::start(server, settings, world.clock.clone()).await;
     world.clock.advance(Duration::from_secs(31));
-    let view = ended(&world, &relay, &order).await;
+    let view = world
+        .ended(relay.url(&format!("/service/v1/orders/{order}")))
+        .await;
     assert_eq!(view["status"], "failed", "{view}");
     let outcomes: Vec<_> = view["tokens"]
         .as_array()

@@ -132,15 +132,9 @@ async fn a_relays_recovery_worker_leaves_another_relays_live_checkout_alone() {
     let (status, body) = world.checkout(&order, &tokens).await;
     assert_eq!(status, 202, "{body}");
     let payment = body["tokens"][2]["jti"].as_str().unwrap().to_owned();
-    let view = loop {
-        let (_, view) = world
-            .get(world.relay.url(&format!("/service/v1/orders/{order}")))
-            .await;
-        if view["status"] != "checking_out" && view["compensation_pending"] == false {
-            break view;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let view = world
+        .ended(world.relay.url(&format!("/service/v1/orders/{order}")))
+        .await;
     assert_eq!(
         view["status"], "failed",
         "A's own outcome, untouched by B: {view}"

@@ -35,18 +35,7 @@ async fn a_checkout_still_running_at_its_deadline_answers_202_with_the_order_url
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "checking_out", "{body}");
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let view = loop {
-        let (_, view) = world.get(world.relay.url(&location)).await;
-        if view["status"] != "checking_out" {
-            break view;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the saga never ended: {view}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let view = world.ended(world.relay.url(&location)).await;
     assert_eq!(view["status"], "failed", "{view}");
     assert_eq!(
         view["failure"],
