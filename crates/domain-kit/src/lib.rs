@@ -3,6 +3,7 @@
 //! publishes the JWKS, over the service kit.
 
 mod engine;
+mod issue;
 mod ledger;
 mod routes;
 mod settings;
@@ -19,6 +20,7 @@ use ctr_token::Clock;
 
 pub use ctr_service_kit::{CustomerId, OrderProcessingId, reference, rfc3339};
 pub use engine::{Engine, HoldRecord, HoldState, Redemption};
+pub use issue::{IssueError, IssuedToken, IssuerConfig, TokenIssuer, der_to_raw};
 pub use ledger::{Ledger, from_sql, to_sql};
 pub use routes::{DomainState, SharedState, hold_view, routes};
 pub use settings::DomainSettings;

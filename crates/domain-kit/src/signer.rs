@@ -8,12 +8,13 @@ use async_trait::async_trait;
 use ctr_kms::Kms;
 use ctr_service_kit::ApiError;
 use ctr_token::{
-    CachePolicy, Clock, IssuedToken, IssuerConfig, JwkSet, JwksFetcher, KeyError, KeyResolver,
-    KeySetCache, Settlement, TokenIssuer, VerificationKey, VerifiedToken, Verifier, VerifierPolicy,
-    VerifyError,
+    CachePolicy, Clock, JwkSet, JwksFetcher, KeyError, KeyResolver, KeySetCache, Settlement,
+    VerificationKey, VerifiedToken, Verifier, VerifierPolicy, VerifyError,
 };
 use serde::Serialize;
 use uuid::Uuid;
+
+use crate::issue::{IssuedToken, IssuerConfig, TokenIssuer};
 
 /// The audience of every token: the relay.
 pub const AUDIENCE: &str = "order-processing";

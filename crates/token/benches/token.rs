@@ -1,6 +1,6 @@
 //! Token issue and verify against the raw aws-lc-rs ES384 baseline, in the same run.
 //!
-//! `cargo bench -p ctr-token --features issue --bench token`
+//! `cargo bench -p ctr-token --bench token`
 //!
 //! After the criterion groups, an interleaved measurement prints each operation as a ratio of
 //! the raw crypto rate it is bounded by (verify / raw verify, issue / raw sign).
@@ -17,12 +17,10 @@ use aws_lc_rs::signature::{
     UnparsedPublicKey,
 };
 use criterion::{Criterion, criterion_group};
+use ctr_domain_kit::{IssuedToken, IssuerConfig, TokenIssuer};
 use ctr_kms::{Kms, MockKms};
 use ctr_money::{Currency, Money};
-use ctr_token::{
-    FakeClock, IssuedToken, IssuerConfig, KeySet, Settlement, StaticKeys, TokenIssuer, Verifier,
-    VerifierPolicy,
-};
+use ctr_token::{FakeClock, KeySet, Settlement, StaticKeys, Verifier, VerifierPolicy};
 use tokio::runtime::Runtime;
 
 const NOW: i64 = 1_800_000_000;

@@ -3,15 +3,16 @@
 //!
 //! The verify side ([`Verifier`], [`KeySetCache`]) has no access to a KMS; single use (the
 //! replay store) is the relay's, in its durable store.
-//! Issuing ([`TokenIssuer`]) lives behind the `issue` feature.
+//! Issuing is not here: it is `ctr_domain_kit::TokenIssuer`, the issuing half, which the
+//! relay does not depend on.
 //!
 //! ```
-//! # #[cfg(feature = "issue")]
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use ctr_money::{Currency, Money};
-//! use ctr_token::{IssuerConfig, KeySet, Settlement, StaticKeys, SystemClock, TokenIssuer, Verifier, VerifierPolicy};
+//! use ctr_domain_kit::{IssuerConfig, TokenIssuer};
+//! use ctr_token::{KeySet, Settlement, StaticKeys, SystemClock, Verifier, VerifierPolicy};
 //!
 //! let kms = ctr_kms::KmsConfig::default().build();
 //! kms.create_key("coupons-signing").await?;
@@ -48,8 +49,6 @@ mod claims;
 mod clock;
 mod compact;
 mod error;
-#[cfg(feature = "issue")]
-mod issue;
 mod jwks;
 mod verify;
 
@@ -61,8 +60,6 @@ pub use claims::{Audience, Claims, Constraints, Settlement};
 pub use clock::{Clock, FakeClock, SystemClock, secs};
 pub use compact::{ALGORITHM, MAX_TOKEN_BYTES, SIGNATURE_BYTES, TOKEN_TYPE, UnverifiedToken};
 pub use error::{KeyError, VerifyError};
-#[cfg(feature = "issue")]
-pub use issue::{IssueError, IssuedToken, IssuerConfig, TokenIssuer, der_to_raw};
 pub use jwks::{Jwk, JwkSet, JwksError, KeySet, VerificationKey};
 pub use verify::{KeyResolver, VerifiedToken, Verifier, VerifierPolicy, sha256_hex};
 

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ctr_domain_kit::{IssuerConfig, TokenIssuer};
 use ctr_kms::{Kms, MockKms};
 use ctr_money::{Currency, Money};
 use ctr_token::{
-    FakeClock, IssuerConfig, KeySet, Settlement, StaticKeys, TokenIssuer, VerifiedToken, Verifier,
-    VerifierPolicy, VerifyError,
+    FakeClock, KeySet, Settlement, StaticKeys, VerifiedToken, Verifier, VerifierPolicy, VerifyError,
 };
 use serde_json::{Value, json};
 

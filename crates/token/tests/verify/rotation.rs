@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use ctr_domain_kit::TokenIssuer;
 use ctr_kms::{Kms, MockKms};
-use ctr_token::{CachePolicy, FakeClock, JwkSet, JwksFetcher, KeySetCache, TokenIssuer, Verifier};
+use ctr_token::{CachePolicy, FakeClock, JwkSet, JwksFetcher, KeySetCache, Verifier};
 use std::collections::HashMap;
 
 use crate::fixture::{NOW, ORDER, issuer, policy, settlement};

@@ -1,15 +1,16 @@
 //! Writes the golden tokens under `testdata/tokens/`: a seeded mock KMS and a fixed clock, so
 //! keys, headers and claims are reproducible (the ECDSA signatures themselves are randomized).
 //!
-//! `cargo run -p ctr-token --features issue --bin ctr-golden -- testdata/tokens`
+//! `cargo run -p ctr-domain-kit --bin ctr-golden -- testdata/tokens`
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ctr_domain_kit::{IssuerConfig, TokenIssuer};
 use ctr_kms::{Kms, MockKms};
 use ctr_money::{Currency, Money};
-use ctr_token::{Audience, Claims, Constraints, FakeClock, IssuerConfig, TokenIssuer};
+use ctr_token::{Audience, Claims, Constraints, FakeClock};
 use serde_json::json;
 use uuid::Uuid;
 

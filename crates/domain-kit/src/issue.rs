@@ -1,5 +1,6 @@
-//! Issuing: builds compact JWS tokens and signs them through the KMS. Behind the `issue`
-//! feature, which the relay does not enable.
+//! Issuing: builds compact JWS tokens and signs them through the KMS. It lives here, in the
+//! issuing half, and not in `ctr-token`: the relay depends on `ctr-token` alone, so no feature
+//! switched on by another package can link signing code or a KMS into it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use ctr_kms::{KeyVersion, Kms, KmsError};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::{
+use ctr_token::{
     ALGORITHM, Audience, Claims, Clock, Constraints, Jwk, JwkSet, JwksError, Settlement,
     TOKEN_TYPE, VerifierPolicy,
 };
@@ -56,7 +57,7 @@ pub struct IssuedToken {
 impl std::fmt::Debug for IssuedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IssuedToken")
-            .field("token_sha256", &crate::sha256_hex(&self.token))
+            .field("token_sha256", &ctr_token::sha256_hex(&self.token))
             .field("jti", &self.jti)
             .field("expires_at", &self.expires_at)
             .field("kid", &self.kid)
@@ -124,7 +125,7 @@ impl TokenIssuer {
         constraints: &C,
     ) -> Result<IssuedToken, IssueError> {
         let now = self.clock.now_secs();
-        let ttl = crate::secs(self.config.ttl);
+        let ttl = ctr_token::secs(self.config.ttl);
         let claims = Claims {
             iss: self.config.iss.clone(),
             aud: Some(Audience::One(self.config.audience.clone())),
