@@ -7,7 +7,7 @@ use crate::{Kms, MockKms};
 
 /// Which KMS backend to use. The mock is the default and what compose runs.
 #[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
-#[serde(tag = "backend", rename_all = "snake_case")]
+#[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
 pub enum KmsConfig {
     /// P-384 keys held in process: random, or derived from `seed` when one is set.
     Mock {

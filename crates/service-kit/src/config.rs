@@ -1,6 +1,7 @@
 //! Layered, typed configuration: compiled-in defaults, an optional TOML file named by
 //! `CTR_CONFIG_FILE`, then `CTR_*` environment variables; validated before anything starts.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -171,15 +172,60 @@ pub fn figment<S: Serialize>(server: &ServerConfig, service: &S) -> Figment {
 
 impl<S: ServiceSettings> Config<S> {
     /// Loads and validates the configuration of service `name` from the process environment.
+    /// A `CTR_*` variable or TOML key that names no setting is refused, naming it: a typo must
+    /// not leave a default silently in force.
     pub fn load(name: &str, service_defaults: S) -> Result<Self, ConfigError> {
-        Self::from_figment(figment(&ServerConfig::defaults(name), &service_defaults))
+        let server = ServerConfig::defaults(name);
+        let known = top_level_keys(&server)?
+            .into_iter()
+            .chain(top_level_keys(&service_defaults)?)
+            .collect();
+        Self::from_figment(figment(&server, &service_defaults), &known)
     }
 
-    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+    /// Extracts and validates both halves from `figment`, refusing a top-level key outside
+    /// `known` (nested structures refuse theirs with `deny_unknown_fields`).
+    pub fn from_figment(figment: Figment, known: &BTreeSet<String>) -> Result<Self, ConfigError> {
+        refuse_unknown_keys(&figment, known)?;
         let server: ServerConfig = figment.extract()?;
         let service: S = figment.extract()?;
         server.validate()?;
         service.validate()?;
         Ok(Self { server, service })
     }
+}
+
+/// The top-level keys `value` serializes to: the settings it has.
+fn top_level_keys(value: &impl Serialize) -> Result<Vec<String>, ConfigError> {
+    match figment::value::Value::serialize(value) {
+        Ok(figment::value::Value::Dict(_, dict)) => Ok(dict.into_keys().collect()),
+        Ok(_) => Err(ConfigError::Invalid("settings must be a structure".into())),
+        Err(e) => Err(ConfigError::Invalid(e.to_string())),
+    }
+}
+
+fn refuse_unknown_keys(figment: &Figment, known: &BTreeSet<String>) -> Result<(), ConfigError> {
+    let unknown: Vec<String> = figment
+        .extract::<figment::value::Dict>()?
+        .keys()
+        .filter(|key| !known.contains(key.as_str()))
+        .map(|key| match figment.find_metadata(key) {
+            Some(m) if m.name.contains("environment") => {
+                format!("CTR_{}", key.to_uppercase())
+            }
+            Some(m) => match &m.source {
+                Some(source) => format!("`{key}` ({} {source})", m.name),
+                None => format!("`{key}` ({})", m.name),
+            },
+            None => format!("`{key}`"),
+        })
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid(format!(
+        "unknown setting{} {}: check the spelling against .env.example and the README",
+        if unknown.len() > 1 { "s" } else { "" },
+        unknown.join(", ")
+    )))
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// One issuing domain, as the relay knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IssuerEntry {
     /// Where its public keys are (`GET`, HTTPS).
     pub jwks_url: String,
@@ -163,6 +164,19 @@ impl ServiceSettings for RelaySettings {
                 ));
             }
         }
+        let mut granted_by = BTreeMap::new();
+        for (name, entry) in &self.issuers {
+            for capability in &entry.capabilities {
+                if let Some(other) = granted_by.insert(capability, name) {
+                    return Err(setting(
+                        "CTR_ISSUERS",
+                        format!(
+                            "`{capability}` is claimed by both `{other}` and `{name}`; a capability routes to one issuer"
+                        ),
+                    ));
+                }
+            }
+        }
         for capability in self
             .redemption_order
             .iter()
@@ -299,6 +313,12 @@ mod tests {
             ("CTR_MAX_TOKENS", "0"),
             ("CTR_MAX_ORDERS", "0"),
             ("CTR_ORDER_RETENTION", "0s"),
+            ("CTR_ISSUERS__POINTS__CAPABILITIES", "[coupons:redeem]"),
+            (
+                "CTR_ISSUERS__POINTS__REDEM_URL",
+                "https://points:8443/redeem",
+            ),
+            ("CTR_ORDER_TTLL", "1m"),
         ] {
             Jail::expect_with(|jail| {
                 jail.set_env(variable, value);

@@ -94,6 +94,24 @@ mod tests {
     }
 
     #[test]
+    fn a_misspelt_setting_of_the_domain_or_of_points_is_refused_by_name() {
+        for (variable, named) in [
+            ("CTR_POINT_VALUE__EUR", "CTR_POINT_VALUE"),
+            ("CTR_HOLD_TTLS", "CTR_HOLD_TTLS"),
+            ("CTR_KMS__SEEED", "seeed"),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.set_env(variable, "2");
+                let error = Config::load("points", PointsSettings::default())
+                    .unwrap_err()
+                    .to_string();
+                assert!(error.contains(named), "{variable}: {error}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
     fn point_values_are_read_case_blind_and_refused_when_zero_or_unknown() {
         let mut settings = PointsSettings {
             point_values: [("eur".to_owned(), 2)].into(),

@@ -84,6 +84,33 @@ fn a_bad_setting_is_named_in_the_error() {
     }
 }
 
+#[test]
+fn a_variable_or_file_key_that_names_no_setting_is_refused_by_name() {
+    Jail::expect_with(|jail| {
+        jail.set_env("CTR_SHUTDOWN_GARCE", "3s");
+        let error = load().unwrap_err();
+        assert!(error.contains("CTR_SHUTDOWN_GARCE"), "{error}");
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
+        jail.create_file("ctr.toml", "hold_ttl_secs = 90\n")?;
+        jail.set_env("CTR_CONFIG_FILE", "ctr.toml");
+        let error = load().unwrap_err();
+        assert!(
+            error.contains("`hold_ttl_secs`") && error.contains("ctr.toml"),
+            "{error}"
+        );
+        Ok(())
+    });
+    // The file's own variable is not a setting, and is not refused.
+    Jail::expect_with(|jail| {
+        jail.create_file("ctr.toml", "")?;
+        jail.set_env("CTR_CONFIG_FILE", "ctr.toml");
+        load().unwrap();
+        Ok(())
+    });
+}
+
 #[tokio::test]
 async fn a_missing_certificate_file_names_the_path() {
     let pki = TestPki::new();
