@@ -103,8 +103,8 @@ pub struct Engine<L: Ledger> {
     retention: i64,
 }
 
-fn hold_not_found(jti: Uuid) -> ApiError {
-    ApiError::not_found("hold-not-found", format!("no hold for jti {jti}"))
+fn hold_not_found() -> ApiError {
+    ApiError::not_found("hold-not-found", "no hold for this jti")
 }
 
 type HoldRow = (String, String, String, String, String, i64, Option<i64>);
@@ -191,10 +191,7 @@ impl<L: Ledger> Engine<L> {
         } else if confirmed != *claimed {
             Some(ApiError::conflict(
                 "settlement-mismatch",
-                format!(
-                    "the token settles {}, the hold was confirmed for {}",
-                    claimed.settles, confirmed.settles
-                ),
+                "the token's `settles` is not what the hold was confirmed for",
             ))
         } else {
             match record.state {
@@ -203,11 +200,11 @@ impl<L: Ledger> Engine<L> {
                     StatusCode::GONE,
                     "hold-expired",
                     "Hold expired",
-                    format!("the hold for jti {jti} expired before it was redeemed"),
+                    "the hold expired before it was redeemed",
                 )),
                 HoldState::Released | HoldState::Reversed => Some(ApiError::conflict(
                     "hold-released",
-                    format!("the hold for jti {jti} was cancelled"),
+                    "the hold was cancelled",
                 )),
             }
         };
@@ -251,7 +248,7 @@ impl<L: Ledger> Engine<L> {
             }),
             _ => Err(ApiError::conflict(
                 "hold-released",
-                format!("the hold for jti {jti} was cancelled"),
+                "the hold was cancelled",
             )),
         }
     }
@@ -372,10 +369,7 @@ impl<L: Ledger> Engine<L> {
         jti: Uuid,
         now: i64,
     ) -> Result<HoldRecord<L::Hold>, ApiError> {
-        let mut record = self
-            .load(conn, jti)
-            .await?
-            .ok_or_else(|| hold_not_found(jti))?;
+        let mut record = self.load(conn, jti).await?.ok_or_else(hold_not_found)?;
         if record.state == HoldState::Held && record.expires_at <= now {
             let forget_at = Some(self.forget_at(&record));
             if transition(conn, jti, HoldState::Held, HoldState::Expired, forget_at).await? {
@@ -385,10 +379,7 @@ impl<L: Ledger> Engine<L> {
                 tracing::info!(domain = L::DOMAIN, %jti, "hold expired");
                 record.state = HoldState::Expired;
             } else {
-                record = self
-                    .load(conn, jti)
-                    .await?
-                    .ok_or_else(|| hold_not_found(jti))?;
+                record = self.load(conn, jti).await?.ok_or_else(hold_not_found)?;
             }
         }
         Ok(record)

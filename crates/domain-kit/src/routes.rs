@@ -199,10 +199,11 @@ async fn hold<L: Ledger>(
 ) -> Result<ApiJson<Value>, ApiError> {
     let jti = Uuid::try_parse(&jti)
         .map_err(|_| ApiError::invalid("invalid-jti", "the path must end in a UUID"))?;
-    let record =
-        state.engine.get(jti).await?.ok_or_else(|| {
-            ApiError::not_found("hold-not-found", format!("no hold for jti {jti}"))
-        })?;
+    let record = state
+        .engine
+        .get(jti)
+        .await?
+        .ok_or_else(|| ApiError::not_found("hold-not-found", "no hold for this jti"))?;
     hold_view::<L>(&record, None).map(ApiJson)
 }
 

@@ -21,15 +21,17 @@ use serde::{Deserialize, Deserializer, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Currency([u8; 3]);
 
+/// A code that is not three uppercase letters. Its message does not repeat the code: it may
+/// end up in an answer to whoever sent it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not an ISO 4217 currency code (three uppercase letters)")]
-pub struct CurrencyError(String);
+#[error("not an ISO 4217 currency code (three uppercase letters)")]
+pub struct CurrencyError;
 
 impl Currency {
     pub fn parse(code: &str) -> Result<Self, CurrencyError> {
         match code.as_bytes() {
             [a, b, c] if [a, b, c].iter().all(|x| x.is_ascii_uppercase()) => Ok(Self([*a, *b, *c])),
-            _ => Err(CurrencyError(code.chars().take(16).collect())),
+            _ => Err(CurrencyError),
         }
     }
 

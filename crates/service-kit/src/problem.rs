@@ -3,7 +3,7 @@
 use std::fmt::Display;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -126,50 +126,79 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        match rejection {
-            JsonRejection::MissingJsonContentType(_) => Self::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-                "the body must be JSON, sent with `content-type: application/json`",
-            ),
-            JsonRejection::JsonSyntaxError(e) => Self::new(
+impl From<ctr_json::Error> for ApiError {
+    /// The problem names the path and position of the fault, never the value found there.
+    fn from(error: ctr_json::Error) -> Self {
+        let problem = match error.kind {
+            ctr_json::ErrorKind::Data => Self::invalid("invalid-request", error.to_string()),
+            ctr_json::ErrorKind::Syntax | ctr_json::ErrorKind::Eof => Self::new(
                 StatusCode::BAD_REQUEST,
                 "malformed-json",
                 "Malformed JSON",
-                e.body_text(),
+                error.to_string(),
             ),
-            JsonRejection::JsonDataError(e) => Self::invalid("invalid-request", e.body_text()),
-            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body-too-large",
-                    "Request body too large",
-                    "the request body is larger than this service accepts",
-                )
-            }
-            other => Self::new(
-                other.status(),
-                "bad-request",
-                "Bad request",
-                other.body_text(),
-            ),
+        };
+        let problem = problem
+            .with("line", error.line)
+            .with("column", error.column);
+        if error.path.is_empty() {
+            problem
+        } else {
+            problem.with("field", error.path)
         }
     }
 }
 
-/// `Json` whose rejections are problem+json.
+/// A JSON request body, decoded with [`ctr_json::decode`]: a refusal is a problem that says
+/// where the body is wrong and never repeats what it holds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
+
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json"))
+}
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(value) = Json::<T>::from_request(req, state).await?;
-        Ok(Self(value))
+        if !is_json(req.headers()) {
+            return Err(Self::Rejection::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "the body must be JSON, sent with `content-type: application/json`",
+            ));
+        }
+        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
+            match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body-too-large",
+                    "Request body too large",
+                    "the request body is larger than this service accepts",
+                ),
+                status => ApiError::new(
+                    status,
+                    "bad-request",
+                    "Bad request",
+                    "the request body could not be read",
+                ),
+            }
+        })?;
+        Ok(Self(ctr_json::decode(&body)?))
     }
 }
 

@@ -17,25 +17,37 @@ pub fn current() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
-/// Keeps a caller's id when it is short and plain, otherwise makes a UUIDv7.
-fn accept(value: Option<&HeaderValue>) -> String {
+/// The header a caller's own plain id is kept under, for the request's log span only.
+pub const CALLER_HEADER: &str = "x-caller-request-id";
+
+/// A caller's id when it is short and plain.
+fn plain(value: Option<&HeaderValue>) -> Option<HeaderValue> {
     value
-        .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 64)
         .filter(|v| {
-            v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+            v.as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
         })
-        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
+        .cloned()
 }
 
+/// Every request gets an id made here (a UUIDv7), in its response and in any problem it
+/// answers. A caller's `x-request-id` is never adopted, so no answer repeats it; a plain one
+/// is logged with the request (`caller_request_id`) to correlate the two.
 pub async fn middleware(mut request: Request, next: Next) -> Response {
-    let id = accept(request.headers().get(HEADER));
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        request.headers_mut().insert(HEADER, value.clone());
-        let mut response = REQUEST_ID.scope(id, next.run(request)).await;
-        response.headers_mut().insert(HEADER, value);
-        return response;
+    let id = uuid::Uuid::now_v7().to_string();
+    let caller = plain(request.headers().get(HEADER));
+    let headers = request.headers_mut();
+    headers.remove(CALLER_HEADER);
+    if let Some(caller) = caller {
+        headers.insert(CALLER_HEADER, caller);
     }
-    next.run(request).await
+    let Ok(value) = HeaderValue::from_str(&id) else {
+        return next.run(request).await;
+    };
+    headers.insert(HEADER, value.clone());
+    let mut response = REQUEST_ID.scope(id, next.run(request)).await;
+    response.headers_mut().insert(HEADER, value);
+    response
 }

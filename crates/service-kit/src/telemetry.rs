@@ -105,7 +105,11 @@ pub(crate) fn request_span(request: &Request) -> Span {
         .get(crate::request_id::HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let span = tracing::info_span!("request", method = %request.method(), route, request_id, status = tracing::field::Empty);
+    let caller_request_id = request
+        .headers()
+        .get(crate::request_id::CALLER_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let span = tracing::info_span!("request", method = %request.method(), route, request_id, caller_request_id, status = tracing::field::Empty);
     adopt_remote_parent(&span, request.headers());
     span
 }

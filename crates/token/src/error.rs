@@ -1,4 +1,8 @@
 /// Why a token was refused. Each variant has its own stable [`VerifyError::problem_type`].
+///
+/// The messages go into answers, so they repeat nothing the token says except the name of an
+/// issuer the verifier knows; the fields (the offending `kid`, `alg`, times, `jti`) are for
+/// logs, through `Debug`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     #[error("the token is larger than {limit} bytes")]
@@ -10,17 +14,17 @@ pub enum VerifyError {
         segment: &'static str,
         reason: String,
     },
-    #[error("the header parameter `{0}` is not allowed")]
+    #[error("a header parameter other than `alg`, `typ` and `kid` is not allowed")]
     HeaderParameterRejected(String),
-    #[error("the algorithm `{0}` is not allowed; only ES384 is")]
+    #[error("the algorithm is not allowed; only ES384 is")]
     AlgorithmRejected(String),
     #[error("the header `typ` must be `cap+jwt`")]
     TypeRejected,
     #[error("the token's claims are malformed: {0}")]
     InvalidClaims(String),
-    #[error("the issuer `{0}` is not known")]
+    #[error("the issuer is not known")]
     UnknownIssuer(String),
-    #[error("the key `{kid}` is not published by issuer `{iss}`")]
+    #[error("the key is not published by issuer `{iss}`")]
     UnknownKey { iss: String, kid: String },
     /// `reason` (a URL, an error chain) is for logs; the message names the issuer only.
     #[error("the keys of issuer `{iss}` are unavailable")]
@@ -29,19 +33,19 @@ pub enum VerifyError {
     SignatureInvalid(&'static str),
     #[error("the audience must be the single value `{expected}`")]
     AudienceInvalid { expected: String },
-    #[error("the token is not valid before {nbf}")]
+    #[error("the token is not valid yet")]
     NotYetValid { nbf: i64 },
-    #[error("the token was issued in the future ({iat})")]
+    #[error("the token was issued in the future")]
     IssuedInFuture { iat: i64 },
-    #[error("the token expired at {exp}")]
+    #[error("the token has expired")]
     Expired { exp: i64 },
     #[error("the token's lifetime is invalid: {0}")]
     LifetimeInvalid(String),
     #[error("the token is bound to another order")]
     OrderMismatch,
-    #[error("the capability `{capability}` may not be granted by issuer `{iss}`")]
+    #[error("issuer `{iss}` may not grant the token's capability")]
     CapabilityRejected { iss: String, capability: String },
-    #[error("the token `{jti}` of issuer `{iss}` was already used")]
+    #[error("the token was already used")]
     Replayed { iss: String, jti: String },
 }
 

@@ -226,7 +226,7 @@ impl<R: KeyResolver> Verifier<R> {
         }
         if lifetime > crate::secs(self.policy.max_lifetime) {
             return Err(VerifyError::LifetimeInvalid(format!(
-                "{lifetime} s is longer than the maximum of {} s",
+                "`exp - iat` is longer than the maximum of {} s",
                 self.policy.max_lifetime.as_secs()
             )));
         }

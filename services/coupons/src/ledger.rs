@@ -166,19 +166,20 @@ impl Ledger for Coupons {
     ) -> Result<CouponHold, ApiError> {
         let code = reference("coupon_code", &request.coupon_code)?;
         let total = request.order_total;
-        let coupon = self.get(conn, &code).await?.ok_or_else(|| {
-            ApiError::not_found("coupon-not-found", format!("no coupon `{code}`"))
-        })?;
+        let coupon = self
+            .get(conn, &code)
+            .await?
+            .ok_or_else(|| ApiError::not_found("coupon-not-found", "no coupon has this code"))?;
         if now < coupon.valid_from.unix_timestamp() {
             return Err(ApiError::invalid(
                 "coupon-not-yet-valid",
-                format!("coupon `{code}` is not valid yet"),
+                "the coupon is not valid yet",
             ));
         }
         if now > coupon.valid_until.unix_timestamp() {
             return Err(ApiError::invalid(
                 "coupon-expired",
-                format!("coupon `{code}` expired"),
+                "the coupon has expired",
             ));
         }
         if coupon
@@ -188,14 +189,14 @@ impl Ledger for Coupons {
         {
             return Err(ApiError::invalid(
                 "coupon-not-for-customer",
-                format!("coupon `{code}` belongs to another customer"),
+                "the coupon belongs to another customer",
             ));
         }
         if total.currency != coupon.min_total.currency {
             return Err(ApiError::invalid(
                 "currency-mismatch",
                 format!(
-                    "`order_total.currency` must be {} for coupon `{code}`",
+                    "`order_total.currency` must be {} for this coupon",
                     coupon.min_total.currency
                 ),
             ));
@@ -204,7 +205,7 @@ impl Ledger for Coupons {
             return Err(ApiError::invalid(
                 "coupon-minimum-not-met",
                 format!(
-                    "coupon `{code}` needs an order total of at least {}",
+                    "the coupon needs an order total of at least {}",
                     coupon.min_total
                 ),
             ));
@@ -214,13 +215,13 @@ impl Ledger for Coupons {
                 StatusCode::CONFLICT,
                 "coupon-exhausted",
                 "Coupon exhausted",
-                format!("coupon `{code}` has been used up"),
+                "the coupon has been used up",
             ));
         }
         let reserved_by_others = || {
             ApiError::conflict(
                 "coupon-reserved",
-                format!("coupon `{code}` is held by another confirmation"),
+                "the coupon is held by another confirmation",
             )
         };
         if coupon.uses + coupon.reserved >= coupon.max_uses {
@@ -234,7 +235,7 @@ impl Ledger for Coupons {
         if discount.amount == 0 {
             return Err(ApiError::invalid(
                 "coupon-no-discount",
-                format!("coupon `{code}` would take nothing off an order total of {total}"),
+                "the coupon would take nothing off this order total",
             ));
         }
         // The check above may be stale by now: the update's own condition decides.

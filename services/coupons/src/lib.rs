@@ -57,7 +57,7 @@ async fn coupon(
         .ledger()
         .get(&mut conn, &code)
         .await?
-        .ok_or_else(|| ApiError::not_found("coupon-not-found", format!("no coupon `{code}`")))?;
+        .ok_or_else(|| ApiError::not_found("coupon-not-found", "no coupon has this code"))?;
     Ok(ApiJson(json!({
         "code": c.code, "status": c.status(now), "discount": c.discount, "min_total": c.min_total,
         "uses": c.uses, "max_uses": c.max_uses, "reserved": c.reserved,

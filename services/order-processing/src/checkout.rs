@@ -84,9 +84,7 @@ impl Relay {
             .begin_checkout(&id, self.lease())
             .await?
             .map_err(|e| match e {
-                BeginError::NotFound => {
-                    ApiError::not_found("order-not-found", format!("no order {id}"))
-                }
+                BeginError::NotFound => ApiError::not_found("order-not-found", "no such order"),
                 BeginError::NotOpen(OrderStatus::CheckingOut) => ApiError::conflict(
                     "checkout-in-progress",
                     "another checkout of this order is in progress",

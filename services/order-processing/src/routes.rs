@@ -96,7 +96,7 @@ async fn get_order(
         .orders
         .get(&id)
         .await?
-        .ok_or_else(|| ApiError::not_found("order-not-found", format!("no order {id}")))?;
+        .ok_or_else(|| ApiError::not_found("order-not-found", "no such order"))?;
     Ok(ApiJson(order.view(relay.clock.now_secs())))
 }
 

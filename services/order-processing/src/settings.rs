@@ -273,6 +273,7 @@ mod tests {
     #[test]
     fn the_registry_and_policy_come_from_the_environment() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env(
                 "CTR_ISSUERS__COUPONS__JWKS_URL",
                 "https://coupons.example:9443/.well-known/jwks.json",
@@ -321,6 +322,7 @@ mod tests {
             ("CTR_ORDER_TTLL", "1m"),
         ] {
             Jail::expect_with(|jail| {
+                jail.clear_env();
                 jail.set_env(variable, value);
                 let error = load().unwrap_err();
                 let named = variable.split("__").next().unwrap_or(variable);

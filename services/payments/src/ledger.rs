@@ -141,7 +141,7 @@ impl Ledger for Payments {
             .ok_or_else(|| {
                 ApiError::not_found(
                     "payment-method-not-found",
-                    format!("customer `{customer}` has no payment method `{id}`"),
+                    "the customer has no payment method with this id",
                 )
             })?;
         if amount.amount == 0 {
@@ -154,7 +154,7 @@ impl Ledger for Payments {
             return Err(ApiError::invalid(
                 "currency-mismatch",
                 format!(
-                    "`amount.currency` must be {} for `{id}`",
+                    "`amount.currency` must be {} for this payment method",
                     method.limit.currency
                 ),
             ));
@@ -162,7 +162,10 @@ impl Ledger for Payments {
         if amount.amount > method.limit.amount {
             return Err(ApiError::invalid(
                 "over-limit",
-                format!("{amount} is over the limit of {} for `{id}`", method.limit),
+                format!(
+                    "`amount` is over this payment method's limit of {}",
+                    method.limit
+                ),
             ));
         }
         Ok(PaymentHold {
@@ -192,10 +195,7 @@ impl Ledger for Payments {
                 StatusCode::PAYMENT_REQUIRED,
                 "payment-declined",
                 "Payment declined",
-                format!(
-                    "the issuer declined the capture of {} on `{}`",
-                    hold.amount, hold.payment_method_id
-                ),
+                "the card issuer declined the capture",
             )),
             Some(_) => Ok(()),
             None => Err(ApiError::internal("an authorized payment method vanished")),

@@ -55,6 +55,6 @@ async fn payment(
         .engine
         .get(jti)
         .await?
-        .ok_or_else(|| ApiError::not_found("payment-not-found", format!("no payment {jti}")))?;
+        .ok_or_else(|| ApiError::not_found("payment-not-found", "no payment for this jti"))?;
     ctr_domain_kit::hold_view::<Payments>(&record, None).map(ApiJson)
 }

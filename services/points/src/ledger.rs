@@ -82,11 +82,8 @@ impl Points {
         .transpose()
     }
 
-    fn no_account(customer: &CustomerId) -> ApiError {
-        ApiError::not_found(
-            "customer-not-found",
-            format!("no points account for `{customer}`"),
-        )
+    fn no_account() -> ApiError {
+        ApiError::not_found("customer-not-found", "the customer has no points account")
     }
 
     /// Moves `points` of `customer` by one update whose condition guards the balance.
@@ -151,8 +148,7 @@ impl Ledger for Points {
             ApiError::invalid(
                 "currency-not-supported",
                 format!(
-                    "points do not pay in `currency` {}; they pay in {}",
-                    request.currency,
+                    "points do not pay in this `currency`; they pay in {}",
                     self.point_values
                         .keys()
                         .map(Currency::as_str)
@@ -165,7 +161,7 @@ impl Ledger for Points {
             ApiError::invalid(
                 "invalid-points",
                 format!(
-                    "{points} points are worth more than the maximum amount of {} minor units",
+                    "`points` are worth more than the maximum amount of {} minor units",
                     Money::MAX_AMOUNT
                 ),
             )
@@ -182,10 +178,13 @@ impl Ledger for Points {
             let balance = self
                 .balance(conn, customer)
                 .await?
-                .ok_or_else(|| Self::no_account(customer))?;
+                .ok_or_else(Self::no_account)?;
             return Err(ApiError::invalid(
                 "insufficient-points",
-                format!("{points} points requested, {} available", balance.available),
+                format!(
+                    "more points requested than the {} available",
+                    balance.available
+                ),
             ));
         }
         Ok(PointsHold {

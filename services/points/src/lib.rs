@@ -58,10 +58,7 @@ async fn balance(
         .balance(&mut conn, &customer)
         .await?
         .ok_or_else(|| {
-            ApiError::not_found(
-                "customer-not-found",
-                format!("no points account for `{customer}`"),
-            )
+            ApiError::not_found("customer-not-found", "the customer has no points account")
         })?;
     Ok(ApiJson(
         json!({"customer_id": customer, "available": balance.available, "held": balance.held, "spent": balance.spent}),

@@ -40,7 +40,7 @@ impl PointsSettings {
             .iter()
             .map(|(code, &minor_units)| {
                 let currency = Currency::parse(&code.to_ascii_uppercase())
-                    .map_err(|e| invalid(e.to_string()))?;
+                    .map_err(|e| invalid(format!("`{code}`: {e}")))?;
                 match Money::checked(minor_units, currency) {
                     Some(value) if minor_units > 0 => Ok((currency, value)),
                     _ => Err(invalid(format!(
@@ -74,6 +74,7 @@ mod tests {
     #[test]
     fn point_values_and_domain_settings_come_from_the_environment() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("CTR_POINT_VALUES__EUR", "2");
             jail.set_env("CTR_TOKEN_TTL", "90s");
             let config =
@@ -101,6 +102,7 @@ mod tests {
             ("CTR_KMS__SEEED", "seeed"),
         ] {
             Jail::expect_with(|jail| {
+                jail.clear_env();
                 jail.set_env(variable, "2");
                 let error = Config::load("points", PointsSettings::default())
                     .unwrap_err()

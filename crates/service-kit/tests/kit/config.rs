@@ -27,6 +27,7 @@ fn load() -> Result<Config<Settings>, String> {
 #[test]
 fn defaults_load_and_variables_override_them() {
     Jail::expect_with(|jail| {
+        jail.clear_env();
         let config = load().unwrap();
         assert_eq!(config.server.public_addr.port(), 8443);
         assert_eq!(config.server.admin_addr.to_string(), "127.0.0.1:9090");
@@ -48,6 +49,7 @@ fn defaults_load_and_variables_override_them() {
 #[test]
 fn a_file_named_by_ctr_config_file_is_read_and_the_environment_wins() {
     Jail::expect_with(|jail| {
+        jail.clear_env();
         jail.create_file(
             "ctr.toml",
             "hold_ttl_seconds = 90\nbody_limit_bytes = 4096\n",
@@ -73,6 +75,7 @@ fn a_bad_setting_is_named_in_the_error() {
     ];
     for (variable, value) in cases {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env(variable, value);
             let error = load().unwrap_err();
             assert!(
@@ -87,12 +90,14 @@ fn a_bad_setting_is_named_in_the_error() {
 #[test]
 fn a_variable_or_file_key_that_names_no_setting_is_refused_by_name() {
     Jail::expect_with(|jail| {
+        jail.clear_env();
         jail.set_env("CTR_SHUTDOWN_GARCE", "3s");
         let error = load().unwrap_err();
         assert!(error.contains("CTR_SHUTDOWN_GARCE"), "{error}");
         Ok(())
     });
     Jail::expect_with(|jail| {
+        jail.clear_env();
         jail.create_file("ctr.toml", "hold_ttl_secs = 90\n")?;
         jail.set_env("CTR_CONFIG_FILE", "ctr.toml");
         let error = load().unwrap_err();
@@ -104,6 +109,7 @@ fn a_variable_or_file_key_that_names_no_setting_is_refused_by_name() {
     });
     // The file's own variable is not a setting, and is not refused.
     Jail::expect_with(|jail| {
+        jail.clear_env();
         jail.create_file("ctr.toml", "")?;
         jail.set_env("CTR_CONFIG_FILE", "ctr.toml");
         load().unwrap();

@@ -3,6 +3,7 @@
 mod checkout;
 mod domains;
 mod durability;
+mod echo;
 mod replicas;
 mod saga;
 mod settlement;
