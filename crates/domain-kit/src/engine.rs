@@ -2,7 +2,7 @@
 //! several processes of a domain apply each change once:
 //!
 //! ```text
-//! held ──redeem──▶ redeemed ──cancel──▶ reversed
+//! held ──redeem──▶ redeemed ──cancel (within the window)──▶ reversed
 //!   │ ╲
 //!   │  ╲──expiry──▶ expired
 //!   └──cancel──▶ released
@@ -12,6 +12,11 @@
 //! transaction as the ledger's change, so of two racing processes one wins and the other
 //! reads the winner's result. Expired and released holds are forgotten `retention` after their
 //! expiry, in bounded batches; redeemed and reversed ones are the domain's records and stay.
+//!
+//! A cancellation compensates a checkout that did not complete: it may release a hold at any
+//! time, but reverse a redemption only within `cancel_window` of it (`CTR_CANCEL_WINDOW`).
+//! After that the redemption is final; undoing it would be a refund, which is not a
+//! capability any token grants.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "mock kms seed",
         sql: include_str!("../migrations/0002_mock_kms_seed.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "redeemed at",
+        sql: include_str!("../migrations/0003_redeemed_at.sql"),
     },
 ];
 
@@ -101,6 +111,7 @@ pub struct Engine<L: Ledger> {
     clock: Arc<dyn Clock>,
     hold_ttl: i64,
     retention: i64,
+    cancel_window: i64,
 }
 
 fn hold_not_found() -> ApiError {
@@ -110,13 +121,15 @@ fn hold_not_found() -> ApiError {
 type HoldRow = (String, String, String, String, String, i64, Option<i64>);
 
 impl<L: Ledger> Engine<L> {
-    /// `retention`: how long an expired or released hold stays readable after its expiry.
+    /// `retention`: how long an expired or released hold stays readable after its expiry;
+    /// `cancel_window`: how long after its redemption a hold may still be reversed.
     pub fn new(
         ledger: L,
         store: Store,
         clock: Arc<dyn Clock>,
         hold_ttl: Duration,
         retention: Duration,
+        cancel_window: Duration,
     ) -> Self {
         Self {
             ledger,
@@ -124,6 +137,7 @@ impl<L: Ledger> Engine<L> {
             clock,
             hold_ttl: secs(hold_ttl),
             retention: secs(retention),
+            cancel_window: secs(cancel_window),
         }
     }
 
@@ -225,6 +239,11 @@ impl<L: Ledger> Engine<L> {
             drop(tx);
             return self.replayed(jti, now).await;
         }
+        sqlx::query("UPDATE holds SET redeemed_at = $1 WHERE jti = $2")
+            .bind(now)
+            .bind(jti.to_string())
+            .execute(&mut *tx)
+            .await?;
         self.ledger
             .apply(&mut tx, &record.customer_id, &record.hold)
             .await?;
@@ -272,7 +291,24 @@ impl<L: Ledger> Engine<L> {
             }
             let (to, forget_at) = match record.state {
                 HoldState::Held => (HoldState::Released, Some(self.forget_at(&record))),
-                HoldState::Redeemed => (HoldState::Reversed, None),
+                HoldState::Redeemed => {
+                    let (redeemed_at,): (Option<i64>,) =
+                        sqlx::query_as("SELECT redeemed_at FROM holds WHERE jti = $1")
+                            .bind(jti.to_string())
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    let closes = redeemed_at.map(|at| at.saturating_add(self.cancel_window));
+                    if closes.is_none_or(|closes| now > closes) {
+                        tx.commit().await?;
+                        return Err(ApiError::conflict(
+                            "cancellation-window-closed",
+                            "the redemption is final: a cancellation may reverse it only within \
+                             the cancellation window after it",
+                        )
+                        .with("window_seconds", self.cancel_window));
+                    }
+                    (HoldState::Reversed, None)
+                }
                 HoldState::Released | HoldState::Reversed | HoldState::Expired => {
                     tx.commit().await?;
                     return Ok(record);
@@ -292,7 +328,7 @@ impl<L: Ledger> Engine<L> {
         }
         Err(ApiError::conflict(
             "hold-contended",
-            format!("the hold for jti {jti} kept changing; retry"),
+            "the hold kept changing; retry",
         ))
     }
 

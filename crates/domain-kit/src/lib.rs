@@ -79,6 +79,7 @@ pub async fn build<L: Ledger>(
             clock,
             settings.hold_ttl,
             settings.hold_retention,
+            settings.cancel_window,
         ),
         signer,
     });

@@ -21,6 +21,11 @@ pub struct DomainSettings {
     /// expiry; redeemed and reversed holds are kept.
     #[serde(with = "humantime_serde")]
     pub hold_retention: Duration,
+    /// `CTR_CANCEL_WINDOW`: how long after its redemption a hold may still be reversed by a
+    /// cancellation (the relay's compensation of a checkout that did not complete); after it
+    /// the redemption is final and a cancellation is refused (409 `cancellation-window-closed`).
+    #[serde(with = "humantime_serde")]
+    pub cancel_window: Duration,
     /// `CTR_SEED_FILE`: demo data to load instead of the built-in seed.
     pub seed_file: Option<PathBuf>,
 }
@@ -32,6 +37,7 @@ impl Default for DomainSettings {
             token_ttl: Duration::from_secs(120),
             hold_ttl: Duration::from_secs(600),
             hold_retention: Duration::from_secs(3600),
+            cancel_window: Duration::from_secs(900),
             seed_file: None,
         }
     }
@@ -49,6 +55,15 @@ impl ServiceSettings for DomainSettings {
             return Err(ConfigError::Setting {
                 setting: "CTR_HOLD_TTL",
                 reason: "must be longer than CTR_TOKEN_TTL, so a valid token always finds its hold"
+                    .into(),
+            });
+        }
+        if self.cancel_window < Duration::from_secs(1)
+            || self.cancel_window > Duration::from_secs(86_400)
+        {
+            return Err(ConfigError::Setting {
+                setting: "CTR_CANCEL_WINDOW",
+                reason: "must be between 1s and 24h, and outlast the relay's CTR_CHECKOUT_BOUND"
                     .into(),
             });
         }

@@ -8,6 +8,10 @@
 //! DIR/<name>/client.pem         client (mTLS) leaf + intermediates
 //! DIR/<name>/client.key         its PKCS#8 key
 //! ```
+//!
+//! [`deliver`] copies one identity's part of that layout (the trust anchors, its own
+//! directory) into a directory of its own, with the same paths: what one service's container
+//! mounts.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -63,6 +67,47 @@ impl GeneratedPki {
         }
         Ok(())
     }
+}
+
+/// Copies into `to` what service `name` may see of the PKI in `from`, and removes anything
+/// else `to` holds: the root and intermediates, and `name/` (its server and client leaves and
+/// keys). Keys stay readable by their owner only.
+pub fn deliver(from: &Path, name: &str, to: &Path) -> Result<(), PkiError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| PkiError::Io { path, source }
+    };
+    let own = from.join(name);
+    if !own.is_dir() {
+        return Err(PkiError::Io {
+            path: own.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such identity"),
+        });
+    }
+    fs::create_dir_all(to).map_err(io(to))?;
+    for entry in fs::read_dir(to).map_err(io(to))? {
+        let path = entry.map_err(io(to))?.path();
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed.map_err(io(&path))?;
+    }
+    for file in [ROOT_FILE, INTERMEDIATES_FILE] {
+        let contents = fs::read_to_string(from.join(file)).map_err(io(&from.join(file)))?;
+        write(&to.join(file), &contents, false)?;
+    }
+    for entry in fs::read_dir(&own).map_err(io(&own))? {
+        let path = entry.map_err(io(&own))?.path();
+        let Some(file) = path.file_name() else {
+            continue;
+        };
+        let contents = fs::read_to_string(&path).map_err(io(&path))?;
+        let secret = path.extension().is_some_and(|e| e == "key");
+        write(&to.join(name).join(file), &contents, secret)?;
+    }
+    Ok(())
 }
 
 fn write(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {

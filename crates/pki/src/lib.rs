@@ -28,7 +28,7 @@ mod tls;
 use std::path::PathBuf;
 
 pub use chain::{GeneratedPki, LeafSpec, PemPair, PkiSpec};
-pub use files::{INTERMEDIATES_FILE, IdentityFiles, ROOT_FILE, load_certs, load_key};
+pub use files::{INTERMEDIATES_FILE, IdentityFiles, ROOT_FILE, deliver, load_certs, load_key};
 pub use tls::{
     ClientAuth, certificate_names, client_config, provider, reqwest_builder, root_store,
     server_config,

@@ -38,6 +38,10 @@ enum Command {
         /// Also copy the root CA certificate to this path (for curl on the host).
         #[arg(long, value_name = "PATH", env = "CTR_PKI_EXPORT_ROOT")]
         export_root: Option<PathBuf>,
+        /// Copy what service NAME may see into DIR, and nothing else: the trust anchors and
+        /// NAME's own certificates and keys (its volume; no container mounts the whole PKI).
+        #[arg(long = "deliver", value_name = "NAME=DIR")]
+        deliveries: Vec<String>,
     },
 }
 
@@ -63,8 +67,23 @@ fn main() -> ExitCode {
         force,
         chown,
         export_root,
+        deliveries,
     } = Cli::parse().command;
     let finish = || -> Result<(), String> {
+        for delivery in &deliveries {
+            let (name, dir) = delivery
+                .split_once('=')
+                .ok_or_else(|| format!("--deliver wants NAME=DIR, not `{delivery}`"))?;
+            let dir = PathBuf::from(dir);
+            ctr_pki::deliver(&out, name, &dir).map_err(|e| e.to_string())?;
+            if let Some(owner) = &chown {
+                chown_tree(&dir, owner)?;
+            }
+            println!(
+                "delivered {name}'s certificates and keys to {}",
+                dir.display()
+            );
+        }
         if let Some(owner) = &chown {
             chown_tree(&out, owner)?;
         }

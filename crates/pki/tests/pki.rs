@@ -169,3 +169,84 @@ fn a_missing_certificate_file_is_named_in_the_error() {
         "{error}"
     );
 }
+
+/// Every file under `dir`, relative, sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        for entry in std::fs::read_dir(&path).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn a_delivery_holds_the_trust_anchors_and_the_services_own_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("pki");
+    let relay = dir.path().join("relay");
+    let coupons = dir.path().join("coupons");
+    std::fs::create_dir_all(coupons.join("order-processing")).unwrap();
+    std::fs::write(coupons.join("order-processing/client.key"), "stale").unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_ctr-pki"))
+        .args(["init", "--out"])
+        .arg(&master)
+        .args(["--service=coupons", "--service=order-processing"])
+        .args(["--client=order-processing"])
+        .arg(format!("--deliver=coupons={}", coupons.display()))
+        .arg(format!("--deliver=order-processing={}", relay.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        files_under(&coupons),
+        [
+            "coupons/server.key",
+            "coupons/server.pem",
+            "intermediates.pem",
+            "root.pem"
+        ],
+        "a stale file of another identity is removed too"
+    );
+    assert_eq!(
+        files_under(&relay),
+        [
+            "intermediates.pem",
+            "order-processing/client.key",
+            "order-processing/client.pem",
+            "order-processing/server.key",
+            "order-processing/server.pem",
+            "root.pem"
+        ]
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(relay.join("order-processing/client.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let unknown = Command::new(env!("CARGO_BIN_EXE_ctr-pki"))
+        .args(["init", "--out"])
+        .arg(&master)
+        .arg(format!(
+            "--deliver=points={}",
+            dir.path().join("points").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        !unknown.status.success(),
+        "an identity the PKI lacks is an error"
+    );
+}

@@ -124,6 +124,11 @@ impl Relay {
                         other => other,
                     };
                 }
+                Err(call) if call.cause() == "cancellation-window-closed" => {
+                    // Retrying cannot help: the domain holds the redemption final. An operator
+                    // must settle it (a refund is not the relay's to make).
+                    tracing::error!(jti = %step.jti, order_processing_id = %order.id, "compensation refused: the redemption is past the domain's cancellation window");
+                }
                 Err(call) if must_reverse => {
                     pending = true;
                     tracing::error!(jti = %step.jti, order_processing_id = %order.id, cause = call.cause(), "compensation failed; the recovery worker retries it");

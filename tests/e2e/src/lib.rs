@@ -19,6 +19,7 @@ use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 pub const DOMAINS: [&str; 3] = ["coupons", "points", "payments"];
+pub const SERVICES: [&str; 4] = ["order-processing", "coupons", "points", "payments"];
 
 fn tag() -> String {
     std::env::var("CTR_IMAGE_TAG").unwrap_or_else(|_| "dev".into())
@@ -47,10 +48,10 @@ pub fn ensure_images() {
     }
 }
 
-/// Removes a run's containers and volume even when a test panics.
+/// Removes a run's containers and volumes even when a test panics.
 struct Cleanup {
     containers: Vec<String>,
-    volume: String,
+    volumes: Vec<String>,
 }
 
 impl Drop for Cleanup {
@@ -61,7 +62,8 @@ impl Drop for Cleanup {
             .args(&self.containers)
             .output();
         let _ = Command::new("docker")
-            .args(["volume", "rm", "-f", &self.volume])
+            .args(["volume", "rm", "-f"])
+            .args(&self.volumes)
             .output();
     }
 }
@@ -101,36 +103,48 @@ impl Stack {
             "--chown=10001:10001".into(),
             "--export-root=/export/root.pem".into(),
         ];
-        for service in ["order-processing", "coupons", "points", "payments"] {
+        for service in SERVICES {
             init.push(format!(
                 "--service={service}={}",
                 container_name(&id, service)
             ));
         }
         init.push("--client=order-processing".into());
-        let pki = GenericImage::new("ctr/pki", &tag())
+        // As compose does: the whole PKI stays in pki-init's volume; each service's own volume
+        // gets the trust anchors and its own keys.
+        let share = |service: &str| format!("{volume}-{service}");
+        let mut pki = GenericImage::new("ctr/pki", &tag())
             .with_wait_for(WaitFor::exit(ExitWaitStrategy::new().with_exit_code(0)))
-            .with_cmd(init)
             .with_user("0:0")
             .with_network(&network)
             .with_mount(Mount::volume_mount(&volume, "/pki"))
             .with_mount(Mount::bind_mount(
                 export.path().to_string_lossy(),
                 "/export",
-            ))
+            ));
+        for service in SERVICES {
+            init.push(format!("--deliver={service}=/deliver/{service}"));
+            pki = pki.with_mount(Mount::volume_mount(
+                share(service),
+                format!("/deliver/{service}"),
+            ));
+        }
+        let pki = pki
+            .with_cmd(init)
             .start()
             .await
             .expect("pki-init runs to completion");
         drop(pki);
 
-        let pki_mount =
-            || Mount::volume_mount(&volume, "/pki").with_access_mode(AccessMode::ReadOnly);
+        let pki_mount = |service: &str| {
+            Mount::volume_mount(share(service), "/pki").with_access_mode(AccessMode::ReadOnly)
+        };
         let mut domains = Vec::new();
         for domain in DOMAINS {
             let container = service_image(domain)
                 .with_network(&network)
                 .with_container_name(container_name(&id, domain))
-                .with_mount(pki_mount())
+                .with_mount(pki_mount(domain))
                 .with_env_var("CTR_LOG_FORMAT", "json")
                 .with_startup_timeout(Duration::from_secs(60))
                 .start()
@@ -141,7 +155,7 @@ impl Stack {
         let mut relay = service_image("order-processing")
             .with_network(&network)
             .with_container_name(container_name(&id, "order-processing"))
-            .with_mount(pki_mount())
+            .with_mount(pki_mount("order-processing"))
             .with_env_var("CTR_LOG_FORMAT", "json")
             .with_env_var("CTR_CALL_TIMEOUT", "2s")
             // A saga whose relay died is taken over quickly (a lease outlives two calls with
@@ -174,10 +188,13 @@ impl Stack {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        let containers = ["order-processing", "coupons", "points", "payments"]
-            .map(|s| container_name(&id, s))
-            .to_vec();
-        let _cleanup = Cleanup { containers, volume };
+        let containers = SERVICES.map(|s| container_name(&id, s)).to_vec();
+        let mut volumes = SERVICES.map(share).to_vec();
+        volumes.push(volume);
+        let _cleanup = Cleanup {
+            containers,
+            volumes,
+        };
         Self {
             id,
             _cleanup,
@@ -297,6 +314,28 @@ impl Stack {
             json!({"tokens": tokens}),
         )
         .await
+    }
+
+    /// Every file a running container sees under `dir`, read with `docker cp` (the images
+    /// have no shell), relative to `dir`, sorted.
+    pub fn files_in(container: &ContainerAsync<GenericImage>, dir: &str) -> Vec<String> {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("docker cp {}:{dir}/. - | tar -t", container.id()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker cp: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut files: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim_start_matches("./").to_owned())
+            .filter(|l| !l.is_empty() && !l.ends_with('/'))
+            .collect();
+        files.sort();
+        files
     }
 
     /// Runs `docker <verb> <container>` (pause, unpause, kill).

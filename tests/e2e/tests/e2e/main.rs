@@ -20,6 +20,7 @@ fn problem_type(body: &Value) -> &str {
 async fn the_containerised_system_checks_out_refuses_bad_tokens_compensates_and_recovers() {
     let stack = Stack::start().await;
     every_container_reports_healthy(&stack);
+    each_container_sees_only_the_trust_anchors_and_its_own_keys(&stack);
     a_full_checkout_completes(&stack).await;
     a_replayed_token_is_refused(&stack).await;
     a_tampered_token_is_refused(&stack).await;
@@ -34,6 +35,29 @@ fn every_container_reports_healthy(stack: &Stack) {
     for domain in DOMAINS {
         assert_eq!(Stack::health(stack.domain(domain)), "healthy", "{domain}");
     }
+}
+
+/// A domain's container cannot read the relay's mTLS key (and call another domain's
+/// cancellations as the relay), nor another domain's keys.
+fn each_container_sees_only_the_trust_anchors_and_its_own_keys(stack: &Stack) {
+    let anchors = ["intermediates.pem", "root.pem"];
+    for domain in DOMAINS {
+        let mut expected: Vec<String> = anchors.iter().map(|f| (*f).to_owned()).collect();
+        expected.extend(["server.key", "server.pem"].map(|f| format!("{domain}/{f}")));
+        expected.sort();
+        assert_eq!(
+            Stack::files_in(stack.domain(domain), "/pki"),
+            expected,
+            "{domain}"
+        );
+    }
+    let mut expected: Vec<String> = anchors.iter().map(|f| (*f).to_owned()).collect();
+    expected.extend(
+        ["client.key", "client.pem", "server.key", "server.pem"]
+            .map(|f| format!("order-processing/{f}")),
+    );
+    expected.sort();
+    assert_eq!(Stack::files_in(&stack.relay, "/pki"), expected);
 }
 
 async fn a_full_checkout_completes(stack: &Stack) {
