@@ -19,7 +19,6 @@
 //! capability any token grants.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::StatusCode;
 use ctr_service_kit::ApiError;
@@ -28,7 +27,7 @@ use ctr_token::{Clock, Settlement, secs};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::{CustomerId, Ledger, OrderProcessingId};
+use crate::{CustomerId, DomainSettings, Ledger, OrderProcessingId};
 
 /// The kit's own tables; a domain's start at version 100.
 pub const MIGRATIONS: &[Migration] = &[
@@ -44,7 +43,7 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 3,
-        name: "redeemed at",
+        name: "redeemed at, holds by customer",
         sql: include_str!("../migrations/0003_redeemed_at.sql"),
     },
 ];
@@ -112,6 +111,7 @@ pub struct Engine<L: Ledger> {
     hold_ttl: i64,
     retention: i64,
     cancel_window: i64,
+    holds_per_customer: i64,
 }
 
 fn hold_not_found() -> ApiError {
@@ -121,23 +121,17 @@ fn hold_not_found() -> ApiError {
 type HoldRow = (String, String, String, String, String, i64, Option<i64>);
 
 impl<L: Ledger> Engine<L> {
-    /// `retention`: how long an expired or released hold stays readable after its expiry;
-    /// `cancel_window`: how long after its redemption a hold may still be reversed.
-    pub fn new(
-        ledger: L,
-        store: Store,
-        clock: Arc<dyn Clock>,
-        hold_ttl: Duration,
-        retention: Duration,
-        cancel_window: Duration,
-    ) -> Self {
+    /// The lifetimes and limits come from `settings`: `CTR_HOLD_TTL`, `CTR_HOLD_RETENTION`,
+    /// `CTR_CANCEL_WINDOW`, `CTR_MAX_HOLDS_PER_CUSTOMER`.
+    pub fn new(ledger: L, store: Store, clock: Arc<dyn Clock>, settings: &DomainSettings) -> Self {
         Self {
             ledger,
             store,
             clock,
-            hold_ttl: secs(hold_ttl),
-            retention: secs(retention),
-            cancel_window: secs(cancel_window),
+            hold_ttl: secs(settings.hold_ttl),
+            retention: secs(settings.hold_retention),
+            cancel_window: secs(settings.cancel_window),
+            holds_per_customer: i64::from(settings.max_holds_per_customer),
         }
     }
 
@@ -158,6 +152,26 @@ impl<L: Ledger> Engine<L> {
     ) -> Result<HoldRecord<L::Hold>, ApiError> {
         let now = self.clock.now_secs();
         let mut tx = self.store.begin().await?;
+        // Every hold costs a signature and keeps something from others until it ends: one
+        // customer may have only so many at once.
+        let (held, first): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(expires_at) FROM holds \
+             WHERE customer_id = $1 AND state = 'held' AND expires_at > $2",
+        )
+        .bind(customer.as_str())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        if held >= self.holds_per_customer {
+            let wait = first.map_or(60, |first| first.saturating_sub(now));
+            return Err(ApiError::too_many(
+                "too-many-holds",
+                format!(
+                    "this customer holds {held} confirmations here already; redeem, cancel or let one expire"
+                ),
+                u64::try_from(wait).unwrap_or(1),
+            ));
+        }
         let hold = self.ledger.reserve(&mut tx, customer, request, now).await?;
         let record = HoldRecord {
             jti: Uuid::now_v7(),

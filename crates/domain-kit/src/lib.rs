@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::Router;
 use ctr_kms::{KmsConfig, Seed};
 use ctr_service_kit::{
-    App, ClientAuth, Health, Metrics, ServerConfig, Service, StartError, open_store,
+    App, ClientAuth, CustomerRate, Health, Metrics, ServerConfig, Service, StartError, open_store,
 };
 use ctr_token::Clock;
 
@@ -73,15 +73,9 @@ pub async fn build<L: Ledger>(
     .await
     .map_err(StartError::Service)?;
     let state = Arc::new(DomainState {
-        engine: Engine::new(
-            ledger,
-            store,
-            clock,
-            settings.hold_ttl,
-            settings.hold_retention,
-            settings.cancel_window,
-        ),
+        engine: Engine::new(ledger, store, clock, settings),
         signer,
+        rate: CustomerRate::new(server),
     });
     let janitor = Arc::downgrade(&state);
     tokio::spawn(async move {

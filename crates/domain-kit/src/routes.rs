@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ctr_relay_api::{CancelRequest, HoldReply, RedeemRequest};
-use ctr_service_kit::{ApiError, ApiJson, RelayCaller};
+use ctr_service_kit::{ApiError, ApiJson, CustomerRate, RelayCaller};
 use ctr_token::{Settlement, UnverifiedToken, VerifyError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -22,6 +22,8 @@ use crate::{
 pub struct DomainState<L: Ledger> {
     pub engine: Engine<L>,
     pub signer: Signer,
+    /// Each customer's rate of confirmations (each costs a signature and holds something).
+    pub rate: CustomerRate,
 }
 
 pub type SharedState<L> = Arc<DomainState<L>>;
@@ -88,6 +90,7 @@ async fn confirm<L: Ledger>(
 ) -> Result<(StatusCode, ApiJson<Value>), ApiError> {
     let order = OrderProcessingId::parse(&request.order_processing_id)?;
     let customer = CustomerId::parse(&request.customer_id)?;
+    state.rate.check(&customer)?;
     let record = state
         .engine
         .hold(&order, &customer, request.details)

@@ -26,6 +26,9 @@ pub struct DomainSettings {
     /// the redemption is final and a cancellation is refused (409 `cancellation-window-closed`).
     #[serde(with = "humantime_serde")]
     pub cancel_window: Duration,
+    /// `CTR_MAX_HOLDS_PER_CUSTOMER`: unredeemed holds one customer may have at once; one
+    /// more confirmation is refused 429 `too-many-holds`.
+    pub max_holds_per_customer: u32,
     /// `CTR_SEED_FILE`: demo data to load instead of the built-in seed.
     pub seed_file: Option<PathBuf>,
 }
@@ -38,6 +41,7 @@ impl Default for DomainSettings {
             hold_ttl: Duration::from_secs(600),
             hold_retention: Duration::from_secs(3600),
             cancel_window: Duration::from_secs(900),
+            max_holds_per_customer: 16,
             seed_file: None,
         }
     }
@@ -65,6 +69,12 @@ impl ServiceSettings for DomainSettings {
                 setting: "CTR_CANCEL_WINDOW",
                 reason: "must be between 1s and 24h, and outlast the relay's CTR_CHECKOUT_BOUND"
                     .into(),
+            });
+        }
+        if self.max_holds_per_customer == 0 {
+            return Err(ConfigError::Setting {
+                setting: "CTR_MAX_HOLDS_PER_CUSTOMER",
+                reason: "must be at least 1".into(),
             });
         }
         if self.hold_retention < Duration::from_secs(1) {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -18,7 +19,7 @@ use tower_http::trace::TraceLayer;
 use crate::admin::{self, AdminState};
 use crate::config::{ConfigError, ServerConfig};
 use crate::problem::{method_not_allowed, not_found};
-use crate::serve::serve;
+use crate::serve::{ConnectionLimits, serve};
 use crate::{ApiError, Health, Metrics, request_id, telemetry};
 
 /// What the kit needs to know about a service.
@@ -59,6 +60,7 @@ pub struct App {
     health: Health,
     shutdown: CancellationToken,
     grace: Duration,
+    limits: ConnectionLimits,
 }
 
 impl std::fmt::Debug for App {
@@ -103,7 +105,12 @@ impl App {
         };
         Ok(Self {
             service,
-            public_router: stack(routes, config, &metrics, "public"),
+            public_router: stack(
+                shed_load(routes, config.max_in_flight),
+                config,
+                &metrics,
+                "public",
+            ),
             admin_router: stack(admin::router(admin_state), config, &metrics, "admin"),
             public,
             admin,
@@ -112,6 +119,7 @@ impl App {
             health,
             shutdown,
             grace: config.shutdown_grace,
+            limits: ConnectionLimits::from(config),
         })
     }
 
@@ -154,6 +162,7 @@ impl App {
             self.public,
             self.public_tls,
             self.public_router,
+            self.limits,
             self.shutdown.clone(),
             self.grace,
         );
@@ -162,6 +171,7 @@ impl App {
             self.admin,
             self.admin_tls,
             self.admin_router,
+            self.limits,
             self.shutdown.clone(),
             self.grace,
         );
@@ -187,6 +197,28 @@ async fn termination() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Load shedding: at most `max_in_flight` requests are worked on at once; one more is
+/// answered 503 `overloaded` with `Retry-After` right away, instead of queueing behind them.
+fn shed_load(routes: Router, max_in_flight: usize) -> Router {
+    routes.layer(
+        tower::ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "Service overloaded",
+                    "the service is at its limit of requests in flight; retry shortly",
+                )
+                .retry_after(1)
+            }))
+            .layer(tower::load_shed::LoadShedLayer::new())
+            // One semaphore for every route (`Router::layer` wraps each route on its own).
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                max_in_flight,
+            )),
+    )
 }
 
 /// The middleware every listener gets, outermost last.

@@ -73,6 +73,32 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// `CTR_BODY_LIMIT_BYTES`: the largest request body accepted.
     pub body_limit_bytes: usize,
+    /// `CTR_MAX_CONNECTIONS`: open connections per listener; one more is closed at once.
+    pub max_connections: usize,
+    /// `CTR_MAX_IN_FLIGHT`: requests the public listener works on at once; beyond it a request
+    /// is answered 503 `overloaded` with `Retry-After` (load shedding) instead of queueing.
+    pub max_in_flight: usize,
+    /// `CTR_HEADER_READ_TIMEOUT`: the longest a TLS handshake, or a request's head, may take
+    /// to arrive; also how long an HTTP/1 connection is kept alive without a next request.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// `CTR_IDLE_TIMEOUT`: a connection (HTTP/1 or HTTP/2) with no request in flight for this
+    /// long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// `CTR_HTTP2_MAX_STREAMS`: concurrent streams on one HTTP/2 connection.
+    pub http2_max_streams: u32,
+    /// `CTR_KEEP_ALIVE_INTERVAL` / `CTR_KEEP_ALIVE_TIMEOUT`: HTTP/2 pings, and how long a
+    /// peer may take to answer one before its connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive_timeout: Duration,
+    /// `CTR_CUSTOMER_RATE`: requests per second one customer (told apart by its
+    /// `customer_id`, not by its address: behind a proxy every client shares one) may make
+    /// to the endpoints that create state, on average; `CTR_CUSTOMER_BURST` above it at once.
+    pub customer_rate: u32,
+    pub customer_burst: u32,
     /// `CTR_LOG`: a tracing filter such as `info` or `info,ctr=debug`.
     pub log: String,
     /// `CTR_LOG_FORMAT`: `auto`, `json` or `text`.
@@ -97,6 +123,15 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             request_timeout: Duration::from_secs(15),
             body_limit_bytes: 64 * 1024,
+            max_connections: 1024,
+            max_in_flight: 256,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            http2_max_streams: 64,
+            keep_alive_interval: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(10),
+            customer_rate: 5,
+            customer_burst: 20,
             log: "info".into(),
             log_format: LogFormat::Auto,
             otlp_endpoint: None,
@@ -125,6 +160,32 @@ impl ServerConfig {
             return Err(ConfigError::Setting {
                 setting: "CTR_BODY_LIMIT_BYTES",
                 reason: "must be at least 1024".into(),
+            });
+        }
+        let positive: [(&'static str, u64); 6] = [
+            ("CTR_MAX_CONNECTIONS", self.max_connections as u64),
+            ("CTR_MAX_IN_FLIGHT", self.max_in_flight as u64),
+            ("CTR_HTTP2_MAX_STREAMS", u64::from(self.http2_max_streams)),
+            ("CTR_CUSTOMER_RATE", u64::from(self.customer_rate)),
+            ("CTR_CUSTOMER_BURST", u64::from(self.customer_burst)),
+            (
+                "CTR_HEADER_READ_TIMEOUT/CTR_IDLE_TIMEOUT/CTR_KEEP_ALIVE_INTERVAL/CTR_KEEP_ALIVE_TIMEOUT",
+                [
+                    self.header_read_timeout,
+                    self.idle_timeout,
+                    self.keep_alive_interval,
+                    self.keep_alive_timeout,
+                ]
+                .iter()
+                .map(Duration::as_millis)
+                .min()
+                .unwrap_or_default() as u64,
+            ),
+        ];
+        if let Some((setting, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::Setting {
+                setting,
+                reason: "must be more than zero".into(),
             });
         }
         if self.shutdown_grace.is_zero() || self.request_timeout.is_zero() {

@@ -25,6 +25,8 @@ pub struct ApiError {
     pub title: &'static str,
     pub detail: String,
     pub extensions: Map<String, Value>,
+    /// Seconds after which a retry may succeed: the `Retry-After` header of a 429 or 503.
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -55,7 +57,25 @@ impl ApiError {
             title,
             detail: detail.into(),
             extensions: Map::new(),
+            retry_after: None,
         }
+    }
+
+    /// 429: this client (a customer, told apart by its id) is over one of its limits.
+    pub fn too_many(slug: &'static str, detail: impl Into<String>, retry_after: u64) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            slug,
+            "Too many requests",
+            detail,
+        )
+        .retry_after(retry_after)
+    }
+
+    /// Answers with `Retry-After: seconds` (at least 1).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     /// A field or rule of the request is wrong (422).
@@ -118,10 +138,14 @@ impl IntoResponse for ApiError {
             extensions: &self.extensions,
         };
         let mut response = (self.status, Json(body)).into_response();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }

@@ -55,6 +55,9 @@ impl TestPki {
             tls_cert: server.cert,
             tls_key: server.key,
             shutdown_grace: Duration::from_secs(5),
+            // Tests and the load tool drive one customer hard; the limits have tests of their own.
+            customer_rate: 100_000,
+            customer_burst: 100_000,
             ..ServerConfig::defaults(service)
         }
     }

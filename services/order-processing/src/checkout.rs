@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use ctr_relay_api::CallFailure;
-use ctr_service_kit::{ApiError, OrderProcessingId};
+use ctr_service_kit::{ApiError, CustomerRate, OrderProcessingId};
 use ctr_token::{Clock, KeySetCache, VerifiedToken, Verifier, VerifyError, secs};
 
 use crate::domains::DomainClient;
@@ -25,6 +25,8 @@ pub struct Relay {
     pub clock: Arc<dyn Clock>,
     /// This process, as the owner of the sagas it runs.
     pub instance: String,
+    /// Each customer's rate of new orders.
+    pub rate: CustomerRate,
 }
 
 fn token_problem(index: usize, error: &VerifyError) -> ApiError {

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use ctr_pki::IdentityFiles;
 use ctr_service_kit::{
-    App, ClientAuth, Config, Health, Metrics, ServerConfig, Service, StartError, https_client,
-    open_store,
+    App, ClientAuth, Config, CustomerRate, Health, Metrics, ServerConfig, Service, StartError,
+    https_client, open_store,
 };
 use ctr_token::{CachePolicy, Clock, KeySetCache, Verifier, VerifierPolicy, secs};
 
@@ -91,13 +91,19 @@ pub async fn build_with(
     let relay = Arc::new(Relay {
         settings: settings.clone(),
         verifier: Verifier::new(policy, keys, clock.clone()),
-        orders: OrderStore::new(store, settings.max_orders, secs(settings.order_retention)),
+        orders: OrderStore::new(
+            store,
+            settings.max_orders,
+            settings.max_open_orders_per_customer,
+            secs(settings.order_retention),
+        ),
         domains: DomainClient {
             client,
             retries: settings.call_retries,
         },
         clock,
         instance: uuid::Uuid::now_v7().to_string(),
+        rate: CustomerRate::new(server),
     });
     relay.spawn_recovery(settings.recovery_interval);
     let app = App::build(

@@ -13,11 +13,18 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "orders, checkout steps, replay",
-    sql: include_str!("../migrations/0001_orders.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "orders, checkout steps, replay",
+        sql: include_str!("../migrations/0001_orders.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "orders by customer",
+        sql: include_str!("../migrations/0002_orders_by_customer.sql"),
+    },
+];
 
 /// How many retired orders or replay entries one prune deletes at most.
 const PRUNE_BATCH: i64 = 500;
@@ -199,9 +206,17 @@ pub enum BeginError {
 /// Why an order could not be stored.
 #[derive(Debug)]
 pub enum InsertError {
-    /// As many orders as allowed are kept; none has reached its retention yet.
+    /// As many orders as allowed are kept; none has reached its retention yet. The first
+    /// will in `retry_after` seconds.
     Full {
         capacity: usize,
+        retry_after: u64,
+    },
+    /// The customer has `limit` open orders already; the first expires in `retry_after`
+    /// seconds.
+    CustomerLimit {
+        limit: usize,
+        retry_after: u64,
     },
     Store(ApiError),
 }
@@ -237,6 +252,7 @@ type StepRow = (String, String, String, i64, String, String, String);
 pub struct OrderStore {
     store: Store,
     capacity: usize,
+    per_customer: usize,
     retention: i64,
     /// Orders kept, as last counted (at each prune) plus this process's inserts since: the
     /// capacity check reads it instead of counting the table on every insert. `-1`: not
@@ -244,16 +260,25 @@ pub struct OrderStore {
     kept: Arc<AtomicI64>,
 }
 
+/// Seconds from `now` until `at` (at least 1; 60 when nothing is known).
+fn seconds_until(at: Option<i64>, now: i64) -> u64 {
+    at.map_or(60, |at| {
+        u64::try_from(at.saturating_sub(now)).unwrap_or(0).max(1)
+    })
+}
+
 fn corrupt(what: &str) -> ApiError {
     ApiError::internal(format!("a stored order's {what} is invalid"))
 }
 
 impl OrderStore {
-    /// `retention`: how long, in seconds, an order stays readable after its checkout window.
-    pub fn new(store: Store, capacity: usize, retention: i64) -> Self {
+    /// `retention`: how long, in seconds, an order stays readable after its checkout window;
+    /// `per_customer`: how many open orders one customer may have at once.
+    pub fn new(store: Store, capacity: usize, per_customer: usize, retention: i64) -> Self {
         Self {
             store,
             capacity,
+            per_customer,
             retention: retention.max(1),
             kept: Arc::new(AtomicI64::new(-1)),
         }
@@ -285,10 +310,33 @@ impl OrderStore {
         if self.full() {
             self.prune(now).await.map_err(InsertError::Store)?;
             if self.full() {
+                let (first,): (Option<i64>,) = sqlx::query_as(
+                    "SELECT MIN(forget_at) FROM orders \
+                     WHERE status <> 'checking_out' AND compensation_pending = 0",
+                )
+                .fetch_one(self.store.pool())
+                .await
+                .map_err(|e| InsertError::Store(e.into()))?;
                 return Err(InsertError::Full {
                     capacity: self.capacity,
+                    retry_after: seconds_until(first, now),
                 });
             }
+        }
+        let (open, first): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(expires_at) FROM orders \
+             WHERE customer_id = $1 AND status = 'open' AND expires_at > $2",
+        )
+        .bind(order.customer_id.as_str())
+        .bind(now)
+        .fetch_one(self.store.pool())
+        .await
+        .map_err(|e| InsertError::Store(e.into()))?;
+        if usize::try_from(open).is_ok_and(|open| open >= self.per_customer) {
+            return Err(InsertError::CustomerLimit {
+                limit: self.per_customer,
+                retry_after: seconds_until(first, now),
+            });
         }
         sqlx::query(
             "INSERT INTO orders (id, customer_id, total_amount, currency, status, created_at, \

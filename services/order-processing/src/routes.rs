@@ -42,6 +42,7 @@ async fn create_order(
     ApiJson(request): ApiJson<NewOrder>,
 ) -> Result<(StatusCode, ApiJson<Value>), ApiError> {
     let customer_id = CustomerId::parse(&request.customer_id)?;
+    relay.rate.check(&customer_id)?;
     if request.total.amount == 0 {
         return Err(ApiError::invalid(
             "invalid-total",
@@ -70,7 +71,10 @@ async fn create_order(
         .insert(&order, now)
         .await
         .map_err(|error| match error {
-            InsertError::Full { capacity } => {
+            InsertError::Full {
+                capacity,
+                retry_after,
+            } => {
                 tracing::warn!(capacity, "order store full");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -80,7 +84,15 @@ async fn create_order(
                         "the relay keeps at most {capacity} orders and none has passed its retention yet; retry later"
                     ),
                 )
+                .retry_after(retry_after)
             }
+            InsertError::CustomerLimit { limit, retry_after } => ApiError::too_many(
+                "too-many-open-orders",
+                format!(
+                    "this customer has {limit} open orders already; check one out or let it expire"
+                ),
+                retry_after,
+            ),
             InsertError::Store(problem) => problem,
         })?;
     tracing::info!(order_processing_id = %id, "order opened");

@@ -90,6 +90,9 @@ pub struct RelaySettings {
     pub order_retention: Duration,
     /// `CTR_MAX_ORDERS`: the most orders kept at once; beyond it new orders are refused (503).
     pub max_orders: usize,
+    /// `CTR_MAX_OPEN_ORDERS_PER_CUSTOMER`: open (not yet checked out, unexpired) orders one
+    /// customer may have; one more is refused 429 `too-many-open-orders`.
+    pub max_open_orders_per_customer: usize,
 }
 
 impl Default for RelaySettings {
@@ -132,6 +135,7 @@ impl Default for RelaySettings {
             max_tokens: 8,
             order_retention: Duration::from_secs(3600),
             max_orders: 100_000,
+            max_open_orders_per_customer: 8,
         }
     }
 }
@@ -238,6 +242,9 @@ impl ServiceSettings for RelaySettings {
         }
         if self.order_retention < Duration::from_secs(1) {
             return Err(setting("CTR_ORDER_RETENTION", "at least 1s"));
+        }
+        if self.max_open_orders_per_customer == 0 {
+            return Err(setting("CTR_MAX_OPEN_ORDERS_PER_CUSTOMER", "at least 1"));
         }
         if self.max_orders == 0 {
             return Err(setting("CTR_MAX_ORDERS", "at least 1"));

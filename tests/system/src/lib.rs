@@ -201,11 +201,13 @@ fn domain<L: Ledger>(built: DomainApp<L>) -> Domain<L> {
     }
 }
 
-/// Settings every test domain shares: a short token and hold lifetime.
+/// Settings every test domain shares: a short token and hold lifetime, and room for the
+/// races of one customer (the per-customer cap has a test of its own).
 pub fn domain_settings() -> DomainSettings {
     DomainSettings {
         token_ttl: Duration::from_secs(120),
         hold_ttl: Duration::from_secs(600),
+        max_holds_per_customer: 1000,
         ..DomainSettings::default()
     }
 }
@@ -226,10 +228,20 @@ impl World {
         settings: DomainSettings,
         tune: impl FnOnce(&mut RelaySettings),
     ) -> Self {
+        Self::start_tuned(settings, tune, |_| {}).await
+    }
+
+    /// As [`Self::start_custom`], with every service's server config adjusted by
+    /// `tune_server` (its connection, request and per-customer limits).
+    pub async fn start_tuned(
+        settings: DomainSettings,
+        tune: impl FnOnce(&mut RelaySettings),
+        tune_server: fn(&mut ctr_service_kit::ServerConfig),
+    ) -> Self {
         let pki = TestPki::new();
         let clock = Arc::new(FakeClock::at_secs(SystemClock.now_secs()));
         let stores = Stores::fresh(&pki).await;
-        Self::boot(pki, clock, settings, tune, None, stores).await
+        Self::boot(pki, clock, settings, tune, tune_server, None, stores).await
     }
 
     /// Stops every service (gracefully) and starts them again on the same ports, stores and
@@ -261,6 +273,7 @@ impl World {
             clock,
             domain_settings,
             |s| *s = relay_settings,
+            |_| {},
             Some(ports),
             stores,
         )
@@ -287,12 +300,14 @@ impl World {
         clock: Arc<FakeClock>,
         settings: DomainSettings,
         tune: impl FnOnce(&mut RelaySettings),
+        tune_server: fn(&mut ctr_service_kit::ServerConfig),
         ports: Option<Ports>,
         stores: Stores,
     ) -> Self {
         let dyn_clock: Arc<dyn Clock> = clock.clone();
         let server = |name: &str, port: Option<SocketAddr>, store: &str| {
             let mut config = pki.server_config(name);
+            tune_server(&mut config);
             config.store_url = store.to_owned();
             if let Some(addr) = port {
                 config.public_addr = addr;
@@ -350,6 +365,8 @@ impl World {
             client_key: client.key,
             call_timeout: Duration::from_secs(1),
             call_retries: 1,
+            // Tests open many orders for one customer; the cap has a test of its own.
+            max_open_orders_per_customer: 1000,
             ..RelaySettings::default()
         };
         tune(&mut relay_settings);

@@ -6,7 +6,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use ctr_service_kit::testing::TestPki;
-use ctr_service_kit::{ApiJson, App, ClientAuth, Health, Metrics, RelayCaller, Service};
+use ctr_service_kit::{
+    ApiJson, App, ClientAuth, Health, Metrics, RelayCaller, ServerConfig, Service,
+};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -55,6 +57,11 @@ fn routes(entered: Arc<Notify>) -> Router {
 
 impl TestApp {
     pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// As [`Self::spawn`], with the server config adjusted by `tune` (its limits).
+    pub async fn spawn_with(tune: fn(&mut ServerConfig)) -> Self {
         let pki = TestPki::new();
         let health = Health::default();
         let ready = Arc::new(AtomicBool::new(false));
@@ -71,9 +78,11 @@ impl TestApp {
             name: "coupons",
             client_auth: ClientAuth::Optional,
         };
+        let mut config = pki.server_config("coupons");
+        tune(&mut config);
         let app = App::build(
             service,
-            &pki.server_config("coupons"),
+            &config,
             routes(entered.clone()),
             health,
             Metrics::default(),

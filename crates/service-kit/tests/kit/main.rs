@@ -6,6 +6,7 @@
 
 mod config;
 mod helpers;
+mod limits;
 mod listeners;
 mod probes;
 mod problems;

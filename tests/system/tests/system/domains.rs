@@ -487,18 +487,22 @@ async fn a_redemption_is_reversible_within_the_cancellation_window_and_final_aft
     let window = world.domain_settings.cancel_window;
     let redeem_url = world.points.running.url("/service/v1/points/redemptions");
     let cancel_url = world.points.running.url("/service/v1/points/cancellations");
-    let redeemed = |points: &Value| {
-        json!({"token": points["token"], "order_processing_id": ORDER, "customer_id": "c_alice"})
-    };
+    let redeemed = |points: &Value| json!({"token": points["token"], "order_processing_id": ORDER, "customer_id": "c_alice"});
 
     // Within the window: the redemption is reversed.
     let (_, early) = world.confirm_points(ORDER, "c_alice", 100).await;
-    let (status, _) = world.post_as(&relay, redeem_url.clone(), redeemed(&early)).await;
+    let (status, _) = world
+        .post_as(&relay, redeem_url.clone(), redeemed(&early))
+        .await;
     assert_eq!(status, 200);
     world.clock.advance(window - Duration::from_secs(1));
     let cancel = json!({"jti": early["jti"], "order_processing_id": ORDER});
     let (status, body) = world.post_as(&relay, cancel_url.clone(), cancel).await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("reversed")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("reversed")),
+        "{body}"
+    );
 
     // Past it: the redemption is final, the cancellation is refused and changes nothing.
     let (_, late) = world.confirm_points(ORDER, "c_alice", 200).await;

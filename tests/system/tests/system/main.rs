@@ -4,6 +4,8 @@ mod checkout;
 mod domains;
 mod durability;
 mod echo;
+mod fuzz;
+mod limits;
 mod replicas;
 mod saga;
 mod settlement;
