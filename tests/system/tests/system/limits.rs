@@ -10,21 +10,9 @@ use serde_json::{Value, json};
 
 const ORDER: &str = "op_0192f0c4-7f3a-7b11-9d55-0c2a3b4c5d6e";
 
-async fn confirm_payment(world: &World, customer: &str, method: &str) -> (u16, Option<u64>, Value) {
-    let body = json!({"order_processing_id": ORDER, "customer_id": customer,
-                      "payment_method_id": method, "amount": {"amount": 100, "currency": "EUR"}});
-    let response = world
-        .customer
-        .post(
-            world
-                .payments
-                .running
-                .url("/service/v1/payments/confirmations"),
-        )
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+/// Sends `request`: its status, its `Retry-After` seconds, its body.
+async fn send(request: reqwest::RequestBuilder) -> (u16, Option<u64>, Value) {
+    let response = request.send().await.unwrap();
     let retry_after = response
         .headers()
         .get("retry-after")
@@ -36,23 +24,25 @@ async fn confirm_payment(world: &World, customer: &str, method: &str) -> (u16, O
     )
 }
 
+async fn confirm_payment(world: &World, customer: &str, method: &str) -> (u16, Option<u64>, Value) {
+    let body = json!({"order_processing_id": ORDER, "customer_id": customer,
+                      "payment_method_id": method, "amount": {"amount": 100, "currency": "EUR"}});
+    let url = world
+        .payments
+        .running
+        .url("/service/v1/payments/confirmations");
+    send(world.customer.post(url).json(&body)).await
+}
+
 async fn open_order(world: &World, customer: &str) -> (u16, Option<u64>, Value) {
-    let response = world
-        .customer
-        .post(world.relay.url("/service/v1/orders"))
-        .json(&json!({"customer_id": customer, "total": {"amount": 4999, "currency": "EUR"}}))
-        .send()
-        .await
-        .unwrap();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().parse().unwrap());
-    (
-        response.status().as_u16(),
-        retry_after,
-        response.json().await.unwrap(),
+    let body = json!({"customer_id": customer, "total": {"amount": 4999, "currency": "EUR"}});
+    send(
+        world
+            .customer
+            .post(world.relay.url("/service/v1/orders"))
+            .json(&body),
     )
+    .await
 }
 
 #[tokio::test]
