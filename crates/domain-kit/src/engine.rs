@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use ctr_service_kit::ApiError;
+use ctr_service_kit::{ApiError, seconds_until};
 use ctr_store::{Conn, Migration, Store, sqlx};
 use ctr_token::{Clock, Settlement, secs};
 use serde::Serialize;
@@ -94,6 +94,8 @@ pub struct HoldRecord<H> {
     pub hold: H,
     pub state: HoldState,
     pub expires_at: i64,
+    /// When it was redeemed: a cancellation may reverse it only within the window after this.
+    pub redeemed_at: Option<i64>,
 }
 
 /// What a redemption answered; a repeat answers the same, with `replayed`.
@@ -118,7 +120,16 @@ fn hold_not_found() -> ApiError {
     ApiError::not_found("hold-not-found", "no hold for this jti")
 }
 
-type HoldRow = (String, String, String, String, String, i64, Option<i64>);
+type HoldRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
 
 impl<L: Ledger> Engine<L> {
     /// The lifetimes and limits come from `settings`: `CTR_HOLD_TTL`, `CTR_HOLD_RETENTION`,
@@ -163,13 +174,12 @@ impl<L: Ledger> Engine<L> {
         .fetch_one(&mut *tx)
         .await?;
         if held >= self.holds_per_customer {
-            let wait = first.map_or(60, |first| first.saturating_sub(now));
             return Err(ApiError::too_many(
                 "too-many-holds",
                 format!(
                     "this customer holds {held} confirmations here already; redeem, cancel or let one expire"
                 ),
-                u64::try_from(wait).unwrap_or(1),
+                seconds_until(first, now),
             ));
         }
         let hold = self.ledger.reserve(&mut tx, customer, request, now).await?;
@@ -180,6 +190,7 @@ impl<L: Ledger> Engine<L> {
             hold,
             state: HoldState::Held,
             expires_at: now.saturating_add(self.hold_ttl),
+            redeemed_at: None,
         };
         sqlx::query(
             "INSERT INTO holds (jti, order_processing_id, customer_id, state, hold, expires_at) \
@@ -249,20 +260,24 @@ impl<L: Ledger> Engine<L> {
         }
         // Held: take the transition first, so a racing process waits on the row and then
         // sees it redeemed; the ledger change and the transition commit together or not at all.
-        if !transition(&mut tx, jti, HoldState::Held, HoldState::Redeemed, None).await? {
+        let redeemed = transition(
+            &mut tx,
+            jti,
+            HoldState::Held,
+            HoldState::Redeemed,
+            None,
+            Some(now),
+        );
+        if !redeemed.await? {
             drop(tx);
             return self.replayed(jti, now).await;
         }
-        sqlx::query("UPDATE holds SET redeemed_at = $1 WHERE jti = $2")
-            .bind(now)
-            .bind(jti.to_string())
-            .execute(&mut *tx)
-            .await?;
         self.ledger
             .apply(&mut tx, &record.customer_id, &record.hold)
             .await?;
         tx.commit().await?;
         record.state = HoldState::Redeemed;
+        record.redeemed_at = Some(now);
         Ok(Redemption {
             record,
             replayed: false,
@@ -306,12 +321,9 @@ impl<L: Ledger> Engine<L> {
             let (to, forget_at) = match record.state {
                 HoldState::Held => (HoldState::Released, Some(self.forget_at(&record))),
                 HoldState::Redeemed => {
-                    let (redeemed_at,): (Option<i64>,) =
-                        sqlx::query_as("SELECT redeemed_at FROM holds WHERE jti = $1")
-                            .bind(jti.to_string())
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    let closes = redeemed_at.map(|at| at.saturating_add(self.cancel_window));
+                    let closes = record
+                        .redeemed_at
+                        .map(|at| at.saturating_add(self.cancel_window));
                     if closes.is_none_or(|closes| now > closes) {
                         tx.commit().await?;
                         return Err(ApiError::conflict(
@@ -328,7 +340,7 @@ impl<L: Ledger> Engine<L> {
                     return Ok(record);
                 }
             };
-            if !transition(&mut tx, jti, record.state, to, forget_at).await? {
+            if !transition(&mut tx, jti, record.state, to, forget_at, None).await? {
                 continue; // another process moved it meanwhile: look again
             }
             let customer = &record.customer_id;
@@ -422,7 +434,16 @@ impl<L: Ledger> Engine<L> {
         let mut record = self.load(conn, jti).await?.ok_or_else(hold_not_found)?;
         if record.state == HoldState::Held && record.expires_at <= now {
             let forget_at = Some(self.forget_at(&record));
-            if transition(conn, jti, HoldState::Held, HoldState::Expired, forget_at).await? {
+            if transition(
+                conn,
+                jti,
+                HoldState::Held,
+                HoldState::Expired,
+                forget_at,
+                None,
+            )
+            .await?
+            {
                 self.ledger
                     .release(conn, &record.customer_id, &record.hold)
                     .await?;
@@ -441,8 +462,8 @@ impl<L: Ledger> Engine<L> {
         jti: Uuid,
     ) -> Result<Option<HoldRecord<L::Hold>>, ApiError> {
         let row: Option<HoldRow> = sqlx::query_as(
-            "SELECT jti, order_processing_id, customer_id, state, hold, expires_at, forget_at \
-             FROM holds WHERE jti = $1",
+            "SELECT jti, order_processing_id, customer_id, state, hold, expires_at, forget_at, \
+             redeemed_at FROM holds WHERE jti = $1",
         )
         .bind(jti.to_string())
         .fetch_optional(&mut *conn)
@@ -457,7 +478,7 @@ impl<L: Ledger> Engine<L> {
 
 fn record_from_row<L: Ledger>(
     jti: Uuid,
-    (_, order, customer, state, hold, expires_at, _): HoldRow,
+    (_, order, customer, state, hold, expires_at, _, redeemed_at): HoldRow,
 ) -> Result<HoldRecord<L::Hold>, ApiError> {
     let corrupt = |what: &str| ApiError::internal(format!("hold {jti}: stored {what} is invalid"));
     Ok(HoldRecord {
@@ -467,24 +488,30 @@ fn record_from_row<L: Ledger>(
         hold: serde_json::from_str(&hold).map_err(|_| corrupt("hold"))?,
         state: HoldState::parse(&state).ok_or_else(|| corrupt("state"))?,
         expires_at,
+        redeemed_at,
     })
 }
 
-/// Moves a hold from `from` to `to` if it is still `from`; answers whether it moved.
+/// Moves a hold from `from` to `to` if it is still `from`; answers whether it moved. A
+/// redemption passes its time as `redeemed_at`; other moves keep the stored one.
 async fn transition(
     conn: &mut Conn,
     jti: Uuid,
     from: HoldState,
     to: HoldState,
     forget_at: Option<i64>,
+    redeemed_at: Option<i64>,
 ) -> Result<bool, ApiError> {
-    let moved =
-        sqlx::query("UPDATE holds SET state = $1, forget_at = $2 WHERE jti = $3 AND state = $4")
-            .bind(to.as_str())
-            .bind(forget_at)
-            .bind(jti.to_string())
-            .bind(from.as_str())
-            .execute(&mut *conn)
-            .await?;
+    let moved = sqlx::query(
+        "UPDATE holds SET state = $1, forget_at = $2, redeemed_at = COALESCE($3, redeemed_at) \
+         WHERE jti = $4 AND state = $5",
+    )
+    .bind(to.as_str())
+    .bind(forget_at)
+    .bind(redeemed_at)
+    .bind(jti.to_string())
+    .bind(from.as_str())
+    .execute(&mut *conn)
+    .await?;
     Ok(moved.rows_affected() == 1)
 }
