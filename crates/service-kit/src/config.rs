@@ -162,36 +162,29 @@ impl ServerConfig {
                 reason: "must be at least 1024".into(),
             });
         }
-        let positive: [(&'static str, u64); 6] = [
-            ("CTR_MAX_CONNECTIONS", self.max_connections as u64),
-            ("CTR_MAX_IN_FLIGHT", self.max_in_flight as u64),
-            ("CTR_HTTP2_MAX_STREAMS", u64::from(self.http2_max_streams)),
-            ("CTR_CUSTOMER_RATE", u64::from(self.customer_rate)),
-            ("CTR_CUSTOMER_BURST", u64::from(self.customer_burst)),
+        let zero = [
+            ("CTR_SHUTDOWN_GRACE", self.shutdown_grace.is_zero()),
+            ("CTR_REQUEST_TIMEOUT", self.request_timeout.is_zero()),
+            ("CTR_MAX_CONNECTIONS", self.max_connections == 0),
+            ("CTR_MAX_IN_FLIGHT", self.max_in_flight == 0),
             (
-                "CTR_HEADER_READ_TIMEOUT/CTR_IDLE_TIMEOUT/CTR_KEEP_ALIVE_INTERVAL/CTR_KEEP_ALIVE_TIMEOUT",
-                [
-                    self.header_read_timeout,
-                    self.idle_timeout,
-                    self.keep_alive_interval,
-                    self.keep_alive_timeout,
-                ]
-                .iter()
-                .map(Duration::as_millis)
-                .min()
-                .unwrap_or_default() as u64,
+                "CTR_HEADER_READ_TIMEOUT",
+                self.header_read_timeout.is_zero(),
             ),
+            ("CTR_IDLE_TIMEOUT", self.idle_timeout.is_zero()),
+            ("CTR_HTTP2_MAX_STREAMS", self.http2_max_streams == 0),
+            (
+                "CTR_KEEP_ALIVE_INTERVAL",
+                self.keep_alive_interval.is_zero(),
+            ),
+            ("CTR_KEEP_ALIVE_TIMEOUT", self.keep_alive_timeout.is_zero()),
+            ("CTR_CUSTOMER_RATE", self.customer_rate == 0),
+            ("CTR_CUSTOMER_BURST", self.customer_burst == 0),
         ];
-        if let Some((setting, _)) = positive.iter().find(|(_, value)| *value == 0) {
+        if let Some((setting, _)) = zero.into_iter().find(|(_, zero)| *zero) {
             return Err(ConfigError::Setting {
                 setting,
                 reason: "must be more than zero".into(),
-            });
-        }
-        if self.shutdown_grace.is_zero() || self.request_timeout.is_zero() {
-            return Err(ConfigError::Setting {
-                setting: "CTR_SHUTDOWN_GRACE/CTR_REQUEST_TIMEOUT",
-                reason: "must be longer than zero".into(),
             });
         }
         if let Some(endpoint) = self.otlp_endpoint()

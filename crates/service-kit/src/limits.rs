@@ -6,7 +6,7 @@
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::{ApiError, CustomerId, ServerConfig};
@@ -16,7 +16,7 @@ const SWEEP_EVERY: u32 = 4096;
 
 #[derive(Debug)]
 pub struct CustomerRate {
-    limiter: DefaultKeyedRateLimiter<String>,
+    limiter: DefaultKeyedRateLimiter<CustomerId>,
     checks: AtomicU32,
     rate: u32,
 }
@@ -41,10 +41,8 @@ impl CustomerRate {
             self.limiter.retain_recent();
             self.limiter.shrink_to_fit();
         }
-        self.limiter
-            .check_key(&customer.as_str().to_owned())
-            .map_err(|not_until| {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+        self.limiter.check_key(customer).map_err(|not_until| {
+                let wait = not_until.wait_time_from(self.limiter.clock().now());
                 ApiError::too_many(
                     "rate-limited",
                     format!(

@@ -77,7 +77,17 @@ impl ApiError {
         self.retry_after = Some(seconds.max(1));
         self
     }
+}
 
+/// Seconds from `now` until the Unix time `at`, for `Retry-After`: at least 1, and 60 when
+/// nothing says when (`at` unknown).
+pub fn seconds_until(at: Option<i64>, now: i64) -> u64 {
+    at.map_or(60, |at| {
+        u64::try_from(at.saturating_sub(now)).unwrap_or(0).max(1)
+    })
+}
+
+impl ApiError {
     /// A field or rule of the request is wrong (422).
     pub fn invalid(slug: &'static str, detail: impl Into<String>) -> Self {
         Self::new(

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use ctr_money::{Currency, Money};
 use ctr_relay_api::CallFailure;
-use ctr_service_kit::{ApiError, CustomerId, OrderProcessingId, rfc3339};
+use ctr_service_kit::{ApiError, CustomerId, OrderProcessingId, rfc3339, seconds_until};
 use ctr_store::{Conn, Migration, Store, sqlx};
 use ctr_token::VerifiedToken;
 use serde::Serialize;
@@ -258,13 +258,6 @@ pub struct OrderStore {
     /// capacity check reads it instead of counting the table on every insert. `-1`: not
     /// counted yet.
     kept: Arc<AtomicI64>,
-}
-
-/// Seconds from `now` until `at` (at least 1; 60 when nothing is known).
-fn seconds_until(at: Option<i64>, now: i64) -> u64 {
-    at.map_or(60, |at| {
-        u64::try_from(at.saturating_sub(now)).unwrap_or(0).max(1)
-    })
 }
 
 fn corrupt(what: &str) -> ApiError {
@@ -601,32 +594,22 @@ impl OrderStore {
     /// entries, in bounded batches.
     pub async fn prune(&self, now: i64) -> Result<(), ApiError> {
         let mut tx = self.store.begin().await?;
-        sqlx::query(
+        for retire in [
             "DELETE FROM checkout_steps WHERE order_id IN \
              (SELECT id FROM orders WHERE forget_at <= $1 \
               AND status <> 'checking_out' AND compensation_pending = 0 LIMIT $2)",
-        )
-        .bind(now)
-        .bind(PRUNE_BATCH)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
             "DELETE FROM orders WHERE id IN \
              (SELECT id FROM orders WHERE forget_at <= $1 \
               AND status <> 'checking_out' AND compensation_pending = 0 LIMIT $2)",
-        )
-        .bind(now)
-        .bind(PRUNE_BATCH)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
             "DELETE FROM replay WHERE (iss, jti) IN \
              (SELECT iss, jti FROM replay WHERE forget_at <= $1 LIMIT $2)",
-        )
-        .bind(now)
-        .bind(PRUNE_BATCH)
-        .execute(&mut *tx)
-        .await?;
+        ] {
+            sqlx::query(retire)
+                .bind(now)
+                .bind(PRUNE_BATCH)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         self.recount().await
     }
