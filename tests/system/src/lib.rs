@@ -561,6 +561,26 @@ impl World {
         }
     }
 
+    /// Of concurrent checkouts of `three_tokens` for `c_alice`, exactly one completed, every
+    /// other one was refused as in progress or no longer open, and the effects happened once.
+    pub async fn assert_one_checkout_won(&self, results: &[(u16, Value)]) {
+        let completed = results.iter().filter(|(s, _)| *s == 200).count();
+        assert_eq!(completed, 1, "{results:?}");
+        for (status, body) in results.iter().filter(|(s, _)| *s != 200) {
+            assert_eq!(*status, 409, "{body}");
+            assert!(
+                ["checkout-in-progress", "order-not-open"].contains(&problem_type(body)),
+                "{body}"
+            );
+        }
+        let balance = self.balance("c_alice").await;
+        assert_eq!(
+            (balance["available"].as_u64(), balance["spent"].as_u64()),
+            (Some(4500), Some(500))
+        );
+        assert_eq!(self.coupon("SPRING10").await["uses"], 1);
+    }
+
     pub async fn balance(&self, customer: &str) -> Value {
         self.get(
             self.points

@@ -35,21 +35,7 @@ async fn the_same_tokens_checked_out_through_two_relays_complete_exactly_once() 
     let urls = [world.relay.url(&path), second.url(&path)];
     let attempts = (0..20).map(|i| world.post(urls[i % 2].clone(), json!({"tokens": tokens})));
     let results = futures::future::join_all(attempts).await;
-    let completed = results.iter().filter(|(s, _)| *s == 200).count();
-    assert_eq!(completed, 1, "{results:?}");
-    for (status, body) in results.iter().filter(|(s, _)| *s != 200) {
-        assert_eq!(*status, 409, "{body}");
-        assert!(
-            ["checkout-in-progress", "order-not-open"].contains(&problem_type(body)),
-            "{body}"
-        );
-    }
-    let balance = world.balance("c_alice").await;
-    assert_eq!(
-        (balance["available"].as_u64(), balance["spent"].as_u64()),
-        (Some(4500), Some(500))
-    );
-    assert_eq!(world.coupon("SPRING10").await["uses"], 1);
+    world.assert_one_checkout_won(&results).await;
     let (_, seen_by_second) = world
         .get(second.url(&format!("/service/v1/orders/{order}")))
         .await;
