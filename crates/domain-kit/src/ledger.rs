@@ -23,9 +23,9 @@ pub trait Ledger: Send + Sync + 'static {
     const MIGRATIONS: &'static [Migration];
 
     /// The domain part of a confirmation request.
-    type Request: DeserializeOwned + Send + 'static;
+    type Request: DeserializeOwned + utoipa::ToSchema + Send + 'static;
     /// What a hold reserved; stored with the hold and answered as the confirmation's summary.
-    type Hold: Clone + Serialize + DeserializeOwned + Send + Sync + 'static;
+    type Hold: Clone + Serialize + DeserializeOwned + utoipa::ToSchema + Send + Sync + 'static;
 
     /// Loads the seed data when the domain's tables are empty; a store with data keeps it.
     async fn seed(&self, conn: &mut Conn) -> Result<(), StoreError>;

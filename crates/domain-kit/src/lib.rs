@@ -5,6 +5,7 @@
 mod engine;
 mod issue;
 mod ledger;
+mod openapi;
 mod routes;
 mod settings;
 mod signer;
@@ -22,6 +23,7 @@ pub use ctr_service_kit::{CustomerId, OrderProcessingId, reference, rfc3339};
 pub use engine::{Engine, HoldRecord, HoldState, Redemption};
 pub use issue::{IssueError, IssuedToken, IssuerConfig, TokenIssuer, der_to_raw};
 pub use ledger::{Ledger, from_sql, to_sql};
+pub use openapi::openapi;
 pub use routes::{DomainState, SharedState, hold_view, routes};
 pub use settings::DomainSettings;
 pub use signer::{AUDIENCE, Signer, token_problem};
@@ -44,6 +46,7 @@ pub async fn build<L: Ledger>(
     ledger: L,
     clock: Arc<dyn Clock>,
     extra: impl FnOnce(SharedState<L>) -> Router,
+    doc: &utoipa::openapi::OpenApi,
 ) -> Result<DomainApp<L>, StartError> {
     let health = Health::default();
     let mut migrations = engine::MIGRATIONS.to_vec();
@@ -91,7 +94,9 @@ pub async fn build<L: Ledger>(
     });
     let key_id = state.signer.key_id().to_owned();
     health.register("signing-key", move || Ok(format!("{key_id} in the KMS")));
-    let router = routes(state.clone()).merge(extra(state.clone()));
+    let router = routes(state.clone())
+        .merge(extra(state.clone()))
+        .merge(ctr_service_kit::openapi::routes(doc));
     let service = Service {
         name: L::DOMAIN,
         client_auth: ClientAuth::Optional,

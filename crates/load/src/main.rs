@@ -119,7 +119,11 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(failed) => {
+            eprintln!("ctr-load: {failed} flows failed (see `errors` in the report)");
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("ctr-load: {e}");
             ExitCode::FAILURE
@@ -127,7 +131,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
+/// Runs every requested store and reports; answers how many flows failed in all.
+async fn run(cli: Cli) -> Result<u64, String> {
     // The bound first, on an idle machine.
     let bound = bound::measure()?;
     let mut reports = Vec::new();
@@ -189,7 +194,32 @@ async fn run(cli: Cli) -> Result<(), String> {
         std::fs::write(path, json.unwrap_or_default())
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    Ok(())
+    Ok(reports
+        .iter()
+        .map(|r| r["flows_failed"].as_u64().unwrap_or(0))
+        .sum())
+}
+
+/// One line a second on stderr while flows run: done, failed, rate, time left.
+async fn progress(
+    store: String,
+    done: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    total: usize,
+    deadline: Instant,
+) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let (n, f) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+        eprintln!(
+            "[{store}] {n}/{total} flows, {f} failed, {:.0}/s, {}s left",
+            n as f64 / started.elapsed().as_secs_f64(),
+            deadline.saturating_duration_since(Instant::now()).as_secs()
+        );
+    }
 }
 
 /// Runs the customers' flows against `targets` until the flow budget or the time is spent.
@@ -203,8 +233,17 @@ async fn drive(
     let budget = Arc::new(AtomicUsize::new(cli.flows));
     let deadline = Instant::now() + Duration::from_secs(cli.seconds);
     let started = Instant::now();
+    let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let reporter = tokio::spawn(progress(
+        store.to_owned(),
+        done.clone(),
+        failed.clone(),
+        cli.flows,
+        deadline,
+    ));
     let customers = (0..cli.customers).map(|customer| {
         let (budget, targets, client) = (budget.clone(), targets.clone(), client.clone());
+        let (done, failed) = (done.clone(), failed.clone());
         tokio::spawn(async move {
             let mut outcomes = Vec::new();
             while Instant::now() < deadline
@@ -212,7 +251,12 @@ async fn drive(
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                     .is_ok()
             {
-                outcomes.push(flow::run(&client, &targets, customer).await);
+                let outcome = flow::run(&client, &targets, customer).await;
+                if outcome.error.is_some() {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                outcomes.push(outcome);
             }
             outcomes
         })
@@ -224,6 +268,7 @@ async fn drive(
         .flatten()
         .collect();
     let elapsed = started.elapsed();
+    reporter.abort();
 
     let steps = flow::by_step(&outcomes, elapsed);
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
@@ -236,6 +281,7 @@ async fn drive(
         "customers": cli.customers,
         "elapsed_seconds": elapsed.as_secs_f64(),
         "flows_completed": steps["flow"].count,
+        "flows_failed": outcomes.len() - steps["flow"].count,
         "flows_per_second": achieved,
         "crypto_bound": bound,
         "achieved_over_bound": achieved / bound.flows_per_second,

@@ -221,3 +221,65 @@ mod tests {
         );
     }
 }
+
+/// The OpenAPI schema of the wire form: what [`Currency`]'s and [`Money`]'s `Deserialize`
+/// accept.
+mod schema {
+    use std::borrow::Cow;
+
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::{Ref, RefOr};
+
+    use super::{Currency, Money};
+
+    impl utoipa::PartialSchema for Currency {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[A-Z]{3}$"))
+                .description(Some("An ISO 4217 alphabetic code"))
+                .examples(["EUR"])
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for Currency {
+        fn name() -> Cow<'static, str> {
+            "Currency".into()
+        }
+    }
+
+    impl utoipa::PartialSchema for Money {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .property(
+                    "amount",
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(0))
+                        .maximum(Some(Money::MAX_AMOUNT as f64))
+                        .description(Some("Minor units of the currency: 4999 is 49.99 EUR")),
+                )
+                .property("currency", Ref::from_schema_name("Currency"))
+                .required("amount")
+                .required("currency")
+                .additional_properties(Some(
+                    utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+                ))
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for Money {
+        fn name() -> Cow<'static, str> {
+            "Money".into()
+        }
+
+        fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+            schemas.push((
+                Currency::name().into(),
+                <Currency as utoipa::PartialSchema>::schema(),
+            ));
+        }
+    }
+}

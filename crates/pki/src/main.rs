@@ -38,6 +38,11 @@ enum Command {
         /// Also copy the root CA certificate to this path (for curl on the host).
         #[arg(long, value_name = "PATH", env = "CTR_PKI_EXPORT_ROOT")]
         export_root: Option<PathBuf>,
+        /// Give the exported root CA and the directory it is in to UID:GID (the host user who
+        /// runs compose, so that they can read and delete it without root). It is always
+        /// readable by everyone: it is a public certificate.
+        #[arg(long, value_name = "UID:GID", env = "CTR_PKI_EXPORT_OWNER")]
+        export_owner: Option<String>,
         /// Copy what service NAME may see into DIR, and nothing else: the trust anchors and
         /// NAME's own certificates and keys (its volume; no container mounts the whole PKI).
         #[arg(long = "deliver", value_name = "NAME=DIR")]
@@ -67,6 +72,7 @@ fn main() -> ExitCode {
         force,
         chown,
         export_root,
+        export_owner,
         deliveries,
     } = Cli::parse().command;
     let finish = || -> Result<(), String> {
@@ -90,6 +96,13 @@ fn main() -> ExitCode {
         if let Some(path) = &export_root {
             std::fs::copy(out.join(ROOT_FILE), path)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
+            make_public(path)?;
+            if let Some(owner) = &export_owner {
+                chown_one(path, owner)?;
+                if let Some(dir) = path.parent() {
+                    chown_one(dir, owner)?;
+                }
+            }
             println!("exported the root CA to {}", path.display());
         }
         Ok(())
@@ -133,15 +146,34 @@ fn report(outcome: Result<(), String>) -> ExitCode {
 }
 
 #[cfg(unix)]
-fn chown_tree(dir: &std::path::Path, owner: &str) -> Result<(), String> {
+fn owner_ids(owner: &str) -> Result<(u32, u32), String> {
     let parse = |s: &str| {
         s.parse::<u32>()
-            .map_err(|_| format!("--chown wants UID:GID, not `{owner}`"))
+            .map_err(|_| format!("an owner is UID:GID, not `{owner}`"))
     };
     let (uid, gid) = owner
         .split_once(':')
-        .ok_or_else(|| format!("--chown wants UID:GID, not `{owner}`"))?;
-    let (uid, gid) = (parse(uid)?, parse(gid)?);
+        .ok_or_else(|| format!("an owner is UID:GID, not `{owner}`"))?;
+    Ok((parse(uid)?, parse(gid)?))
+}
+
+#[cfg(unix)]
+fn chown_one(path: &std::path::Path, owner: &str) -> Result<(), String> {
+    let (uid, gid) = owner_ids(owner)?;
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(unix)]
+fn make_public(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(unix)]
+fn chown_tree(dir: &std::path::Path, owner: &str) -> Result<(), String> {
+    let (uid, gid) = owner_ids(owner)?;
     let mut pending = vec![dir.to_path_buf()];
     while let Some(path) = pending.pop() {
         std::os::unix::fs::chown(&path, Some(uid), Some(gid))
@@ -158,4 +190,14 @@ fn chown_tree(dir: &std::path::Path, owner: &str) -> Result<(), String> {
 #[cfg(not(unix))]
 fn chown_tree(_: &std::path::Path, _: &str) -> Result<(), String> {
     Err("--chown is only supported on unix".into())
+}
+
+#[cfg(not(unix))]
+fn chown_one(_: &std::path::Path, _: &str) -> Result<(), String> {
+    Err("--export-owner is only supported on unix".into())
+}
+
+#[cfg(not(unix))]
+fn make_public(_: &std::path::Path) -> Result<(), String> {
+    Ok(())
 }

@@ -31,9 +31,10 @@ use uuid::Uuid;
 
 /// `POST .../redemptions`: hand a token back to the domain that issued it, in the order
 /// context the relay checked. Its `Debug` never shows the token.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedeemRequest {
+    /// The compact JWS the customer confirmed (never logged).
     pub token: String,
     pub order_processing_id: String,
     pub customer_id: String,
@@ -50,7 +51,7 @@ impl fmt::Debug for RedeemRequest {
 }
 
 /// Why the relay cancels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CancelReason {
     /// A later redemption of the same checkout failed: compensation.
@@ -58,7 +59,7 @@ pub enum CancelReason {
 }
 
 /// `POST .../cancellations`: release a hold or reverse its redemption.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     pub jti: Uuid,

@@ -96,3 +96,54 @@ impl OrderProcessingId {
         Self(format!("op_{}", uuid::Uuid::now_v7()))
     }
 }
+
+/// The OpenAPI schemas of the identifiers: what `parse` accepts.
+mod schema {
+    use std::borrow::Cow;
+
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+
+    use super::{CustomerId, OrderProcessingId};
+
+    fn string(pattern: &str, description: &str, example: &str) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pattern))
+            .description(Some(description))
+            .examples([example])
+            .into()
+    }
+
+    impl utoipa::PartialSchema for CustomerId {
+        fn schema() -> RefOr<Schema> {
+            string(
+                "^[A-Za-z0-9_-]{1,64}$",
+                "A customer id: 1 to 64 letters, digits, `_` or `-`",
+                "c_alice",
+            )
+        }
+    }
+
+    impl utoipa::ToSchema for CustomerId {
+        fn name() -> Cow<'static, str> {
+            "CustomerId".into()
+        }
+    }
+
+    impl utoipa::PartialSchema for OrderProcessingId {
+        fn schema() -> RefOr<Schema> {
+            string(
+                "^op_[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+                "The relay's order: `op_` followed by a UUID",
+                "op_01936f3e-8c2a-7b6e-9d4f-2a1b3c4d5e6f",
+            )
+        }
+    }
+
+    impl utoipa::ToSchema for OrderProcessingId {
+        fn name() -> Cow<'static, str> {
+            "OrderProcessingId".into()
+        }
+    }
+}

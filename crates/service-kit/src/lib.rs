@@ -24,6 +24,7 @@ pub mod ids;
 mod limits;
 mod main_with;
 mod metrics;
+pub mod openapi;
 mod problem;
 pub mod request_id;
 mod serve;

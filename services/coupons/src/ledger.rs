@@ -13,7 +13,7 @@ use ctr_token::Settlement;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Discount {
     /// Whole percent of the order total, 1 to 100.
@@ -54,13 +54,16 @@ pub struct Coupons {
     seed: Vec<Coupon>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Coupons: the code, and the order total the discount is computed on.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CouponRequest {
+    #[schema(min_length = 1, max_length = 64)]
     coupon_code: String,
     order_total: Money,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What a coupon hold reserved: one use of the code, and the discount it gives.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CouponHold {
     pub coupon_code: String,
     pub discount: Money,

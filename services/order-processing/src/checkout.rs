@@ -246,5 +246,8 @@ pub fn failure_problem(order: &Order, failure: &Failure, now: i64) -> ApiError {
     )
     .with("failed_capability", failure.capability.clone())
     .with("cause", failure.call.cause())
-    .with("order", order.view(now))
+    .with(
+        "order",
+        serde_json::to_value(order.view(now)).unwrap_or_default(),
+    )
 }

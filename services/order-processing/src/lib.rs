@@ -23,6 +23,7 @@ use ctr_token::{CachePolicy, Clock, KeySetCache, Verifier, VerifierPolicy, secs}
 pub use checkout::{CheckoutOutcome, IssuerKeys, Relay};
 pub use domains::{DomainClient, HttpJwks};
 pub use orders::{Order, OrderStatus, OrderStore, TokenOutcome};
+pub use routes::openapi;
 pub use routes::router;
 pub use settings::{IssuerEntry, RelaySettings};
 pub use settlement::SettlementError;

@@ -10,7 +10,7 @@ use ctr_service_kit::{ApiError, CustomerId, OrderProcessingId, rfc3339, seconds_
 use ctr_store::{Conn, Migration, Store, sqlx};
 use ctr_token::VerifiedToken;
 use serde::Serialize;
-use serde_json::{Value, json};
+
 use uuid::Uuid;
 
 pub const MIGRATIONS: &[Migration] = &[
@@ -29,7 +29,7 @@ pub const MIGRATIONS: &[Migration] = &[
 /// How many retired orders or replay entries one prune deletes at most.
 const PRUNE_BATCH: i64 = 500;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     Open,
@@ -64,7 +64,7 @@ impl OrderStatus {
 }
 
 /// What happened to one token of a checkout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenOutcome {
     Pending,
@@ -105,7 +105,8 @@ impl TokenOutcome {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A token of the order as the relay recorded it (never the token itself).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenRecord {
     pub iss: String,
     pub jti: Uuid,
@@ -122,23 +123,46 @@ pub struct Failure {
     pub call: CallFailure,
 }
 
-impl Serialize for Failure {
-    /// `{capability, reason, detail}`: the domain's problem type or `issuer-unavailable`, and
-    /// words a client may read (never a URL or an error chain).
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct View<'a> {
-            capability: &'a str,
-            reason: &'a str,
-            detail: &'a str,
+/// Why a checkout failed, as a client reads it: the domain's problem type or
+/// `issuer-unavailable`, and words (never a URL or an error chain).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FailureView {
+    /// The capability whose redemption failed.
+    pub capability: String,
+    /// The domain's problem type (`payment-declined`) or `issuer-unavailable`.
+    pub reason: String,
+    pub detail: String,
+}
+
+impl Failure {
+    pub fn view(&self) -> FailureView {
+        FailureView {
+            capability: self.capability.clone(),
+            reason: self.call.cause().to_owned(),
+            detail: self.call.detail().to_owned(),
         }
-        View {
-            capability: &self.capability,
-            reason: self.call.cause(),
-            detail: self.call.detail(),
-        }
-        .serialize(serializer)
     }
+}
+
+/// An order as a client sees it: never a token.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OrderView {
+    pub order_processing_id: OrderProcessingId,
+    pub customer_id: CustomerId,
+    pub total: Money,
+    pub status: OrderStatus,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339: an order not checked out by then expires.
+    pub expires_at: String,
+    /// The checkout's tokens, in the order they are redeemed.
+    pub tokens: Vec<TokenRecord>,
+    /// What the tokens settle together.
+    pub settled: Money,
+    /// Why the checkout failed, once it has.
+    pub failure: Option<FailureView>,
+    /// Compensation of a failed checkout still runs (a domain was unreachable).
+    pub compensation_pending: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -179,20 +203,20 @@ impl Order {
             .unwrap_or(self.total)
     }
 
-    /// The JSON a client sees: never a token.
-    pub fn view(&self, now: i64) -> Value {
-        json!({
-            "order_processing_id": self.id,
-            "customer_id": self.customer_id,
-            "total": self.total,
-            "status": self.status_at(now),
-            "created_at": rfc3339(self.created_at),
-            "expires_at": rfc3339(self.expires_at),
-            "tokens": self.tokens,
-            "settled": self.settled(),
-            "failure": self.failure,
-            "compensation_pending": self.compensation_pending,
-        })
+    /// What a client sees: never a token.
+    pub fn view(&self, now: i64) -> OrderView {
+        OrderView {
+            order_processing_id: self.id.clone(),
+            customer_id: self.customer_id.clone(),
+            total: self.total,
+            status: self.status_at(now),
+            created_at: rfc3339(self.created_at),
+            expires_at: rfc3339(self.expires_at),
+            tokens: self.tokens.clone(),
+            settled: self.settled(),
+            failure: self.failure.as_ref().map(Failure::view),
+            compensation_pending: self.compensation_pending,
+        }
     }
 }
 

@@ -8,24 +8,28 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ctr_money::Money;
+use ctr_service_kit::openapi::{ApiDoc, Endpoint, Method};
 use ctr_service_kit::{ApiError, ApiJson, CustomerId, OrderProcessingId};
 use ctr_token::secs;
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::checkout::{CheckoutOutcome, Relay, failure_problem};
-use crate::orders::{InsertError, Order, OrderStatus};
+use crate::orders::{InsertError, Order, OrderStatus, OrderView};
 
-#[derive(Deserialize)]
+/// A new order: who buys, and the total its tokens must settle exactly.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewOrder {
-    customer_id: String,
+    customer_id: CustomerId,
     total: Money,
 }
 
-#[derive(Deserialize)]
+/// The tokens the customer confirmed, each answered by the domain that issued it.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Checkout {
+    /// Compact ES384 JWS tokens, at most one per capability.
+    #[schema(min_items = 1, max_items = 8)]
     tokens: Vec<String>,
 }
 
@@ -35,13 +39,113 @@ pub fn router(relay: Arc<Relay>) -> Router {
         .route("/service/v1/orders/{id}", get(get_order))
         .route("/service/v1/orders/{id}/checkout", post(checkout))
         .with_state(relay)
+        .merge(ctr_service_kit::openapi::routes(&openapi()))
+}
+
+/// The public API's OpenAPI document (served at `/service/v1/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::new(
+        "order-processing",
+        "The ctr relay: it opens orders and checks them out with the capability tokens the \
+         domains issued. It checks each token's envelope and that their amounts add up, then \
+         has each domain redeem its own token, and cancels what was redeemed if a later \
+         redemption fails.",
+    );
+    let new_order = doc.schema::<NewOrder>();
+    let checkout = doc.schema::<Checkout>();
+    let order = doc.schema::<OrderView>();
+    let id = ("id", "The order's `order_processing_id` (`op_` and a UUID)");
+    doc.endpoint(Endpoint {
+        method: Method::Post,
+        path: "/service/v1/orders".into(),
+        operation_id: "createOrder".into(),
+        summary: "Open an order",
+        description: "Opens an order for a customer and a total; tokens are confirmed against its \
+                      `order_processing_id`. Rate-limited per customer.",
+        params: vec![],
+        request: Some(new_order),
+        success: (201, "The open order", order.clone()),
+        problems: vec![
+            (422, vec!["invalid-customer-id", "invalid-total"]),
+            (429, vec!["rate-limited", "too-many-open-orders"]),
+            (503, vec!["orders-at-capacity", "not-ready"]),
+        ],
+    });
+    doc.endpoint(Endpoint {
+        method: Method::Get,
+        path: "/service/v1/orders/{id}".into(),
+        operation_id: "getOrder".into(),
+        summary: "An order",
+        description: "The order's status, its tokens' outcomes (never the tokens) and what they \
+                      settled.",
+        params: vec![id],
+        request: None,
+        success: (200, "The order", order.clone()),
+        problems: vec![
+            (404, vec!["order-not-found"]),
+            (422, vec!["invalid-order-processing-id"]),
+        ],
+    });
+    doc.endpoint(Endpoint {
+        method: Method::Post,
+        path: "/service/v1/orders/{id}/checkout".into(),
+        operation_id: "checkout".into(),
+        summary: "Check an order out with its tokens",
+        description: "Verifies every token's envelope (signature by its issuer's JWKS, audience, \
+                      times, single use, the order it is bound to) and that the amounts add up to \
+                      the total, then redeems each with its domain. 202 while the redemptions \
+                      still run at the deadline (follow `Location`).",
+        params: vec![id],
+        request: Some(checkout),
+        success: (200, "The completed order", order.clone()),
+        problems: vec![
+            (404, vec!["order-not-found"]),
+            (
+                409,
+                vec![
+                    "order-not-open",
+                    "checkout-in-progress",
+                    "redemption-refused",
+                    "token-replayed",
+                ],
+            ),
+            (413, vec!["token-too-large"]),
+            (
+                422,
+                vec![
+                    "invalid-order-processing-id",
+                    "order-mismatch",
+                    "token-malformed",
+                    "token-header-rejected",
+                    "token-algorithm-rejected",
+                    "token-type-rejected",
+                    "token-claims-invalid",
+                    "token-issuer-unknown",
+                    "token-key-unknown",
+                    "token-signature-invalid",
+                    "token-audience-invalid",
+                    "token-not-yet-valid",
+                    "token-issued-in-future",
+                    "token-expired",
+                    "token-lifetime-invalid",
+                    "token-capability-rejected",
+                    "settlement-sum-mismatch",
+                    "settlement-currency-mismatch",
+                    "settlement-priced-on-other-total",
+                ],
+            ),
+            (502, vec!["issuer-unavailable"]),
+            (503, vec!["issuer-keys-unavailable"]),
+        ],
+    });
+    doc.build()
 }
 
 async fn create_order(
     State(relay): State<Arc<Relay>>,
     ApiJson(request): ApiJson<NewOrder>,
-) -> Result<(StatusCode, ApiJson<Value>), ApiError> {
-    let customer_id = CustomerId::parse(&request.customer_id)?;
+) -> Result<(StatusCode, ApiJson<OrderView>), ApiError> {
+    let customer_id = CustomerId::parse(request.customer_id.as_str())?;
     relay.rate.check(&customer_id)?;
     if request.total.amount == 0 {
         return Err(ApiError::invalid(
@@ -102,7 +206,7 @@ async fn create_order(
 async fn get_order(
     State(relay): State<Arc<Relay>>,
     Path(id): Path<String>,
-) -> Result<ApiJson<Value>, ApiError> {
+) -> Result<ApiJson<OrderView>, ApiError> {
     let id = OrderProcessingId::parse(&id)?;
     let order = relay
         .orders

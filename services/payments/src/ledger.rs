@@ -37,13 +37,16 @@ pub struct Payments {
     seed: Seed,
 }
 
-#[derive(Debug, Deserialize)]
+/// Payments: the payment method, and the amount to authorize.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PaymentRequest {
+    #[schema(min_length = 1, max_length = 64)]
     payment_method_id: String,
     amount: Money,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What a payment authorization reserved.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PaymentHold {
     pub payment_method_id: String,
     pub amount: Money,

@@ -9,6 +9,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use ctr_domain_kit::{DomainApp, DomainSettings, SharedState};
+use ctr_service_kit::openapi::{Endpoint, Method};
 use ctr_service_kit::{ApiError, ApiJson, Config, ServerConfig, StartError};
 use ctr_token::Clock;
 use serde_json::Value;
@@ -31,7 +32,25 @@ pub async fn build_with(
     clock: Arc<dyn Clock>,
 ) -> Result<DomainApp<Payments>, StartError> {
     let ledger = Payments::from_seed(settings.seed(BUILTIN_SEED)?);
-    ctr_domain_kit::build(server, settings, ledger, clock, read_routes).await
+    ctr_domain_kit::build(server, settings, ledger, clock, read_routes, &openapi()).await
+}
+
+/// The public API's OpenAPI document (served at `/service/v1/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ctr_domain_kit::openapi::<Payments>(|doc| {
+        let view = utoipa::openapi::Ref::from_schema_name("Hold").into();
+        doc.endpoint(Endpoint {
+            method: Method::Get,
+            path: "/service/v1/payments/{payment_id}".into(),
+            operation_id: "payment".into(),
+            summary: "A payment",
+            description: "A payment is the hold its confirmation placed: `authorized`, `captured`, `voided` or `refunded`.",
+            params: vec![("payment_id", "The confirmation's `jti` (a UUID)")],
+            request: None,
+            success: (200, "The payment", view),
+            problems: vec![(404, vec!["payment-not-found"]), (422, vec!["invalid-payment-id"])],
+        });
+    })
 }
 
 /// `GET /service/v1/payments/{payment_id}`: a payment is the hold its confirmation placed.

@@ -32,14 +32,17 @@ pub struct Points {
     point_values: BTreeMap<Currency, Money>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Points: how many, and the currency they pay in (the order's).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PointsRequest {
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     points: u64,
     /// The order's currency: what the points pay in.
     currency: Currency,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What a points hold reserved.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PointsHold {
     pub points: u64,
     /// What the held points pay toward the order.

@@ -10,9 +10,9 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use ctr_domain_kit::{CustomerId, DomainApp, SharedState};
+use ctr_service_kit::openapi::{Endpoint, Method};
 use ctr_service_kit::{ApiError, ApiJson, Config, ServerConfig, StartError};
 use ctr_token::Clock;
-use serde_json::{Value, json};
 
 pub use ledger::{Balance, MAX_POINTS, Points, PointsHold, Seed};
 pub use settings::PointsSettings;
@@ -36,7 +36,48 @@ pub async fn build_with(
         settings.domain.seed(BUILTIN_SEED)?,
         settings.point_values()?,
     );
-    ctr_domain_kit::build(server, &settings.domain, ledger, clock, read_routes).await
+    ctr_domain_kit::build(
+        server,
+        &settings.domain,
+        ledger,
+        clock,
+        read_routes,
+        &openapi(),
+    )
+    .await
+}
+
+/// A customer's points (`GET /service/v1/points/{customer_id}`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct BalanceView {
+    customer_id: CustomerId,
+    /// Points that may be held.
+    available: u64,
+    /// Points held by unexpired confirmations.
+    held: u64,
+    /// Points redeemed in checkouts.
+    spent: u64,
+}
+
+/// The public API's OpenAPI document (served at `/service/v1/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ctr_domain_kit::openapi::<Points>(|doc| {
+        let view = doc.schema::<BalanceView>();
+        doc.endpoint(Endpoint {
+            method: Method::Get,
+            path: "/service/v1/points/{customer_id}".into(),
+            operation_id: "balance".into(),
+            summary: "A customer's points",
+            description: "Available, held and spent points.",
+            params: vec![("customer_id", "The customer (`c_...`)")],
+            request: None,
+            success: (200, "The balance", view),
+            problems: vec![
+                (404, vec!["customer-not-found"]),
+                (422, vec!["invalid-customer-id"]),
+            ],
+        });
+    })
 }
 
 fn read_routes(state: SharedState<Points>) -> Router {
@@ -48,7 +89,7 @@ fn read_routes(state: SharedState<Points>) -> Router {
 async fn balance(
     State(state): State<SharedState<Points>>,
     Path(customer): Path<String>,
-) -> Result<ApiJson<Value>, ApiError> {
+) -> Result<ApiJson<BalanceView>, ApiError> {
     let customer = CustomerId::parse(&customer)?;
     state.engine.sweep().await?;
     let mut conn = state.engine.store().pool().acquire().await?;
@@ -60,7 +101,10 @@ async fn balance(
         .ok_or_else(|| {
             ApiError::not_found("customer-not-found", "the customer has no points account")
         })?;
-    Ok(ApiJson(
-        json!({"customer_id": customer, "available": balance.available, "held": balance.held, "spent": balance.spent}),
-    ))
+    Ok(ApiJson(BalanceView {
+        customer_id: customer,
+        available: balance.available,
+        held: balance.held,
+        spent: balance.spent,
+    }))
 }

@@ -6,6 +6,7 @@ mod durability;
 mod echo;
 mod fuzz;
 mod limits;
+mod openapi;
 mod replicas;
 mod saga;
 mod settlement;

@@ -1,0 +1,373 @@
+//! `ctr demo`: the happy path and each failure scenario against a running stack, each step
+//! checked against what the system must answer.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::api::{Answer, Domain, Stack, Unreachable};
+
+/// The demo customer of the built-in seed data.
+const CUSTOMER: &str = "c_alice";
+/// A 49.99 EUR order: SPRING10 (10 %, 5.00) + 10 points (0.10) + 44.89 on a card.
+const TOTAL: u64 = 4999;
+const POINTS: u64 = 10;
+/// What either coupon of the demo takes off 49.99: SPRING10 (10 %, rounded) or FIVEOFF.
+const DISCOUNT: u64 = 500;
+const CARD: u64 = 4489;
+
+#[derive(Debug, Serialize)]
+pub struct Step {
+    pub step: String,
+    pub expected: String,
+    pub observed: String,
+    pub ok: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Scenario {
+    pub scenario: &'static str,
+    pub description: &'static str,
+    pub ok: bool,
+    pub steps: Vec<Step>,
+}
+
+/// Records each step and prints a line of progress for it (on stderr when stdout is JSON).
+struct Recorder {
+    steps: Vec<Step>,
+    scenario: &'static str,
+    quiet_stdout: bool,
+}
+
+impl Recorder {
+    fn check(&mut self, step: &str, expected: &str, observed: String, ok: bool) -> bool {
+        let line = format!(
+            "{} {:<11} {step}: {observed}{}",
+            if ok { "ok  " } else { "FAIL" },
+            self.scenario,
+            if ok {
+                String::new()
+            } else {
+                format!(" (expected {expected})")
+            }
+        );
+        if self.quiet_stdout {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+        self.steps.push(Step {
+            step: step.to_owned(),
+            expected: expected.to_owned(),
+            observed,
+            ok,
+        });
+        ok
+    }
+
+    /// A step that must answer `status` (and, for a problem, the problem type `problem`).
+    fn answer(&mut self, step: &str, answer: &Answer, status: u16, problem: Option<&str>) -> bool {
+        let expected = match problem {
+            Some(problem) => format!("{status} {problem}"),
+            None => status.to_string(),
+        };
+        let observed = if answer.problem().is_empty() {
+            answer.status.to_string()
+        } else {
+            format!("{} {}", answer.status, answer.problem())
+        };
+        let ok = answer.status == status && problem.is_none_or(|p| answer.problem() == p);
+        self.check(step, &expected, observed, ok)
+    }
+}
+
+type Outcome = Result<(), Unreachable>;
+
+/// Runs every scenario in order; a deviation does not stop the others.
+pub async fn run(stack: &Stack, quiet_stdout: bool) -> Result<Vec<Scenario>, Unreachable> {
+    let mut scenarios = Vec::new();
+    let mut happy_tokens = None;
+    for (scenario, description) in [
+        (
+            "checkout",
+            "a 49.99 EUR order paid by coupon SPRING10, 10 points and a card completes",
+        ),
+        (
+            "replay",
+            "the same tokens again are refused, in the same order and in another",
+        ),
+        (
+            "tampered",
+            "a token whose claims were changed is refused and nothing is redeemed",
+        ),
+        (
+            "declined",
+            "a card declined at capture fails the order and the coupon and points are given back",
+        ),
+        (
+            "settlement",
+            "tokens that do not add up to the total are refused and the order stays open",
+        ),
+    ] {
+        let mut r = Recorder {
+            steps: Vec::new(),
+            scenario,
+            quiet_stdout,
+        };
+        match scenario {
+            "checkout" => happy_tokens = checkout(stack, &mut r).await?,
+            "replay" => replay(stack, &mut r, happy_tokens.as_ref()).await?,
+            "tampered" => tampered(stack, &mut r).await?,
+            "declined" => declined(stack, &mut r).await?,
+            _ => settlement(stack, &mut r).await?,
+        }
+        let ok = !r.steps.is_empty() && r.steps.iter().all(|s| s.ok);
+        scenarios.push(Scenario {
+            scenario,
+            description,
+            ok,
+            steps: r.steps,
+        });
+    }
+    Ok(scenarios)
+}
+
+async fn open_order(
+    stack: &Stack,
+    r: &mut Recorder,
+    total: u64,
+) -> Result<Option<String>, Unreachable> {
+    let answer = stack.create_order(CUSTOMER, total, "EUR").await?;
+    let ok = r.answer("open an order", &answer, 201, None);
+    Ok(ok.then(|| answer.field("order_processing_id")))
+}
+
+async fn confirm(
+    stack: &Stack,
+    r: &mut Recorder,
+    domain: Domain,
+    order: &str,
+    details: Value,
+) -> Result<Option<String>, Unreachable> {
+    let answer = stack.confirm(domain, order, CUSTOMER, details).await?;
+    let ok = r.answer(
+        &format!("confirm with {}", domain.name()),
+        &answer,
+        201,
+        None,
+    );
+    Ok(ok.then(|| answer.field("token")))
+}
+
+/// Coupon, points and card tokens for `order`, paying `TOTAL` with `method`.
+async fn three_tokens(
+    stack: &Stack,
+    r: &mut Recorder,
+    order: &str,
+    coupon: &str,
+    method: &str,
+) -> Result<Option<Vec<String>>, Unreachable> {
+    let eur = |amount: u64| json!({"amount": amount, "currency": "EUR"});
+    let requests = [
+        (
+            Domain::Coupons,
+            json!({"coupon_code": coupon, "order_total": eur(TOTAL)}),
+        ),
+        (Domain::Points, json!({"points": POINTS, "currency": "EUR"})),
+        (
+            Domain::Payments,
+            json!({"payment_method_id": method, "amount": eur(TOTAL - DISCOUNT - POINTS)}),
+        ),
+    ];
+    let mut tokens = Vec::new();
+    for (domain, details) in requests {
+        match confirm(stack, r, domain, order, details).await? {
+            Some(token) => tokens.push(token),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(tokens))
+}
+
+async fn available_points(stack: &Stack) -> Result<Option<u64>, Unreachable> {
+    Ok(stack.points_balance(CUSTOMER).await?.body["available"].as_u64())
+}
+
+struct Happy {
+    order: String,
+    tokens: Vec<String>,
+}
+
+async fn checkout(stack: &Stack, r: &mut Recorder) -> Result<Option<Happy>, Unreachable> {
+    let Some(order) = open_order(stack, r, TOTAL).await? else {
+        return Ok(None);
+    };
+    let Some(tokens) = three_tokens(stack, r, &order, "SPRING10", "pm_alice_visa").await? else {
+        return Ok(None);
+    };
+    let answer = stack.checkout(&order, &tokens).await?;
+    if !r.answer("check out", &answer, 200, None) {
+        return Ok(None);
+    }
+    let settled = answer.body["settled"]["amount"].as_u64();
+    r.check(
+        "the order is completed and settled",
+        &format!("completed, {TOTAL} EUR"),
+        format!("{}, {} EUR", answer.field("status"), settled.unwrap_or(0)),
+        answer.field("status") == "completed" && settled == Some(CARD + POINTS + DISCOUNT),
+    );
+    Ok(Some(Happy { order, tokens }))
+}
+
+async fn replay(stack: &Stack, r: &mut Recorder, happy: Option<&Happy>) -> Outcome {
+    let Some(happy) = happy else {
+        r.check(
+            "replay the completed checkout's tokens",
+            "a completed checkout first",
+            "the checkout scenario did not complete".into(),
+            false,
+        );
+        return Ok(());
+    };
+    let before = available_points(stack).await?;
+    let again = stack.checkout(&happy.order, &happy.tokens).await?;
+    r.answer("the same order again", &again, 409, Some("order-not-open"));
+    if let Some(other) = open_order(stack, r, TOTAL).await? {
+        let answer = stack.checkout(&other, &happy.tokens).await?;
+        r.answer("another order", &answer, 422, Some("order-mismatch"));
+    }
+    let after = available_points(stack).await?;
+    r.check(
+        "no points spent twice",
+        &format!("{before:?} points available"),
+        format!("{after:?} points available"),
+        before.is_some() && before == after,
+    );
+    Ok(())
+}
+
+async fn tampered(stack: &Stack, r: &mut Recorder) -> Outcome {
+    let Some(order) = open_order(stack, r, 1000).await? else {
+        return Ok(());
+    };
+    let details = json!({"payment_method_id": "pm_alice_visa", "amount": {"amount": 1000, "currency": "EUR"}});
+    let Some(token) = confirm(stack, r, Domain::Payments, &order, details).await? else {
+        return Ok(());
+    };
+    // Pay 0.01 for a 10.00 order with the signature of a 10.00 token.
+    let Ok(forged) =
+        crate::token::tamper(&token, "settles", json!({"amount": 1, "currency": "EUR"}))
+    else {
+        r.check("forge", "a token", "the token did not decode".into(), false);
+        return Ok(());
+    };
+    let answer = stack.checkout(&order, &[forged]).await?;
+    r.answer(
+        "check out with the forged token",
+        &answer,
+        422,
+        Some("token-signature-invalid"),
+    );
+    let shown = stack.order(&order).await?;
+    r.check(
+        "the order is still open",
+        "open",
+        shown.field("status"),
+        shown.field("status") == "open",
+    );
+    Ok(())
+}
+
+async fn declined(stack: &Stack, r: &mut Recorder) -> Outcome {
+    let before = available_points(stack).await?;
+    let Some(order) = open_order(stack, r, TOTAL).await? else {
+        return Ok(());
+    };
+    let Some(tokens) = three_tokens(stack, r, &order, "FIVEOFF", "pm_alice_declines").await? else {
+        return Ok(());
+    };
+    let answer = stack.checkout(&order, &tokens).await?;
+    let ok = r.answer("check out", &answer, 409, Some("redemption-refused"));
+    if ok {
+        r.check(
+            "the cause is the card",
+            "payment-declined",
+            answer.field("cause"),
+            answer.field("cause") == "payment-declined",
+        );
+    }
+    let shown = stack.order(&order).await?;
+    let outcomes: Vec<String> = shown.body["tokens"]
+        .as_array()
+        .map(|tokens| {
+            tokens
+                .iter()
+                .map(|t| t["outcome"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    r.check(
+        "the order failed and the coupon and points were compensated",
+        "failed: compensated, compensated, failed",
+        format!("{}: {}", shown.field("status"), outcomes.join(", ")),
+        shown.field("status") == "failed" && outcomes == ["compensated", "compensated", "failed"],
+    );
+    let after = available_points(stack).await?;
+    r.check(
+        "the points are back",
+        &format!("{before:?} points available"),
+        format!("{after:?} points available"),
+        before.is_some() && before == after,
+    );
+    Ok(())
+}
+
+async fn settlement(stack: &Stack, r: &mut Recorder) -> Outcome {
+    let Some(order) = open_order(stack, r, TOTAL).await? else {
+        return Ok(());
+    };
+    let cent =
+        json!({"payment_method_id": "pm_alice_visa", "amount": {"amount": 1, "currency": "EUR"}});
+    let Some(token) = confirm(stack, r, Domain::Payments, &order, cent).await? else {
+        return Ok(());
+    };
+    let answer = stack.checkout(&order, &[token]).await?;
+    r.answer(
+        "check out 0.01 toward 49.99",
+        &answer,
+        422,
+        Some("settlement-sum-mismatch"),
+    );
+    let shown = stack.order(&order).await?;
+    r.check(
+        "the order is still open",
+        "open",
+        shown.field("status"),
+        shown.field("status") == "open",
+    );
+    let full = json!({"payment_method_id": "pm_alice_visa", "amount": {"amount": TOTAL, "currency": "EUR"}});
+    let Some(token) = confirm(stack, r, Domain::Payments, &order, full).await? else {
+        return Ok(());
+    };
+    let answer = stack.checkout(&order, &[token]).await?;
+    r.answer("check out 49.99 toward 49.99", &answer, 200, None);
+    Ok(())
+}
+
+/// The summary table printed after a human-readable run.
+pub fn summary(scenarios: &[Scenario]) -> String {
+    let mut out = format!("\n{:<11} {:<8} {}\n", "scenario", "result", "what it shows");
+    for s in scenarios {
+        out.push_str(&format!(
+            "{:<11} {:<8} {}\n",
+            s.scenario,
+            if s.ok { "ok" } else { "DEVIATED" },
+            s.description
+        ));
+    }
+    let passed = scenarios.iter().filter(|s| s.ok).count();
+    out.push_str(&format!(
+        "\n{passed} of {} scenarios behaved as expected\n",
+        scenarios.len()
+    ));
+    out
+}

@@ -1,0 +1,229 @@
+//! The OpenAPI 3.1 document of a service's public API, generated from its request and
+//! response types (`utoipa::ToSchema`), served at `/service/v1/openapi.json` with a docs page
+//! at `/service/v1/docs` that renders it without loading anything from elsewhere.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use utoipa::ToSchema;
+use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, HttpMethod, InfoBuilder, OpenApi, OpenApiBuilder, PathItem,
+    PathsBuilder, Ref, RefOr, Required, ResponseBuilder,
+};
+
+pub use utoipa::openapi::HttpMethod as Method;
+
+pub const OPENAPI_PATH: &str = "/service/v1/openapi.json";
+pub const DOCS_PATH: &str = "/service/v1/docs";
+
+const PROBLEM_JSON: &str = "application/problem+json";
+
+/// RFC 9457 problem details, as every error of every service is answered.
+#[derive(ToSchema)]
+#[schema(as = Problem)]
+#[allow(dead_code, reason = "a schema: the answer is built by ApiError")]
+struct ProblemSchema {
+    /// `https://ctr.dev/problems/<slug>`: the stable, machine-readable kind of problem.
+    r#type: String,
+    title: String,
+    status: u16,
+    /// What was wrong, in words; never repeats a submitted value.
+    detail: String,
+    /// `urn:ctr:request:<request id>`.
+    instance: Option<String>,
+    /// The request id (also in the `x-request-id` header): quote it when reporting a problem.
+    request_id: Option<String>,
+}
+
+/// One operation: what it takes, what it answers, which problems it may answer.
+pub struct Endpoint {
+    pub method: HttpMethod,
+    pub path: String,
+    pub operation_id: String,
+    pub summary: &'static str,
+    pub description: &'static str,
+    /// Path parameters: name and meaning.
+    pub params: Vec<(&'static str, &'static str)>,
+    pub request: Option<RefOr<Schema>>,
+    /// The success status, what it means, and its body.
+    pub success: (u16, &'static str, RefOr<Schema>),
+    /// Statuses besides success, each with the problem types it is answered with.
+    pub problems: Vec<(u16, Vec<&'static str>)>,
+}
+
+/// A document under construction: endpoints and the schemas they refer to.
+pub struct ApiDoc {
+    title: String,
+    description: &'static str,
+    paths: PathsBuilder,
+    schemas: Vec<(String, RefOr<Schema>)>,
+}
+
+impl ApiDoc {
+    pub fn new(service: &str, description: &'static str) -> Self {
+        let mut doc = Self {
+            title: format!("ctr {service}"),
+            description,
+            paths: PathsBuilder::new(),
+            schemas: Vec::new(),
+        };
+        doc.schema::<ProblemSchema>();
+        doc
+    }
+
+    /// Registers `T` (and the schemas it refers to) and answers a reference to it.
+    pub fn schema<T: ToSchema>(&mut self) -> RefOr<Schema> {
+        T::schemas(&mut self.schemas);
+        self.named(&T::name(), T::schema())
+    }
+
+    /// Registers a schema built in code under `name` and answers a reference to it.
+    pub fn named(&mut self, name: &str, schema: RefOr<Schema>) -> RefOr<Schema> {
+        if !self.schemas.iter().any(|(n, _)| n == name) {
+            self.schemas.push((name.to_owned(), schema));
+        }
+        Ref::from_schema_name(name).into()
+    }
+
+    pub fn endpoint(&mut self, e: Endpoint) {
+        let mut op = OperationBuilder::new()
+            .operation_id(Some(e.operation_id))
+            .summary(Some(e.summary))
+            .description(Some(e.description));
+        for (name, meaning) in e.params {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name(name)
+                    .parameter_in(ParameterIn::Path)
+                    .required(Required::True)
+                    .description(Some(meaning))
+                    .schema(Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .min_length(Some(1))
+                            .max_length(Some(128)),
+                    )),
+            );
+        }
+        let mut problems = e.problems;
+        if let Some(request) = e.request {
+            op = op.request_body(Some(
+                RequestBodyBuilder::new()
+                    .required(Some(Required::True))
+                    .content(
+                        "application/json",
+                        ContentBuilder::new().schema(Some(request)).build(),
+                    )
+                    .build(),
+            ));
+            problems.extend([
+                (400, vec!["malformed-json", "bad-request"]),
+                (413, vec!["body-too-large"]),
+                (415, vec!["unsupported-media-type"]),
+                (422, vec!["invalid-request"]),
+            ]);
+        }
+        problems.push((503, vec!["overloaded", "request-timeout"]));
+        problems.push((500, vec!["internal"]));
+        let (status, meaning, body) = e.success;
+        op = op.response(
+            status.to_string(),
+            ResponseBuilder::new().description(meaning).content(
+                "application/json",
+                ContentBuilder::new().schema(Some(body)).build(),
+            ),
+        );
+        // One entry per status: the problem types of a status merged.
+        let mut merged: Vec<(u16, Vec<&'static str>)> = Vec::new();
+        for (status, slugs) in problems {
+            match merged.iter_mut().find(|(s, _)| *s == status) {
+                Some((_, existing)) => existing.extend(slugs),
+                None => merged.push((status, slugs)),
+            }
+        }
+        merged.sort_by_key(|(status, _)| *status);
+        for (status, slugs) in merged {
+            op = op.response(status.to_string(), problem_response(&slugs));
+        }
+        op = op.response(
+            "default",
+            problem_response(&["route-not-found", "method-not-allowed"]),
+        );
+        self.paths = std::mem::take(&mut self.paths).path(e.path, PathItem::new(e.method, op));
+    }
+
+    pub fn build(self) -> OpenApi {
+        let mut components = ComponentsBuilder::new();
+        let mut schemas = self.schemas;
+        schemas.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, schema) in schemas {
+            components = components.schema(name, schema);
+        }
+        OpenApiBuilder::new()
+            .info(
+                InfoBuilder::new()
+                    .title(self.title)
+                    .version(env!("CARGO_PKG_VERSION"))
+                    .description(Some(self.description))
+                    .build(),
+            )
+            .paths(self.paths.build())
+            .components(Some(components.build()))
+            .build()
+    }
+}
+
+fn problem_response(slugs: &[&str]) -> ResponseBuilder {
+    let listed = slugs
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    ResponseBuilder::new()
+        .description(format!("A problem: {listed}"))
+        .content(
+            PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+}
+
+/// The document as pretty JSON with a trailing newline: what is served and committed.
+pub fn to_json(doc: &OpenApi) -> String {
+    let mut json = doc.to_pretty_json().unwrap_or_else(|_| "{}".into());
+    json.push('\n');
+    json
+}
+
+/// `/service/v1/openapi.json` and `/service/v1/docs`.
+pub fn routes(doc: &OpenApi) -> Router {
+    let json: Arc<str> = to_json(doc).into();
+    let page = Html(DOCS_PAGE.replace("{{title}}", &doc.info.title));
+    Router::new()
+        .route(
+            OPENAPI_PATH,
+            get(move || {
+                let json = json.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        json.to_string(),
+                    )
+                        .into_response()
+                }
+            }),
+        )
+        .route(DOCS_PATH, get(move || std::future::ready(page.clone())))
+}
+
+/// A self-contained page: it fetches the document from the same service and lists every
+/// operation with its parameters, body, answers and the schemas, with no script or style from
+/// anywhere else (it works offline and under a strict content security policy).
+const DOCS_PAGE: &str = include_str!("docs.html");
