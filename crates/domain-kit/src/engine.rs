@@ -390,6 +390,14 @@ impl<L: Ledger> Engine<L> {
 
     /// Expires the holds whose time has come (giving their reservations back) and forgets the
     /// unredeemed ones past their retention, in bounded batches. Answers how many it touched.
+    /// How many holds are placed and neither redeemed, cancelled nor expired.
+    pub async fn open_holds(&self) -> Result<i64, ApiError> {
+        let (open,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM holds WHERE state = 'held'")
+            .fetch_one(self.store.pool())
+            .await?;
+        Ok(open)
+    }
+
     pub async fn sweep(&self) -> Result<usize, ApiError> {
         let now = self.clock.now_secs();
         let due: Vec<(String,)> = sqlx::query_as(

@@ -18,6 +18,8 @@ use ctr_service_kit::{
     App, ClientAuth, CustomerRate, Health, Metrics, ServerConfig, Service, StartError, open_store,
 };
 use ctr_token::Clock;
+use prometheus_client::metrics::gauge::Gauge;
+use std::sync::atomic::AtomicI64;
 
 pub use ctr_service_kit::{CustomerId, OrderProcessingId, reference, rfc3339};
 pub use engine::{Engine, HoldRecord, HoldState, Redemption};
@@ -80,6 +82,13 @@ pub async fn build<L: Ledger>(
         signer,
         rate: CustomerRate::new(server),
     });
+    let metrics = Metrics::default();
+    let holds_open = Gauge::<i64, AtomicI64>::default();
+    metrics.register(
+        "holds_open",
+        "Holds placed and not yet redeemed, cancelled or expired (counted by the janitor every 2 s)",
+        holds_open.clone(),
+    );
     let janitor = Arc::downgrade(&state);
     tokio::spawn(async move {
         loop {
@@ -89,6 +98,14 @@ pub async fn build<L: Ledger>(
             };
             if let Err(error) = state.engine.sweep().await {
                 tracing::warn!(domain = L::DOMAIN, %error, "sweep failed");
+            }
+            match state.engine.open_holds().await {
+                Ok(open) => {
+                    holds_open.set(open);
+                }
+                Err(error) => {
+                    tracing::warn!(domain = L::DOMAIN, %error, "holds could not be counted")
+                }
             }
         }
     });
@@ -101,7 +118,7 @@ pub async fn build<L: Ledger>(
         name: L::DOMAIN,
         client_auth: ClientAuth::Optional,
     };
-    let app = App::build(service, server, router, health, Metrics::default()).await?;
+    let app = App::build(service, server, router, health, metrics).await?;
     Ok(DomainApp { app, state })
 }
 

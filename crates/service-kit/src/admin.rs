@@ -87,6 +87,24 @@ async fn shutdown(State(state): State<AdminState>) -> Response {
         .into_response()
 }
 
+/// The scrape listener's one route (`CTR_METRICS_ADDR`): the metrics, nothing else.
+pub(crate) fn scrape_router(metrics: Metrics) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(metrics)
+}
+
+async fn scrape(State(metrics): State<Metrics>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+        .into_response()
+}
+
 async fn metrics(State(state): State<AdminState>) -> Response {
     (
         [(

@@ -57,6 +57,8 @@ pub struct App {
     admin_tls: std::sync::Arc<rustls::ServerConfig>,
     public_router: Router,
     admin_router: Router,
+    /// `CTR_METRICS_ADDR`: the scrape listener and its router, when configured.
+    scrape: Option<(TcpListener, Router)>,
     health: Health,
     shutdown: CancellationToken,
     grace: Duration,
@@ -96,6 +98,18 @@ impl App {
         let admin_tls = ctr_pki::server_config(&identity, ClientAuth::None, &config.tls_root)?;
         let public = bind(config.public_addr).await?;
         let admin = bind(config.admin_addr).await?;
+        let scrape = match config.metrics_addr {
+            Some(addr) => Some((
+                bind(addr).await?,
+                stack(
+                    admin::scrape_router(metrics.clone()),
+                    config,
+                    &metrics,
+                    "metrics",
+                ),
+            )),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let admin_state = AdminState {
             service: service.name,
@@ -112,6 +126,7 @@ impl App {
                 "public",
             ),
             admin_router: stack(admin::router(admin_state), config, &metrics, "admin"),
+            scrape,
             public,
             admin,
             public_tls,
@@ -133,6 +148,11 @@ impl App {
         self.admin
             .local_addr()
             .unwrap_or_else(|_| unreachable!("a bound listener has an address"))
+    }
+
+    /// The scrape listener's address, when `CTR_METRICS_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.scrape.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// Cancelling this token shuts the service down, as `POST /admin/v1/shutdown` does.
@@ -169,13 +189,27 @@ impl App {
         let admin = serve(
             "admin",
             self.admin,
-            self.admin_tls,
+            self.admin_tls.clone(),
             self.admin_router,
             self.limits,
             self.shutdown.clone(),
             self.grace,
         );
-        tokio::join!(public, admin);
+        let scrape = async {
+            if let Some((listener, router)) = self.scrape {
+                serve(
+                    "metrics",
+                    listener,
+                    self.admin_tls,
+                    router,
+                    self.limits,
+                    self.shutdown.clone(),
+                    self.grace,
+                )
+                .await;
+            }
+        };
+        tokio::join!(public, admin, scrape);
         signals.abort();
         tracing::info!(service = self.service.name, "stopped");
         Ok(())
@@ -247,10 +281,10 @@ fn stack(
                 .on_response(
                     move |response: &Response, latency: Duration, span: &tracing::Span| {
                         let status = response.status().as_u16();
-                        span.record("status", status);
+                        telemetry::record_response(span, status);
                         let latency_ms = latency.as_secs_f64() * 1e3;
-                        // Probes arrive every few seconds: the admin listener logs them at debug.
-                        if listener == "admin" {
+                        // Probes and scrapes arrive every few seconds: logged at debug.
+                        if listener != "public" {
                             tracing::debug!(status, latency_ms, "answered");
                         } else {
                             tracing::info!(status, latency_ms, "answered");

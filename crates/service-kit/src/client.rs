@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ctr_pki::IdentityFiles;
+use tracing::Instrument as _;
 
 use crate::config::ConfigError;
 
@@ -25,11 +26,25 @@ pub fn https_client(
         .map_err(|e| ConfigError::Invalid(format!("the HTTPS client could not be built: {e}")))
 }
 
-/// Sends `request` with the current trace context injected.
+/// Sends `request` in a client span whose trace context it carries (`traceparent`).
 pub async fn send_traced(
     mut request: reqwest::Request,
     client: &reqwest::Client,
 ) -> reqwest::Result<reqwest::Response> {
-    crate::telemetry::inject_trace_context(request.headers_mut());
-    client.execute(request).await
+    let span = crate::telemetry::client_span(&request);
+    span.in_scope(|| crate::telemetry::inject_trace_context(request.headers_mut()));
+    let result = client.execute(request).instrument(span.clone()).await;
+    match &result {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            span.record("http.response.status_code", status);
+            if status >= 500 {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        Err(_) => {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+    result
 }

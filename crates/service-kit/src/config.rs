@@ -105,6 +105,10 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// `CTR_OTLP_ENDPOINT`: an OTLP/HTTP traces endpoint; traces are exported only when set.
     pub otlp_endpoint: Option<String>,
+    /// `CTR_METRICS_ADDR`: a third HTTPS listener serving only `GET /metrics` (Prometheus
+    /// text), for a scraper on another host or container; off unless set. The admin listener
+    /// stays on loopback.
+    pub metrics_addr: Option<SocketAddr>,
     /// `CTR_STORE_URL`: where the service keeps its state: an SQLite file (the default, on the
     /// container's `/data` volume) or `postgres://user:password@host/db` for replicas.
     pub store_url: String,
@@ -135,6 +139,7 @@ impl ServerConfig {
             log: "info".into(),
             log_format: LogFormat::Auto,
             otlp_endpoint: None,
+            metrics_addr: None,
             store_url: format!("sqlite:///data/{name}.db?mode=rwc"),
         }
     }

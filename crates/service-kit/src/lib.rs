@@ -42,7 +42,7 @@ pub use health::{CheckOutcome, CheckReport, Health, HealthReport};
 pub use ids::{CustomerId, OrderProcessingId, reference, rfc3339};
 pub use limits::CustomerRate;
 pub use main_with::{admin_get, healthcheck, main_with};
-pub use metrics::Metrics;
+pub use metrics::{Metrics, latency_histogram};
 pub use problem::{ApiError, ApiJson, PROBLEM_BASE, seconds_until};
 pub use serve::PeerCertificates;
 pub use store::open_store;

@@ -1,4 +1,5 @@
-//! Prometheus metrics: requests and latency by listener, method, route and status.
+//! Prometheus metrics: requests and latency by listener, method, route and status; problems
+//! answered by type. Services register their own (business) metrics beside them.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,12 +24,25 @@ pub struct RequestLabels {
 
 type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
+/// The problem type of an answer, left in its extensions by `ApiError` for [`Metrics::track`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProblemType(pub &'static str);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProblemLabels {
+    pub listener: &'static str,
+    pub status: u16,
+    /// The problem type's slug: a closed set, written in the code.
+    pub r#type: &'static str,
+}
+
 /// The registry of a service. Services may register their own metrics with [`Metrics::register`].
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
+    problems: Family<ProblemLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -37,7 +51,8 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-fn latency_histogram() -> Histogram {
+/// Buckets from 0.5 ms to 16 s, doubling.
+pub fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
@@ -52,10 +67,17 @@ impl Default for Metrics {
             "HTTP request latency",
             latency.clone(),
         );
+        let problems = Family::<ProblemLabels, Counter>::default();
+        registry.register(
+            "problems",
+            "Problems (RFC 9457) answered, by status and type: every refusal and failure",
+            problems.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             requests,
             latency,
+            problems,
         }
     }
 }
@@ -88,11 +110,22 @@ impl Metrics {
             .get::<MatchedPath>()
             .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
         let response = next.run(request).await;
+        let status = response.status().as_u16();
+        if let Some(ProblemType(slug)) = response.extensions().get::<ProblemType>() {
+            metrics
+                .problems
+                .get_or_create(&ProblemLabels {
+                    listener,
+                    status,
+                    r#type: slug,
+                })
+                .inc();
+        }
         let labels = RequestLabels {
             listener,
             method,
             route,
-            status: response.status().as_u16(),
+            status,
         };
         metrics.requests.get_or_create(&labels).inc();
         metrics
@@ -104,7 +137,7 @@ impl Metrics {
 }
 
 /// The method as a label from a closed set: a made-up method must not create a series.
-fn method_label(method: &axum::http::Method) -> &'static str {
+pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
     use axum::http::Method;
     match *method {
         Method::GET => "GET",

@@ -148,6 +148,9 @@ impl IntoResponse for ApiError {
             extensions: &self.extensions,
         };
         let mut response = (self.status, Json(body)).into_response();
+        response
+            .extensions_mut()
+            .insert(crate::metrics::ProblemType(self.slug));
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -1,5 +1,13 @@
 //! Logs and traces: `tracing` with JSON lines (text on a terminal), OpenTelemetry spans exported
 //! over OTLP/HTTP only when an endpoint is configured, W3C trace context across hops.
+//!
+//! Spans follow the OpenTelemetry HTTP conventions: a server span `POST /service/v1/orders`
+//! per request, a client span `POST` per outgoing call. The standard `OTEL_*` variables are
+//! honoured: `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) when `CTR_OTLP_ENDPOINT`
+//! is unset, `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf` or `http/json`), `..._HEADERS`,
+//! `..._TIMEOUT`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and
+//! `..._ARG`, `OTEL_BSP_*`, and `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` to
+//! export nothing.
 
 use std::io::IsTerminal;
 
@@ -37,17 +45,14 @@ pub fn init(service: &'static str, config: &ServerConfig) -> Result<Telemetry, C
         setting: "CTR_LOG",
         reason: e.to_string(),
     })?;
-    let mut provider = SdkTracerProvider::builder()
-        .with_resource(Resource::builder().with_service_name(service).build());
-    if let Some(endpoint) = config.otlp_endpoint() {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
-            .build()
-            .map_err(|e| ConfigError::Setting {
-                setting: "CTR_OTLP_ENDPOINT",
-                reason: e.to_string(),
-            })?;
+    // The resource reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; the service's own
+    // name applies unless OTEL_SERVICE_NAME says otherwise.
+    let mut resource = Resource::builder();
+    if env_set("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(service);
+    }
+    let mut provider = SdkTracerProvider::builder().with_resource(resource.build());
+    if let Some(exporter) = exporter(config)? {
         provider = provider.with_batch_exporter(exporter);
     }
     let provider = provider.build();
@@ -79,6 +84,41 @@ pub fn init(service: &'static str, config: &ServerConfig) -> Result<Telemetry, C
     Ok(Telemetry { provider })
 }
 
+fn env_set(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The OTLP/HTTP span exporter, when an endpoint is configured and export is not disabled.
+/// `CTR_OTLP_ENDPOINT` is a base URL (`/v1/traces` is appended); otherwise the exporter reads
+/// the `OTEL_EXPORTER_OTLP_*` variables itself.
+fn exporter(
+    config: &ServerConfig,
+) -> Result<Option<opentelemetry_otlp::SpanExporter>, ConfigError> {
+    let disabled = env_set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || env_set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
+    let from_env = env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .or_else(|| env_set("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        .is_some();
+    let (setting, builder) = match config.otlp_endpoint() {
+        _ if disabled => return Ok(None),
+        Some(endpoint) => (
+            "CTR_OTLP_ENDPOINT",
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/'))),
+        ),
+        None if from_env => (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            opentelemetry_otlp::SpanExporter::builder().with_http(),
+        ),
+        None => return Ok(None),
+    };
+    builder.build().map(Some).map_err(|e| ConfigError::Setting {
+        setting,
+        reason: e.to_string(),
+    })
+}
+
 /// Makes the span of an incoming request a child of the caller's `traceparent`, if any.
 pub fn adopt_remote_parent(span: &Span, headers: &HeaderMap) {
     let context = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
@@ -91,15 +131,18 @@ pub fn inject_trace_context(headers: &mut HeaderMap) {
     TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
 }
 
-/// The span of one request: method, route, request id; never the body or query.
+/// The server span of one request, named `{method} {route}` as the OpenTelemetry HTTP
+/// conventions say: method, route, path, request id; never the body or query.
 pub(crate) fn request_span(request: &Request) -> Span {
+    let method = crate::metrics::method_label(request.method());
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or_else(
-            || request.uri().path().to_owned(),
-            |p| p.as_str().to_owned(),
-        );
+        .map(|p| p.as_str().to_owned());
+    let name = match &route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_owned(),
+    };
     let request_id = request
         .headers()
         .get(crate::request_id::HEADER)
@@ -109,7 +152,44 @@ pub(crate) fn request_span(request: &Request) -> Span {
         .headers()
         .get(crate::request_id::CALLER_HEADER)
         .and_then(|v| v.to_str().ok());
-    let span = tracing::info_span!("request", method = %request.method(), route, request_id, caller_request_id, status = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "request",
+        otel.name = name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route,
+        url.path = request.uri().path(),
+        url.scheme = "https",
+        http.response.status_code = tracing::field::Empty,
+        request_id,
+        caller_request_id,
+    );
     adopt_remote_parent(&span, request.headers());
     span
+}
+
+/// Records the answer on a server span: its status, and an error for a 5xx.
+pub(crate) fn record_response(span: &Span, status: u16) {
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// The client span of one outgoing request (`POST`), as the HTTP conventions name it.
+pub(crate) fn client_span(request: &reqwest::Request) -> Span {
+    let url = request.url();
+    let method = crate::metrics::method_label(request.method());
+    tracing::info_span!(
+        "call",
+        otel.name = method,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        server.address = url.host_str().unwrap_or(""),
+        server.port = url.port_or_known_default(),
+        url.full = format!("{}://{}{}", url.scheme(), url.authority(), url.path()),
+        http.response.status_code = tracing::field::Empty,
+    )
 }

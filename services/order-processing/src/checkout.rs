@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use axum::http::StatusCode;
 use ctr_relay_api::CallFailure;
@@ -27,6 +28,7 @@ pub struct Relay {
     pub instance: String,
     /// Each customer's rate of new orders.
     pub rate: CustomerRate,
+    pub metrics: crate::RelayMetrics,
 }
 
 fn token_problem(index: usize, error: &VerifyError) -> ApiError {
@@ -72,6 +74,21 @@ impl Relay {
         id: OrderProcessingId,
         tokens: Vec<String>,
     ) -> Result<CheckoutOutcome, ApiError> {
+        let outcome = self.run_checkout(id, tokens).await;
+        self.metrics.checkout(match &outcome {
+            Err(_) => "refused",
+            Ok(CheckoutOutcome::Running(_)) => "running",
+            Ok(CheckoutOutcome::Finished(order)) if order.failure.is_none() => "completed",
+            Ok(CheckoutOutcome::Finished(_)) => "failed",
+        });
+        outcome
+    }
+
+    async fn run_checkout(
+        self: &Arc<Self>,
+        id: OrderProcessingId,
+        tokens: Vec<String>,
+    ) -> Result<CheckoutOutcome, ApiError> {
         if tokens.is_empty() || tokens.len() > self.settings.max_tokens {
             return Err(refused(
                 "invalid-request",
@@ -96,7 +113,11 @@ impl Relay {
                     format!("the order is {}, not open", status.as_str()),
                 ),
             })?;
-        let tokens = match self.admit_and_log(&mut order, &tokens).await {
+        let admitted = self
+            .admit_and_log(&mut order, &tokens)
+            .instrument(tracing::info_span!("checkout.admit", order_processing_id = %id, tokens = tokens.len()))
+            .await;
+        let tokens = match admitted {
             Ok(tokens) => tokens,
             Err(problem) => {
                 self.orders.reopen(&id).await?;
@@ -104,7 +125,11 @@ impl Relay {
             }
         };
         let relay = self.clone();
-        let saga = tokio::spawn(async move { relay.drive(order, tokens).await });
+        // The saga outlives the request if it must; its span stays in the request's trace.
+        let saga = tokio::spawn(
+            async move { relay.drive(order, tokens).await }
+                .instrument(tracing::info_span!("checkout.saga", order_processing_id = %id)),
+        );
         match tokio::time::timeout(self.settings.checkout_deadline, saga).await {
             Ok(finished) => finished
                 .map(CheckoutOutcome::Finished)

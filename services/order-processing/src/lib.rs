@@ -4,6 +4,7 @@
 
 mod checkout;
 mod domains;
+mod metrics;
 mod orders;
 mod routes;
 mod saga;
@@ -22,6 +23,7 @@ use ctr_token::{CachePolicy, Clock, KeySetCache, Verifier, VerifierPolicy, secs}
 
 pub use checkout::{CheckoutOutcome, IssuerKeys, Relay};
 pub use domains::{DomainClient, HttpJwks};
+pub use metrics::RelayMetrics;
 pub use orders::{Order, OrderStatus, OrderStore, TokenOutcome};
 pub use routes::openapi;
 pub use routes::router;
@@ -89,7 +91,9 @@ pub async fn build_with(
     }
     warm_up(&keys);
     let store = open_store(server, orders::MIGRATIONS, &health).await?;
+    let metrics = Metrics::default();
     let relay = Arc::new(Relay {
+        metrics: RelayMetrics::register(&metrics),
         settings: settings.clone(),
         verifier: Verifier::new(policy, keys, clock.clone()),
         orders: OrderStore::new(
@@ -107,14 +111,7 @@ pub async fn build_with(
         rate: CustomerRate::new(server),
     });
     relay.spawn_recovery(settings.recovery_interval);
-    let app = App::build(
-        SERVICE,
-        server,
-        router(relay.clone()),
-        health,
-        Metrics::default(),
-    )
-    .await?;
+    let app = App::build(SERVICE, server, router(relay.clone()), health, metrics).await?;
     Ok(RelayApp { app, relay })
 }
 

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use ctr_relay_api::{CallFailure, CancelReason, CancelRequest, HoldReply, RedeemRequest};
 use ctr_service_kit::ApiError;
@@ -68,13 +69,21 @@ impl Relay {
                 customer_id: order.customer_id.as_str().to_owned(),
             };
             let step = &mut order.tokens[i];
-            match self.call(&capability, |e| &e.redeem_url, &body).await {
+            let started = std::time::Instant::now();
+            let outcome = self
+                .call(&capability, |e| &e.redeem_url, &body)
+                .instrument(tracing::info_span!("checkout.redeem", capability = %capability, iss = %step.iss, jti = %step.jti))
+                .await;
+            let took = started.elapsed();
+            match outcome {
                 Ok(_) => {
+                    self.metrics.redemption(&capability, "redeemed", took);
                     step.outcome = TokenOutcome::Redeemed;
                     tracing::info!(iss = %step.iss, jti = %step.jti, order_processing_id = %order.id, "redeemed");
                     self.save_step(order, i).await;
                 }
                 Err(call) => {
+                    self.metrics.redemption(&capability, "failed", took);
                     tracing::warn!(iss = %step.iss, jti = %step.jti, order_processing_id = %order.id, cause = call.cause(), "redemption failed");
                     step.outcome = TokenOutcome::Failed;
                     order.failure = Some(Failure { capability, call });
@@ -112,10 +121,17 @@ impl Relay {
                 reason: Some(CancelReason::CheckoutFailed),
             };
             let capability = step.capability.clone();
-            let outcome = self.call(&capability, |e| &e.cancel_url, &body).await;
+            let outcome = self
+                .call(&capability, |e| &e.cancel_url, &body)
+                .instrument(tracing::info_span!("checkout.compensate", capability = %capability, jti = %step.jti))
+                .await;
             let step = &mut order.tokens[i];
             match outcome {
                 Ok(_) => {
+                    self.metrics.compensation(
+                        &capability,
+                        if must_reverse { "reversed" } else { "released" },
+                    );
                     step.outcome = match step.outcome {
                         TokenOutcome::Redeemed | TokenOutcome::Redeeming => {
                             TokenOutcome::Compensated
@@ -127,9 +143,11 @@ impl Relay {
                 Err(call) if call.cause() == "cancellation-window-closed" => {
                     // Retrying cannot help: the domain holds the redemption final. An operator
                     // must settle it (a refund is not the relay's to make).
+                    self.metrics.compensation(&capability, "window-closed");
                     tracing::error!(jti = %step.jti, order_processing_id = %order.id, "compensation refused: the redemption is past the domain's cancellation window");
                 }
                 Err(call) if must_reverse => {
+                    self.metrics.compensation(&capability, "pending");
                     pending = true;
                     tracing::error!(jti = %step.jti, order_processing_id = %order.id, cause = call.cause(), "compensation failed; the recovery worker retries it");
                 }

@@ -28,6 +28,8 @@ pub use points::Points;
 pub struct Running {
     pub public: SocketAddr,
     pub admin: SocketAddr,
+    /// The scrape listener, when `CTR_METRICS_ADDR` is set.
+    pub metrics: Option<SocketAddr>,
     pub stop: CancellationToken,
     pub stopped: JoinHandle<()>,
 }
@@ -35,10 +37,12 @@ pub struct Running {
 impl Running {
     pub fn start(app: ctr_service_kit::App) -> Self {
         let (public, admin, stop) = (app.public_addr(), app.admin_addr(), app.shutdown_token());
+        let metrics = app.metrics_addr();
         let stopped = tokio::spawn(async move { app.run_until_stopped().await.unwrap() });
         Self {
             public,
             admin,
+            metrics,
             stop,
             stopped,
         }

@@ -10,3 +10,4 @@ mod openapi;
 mod replicas;
 mod saga;
 mod settlement;
+mod telemetry;

@@ -1,0 +1,77 @@
+//! The relay's business metrics, beside the kit's HTTP ones: checkouts by outcome,
+//! compensations, and each redemption's latency by capability and outcome.
+
+use std::time::Duration;
+
+use ctr_service_kit::Metrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Step {
+    /// A capability of the relay's configuration (a closed set).
+    capability: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug)]
+pub struct RelayMetrics {
+    checkouts: Family<Outcome, Counter>,
+    compensations: Family<Step, Counter>,
+    redemptions: Family<Step, Histogram, fn() -> Histogram>,
+}
+
+impl RelayMetrics {
+    pub fn register(metrics: &Metrics) -> Self {
+        let this = Self {
+            checkouts: Family::default(),
+            compensations: Family::default(),
+            redemptions: Family::new_with_constructor(ctr_service_kit::latency_histogram),
+        };
+        metrics.register(
+            "checkouts",
+            "Checkouts answered, by outcome: completed, failed, running (202), refused (a 4xx before any redemption)",
+            this.checkouts.clone(),
+        );
+        metrics.register(
+            "compensations",
+            "Cancellations the relay asked for after a failed redemption, by capability and outcome",
+            this.compensations.clone(),
+        );
+        metrics.register(
+            "redemption_duration_seconds",
+            "A domain's redemption of one token as the relay waited for it, retries included, by capability and outcome",
+            this.redemptions.clone(),
+        );
+        this
+    }
+
+    pub fn checkout(&self, outcome: &'static str) {
+        self.checkouts.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    pub fn compensation(&self, capability: &str, outcome: &'static str) {
+        self.compensations
+            .get_or_create(&Step {
+                capability: capability.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn redemption(&self, capability: &str, outcome: &'static str, took: Duration) {
+        self.redemptions
+            .get_or_create(&Step {
+                capability: capability.to_owned(),
+                outcome,
+            })
+            .observe(took.as_secs_f64());
+    }
+}
