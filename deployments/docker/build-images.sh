@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the ctr images without a registry: compiles static binaries here, then wraps each in
-# the FROM scratch runtime stage (Dockerfile.prebuilt). Afterwards `docker compose up` starts
+# a FROM scratch runtime stage (Dockerfile.prebuilt). Afterwards `docker compose up` starts
 # without pulling or building anything.
 #
 #   deployments/docker/build-images.sh            # tags ctr/<image>:dev
@@ -9,20 +9,31 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 tag="${CTR_IMAGE_TAG:-dev}"
-target=x86_64-unknown-linux-gnu
-bins=(ctr-pki order-processing coupons points payments)
+target="$(uname -m)-unknown-linux-gnu"
+# package:binary:image:stage
+builds=(
+    ctr-pki:ctr-pki:pki:service
+    order-processing:order-processing:order-processing:service
+    coupons:coupons:coupons:service
+    points:points:points:service
+    payments:payments:payments:service
+    ctr-cli:ctr:cli:cli
+)
 
-# One cargo invocation per binary: cargo unifies the features of the packages built together,
-# so a shared build could switch on in the relay what only an issuer needs.
-for bin in "${bins[@]}"; do
-    RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$target" -p "$bin"
+# One cargo invocation per package: cargo unifies the features of the packages built
+# together, so a shared build could switch on in the relay what only an issuer needs.
+for build in "${builds[@]}"; do
+    IFS=: read -r package _ _ _ <<<"$build"
+    RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$target" -p "$package"
 done
 
-for bin in "${bins[@]}"; do
-    image="ctr/${bin#ctr-}:${tag}"
-    context="target/images/${bin}"
+for build in "${builds[@]}"; do
+    IFS=: read -r _ bin name stage <<<"$build"
+    image="ctr/${name}:${tag}"
+    context="target/images/${name}"
     rm -rf "$context" && mkdir -p "$context/data"
     cp "target/${target}/release/${bin}" "$context/"
-    docker build --quiet -f deployments/docker/Dockerfile.prebuilt --build-arg "SERVICE=${bin}" -t "$image" "$context" >/dev/null
+    docker build --quiet -f deployments/docker/Dockerfile.prebuilt --target "$stage" \
+        --build-arg "SERVICE=${bin}" -t "$image" "$context" >/dev/null
     echo "built ${image} ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.1f MB", $1/1e6}'))"
 done

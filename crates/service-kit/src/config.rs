@@ -107,11 +107,25 @@ pub struct ServerConfig {
     pub otlp_endpoint: Option<String>,
     /// `CTR_METRICS_ADDR`: a third HTTPS listener serving only `GET /metrics` (Prometheus
     /// text), for a scraper on another host or container; off unless set. The admin listener
-    /// stays on loopback.
+    /// stays on loopback. An empty value is unset.
+    #[serde(deserialize_with = "empty_as_none")]
     pub metrics_addr: Option<SocketAddr>,
     /// `CTR_STORE_URL`: where the service keeps its state: an SQLite file (the default, on the
     /// container's `/data` volume) or `postgres://user:password@host/db` for replicas.
     pub store_url: String,
+}
+
+/// An optional address where an empty variable (compose's `${VAR:-}`) means none.
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let value: Option<String> = serde::Deserialize::deserialize(deserializer)?;
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(addr) => addr.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("`{addr}` is not an address such as 0.0.0.0:9464"))
+        }),
+    }
 }
 
 impl ServerConfig {

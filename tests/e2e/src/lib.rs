@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use testcontainers::core::wait::ExitWaitStrategy;
-use testcontainers::core::{AccessMode, IntoContainerPort, Mount, WaitFor};
+use testcontainers::core::{AccessMode, Host, IntoContainerPort, Mount, WaitFor};
+
+pub mod otlp;
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
@@ -31,15 +33,22 @@ fn repo_root() -> PathBuf {
 
 /// Builds the images with deployments/docker/build-images.sh unless they all exist.
 pub fn ensure_images() {
-    let missing = ["pki", "order-processing", "coupons", "points", "payments"]
-        .iter()
-        .any(|name| {
-            let image = format!("ctr/{name}:{}", tag());
-            !Command::new("docker")
-                .args(["image", "inspect", &image])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
+    let missing = [
+        "pki",
+        "order-processing",
+        "coupons",
+        "points",
+        "payments",
+        "cli",
+    ]
+    .iter()
+    .any(|name| {
+        let image = format!("ctr/{name}:{}", tag());
+        !Command::new("docker")
+            .args(["image", "inspect", &image])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
     if missing {
         let status = Command::new(repo_root().join("deployments/docker/build-images.sh"))
             .status()
@@ -91,6 +100,12 @@ fn service_image(name: &str) -> GenericImage {
 
 impl Stack {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts the stack with `env` set in every service (the host is `host.docker.internal`
+    /// in each, for a receiver the test runs).
+    pub async fn start_with(env: &[(&str, String)]) -> Self {
         ensure_images();
         let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
         let network = format!("ctr-e2e-{id}");
@@ -139,10 +154,16 @@ impl Stack {
         let pki_mount = |service: &str| {
             Mount::volume_mount(share(service), "/pki").with_access_mode(AccessMode::ReadOnly)
         };
+        let with_env = |mut image: testcontainers::ContainerRequest<GenericImage>| {
+            image = image.with_host("host.docker.internal", Host::HostGateway);
+            for (key, value) in env {
+                image = image.with_env_var(*key, value);
+            }
+            image
+        };
         let mut domains = Vec::new();
         for domain in DOMAINS {
-            let container = service_image(domain)
-                .with_network(&network)
+            let container = with_env(service_image(domain).with_network(&network))
                 .with_container_name(container_name(&id, domain))
                 .with_mount(pki_mount(domain))
                 .with_env_var("CTR_LOG_FORMAT", "json")
@@ -152,8 +173,7 @@ impl Stack {
                 .unwrap_or_else(|e| panic!("{domain} starts healthy: {e}"));
             domains.push((domain.to_owned(), container));
         }
-        let mut relay = service_image("order-processing")
-            .with_network(&network)
+        let mut relay = with_env(service_image("order-processing").with_network(&network))
             .with_container_name(container_name(&id, "order-processing"))
             .with_mount(pki_mount("order-processing"))
             .with_env_var("CTR_LOG_FORMAT", "json")
@@ -204,6 +224,50 @@ impl Stack {
             domains,
             client,
         }
+    }
+
+    /// The stack's Docker network (`ctr-e2e-<id>`); services are `container_name(service)` on it.
+    pub fn network(&self) -> String {
+        format!("ctr-e2e-{}", self.id)
+    }
+
+    pub fn container_name(&self, service: &str) -> String {
+        container_name(&self.id, service)
+    }
+
+    /// Runs the `ctr` client image on the stack's network with `args`, trusting the stack's
+    /// root CA: answers its exit code, stdout and stderr.
+    pub fn ctr(&self, args: &[&str]) -> (i32, String, String) {
+        let mut command = Command::new("docker");
+        command
+            .args(["run", "--rm", "--network", &self.network()])
+            .args([
+                "-v".to_owned(),
+                format!("{}:/ctr/root.pem:ro", self.root.display()),
+                "-e".into(),
+                "CTR_CA=/ctr/root.pem".into(),
+            ]);
+        for (variable, service) in [
+            ("CTR_RELAY_URL", "order-processing"),
+            ("CTR_COUPONS_URL", "coupons"),
+            ("CTR_POINTS_URL", "points"),
+            ("CTR_PAYMENTS_URL", "payments"),
+        ] {
+            command.args([
+                "-e".to_owned(),
+                format!("{variable}=https://{}:8443", self.container_name(service)),
+            ]);
+        }
+        let out = command
+            .arg(format!("ctr/cli:{}", tag()))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub fn domain(&self, name: &str) -> &ContainerAsync<GenericImage> {

@@ -142,3 +142,26 @@ async fn a_missing_certificate_file_names_the_path() {
         "{error}"
     );
 }
+
+#[test]
+fn the_scrape_listener_is_off_unless_an_address_is_given() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        assert_eq!(load().unwrap().server.metrics_addr, None);
+        // Compose passes `${CTR_METRICS_ADDR:-}`: empty is unset.
+        jail.set_env("CTR_METRICS_ADDR", "");
+        assert_eq!(load().unwrap().server.metrics_addr, None);
+        jail.set_env("CTR_METRICS_ADDR", "0.0.0.0:9464");
+        assert_eq!(
+            load().unwrap().server.metrics_addr,
+            Some("0.0.0.0:9464".parse().unwrap())
+        );
+        jail.set_env("CTR_METRICS_ADDR", "nowhere");
+        let error = load().unwrap_err();
+        assert!(
+            error.contains("METRICS_ADDR") || error.contains("metrics_addr"),
+            "{error}"
+        );
+        Ok(())
+    });
+}

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ctr_e2e_tests::{DOMAINS, Stack};
+use ctr_e2e_tests::otlp::Receiver;
+use ctr_e2e_tests::{DOMAINS, SERVICES, Stack};
 use serde_json::{Value, json};
 
 fn problem_type(body: &Value) -> &str {
@@ -18,16 +19,19 @@ fn problem_type(body: &Value) -> &str {
 
 #[tokio::test]
 async fn the_containerised_system_checks_out_refuses_bad_tokens_compensates_and_recovers() {
-    let stack = Stack::start().await;
+    let receiver = Receiver::start().await;
+    let stack = Stack::start_with(&receiver.env()).await;
     every_container_reports_healthy(&stack);
     each_container_sees_only_the_trust_anchors_and_its_own_keys(&stack);
-    a_full_checkout_completes(&stack).await;
+    let order = a_full_checkout_completes(&stack).await;
+    one_checkout_is_one_trace_with_spans_from_all_four_services(&receiver, &order).await;
     a_replayed_token_is_refused(&stack).await;
     a_tampered_token_is_refused(&stack).await;
     a_declining_payment_is_compensated(&stack).await;
     a_stopped_domain_fails_the_checkout_in_bounded_time_and_recovers_when_started(&stack).await;
     every_service_restarted_keeps_its_state_and_earlier_tokens_check_out_once(&stack).await;
     a_relay_killed_during_a_capture_finishes_the_checkout_after_it_restarts(&stack).await;
+    the_ctr_demo_runs_every_scenario_as_expected(&stack);
 }
 
 fn every_container_reports_healthy(stack: &Stack) {
@@ -60,7 +64,7 @@ fn each_container_sees_only_the_trust_anchors_and_its_own_keys(stack: &Stack) {
     assert_eq!(Stack::files_in(&stack.relay, "/pki"), expected);
 }
 
-async fn a_full_checkout_completes(stack: &Stack) {
+async fn a_full_checkout_completes(stack: &Stack) -> String {
     let order = stack.open_order("c_alice", 4999).await;
     let tokens = stack.three_tokens(&order, "c_alice", "pm_alice_visa").await;
     let (status, body) = stack.checkout(&order, &tokens).await;
@@ -72,6 +76,81 @@ async fn a_full_checkout_completes(stack: &Stack) {
         (Some(4500), Some(500))
     );
     assert_eq!(stack.coupon("SPRING10").await["uses"], 1);
+    order
+}
+
+/// The checkout's server span at the relay roots one trace: the admission and each
+/// redemption are spans in it, each redemption call is a client span, and each domain's
+/// server span is that client span's child.
+async fn one_checkout_is_one_trace_with_spans_from_all_four_services(
+    receiver: &Receiver,
+    order: &str,
+) {
+    let path = format!("/service/v1/orders/{order}/checkout");
+    let trace = receiver
+        .trace_of(
+            |s| s.kind == "server" && s.attribute("url.path") == Some(path.as_str()),
+            &SERVICES,
+            Duration::from_secs(30),
+        )
+        .await;
+    let services: std::collections::BTreeSet<&str> =
+        trace.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(
+        services,
+        SERVICES.into_iter().collect(),
+        "{} spans: {trace:#?}",
+        trace.len()
+    );
+    let root = trace
+        .iter()
+        .find(|s| s.kind == "server" && s.service == "order-processing")
+        .unwrap();
+    assert_eq!(root.name, "POST /service/v1/orders/{id}/checkout");
+    assert_eq!(
+        root.attribute("http.route"),
+        Some("/service/v1/orders/{id}/checkout")
+    );
+    assert!(
+        root.parent_span_id.is_empty(),
+        "the checkout starts the trace"
+    );
+    for step in ["checkout.admit", "checkout.saga"] {
+        assert!(trace.iter().any(|s| s.name == step), "{step}");
+    }
+    assert_eq!(
+        trace.iter().filter(|s| s.name == "checkout.redeem").count(),
+        3
+    );
+    for domain in DOMAINS {
+        let server = trace
+            .iter()
+            .find(|s| s.service == domain && s.kind == "server" && s.name.ends_with("/redemptions"))
+            .unwrap_or_else(|| panic!("{domain} redemption span: {trace:#?}"));
+        assert_eq!(
+            server.name,
+            format!("POST /service/v1/{domain}/redemptions")
+        );
+        let client = trace
+            .iter()
+            .find(|s| s.span_id == server.parent_span_id)
+            .unwrap_or_else(|| panic!("{domain}: the caller's span: {trace:#?}"));
+        assert_eq!(
+            (
+                client.service.as_str(),
+                client.kind.as_str(),
+                client.name.as_str()
+            ),
+            ("order-processing", "client", "POST")
+        );
+    }
+    assert!(
+        trace.iter().all(|s| s
+            .attributes
+            .values()
+            .all(|v| !v.to_string().contains("eyJ"))),
+        "no span carries a token"
+    );
 }
 
 async fn a_replayed_token_is_refused(stack: &Stack) {
@@ -233,6 +312,51 @@ async fn every_service_restarted_keeps_its_state_and_earlier_tokens_check_out_on
         409,
         "once"
     );
+}
+
+/// `ctr demo --json`, run from its image on the stack's network as `docker compose run --rm
+/// demo` runs it: every scenario behaves as expected, and it says so in its exit code.
+fn the_ctr_demo_runs_every_scenario_as_expected(stack: &Stack) {
+    let (code, stdout, stderr) = stack.ctr(&["demo", "--json"]);
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("demo --json prints JSON ({e}): {stdout}\n{stderr}"));
+    let outcomes: Vec<(&str, bool)> = report["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["scenario"].as_str().unwrap(), s["ok"] == true))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("checkout", true),
+            ("replay", true),
+            ("tampered", true),
+            ("declined", true),
+            ("settlement", true),
+        ],
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(report["ok"], true);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("ok   checkout"),
+        "progress per step: {stderr}"
+    );
+    assert!(
+        !stdout.contains("eyJ") && !stderr.contains("eyJ"),
+        "no token printed"
+    );
+
+    // A stack it cannot reach is a connection error (2), not a deviation (1).
+    let (code, _, stderr) = stack.ctr(&[
+        "--relay",
+        "https://nowhere.invalid:8443",
+        "order",
+        "show",
+        "op_x",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
 }
 
 async fn a_relay_killed_during_a_capture_finishes_the_checkout_after_it_restarts(stack: &Stack) {

@@ -1,0 +1,76 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+//! The compose files as compose reads them: they validate, publish on 127.0.0.1 only, and the
+//! observability override points every service's traces at the collector and opens only the
+//! metrics listener, never the admin one.
+
+use std::path::Path;
+use std::process::Command;
+
+/// `docker compose config` (v2) or `docker-compose config` (v1) of `files`, from the repo root.
+fn config(files: &[&str]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let v2 = Command::new("docker").args(["compose", "version"]).output();
+    let mut command = if v2.is_ok_and(|o| o.status.success()) {
+        let mut c = Command::new("docker");
+        c.arg("compose");
+        c
+    } else {
+        Command::new("docker-compose")
+    };
+    for file in files {
+        command.args(["-f", file]);
+    }
+    let out = command
+        .arg("config")
+        .current_dir(root)
+        .env_remove("CTR_PUBLISH_ADDR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{files:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_stack_validates_and_publishes_on_loopback_only() {
+    let config = config(&["compose.yaml"]);
+    for port in ["8443", "8444", "8445", "8446"] {
+        assert!(
+            config.contains(&format!("127.0.0.1:{port}:8443"))
+                || config.contains(&format!("published: \"{port}\"")),
+            "{port}: {config}"
+        );
+    }
+    assert!(!config.contains("0.0.0.0:84"), "{config}");
+    assert!(config.contains("host_ip: 127.0.0.1") || !config.contains("host_ip"));
+}
+
+#[test]
+fn the_observability_override_validates_and_wires_traces_and_metrics() {
+    let config = config(&["compose.yaml", "deployments/observability/compose.yaml"]);
+    assert_eq!(
+        config
+            .matches("CTR_OTLP_ENDPOINT: http://otel-collector:4318")
+            .count(),
+        4,
+        "{config}"
+    );
+    assert_eq!(config.matches("CTR_METRICS_ADDR: 0.0.0.0:9464").count(), 4);
+    for service in ["otel-collector:", "jaeger:", "prometheus:"] {
+        assert!(config.contains(service), "{service}");
+    }
+    // Only Prometheus's own UI maps a container port 9090; no service's admin (9090) or
+    // metrics (9464) listener is published.
+    assert_eq!(
+        config.matches(":9090/tcp").count() + config.matches("target: 9090").count(),
+        1,
+        "{config}"
+    );
+    assert!(
+        !config.contains("9464/tcp") && !config.contains("target: 9464"),
+        "{config}"
+    );
+}
