@@ -16,7 +16,7 @@ use axum::http::HeaderMap;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
-use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -99,24 +99,47 @@ fn exporter(
     let from_env = env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .or_else(|| env_set("OTEL_EXPORTER_OTLP_ENDPOINT"))
         .is_some();
-    let (setting, builder) = match config.otlp_endpoint() {
+    let setting = match config.otlp_endpoint() {
         _ if disabled => return Ok(None),
-        Some(endpoint) => (
-            "CTR_OTLP_ENDPOINT",
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/'))),
-        ),
-        None if from_env => (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            opentelemetry_otlp::SpanExporter::builder().with_http(),
-        ),
+        Some(_) => "CTR_OTLP_ENDPOINT",
+        None if from_env => "OTEL_EXPORTER_OTLP_ENDPOINT",
         None => return Ok(None),
     };
-    builder.build().map(Some).map_err(|e| ConfigError::Setting {
-        setting,
-        reason: e.to_string(),
-    })
+    let invalid = |reason: String| ConfigError::Setting { setting, reason };
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(exporter_client(config).map_err(invalid)?);
+    if let Some(endpoint) = config.otlp_endpoint() {
+        builder = builder.with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')));
+    }
+    builder
+        .build()
+        .map(Some)
+        .map_err(|e| invalid(e.to_string()))
+}
+
+/// The exporter's HTTP client, built here rather than by the exporter: an image has no system
+/// certificate store to load. An `https://` collector is verified against the Mozilla roots
+/// and our own root CA (a collector with a certificate from the private PKI), over TLS 1.3.
+fn exporter_client(config: &ServerConfig) -> Result<reqwest::blocking::Client, String> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Ok(ours) = ctr_pki::load_certs(&config.tls_root) {
+        for cert in ours {
+            roots.add(cert).map_err(|e| e.to_string())?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(ctr_pki::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::blocking::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("the exporter's HTTP client: {e}"))
 }
 
 /// Makes the span of an incoming request a child of the caller's `traceparent`, if any.

@@ -243,9 +243,9 @@ impl Stack {
             .args(["run", "--rm", "--network", &self.network()])
             .args([
                 "-v".to_owned(),
-                format!("{}:/ctr/root.pem:ro", self.root.display()),
+                format!("{}:/ca/root.pem:ro", self.root.display()),
                 "-e".into(),
-                "CTR_CA=/ctr/root.pem".into(),
+                "CTR_CA=/ca/root.pem".into(),
             ]);
         for (variable, service) in [
             ("CTR_RELAY_URL", "order-processing"),
