@@ -3,7 +3,7 @@
 
 use ctr_money::Money;
 use ctr_relay_api::{CancelRequest, RedeemRequest};
-use ctr_service_kit::openapi::{ApiDoc, Endpoint, Method};
+use ctr_service_kit::openapi::{ApiDoc, Endpoint, Method, Param};
 use utoipa::ToSchema;
 use utoipa::openapi::schema::{AllOfBuilder, Schema};
 use utoipa::openapi::{OpenApi, RefOr};
@@ -238,7 +238,7 @@ pub fn openapi<L: Ledger>(reads: impl FnOnce(&mut ApiDoc)) -> OpenApi {
         operation_id: "hold".into(),
         summary: "A hold by its token's jti",
         description: "The hold's state and what it reserved.",
-        params: vec![("jti", "The token's `jti` (a UUID)")],
+        params: vec![Param::uuid("jti", "The token's `jti`")],
         request: None,
         success: (200, "The hold", hold),
         problems: vec![(404, vec!["hold-not-found"]), (422, vec!["invalid-jti"])],

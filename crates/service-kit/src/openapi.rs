@@ -11,7 +11,7 @@ use axum::routing::get;
 use utoipa::ToSchema;
 use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, HttpMethod, InfoBuilder, OpenApi, OpenApiBuilder, PathItem,
     PathsBuilder, Ref, RefOr, Required, ResponseBuilder,
@@ -48,13 +48,46 @@ pub struct Endpoint {
     pub operation_id: String,
     pub summary: &'static str,
     pub description: &'static str,
-    /// Path parameters: name and meaning.
-    pub params: Vec<(&'static str, &'static str)>,
+    pub params: Vec<Param>,
     pub request: Option<RefOr<Schema>>,
     /// The success status, what it means, and its body.
     pub success: (u16, &'static str, RefOr<Schema>),
     /// Statuses besides success, each with the problem types it is answered with.
     pub problems: Vec<(u16, Vec<&'static str>)>,
+}
+
+/// A path parameter: its name, meaning and what it accepts.
+pub struct Param {
+    pub name: &'static str,
+    pub meaning: &'static str,
+    pub schema: RefOr<Schema>,
+}
+
+impl Param {
+    pub fn new(name: &'static str, meaning: &'static str, schema: RefOr<Schema>) -> Self {
+        Self {
+            name,
+            meaning,
+            schema,
+        }
+    }
+
+    /// A UUID (a token's `jti`).
+    pub fn uuid(name: &'static str, meaning: &'static str) -> Self {
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+            .into();
+        Self::new(name, meaning, schema)
+    }
+}
+
+/// What [`crate::reference`] accepts: a code or id of 1 to 64 letters, digits, `_` or `-`.
+pub fn reference() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[A-Za-z0-9_-]{1,64}$"))
+        .into()
 }
 
 /// A document under construction: endpoints and the schemas they refer to.
@@ -96,19 +129,14 @@ impl ApiDoc {
             .operation_id(Some(e.operation_id))
             .summary(Some(e.summary))
             .description(Some(e.description));
-        for (name, meaning) in e.params {
+        for param in e.params {
             op = op.parameter(
                 ParameterBuilder::new()
-                    .name(name)
+                    .name(param.name)
                     .parameter_in(ParameterIn::Path)
                     .required(Required::True)
-                    .description(Some(meaning))
-                    .schema(Some(
-                        ObjectBuilder::new()
-                            .schema_type(Type::String)
-                            .min_length(Some(1))
-                            .max_length(Some(128)),
-                    )),
+                    .description(Some(param.meaning))
+                    .schema(Some(param.schema)),
             );
         }
         let mut problems = e.problems;

@@ -57,7 +57,7 @@ pub struct Coupons {
 /// Coupons: the code, and the order total the discount is computed on.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CouponRequest {
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     coupon_code: String,
     order_total: Money,
 }

@@ -11,7 +11,7 @@ use axum::routing::get;
 use ctr_domain_kit::CustomerId;
 use ctr_domain_kit::{DomainApp, DomainSettings, SharedState, reference, rfc3339};
 use ctr_money::Money;
-use ctr_service_kit::openapi::{Endpoint, Method};
+use ctr_service_kit::openapi::{Endpoint, Method, Param};
 use ctr_service_kit::{ApiError, ApiJson, Config, ServerConfig, StartError};
 use ctr_token::Clock;
 
@@ -72,7 +72,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             operation_id: "coupon".into(),
             summary: "A coupon",
             description: "The coupon's discount, rules and uses.",
-            params: vec![("code", "The coupon code")],
+            params: vec![Param::new(
+                "code",
+                "The coupon code",
+                ctr_service_kit::openapi::reference(),
+            )],
             request: None,
             success: (200, "The coupon", view),
             problems: vec![

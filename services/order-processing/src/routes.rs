@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ctr_money::Money;
-use ctr_service_kit::openapi::{ApiDoc, Endpoint, Method};
+use ctr_service_kit::openapi::{ApiDoc, Endpoint, Method, Param};
 use ctr_service_kit::{ApiError, ApiJson, CustomerId, OrderProcessingId};
 use ctr_token::secs;
 use serde::Deserialize;
@@ -54,7 +54,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let new_order = doc.schema::<NewOrder>();
     let checkout = doc.schema::<Checkout>();
     let order = doc.schema::<OrderView>();
-    let id = ("id", "The order's `order_processing_id` (`op_` and a UUID)");
+    let doc_id = doc.schema::<OrderProcessingId>();
+    let id = || Param::new("id", "The order's `order_processing_id`", doc_id.clone());
     doc.endpoint(Endpoint {
         method: Method::Post,
         path: "/service/v1/orders".into(),
@@ -78,7 +79,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         summary: "An order",
         description: "The order's status, its tokens' outcomes (never the tokens) and what they \
                       settled.",
-        params: vec![id],
+        params: vec![id()],
         request: None,
         success: (200, "The order", order.clone()),
         problems: vec![
@@ -95,7 +96,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
                       times, single use, the order it is bound to) and that the amounts add up to \
                       the total, then redeems each with its domain. 202 while the redemptions \
                       still run at the deadline (follow `Location`).",
-        params: vec![id],
+        params: vec![id()],
         request: Some(checkout),
         success: (200, "The completed order", order.clone()),
         problems: vec![

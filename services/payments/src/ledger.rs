@@ -40,7 +40,7 @@ pub struct Payments {
 /// Payments: the payment method, and the amount to authorize.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PaymentRequest {
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     payment_method_id: String,
     amount: Money,
 }

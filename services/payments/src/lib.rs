@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use ctr_domain_kit::{DomainApp, DomainSettings, SharedState};
-use ctr_service_kit::openapi::{Endpoint, Method};
+use ctr_service_kit::openapi::{Endpoint, Method, Param};
 use ctr_service_kit::{ApiError, ApiJson, Config, ServerConfig, StartError};
 use ctr_token::Clock;
 use serde_json::Value;
@@ -45,7 +45,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             operation_id: "payment".into(),
             summary: "A payment",
             description: "A payment is the hold its confirmation placed: `authorized`, `captured`, `voided` or `refunded`.",
-            params: vec![("payment_id", "The confirmation's `jti` (a UUID)")],
+            params: vec![Param::uuid("payment_id", "The confirmation's `jti`")],
             request: None,
             success: (200, "The payment", view),
             problems: vec![(404, vec!["payment-not-found"]), (422, vec!["invalid-payment-id"])],

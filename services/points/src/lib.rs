@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use ctr_domain_kit::{CustomerId, DomainApp, SharedState};
-use ctr_service_kit::openapi::{Endpoint, Method};
+use ctr_service_kit::openapi::{Endpoint, Method, Param};
 use ctr_service_kit::{ApiError, ApiJson, Config, ServerConfig, StartError};
 use ctr_token::Clock;
 
@@ -63,13 +63,14 @@ struct BalanceView {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     ctr_domain_kit::openapi::<Points>(|doc| {
         let view = doc.schema::<BalanceView>();
+        let customer = doc.schema::<CustomerId>();
         doc.endpoint(Endpoint {
             method: Method::Get,
             path: "/service/v1/points/{customer_id}".into(),
             operation_id: "balance".into(),
             summary: "A customer's points",
             description: "Available, held and spent points.",
-            params: vec![("customer_id", "The customer (`c_...`)")],
+            params: vec![Param::new("customer_id", "The customer", customer)],
             request: None,
             success: (200, "The balance", view),
             problems: vec![
