@@ -16,28 +16,31 @@ pub struct Endpoints {
         default_value = "https://127.0.0.1:8443",
         global = true
     )]
-    pub relay: String,
+    pub relay_url: String,
+    /// Coupons.
     #[arg(
         long,
         env = "CTR_COUPONS_URL",
         default_value = "https://127.0.0.1:8444",
         global = true
     )]
-    pub coupons: String,
+    pub coupons_url: String,
+    /// Points.
     #[arg(
         long,
         env = "CTR_POINTS_URL",
         default_value = "https://127.0.0.1:8445",
         global = true
     )]
-    pub points: String,
+    pub points_url: String,
+    /// Payments.
     #[arg(
         long,
         env = "CTR_PAYMENTS_URL",
         default_value = "https://127.0.0.1:8446",
         global = true
     )]
-    pub payments: String,
+    pub payments_url: String,
     /// The root CA the stack's certificates chain to (compose exports it to .ctr/root.pem).
     #[arg(long, env = "CTR_CA", default_value = ".ctr/root.pem", global = true)]
     pub ca: PathBuf,
@@ -120,9 +123,9 @@ impl Stack {
 
     fn base(&self, domain: Domain) -> &str {
         match domain {
-            Domain::Coupons => &self.endpoints.coupons,
-            Domain::Points => &self.endpoints.points,
-            Domain::Payments => &self.endpoints.payments,
+            Domain::Coupons => &self.endpoints.coupons_url,
+            Domain::Points => &self.endpoints.points_url,
+            Domain::Payments => &self.endpoints.payments_url,
         }
     }
 
@@ -156,7 +159,7 @@ impl Stack {
         currency: &str,
     ) -> Result<Answer, Unreachable> {
         self.post(
-            format!("{}/service/v1/orders", self.endpoints.relay),
+            format!("{}/service/v1/orders", self.endpoints.relay_url),
             &json!({"customer_id": customer, "total": {"amount": amount, "currency": currency}}),
         )
         .await
@@ -165,7 +168,7 @@ impl Stack {
     pub async fn order(&self, order: &str) -> Result<Answer, Unreachable> {
         self.get(format!(
             "{}/service/v1/orders/{order}",
-            self.endpoints.relay
+            self.endpoints.relay_url
         ))
         .await
     }
@@ -197,7 +200,7 @@ impl Stack {
         self.post(
             format!(
                 "{}/service/v1/orders/{order}/checkout",
-                self.endpoints.relay
+                self.endpoints.relay_url
             ),
             &json!({ "tokens": tokens }),
         )
@@ -207,7 +210,7 @@ impl Stack {
     pub async fn points_balance(&self, customer: &str) -> Result<Answer, Unreachable> {
         self.get(format!(
             "{}/service/v1/points/{customer}",
-            self.endpoints.points
+            self.endpoints.points_url
         ))
         .await
     }

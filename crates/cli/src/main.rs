@@ -236,3 +236,44 @@ async fn run(cli: Cli) -> Result<ExitCode, Unreachable> {
         Command::Token(_) => ExitCode::SUCCESS,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_confirmation_takes_its_own_flags_beside_the_service_urls() {
+        let cli = Cli::try_parse_from([
+            "ctr",
+            "--points-url",
+            "https://points:8443",
+            "confirm",
+            "points",
+            "--order",
+            "op_x",
+            "--points",
+            "500",
+        ])
+        .unwrap();
+        assert_eq!(cli.endpoints.points_url, "https://points:8443");
+        assert!(matches!(
+            cli.command,
+            Command::Confirm {
+                domain: Domain::Points,
+                points: Some(500),
+                ..
+            }
+        ));
+        let missing = Cli::try_parse_from(["ctr", "confirm", "coupons", "--order", "op_x"]);
+        assert!(missing.is_err(), "coupons need --code and --amount");
+    }
+}

@@ -350,7 +350,7 @@ fn the_ctr_demo_runs_every_scenario_as_expected(stack: &Stack) {
 
     // A stack it cannot reach is a connection error (2), not a deviation (1).
     let (code, _, stderr) = stack.ctr(&[
-        "--relay",
+        "--relay-url",
         "https://nowhere.invalid:8443",
         "order",
         "show",
