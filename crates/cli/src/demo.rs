@@ -199,8 +199,36 @@ async fn three_tokens(
     Ok(Some(tokens))
 }
 
-fn points_text(points: Option<u64>) -> String {
-    points.map_or_else(|| "unknown".into(), |p| p.to_string())
+/// A step checking that the customer's available points are still `before`.
+async fn points_unchanged(
+    stack: &Stack,
+    r: &mut Recorder,
+    step: &str,
+    before: Option<u64>,
+) -> Outcome {
+    let after = available_points(stack).await?;
+    let text = |points: Option<u64>| {
+        points.map_or_else(|| "unknown".into(), |p| format!("{p} points available"))
+    };
+    r.check(
+        step,
+        &text(before),
+        text(after),
+        before.is_some() && before == after,
+    );
+    Ok(())
+}
+
+/// The order a previous scenario left open, or a new one.
+async fn carried_or_new(
+    stack: &Stack,
+    r: &mut Recorder,
+    carried: Option<String>,
+) -> Result<Option<String>, Unreachable> {
+    match carried {
+        Some(order) => Ok(Some(order)),
+        None => open_order(stack, r, TOTAL).await,
+    }
 }
 
 async fn available_points(stack: &Stack) -> Result<Option<u64>, Unreachable> {
@@ -251,23 +279,13 @@ async fn replay(stack: &Stack, r: &mut Recorder, carried: &mut Carried) -> Outco
         r.answer("another order", &answer, 422, Some("order-mismatch"));
         carried.open_order = Some(other);
     }
-    let after = available_points(stack).await?;
-    r.check(
-        "no points spent twice",
-        &format!("{} points available", points_text(before)),
-        format!("{} points available", points_text(after)),
-        before.is_some() && before == after,
-    );
+    points_unchanged(stack, r, "no points spent twice", before).await?;
     Ok(())
 }
 
 async fn tampered(stack: &Stack, r: &mut Recorder, carried: &mut Carried) -> Outcome {
-    let order = match carried.open_order.clone() {
-        Some(order) => order,
-        None => match open_order(stack, r, TOTAL).await? {
-            Some(order) => order,
-            None => return Ok(()),
-        },
+    let Some(order) = carried_or_new(stack, r, carried.open_order.clone()).await? else {
+        return Ok(());
     };
     carried.open_order = Some(order.clone());
     let details = json!({"payment_method_id": "pm_alice_visa", "amount": {"amount": TOTAL, "currency": "EUR"}});
@@ -333,23 +351,13 @@ async fn declined(stack: &Stack, r: &mut Recorder) -> Outcome {
         format!("{}: {}", shown.field("status"), outcomes.join(", ")),
         shown.field("status") == "failed" && outcomes == ["compensated", "compensated", "failed"],
     );
-    let after = available_points(stack).await?;
-    r.check(
-        "the points are back",
-        &format!("{} points available", points_text(before)),
-        format!("{} points available", points_text(after)),
-        before.is_some() && before == after,
-    );
+    points_unchanged(stack, r, "the points are back", before).await?;
     Ok(())
 }
 
 async fn settlement(stack: &Stack, r: &mut Recorder, carried: &mut Carried) -> Outcome {
-    let order = match carried.open_order.take() {
-        Some(order) => order,
-        None => match open_order(stack, r, TOTAL).await? {
-            Some(order) => order,
-            None => return Ok(()),
-        },
+    let Some(order) = carried_or_new(stack, r, carried.open_order.take()).await? else {
+        return Ok(());
     };
     let cent =
         json!({"payment_method_id": "pm_alice_visa", "amount": {"amount": 1, "currency": "EUR"}});

@@ -108,25 +108,8 @@ pub fn openapi<L: Ledger>(reads: impl FnOnce(&mut ApiDoc)) -> OpenApi {
     let redeem = doc.schema::<RedeemRequest>();
     let cancel = doc.schema::<CancelRequest>();
     let jwks = doc.schema::<Jwks>();
-    let token_problems = vec![
-        "token-malformed",
-        "token-header-rejected",
-        "token-algorithm-rejected",
-        "token-type-rejected",
-        "token-claims-invalid",
-        "token-issuer-unknown",
-        "token-key-unknown",
-        "token-signature-invalid",
-        "token-audience-invalid",
-        "token-not-yet-valid",
-        "token-issued-in-future",
-        "token-expired",
-        "token-lifetime-invalid",
-        "token-capability-rejected",
-        "order-mismatch",
-        "invalid-order-processing-id",
-        "invalid-customer-id",
-    ];
+    let mut token_problems = ctr_token::VerifyError::UNPROCESSABLE.to_vec();
+    token_problems.extend(["invalid-order-processing-id", "invalid-customer-id"]);
     doc.endpoint(Endpoint {
         method: Method::Post,
         path: format!("{base}/confirmations"),

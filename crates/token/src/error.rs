@@ -50,6 +50,26 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
+    /// Every problem type answered with 422 (an unusable token): for API documents. The others
+    /// are `token-too-large` (413), `token-replayed` (409) and `issuer-keys-unavailable` (503).
+    pub const UNPROCESSABLE: &[&'static str] = &[
+        "token-malformed",
+        "token-header-rejected",
+        "token-algorithm-rejected",
+        "token-type-rejected",
+        "token-claims-invalid",
+        "token-issuer-unknown",
+        "token-key-unknown",
+        "token-signature-invalid",
+        "token-audience-invalid",
+        "token-not-yet-valid",
+        "token-issued-in-future",
+        "token-expired",
+        "token-lifetime-invalid",
+        "order-mismatch",
+        "token-capability-rejected",
+    ];
+
     /// The last segment of this failure's problem `type` URI.
     pub fn problem_type(&self) -> &'static str {
         match self {

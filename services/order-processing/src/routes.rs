@@ -55,6 +55,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let checkout = doc.schema::<Checkout>();
     let order = doc.schema::<OrderView>();
     let doc_id = doc.schema::<OrderProcessingId>();
+    let mut token_problems = ctr_token::VerifyError::UNPROCESSABLE.to_vec();
+    token_problems.extend([
+        "invalid-order-processing-id",
+        "settlement-sum-mismatch",
+        "settlement-currency-mismatch",
+        "settlement-priced-on-other-total",
+    ]);
     let id = || Param::new("id", "The order's `order_processing_id`", doc_id.clone());
     doc.endpoint(Endpoint {
         method: Method::Post,
@@ -111,30 +118,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
                 ],
             ),
             (413, vec!["token-too-large"]),
-            (
-                422,
-                vec![
-                    "invalid-order-processing-id",
-                    "order-mismatch",
-                    "token-malformed",
-                    "token-header-rejected",
-                    "token-algorithm-rejected",
-                    "token-type-rejected",
-                    "token-claims-invalid",
-                    "token-issuer-unknown",
-                    "token-key-unknown",
-                    "token-signature-invalid",
-                    "token-audience-invalid",
-                    "token-not-yet-valid",
-                    "token-issued-in-future",
-                    "token-expired",
-                    "token-lifetime-invalid",
-                    "token-capability-rejected",
-                    "settlement-sum-mismatch",
-                    "settlement-currency-mismatch",
-                    "settlement-priced-on-other-total",
-                ],
-            ),
+            (422, token_problems),
             (502, vec!["issuer-unavailable"]),
             (503, vec!["issuer-keys-unavailable"]),
         ],
