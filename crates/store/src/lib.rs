@@ -105,11 +105,16 @@ impl Store {
             // SQLite has one writer: one connection serialises this process's transactions
             // instead of failing them with SQLITE_BUSY. WAL with synchronous=NORMAL survives a
             // crash of the process (not of the machine) and lets readers of other processes in.
+            //
+            // An embedded connection cannot be lost the way a network one can, so the pool
+            // does not ping it before each use: with sqlx's SQLite worker thread a ping is a
+            // round trip of its own, one more per statement outside a transaction.
             Backend::Sqlite => AnyPoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
+                .test_before_acquire(false)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         conn.execute(
