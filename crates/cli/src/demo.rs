@@ -219,6 +219,19 @@ async fn points_unchanged(
     Ok(())
 }
 
+/// A step checking that a refused checkout left its order open.
+async fn still_open(stack: &Stack, r: &mut Recorder, order: &str) -> Outcome {
+    let status = stack.order(order).await?.field("status");
+    let open = status == "open";
+    r.check("the order is still open", "open", status, open);
+    Ok(())
+}
+
+/// A payment confirmation's details: `amount` minor units in EUR on Alice's card.
+fn card(amount: u64) -> Value {
+    json!({"payment_method_id": "pm_alice_visa", "amount": {"amount": amount, "currency": "EUR"}})
+}
+
 /// The order a previous scenario left open, or a new one.
 async fn carried_or_new(
     stack: &Stack,
@@ -288,8 +301,7 @@ async fn tampered(stack: &Stack, r: &mut Recorder, carried: &mut Carried) -> Out
         return Ok(());
     };
     carried.open_order = Some(order.clone());
-    let details = json!({"payment_method_id": "pm_alice_visa", "amount": {"amount": TOTAL, "currency": "EUR"}});
-    let Some(token) = confirm(stack, r, Domain::Payments, &order, details).await? else {
+    let Some(token) = confirm(stack, r, Domain::Payments, &order, card(TOTAL)).await? else {
         return Ok(());
     };
     carried.genuine_payment = Some(token.clone());
@@ -307,13 +319,7 @@ async fn tampered(stack: &Stack, r: &mut Recorder, carried: &mut Carried) -> Out
         422,
         Some("token-signature-invalid"),
     );
-    let shown = stack.order(&order).await?;
-    r.check(
-        "the order is still open",
-        "open",
-        shown.field("status"),
-        shown.field("status") == "open",
-    );
+    still_open(stack, r, &order).await?;
     Ok(())
 }
 
@@ -359,9 +365,7 @@ async fn settlement(stack: &Stack, r: &mut Recorder, carried: &mut Carried) -> O
     let Some(order) = carried_or_new(stack, r, carried.open_order.take()).await? else {
         return Ok(());
     };
-    let cent =
-        json!({"payment_method_id": "pm_alice_visa", "amount": {"amount": 1, "currency": "EUR"}});
-    let Some(token) = confirm(stack, r, Domain::Payments, &order, cent).await? else {
+    let Some(token) = confirm(stack, r, Domain::Payments, &order, card(1)).await? else {
         return Ok(());
     };
     let answer = stack.checkout(&order, &[token]).await?;
@@ -371,23 +375,14 @@ async fn settlement(stack: &Stack, r: &mut Recorder, carried: &mut Carried) -> O
         422,
         Some("settlement-sum-mismatch"),
     );
-    let shown = stack.order(&order).await?;
-    r.check(
-        "the order is still open",
-        "open",
-        shown.field("status"),
-        shown.field("status") == "open",
-    );
+    still_open(stack, r, &order).await?;
     // The genuine 49.99 token of the tampered scenario (same order), or a new one.
     let token = match carried.genuine_payment.take() {
         Some(token) => token,
-        None => {
-            let full = json!({"payment_method_id": "pm_alice_visa", "amount": {"amount": TOTAL, "currency": "EUR"}});
-            match confirm(stack, r, Domain::Payments, &order, full).await? {
-                Some(token) => token,
-                None => return Ok(()),
-            }
-        }
+        None => match confirm(stack, r, Domain::Payments, &order, card(TOTAL)).await? {
+            Some(token) => token,
+            None => return Ok(()),
+        },
     };
     let answer = stack.checkout(&order, &[token]).await?;
     r.answer("check out 49.99 toward 49.99", &answer, 200, None);

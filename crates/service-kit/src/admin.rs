@@ -95,23 +95,21 @@ pub(crate) fn scrape_router(metrics: Metrics) -> Router {
 }
 
 async fn scrape(State(metrics): State<Metrics>) -> Response {
+    openmetrics(&metrics)
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    openmetrics(&state.metrics)
+}
+
+/// The registry as OpenMetrics text: what both the admin and the scrape listener answer.
+fn openmetrics(metrics: &Metrics) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         metrics.encode(),
-    )
-        .into_response()
-}
-
-async fn metrics(State(state): State<AdminState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
     )
         .into_response()
 }

@@ -35,13 +35,7 @@ pub async fn send_traced(
     span.in_scope(|| crate::telemetry::inject_trace_context(request.headers_mut()));
     let result = client.execute(request).instrument(span.clone()).await;
     match &result {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            span.record("http.response.status_code", status);
-            if status >= 500 {
-                span.record("otel.status_code", "ERROR");
-            }
-        }
+        Ok(response) => crate::telemetry::record_response(&span, response.status().as_u16()),
         Err(_) => {
             span.record("otel.status_code", "ERROR");
         }

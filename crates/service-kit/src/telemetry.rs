@@ -99,7 +99,8 @@ fn exporter(
     let from_env = env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .or_else(|| env_set("OTEL_EXPORTER_OTLP_ENDPOINT"))
         .is_some();
-    let setting = match config.otlp_endpoint() {
+    let endpoint = config.otlp_endpoint();
+    let setting = match endpoint {
         _ if disabled => return Ok(None),
         Some(_) => "CTR_OTLP_ENDPOINT",
         None if from_env => "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -109,7 +110,7 @@ fn exporter(
     let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_http_client(exporter_client(config).map_err(invalid)?);
-    if let Some(endpoint) = config.otlp_endpoint() {
+    if let Some(endpoint) = endpoint {
         builder = builder.with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')));
     }
     builder
@@ -192,7 +193,7 @@ pub(crate) fn request_span(request: &Request) -> Span {
     span
 }
 
-/// Records the answer on a server span: its status, and an error for a 5xx.
+/// Records an answer on a server or client span: its status, and an error for a 5xx.
 pub(crate) fn record_response(span: &Span, status: u16) {
     span.record("http.response.status_code", status);
     if status >= 500 {
