@@ -163,25 +163,6 @@ impl<L: Ledger> Engine<L> {
     ) -> Result<HoldRecord<L::Hold>, ApiError> {
         let now = self.clock.now_secs();
         let mut tx = self.store.begin().await?;
-        // Every hold costs a signature and keeps something from others until it ends: one
-        // customer may have only so many at once.
-        let (held, first): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(expires_at) FROM holds \
-             WHERE customer_id = $1 AND state = 'held' AND expires_at > $2",
-        )
-        .bind(customer.as_str())
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        if held >= self.holds_per_customer {
-            return Err(ApiError::too_many(
-                "too-many-holds",
-                format!(
-                    "this customer holds {held} confirmations here already; redeem, cancel or let one expire"
-                ),
-                seconds_until(first, now),
-            ));
-        }
         let hold = self.ledger.reserve(&mut tx, customer, request, now).await?;
         let record = HoldRecord {
             jti: Uuid::now_v7(),
@@ -192,9 +173,13 @@ impl<L: Ledger> Engine<L> {
             expires_at: now.saturating_add(self.hold_ttl),
             redeemed_at: None,
         };
-        sqlx::query(
+        // Every hold costs a signature and keeps something from others until it ends: one
+        // customer may have only so many at once. The insert checks it; when it refuses,
+        // dropping the transaction undoes the reservation.
+        let placed = sqlx::query(
             "INSERT INTO holds (jti, order_processing_id, customer_id, state, hold, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+             SELECT $1, $2, $3, $4, $5, $6 WHERE (SELECT COUNT(*) FROM holds \
+             WHERE customer_id = $3 AND state = 'held' AND expires_at > $7) < $8",
         )
         .bind(record.jti.to_string())
         .bind(order.as_str())
@@ -202,8 +187,27 @@ impl<L: Ledger> Engine<L> {
         .bind(HoldState::Held.as_str())
         .bind(serde_json::to_string(&record.hold).map_err(ApiError::internal)?)
         .bind(record.expires_at)
+        .bind(now)
+        .bind(self.holds_per_customer)
         .execute(&mut *tx)
         .await?;
+        if placed.rows_affected() != 1 {
+            let (held, first): (i64, Option<i64>) = sqlx::query_as(
+                "SELECT COUNT(*), MIN(expires_at) FROM holds \
+                 WHERE customer_id = $1 AND state = 'held' AND expires_at > $2",
+            )
+            .bind(customer.as_str())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            return Err(ApiError::too_many(
+                "too-many-holds",
+                format!(
+                    "this customer holds {held} confirmations here already; redeem, cancel or let one expire"
+                ),
+                seconds_until(first, now),
+            ));
+        }
         tx.commit().await?;
         Ok(record)
     }

@@ -53,6 +53,10 @@ struct Cli {
     /// or a `postgres://` URL (a database per service on that server).
     #[arg(long, value_delimiter = ',', default_value = "sqlite")]
     store: Vec<stack::StoreChoice>,
+    /// Run the virtual customers on a runtime of their own (threads `ctr-load-gen`), for
+    /// profiles (docs/bench/profile.sh); slower than the default shared runtime.
+    #[arg(long)]
+    own_runtime: bool,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -111,14 +115,27 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
+    // With --own-runtime the virtual customers run on a runtime of their own (threads named
+    // ctr-load-gen, the services' ctr-services), so that a profile tells the load
+    // generator's share from the services'. It costs some throughput (every answer is a
+    // wake-up across runtimes), so measurements share one runtime.
+    let runtime = |name: &str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name(name)
+            .build()
+    };
+    let services = runtime("ctr-services");
+    let customers = cli.own_runtime.then(|| runtime("ctr-load-gen")).transpose();
+    let (services, customers) = match (services, customers) {
+        (Ok(services), Ok(customers)) => (services, customers),
+        (Err(e), _) | (_, Err(e)) => {
             eprintln!("ctr-load: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let handle = customers.as_ref().unwrap_or(&services).handle().clone();
+    match services.block_on(run(cli, handle)) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(failed) => {
             eprintln!("ctr-load: {failed} flows failed (see `errors` in the report)");
@@ -132,7 +149,8 @@ fn main() -> ExitCode {
 }
 
 /// Runs every requested store and reports; answers how many flows failed in all.
-async fn run(cli: Cli) -> Result<u64, String> {
+/// `customers` runs the virtual customers.
+async fn run(cli: Cli, customers: tokio::runtime::Handle) -> Result<u64, String> {
     // The bound first, on an idle machine.
     let bound = bound::measure()?;
     let mut reports = Vec::new();
@@ -154,7 +172,7 @@ async fn run(cli: Cli) -> Result<u64, String> {
             };
             let client = ctr_service_kit::https_client(ca, None, Duration::from_secs(30))
                 .map_err(|e| e.to_string())?;
-            reports.push(drive(&cli, "deployment", &targets, &client, &bound).await);
+            reports.push(drive(&cli, "deployment", &targets, &client, &bound, &customers).await);
         }
         (Some(_), None) => return Err("--targets needs --ca".into()),
         _ => {
@@ -163,7 +181,17 @@ async fn run(cli: Cli) -> Result<u64, String> {
                     .await
                     .map_err(|e| e.to_string())?;
                 let client = stack.pki.client(None);
-                reports.push(drive(&cli, store.name(), &stack.targets, &client, &bound).await);
+                reports.push(
+                    drive(
+                        &cli,
+                        store.name(),
+                        &stack.targets,
+                        &client,
+                        &bound,
+                        &customers,
+                    )
+                    .await,
+                );
             }
         }
     }
@@ -229,6 +257,7 @@ async fn drive(
     targets: &Targets,
     client: &reqwest::Client,
     bound: &bound::CryptoBound,
+    runtime: &tokio::runtime::Handle,
 ) -> serde_json::Value {
     let budget = Arc::new(AtomicUsize::new(cli.flows));
     let deadline = Instant::now() + Duration::from_secs(cli.seconds);
@@ -244,7 +273,7 @@ async fn drive(
     let customers = (0..cli.customers).map(|customer| {
         let (budget, targets, client) = (budget.clone(), targets.clone(), client.clone());
         let (done, failed) = (done.clone(), failed.clone());
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let mut outcomes = Vec::new();
             while Instant::now() < deadline
                 && budget

@@ -283,11 +283,23 @@ fn stack(
                         let status = response.status().as_u16();
                         telemetry::record_response(span, status);
                         let latency_ms = latency.as_secs_f64() * 1e3;
-                        // Probes and scrapes arrive every few seconds: logged at debug.
-                        if listener != "public" {
-                            tracing::debug!(status, latency_ms, "answered");
-                        } else {
-                            tracing::info!(status, latency_ms, "answered");
+                        let problem = response
+                            .extensions()
+                            .get::<crate::metrics::ProblemType>()
+                            .map(|p| p.0);
+                        // At the default level a successful answer is not logged on its own:
+                        // the handlers log each step of a checkout once, naming its order and
+                        // token, which is what tracing a checkout needs; an access line more
+                        // per request would double what is logged (and what Docker ships) for
+                        // nothing. Refusals are logged with their problem type, server errors
+                        // as warnings; probes and scrapes only at debug.
+                        match status {
+                            _ if listener != "public" => {
+                                tracing::debug!(status, latency_ms, problem, "answered");
+                            }
+                            500.. => tracing::warn!(status, latency_ms, problem, "answered"),
+                            400.. => tracing::info!(status, latency_ms, problem, "refused"),
+                            _ => tracing::debug!(status, latency_ms, "answered"),
                         }
                     },
                 ),

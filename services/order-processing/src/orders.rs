@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use ctr_money::{Currency, Money};
 use ctr_relay_api::CallFailure;
 use ctr_service_kit::{ApiError, CustomerId, OrderProcessingId, rfc3339, seconds_until};
-use ctr_store::{Conn, Migration, Store, sqlx};
+use ctr_store::sqlx::{self, Row as _};
+use ctr_store::{Conn, Migration, Store};
 use ctr_token::VerifiedToken;
 use serde::Serialize;
 
@@ -89,7 +90,7 @@ impl TokenOutcome {
         Self::Released,
     ];
 
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Redeeming => "redeeming",
@@ -340,24 +341,12 @@ impl OrderStore {
                 });
             }
         }
-        let (open, first): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(expires_at) FROM orders \
-             WHERE customer_id = $1 AND status = 'open' AND expires_at > $2",
-        )
-        .bind(order.customer_id.as_str())
-        .bind(now)
-        .fetch_one(self.store.pool())
-        .await
-        .map_err(|e| InsertError::Store(e.into()))?;
-        if usize::try_from(open).is_ok_and(|open| open >= self.per_customer) {
-            return Err(InsertError::CustomerLimit {
-                limit: self.per_customer,
-                retry_after: seconds_until(first, now),
-            });
-        }
-        sqlx::query(
+        // One statement checks the customer's open orders and inserts.
+        let inserted = sqlx::query(
             "INSERT INTO orders (id, customer_id, total_amount, currency, status, created_at, \
-             expires_at, forget_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             expires_at, forget_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+             WHERE (SELECT COUNT(*) FROM orders WHERE customer_id = $2 AND status = 'open' \
+             AND expires_at > $9) < $10",
         )
         .bind(order.id.as_str())
         .bind(order.customer_id.as_str())
@@ -367,9 +356,26 @@ impl OrderStore {
         .bind(order.created_at)
         .bind(order.expires_at)
         .bind(order.expires_at.saturating_add(self.retention))
+        .bind(now)
+        .bind(i64::try_from(self.per_customer).unwrap_or(i64::MAX))
         .execute(self.store.pool())
         .await
         .map_err(|e| InsertError::Store(e.into()))?;
+        if inserted.rows_affected() != 1 {
+            let (first,): (Option<i64>,) = sqlx::query_as(
+                "SELECT MIN(expires_at) FROM orders \
+                 WHERE customer_id = $1 AND status = 'open' AND expires_at > $2",
+            )
+            .bind(order.customer_id.as_str())
+            .bind(now)
+            .fetch_one(self.store.pool())
+            .await
+            .map_err(|e| InsertError::Store(e.into()))?;
+            return Err(InsertError::CustomerLimit {
+                limit: self.per_customer,
+                retry_after: seconds_until(first, now),
+            });
+        }
         self.kept.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -388,21 +394,23 @@ impl OrderStore {
         lease: Lease<'_>,
     ) -> Result<Result<Order, BeginError>, ApiError> {
         let now = lease.now;
-        let moved = sqlx::query(
+        // The winner reads the order back from the update (an open order has no steps yet).
+        let moved: Option<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE orders SET status = 'checking_out', lease_owner = $1, lease_until = $2 \
-             WHERE id = $3 AND status = 'open' AND expires_at > $4",
-        )
+             WHERE id = $3 AND status = 'open' AND expires_at > $4 RETURNING {ORDER_COLUMNS}"
+        )))
         .bind(lease.owner)
         .bind(lease.until)
         .bind(id.as_str())
         .bind(now)
-        .execute(self.store.pool())
+        .fetch_optional(self.store.pool())
         .await?;
+        if let Some(row) = moved {
+            return Ok(Ok(order_from(id, row, Vec::new())?));
+        }
         let mut conn = self.store.pool().acquire().await?;
-        let order = load(&mut conn, id).await?;
-        Ok(match order {
+        Ok(match load(&mut conn, id).await? {
             None => Err(BeginError::NotFound),
-            Some(order) if moved.rows_affected() == 1 => Ok(order),
             Some(order) => Err(BeginError::NotOpen(order.status_at(now))),
         })
     }
@@ -430,20 +438,38 @@ impl OrderStore {
         lease: Lease<'_>,
     ) -> Result<Result<(), usize>, ApiError> {
         let mut tx = self.store.begin().await?;
-        for (index, token) in tokens.iter().enumerate() {
+        // One statement consumes every token; the rows it answers are the ones that were new.
+        // (The relay admits 1 to `max_tokens` tokens: the statement is never empty.)
+        let mut consume = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO replay (iss, jti, forget_at) VALUES {} \
+             ON CONFLICT (iss, jti) DO NOTHING RETURNING iss, jti",
+            placeholders(tokens.len(), 3)
+        )));
+        for token in tokens {
             let claims = token.claims();
-            let fresh = sqlx::query(
-                "INSERT INTO replay (iss, jti, forget_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (iss, jti) DO NOTHING",
-            )
-            .bind(&claims.iss)
-            .bind(claims.jti.to_string())
-            .bind(claims.exp.saturating_add(leeway))
-            .execute(&mut *tx)
-            .await?;
-            if fresh.rows_affected() != 1 {
-                return Ok(Err(index));
-            }
+            consume = consume
+                .bind(claims.iss.clone())
+                .bind(claims.jti.to_string())
+                .bind(claims.exp.saturating_add(leeway));
+        }
+        let fresh = consume.fetch_all(&mut *tx).await?;
+        if fresh.len() != tokens.len() {
+            // Dropping the transaction undoes the consumption of the others.
+            let mut fresh: Vec<(String, String)> = fresh
+                .iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .collect::<Result<_, sqlx::Error>>()?;
+            let replayed = tokens.iter().position(|token| {
+                let key = (token.claims().iss.clone(), token.claims().jti.to_string());
+                match fresh.iter().position(|f| *f == key) {
+                    Some(found) => {
+                        fresh.swap_remove(found);
+                        false
+                    }
+                    None => true,
+                }
+            });
+            return Ok(Err(replayed.unwrap_or(0)));
         }
         order.tokens = tokens
             .iter()
@@ -455,24 +481,24 @@ impl OrderStore {
                 outcome: TokenOutcome::Pending,
             })
             .collect();
+        let mut log = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO checkout_steps (order_id, position, iss, jti, capability, \
+             settles_amount, settles_currency, token, outcome) VALUES {}",
+            placeholders(tokens.len(), 9)
+        )));
         for (position, (record, token)) in order.tokens.iter().zip(tokens).enumerate() {
-            sqlx::query(
-                "INSERT INTO checkout_steps (order_id, position, iss, jti, capability, \
-                 settles_amount, settles_currency, token, outcome) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(order.id.as_str())
-            .bind(i64::try_from(position).unwrap_or(i64::MAX))
-            .bind(&record.iss)
-            .bind(record.jti.to_string())
-            .bind(&record.capability)
-            .bind(amount_to_sql(record.settles.amount))
-            .bind(record.settles.currency.as_str())
-            .bind(token.token())
-            .bind(record.outcome.as_str())
-            .execute(&mut *tx)
-            .await?;
+            log = log
+                .bind(order.id.as_str().to_owned())
+                .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                .bind(record.iss.clone())
+                .bind(record.jti.to_string())
+                .bind(record.capability.clone())
+                .bind(amount_to_sql(record.settles.amount))
+                .bind(record.settles.currency.as_str())
+                .bind(token.token().to_owned())
+                .bind(record.outcome.as_str());
         }
+        log.execute(&mut *tx).await?;
         order.checkout_started_at = Some(lease.now);
         order.lease_until = Some(lease.until);
         sqlx::query(
@@ -489,18 +515,13 @@ impl OrderStore {
         Ok(Ok(()))
     }
 
-    /// Records the order's state (its steps are written by [`Self::save_step`]) and renews the
-    /// saga's lease. Once the saga has ended, the tokens it kept for recovery are cleared and
+    /// Records the order's state and every step's outcome, and renews the saga's lease. Once the saga has ended, the tokens it kept for recovery are cleared and
     /// the order's retention starts.
     pub async fn save(&self, order: &mut Order, lease: Lease<'_>) -> Result<(), ApiError> {
         let ended = order.status != OrderStatus::CheckingOut && !order.compensation_pending;
         let mut tx = self.store.begin().await?;
-        if ended {
-            sqlx::query("UPDATE checkout_steps SET token = '' WHERE order_id = $1")
-                .bind(order.id.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
+        let every_step: Vec<usize> = (0..order.tokens.len()).collect();
+        write_steps(&mut tx, order, &every_step, ended).await?;
         let (problem, detail) = match order.failure.as_ref().map(|f| &f.call) {
             Some(CallFailure::Refused {
                 problem_type,
@@ -532,17 +553,11 @@ impl OrderStore {
         Ok(())
     }
 
-    /// Records one step's outcome: what the saga writes before and after each call.
-    pub async fn save_step(&self, order: &Order, position: usize) -> Result<(), ApiError> {
-        let Some(record) = order.tokens.get(position) else {
-            return Ok(());
-        };
-        sqlx::query("UPDATE checkout_steps SET outcome = $1 WHERE order_id = $2 AND position = $3")
-            .bind(record.outcome.as_str())
-            .bind(order.id.as_str())
-            .bind(i64::try_from(position).unwrap_or(i64::MAX))
-            .execute(self.store.pool())
-            .await?;
+    /// Records the outcomes of the steps at `positions`, in one statement: what the saga writes
+    /// before each call (with the outcome of the call before it) and after a failed one.
+    pub async fn save_steps(&self, order: &Order, positions: &[usize]) -> Result<(), ApiError> {
+        let mut conn = self.store.pool().acquire().await?;
+        write_steps(&mut conn, order, positions, false).await?;
         Ok(())
     }
 
@@ -647,6 +662,19 @@ pub struct Lease<'a> {
     pub until: i64,
 }
 
+/// `rows` tuples of `width` parameters each, numbered from `$1`: `($1, $2), ($3, $4)`.
+fn placeholders(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let columns = (1..=width)
+                .map(|column| format!("${}", row * width + column))
+                .collect::<Vec<_>>();
+            format!("({})", columns.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn amount_to_sql(amount: u64) -> i64 {
     // Money is at most 10^12 minor units.
     i64::try_from(amount).unwrap_or(i64::MAX)
@@ -660,16 +688,78 @@ fn money(amount: i64, currency: &str) -> Result<Money, ApiError> {
         .ok_or_else(|| corrupt("amount"))
 }
 
+/// Writes the outcomes of the steps at `positions` in one statement; `clear_tokens` also
+/// clears every step's token (the saga has ended: recovery needs them no more).
+async fn write_steps(
+    conn: &mut Conn,
+    order: &Order,
+    positions: &[usize],
+    clear_tokens: bool,
+) -> Result<(), sqlx::Error> {
+    let positions: Vec<(i64, &'static str)> = positions
+        .iter()
+        .filter_map(|&p| {
+            Some((
+                i64::try_from(p).ok()?,
+                order.tokens.get(p)?.outcome.as_str(),
+            ))
+        })
+        .collect();
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let cases: String = (0..positions.len())
+        .map(|i| format!(" WHEN ${} THEN ${}", 2 * i + 3, 2 * i + 4))
+        .collect();
+    let within = (0..positions.len())
+        .map(|i| format!("${}", 2 * i + 3))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut update = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE checkout_steps SET outcome = CASE position{cases} END, \
+         token = CASE WHEN $2 = 1 THEN '' ELSE token END \
+         WHERE order_id = $1 AND position IN ({within})"
+    )))
+    .bind(order.id.as_str().to_owned())
+    .bind(i64::from(clear_tokens));
+    for (position, outcome) in positions {
+        update = update.bind(position).bind(outcome);
+    }
+    update.execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// The columns of an [`OrderRow`], in its order.
+const ORDER_COLUMNS: &str = "customer_id, currency, total_amount, status, id, created_at, \
+     expires_at, checkout_started_at, compensation_pending, failure_capability, \
+     failure_problem, failure_detail, lease_until";
+
 async fn load(conn: &mut Conn, id: &OrderProcessingId) -> Result<Option<Order>, ApiError> {
-    let row: Option<OrderRow> = sqlx::query_as(
-        "SELECT customer_id, currency, total_amount, status, id, created_at, expires_at, \
-         checkout_started_at, compensation_pending, failure_capability, failure_problem, \
-         failure_detail, lease_until FROM orders WHERE id = $1",
-    )
+    let row: Option<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"
+    )))
     .bind(id.as_str())
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let steps: Vec<StepRow> = sqlx::query_as(
+        "SELECT iss, jti, capability, settles_amount, settles_currency, outcome, token \
+         FROM checkout_steps WHERE order_id = $1 ORDER BY position",
+    )
+    .bind(id.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    order_from(id, row, steps).map(Some)
+}
+
+fn order_from(
+    id: &OrderProcessingId,
+    row: OrderRow,
+    steps: Vec<StepRow>,
+) -> Result<Order, ApiError> {
+    let (
         customer,
         currency,
         total,
@@ -683,17 +773,7 @@ async fn load(conn: &mut Conn, id: &OrderProcessingId) -> Result<Option<Order>, 
         failure_problem,
         failure_detail,
         lease_until,
-    )) = row
-    else {
-        return Ok(None);
-    };
-    let steps: Vec<StepRow> = sqlx::query_as(
-        "SELECT iss, jti, capability, settles_amount, settles_currency, outcome, token \
-         FROM checkout_steps WHERE order_id = $1 ORDER BY position",
-    )
-    .bind(id.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
+    ) = row;
     let tokens = steps
         .into_iter()
         .map(|(iss, jti, capability, amount, currency, outcome, _)| {
@@ -716,7 +796,7 @@ async fn load(conn: &mut Conn, id: &OrderProcessingId) -> Result<Option<Order>, 
             None => CallFailure::Unavailable,
         },
     });
-    Ok(Some(Order {
+    Ok(Order {
         id: id.clone(),
         customer_id: CustomerId::parse(&customer).map_err(|_| corrupt("customer"))?,
         total: money(total, &currency)?,
@@ -728,5 +808,5 @@ async fn load(conn: &mut Conn, id: &OrderProcessingId) -> Result<Option<Order>, 
         checkout_started_at,
         compensation_pending: compensation_pending != 0,
         lease_until,
-    }))
+    })
 }

@@ -1,6 +1,7 @@
 //! The checkout saga: redeem each token with the domain that issued it, in a fixed order with
 //! payment capture last, and compensate in reverse order when one fails. Every step is recorded
-//! before its domain is called and its outcome after, so a relay that dies mid-checkout leaves
+//! as `redeeming` before its domain is called (in the same statement as the outcome of the step
+//! before it; the last outcome is written with the order's), so a relay that dies mid-checkout leaves
 //! a log that the recovery worker ([`Relay::recover`], at start and periodically) drives to its
 //! end: it resumes the redemptions (domains answer a repeated redemption with the first result)
 //! or compensates. A checkout still redeeming after `CTR_CHECKOUT_BOUND` is failed and
@@ -30,6 +31,7 @@ impl Relay {
             if order.failure.is_none() {
                 order.status = OrderStatus::Completed;
                 self.save(&mut order).await;
+                tracing::info!(order_processing_id = %order.id, tokens = %steps(&order), "checkout completed");
                 return order;
             }
         }
@@ -42,6 +44,11 @@ impl Relay {
             .checkout_started_at
             .unwrap_or_else(|| self.clock.now_secs());
         let bound = secs(self.settings.checkout_bound);
+        // A step redeemed but not yet written: its outcome goes with the next write (the
+        // next step's `redeeming`, or the saga's end). Until then the log says `redeeming`,
+        // which recovery treats the same way: redeem again (the domain answers the first
+        // result) or reverse.
+        let mut unwritten: Option<usize> = None;
         for (i, token) in tokens.iter().enumerate() {
             let step = &order.tokens[i];
             match step.outcome {
@@ -57,12 +64,14 @@ impl Relay {
                     capability,
                     call: CallFailure::Unavailable,
                 });
-                self.save_step(order, i).await;
+                self.save_steps(order, unwritten.into_iter().chain([i]))
+                    .await;
                 return;
             }
             self.renew_if_due(order).await;
             order.tokens[i].outcome = TokenOutcome::Redeeming;
-            self.save_step(order, i).await;
+            self.save_steps(order, unwritten.take().into_iter().chain([i]))
+                .await;
             let body = RedeemRequest {
                 token: token.clone(),
                 order_processing_id: order.id.as_str().to_owned(),
@@ -79,15 +88,15 @@ impl Relay {
                 Ok(_) => {
                     self.metrics.redemption(&capability, "redeemed", took);
                     step.outcome = TokenOutcome::Redeemed;
-                    tracing::info!(iss = %step.iss, jti = %step.jti, order_processing_id = %order.id, "redeemed");
-                    self.save_step(order, i).await;
+                    tracing::debug!(iss = %step.iss, jti = %step.jti, order_processing_id = %order.id, "redeemed");
+                    unwritten = Some(i);
                 }
                 Err(call) => {
                     self.metrics.redemption(&capability, "failed", took);
                     tracing::warn!(iss = %step.iss, jti = %step.jti, order_processing_id = %order.id, cause = call.cause(), "redemption failed");
                     step.outcome = TokenOutcome::Failed;
                     order.failure = Some(Failure { capability, call });
-                    self.save_step(order, i).await;
+                    self.save_steps(order, [i]).await;
                     return;
                 }
             }
@@ -155,10 +164,11 @@ impl Relay {
                     tracing::debug!(jti = %step.jti, cause = call.cause(), "the hold could not be released; it expires by itself");
                 }
             }
-            self.save_step(order, i).await;
+            self.save_steps(order, [i]).await;
         }
         order.compensation_pending = pending;
         self.save(order).await;
+        tracing::info!(order_processing_id = %order.id, tokens = %steps(order), compensation_pending = pending, "checkout failed");
     }
 
     /// Extends the saga's lease when less than half of it is left, so that it outlasts the
@@ -177,9 +187,10 @@ impl Relay {
         }
     }
 
-    /// Records step `position`; a failure is logged as for [`Self::save`].
-    async fn save_step(&self, order: &Order, position: usize) {
-        if let Err(error) = self.orders.save_step(order, position).await {
+    /// Records the steps at `positions`; a failure is logged as for [`Self::save`].
+    async fn save_steps(&self, order: &Order, positions: impl IntoIterator<Item = usize>) {
+        let positions: Vec<usize> = positions.into_iter().collect();
+        if let Err(error) = self.orders.save_steps(order, &positions).await {
             tracing::error!(order_processing_id = %order.id, %error, "the checkout log could not be written");
         }
     }
@@ -251,4 +262,14 @@ impl Relay {
             }
         });
     }
+}
+
+/// Each step of a checkout as `capability jti outcome`, for its one log line at the end.
+fn steps(order: &Order) -> String {
+    order
+        .tokens
+        .iter()
+        .map(|t| format!("{} {} {}", t.capability, t.jti, t.outcome.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -417,3 +417,63 @@ async fn a_full_order_store_answers_503_and_keeps_the_orders_it_has() {
         "{body}"
     );
 }
+
+/// How many tokens the relay's store holds as consumed.
+async fn consumed(store: &mut ctr_store::sqlx::AnyConnection) -> i64 {
+    let (n,): (i64,) = ctr_store::sqlx::query_as("SELECT COUNT(*) FROM replay")
+        .fetch_one(store)
+        .await
+        .unwrap();
+    n
+}
+
+/// The relay consumes a checkout's tokens in one statement: when one of them was consumed
+/// before (here written into the relay's store behind its back), the checkout is refused naming
+/// that token, and the others are not consumed: the same checkout succeeds once it is gone.
+#[tokio::test]
+async fn a_token_consumed_before_refuses_the_checkout_naming_it_and_consumes_no_other() {
+    use ctr_store::sqlx::{self, Connection as _};
+    let world = World::start().await;
+    let order = world.open_order("c_alice", 4999).await;
+    let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+    let payload = tokens[1].split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    let (iss, jti) = (
+        claims["iss"].as_str().unwrap(),
+        claims["jti"].as_str().unwrap(),
+    );
+
+    sqlx::any::install_default_drivers();
+    let mut store = sqlx::AnyConnection::connect(&world.stores.relay)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO replay (iss, jti, forget_at) VALUES ($1, $2, $3)")
+        .bind(iss)
+        .bind(jti)
+        .bind(i64::MAX)
+        .execute(&mut store)
+        .await
+        .unwrap();
+
+    let (status, body) = world.checkout(&order, &tokens).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (409, "token-replayed"),
+        "{body}"
+    );
+    assert_eq!(body["token_index"], 1, "{body}");
+    assert_eq!(consumed(&mut store).await, 1, "no other token was consumed");
+    assert_nothing_redeemed(&world, &order, "a replayed token").await;
+
+    sqlx::query("DELETE FROM replay")
+        .execute(&mut store)
+        .await
+        .unwrap();
+    let (status, body) = world.checkout(&order, &tokens).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("completed")),
+        "{body}"
+    );
+    assert_eq!(consumed(&mut store).await, 3);
+}
