@@ -57,6 +57,9 @@ struct Cli {
     /// profiles (docs/bench/profile.sh); slower than the default shared runtime.
     #[arg(long)]
     own_runtime: bool,
+    /// Where the in-process services' log lines go: they log as deployed (JSON at `info`).
+    #[arg(long, value_name = "FILE", default_value = "/dev/null")]
+    service_log: PathBuf,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -135,7 +138,21 @@ fn main() -> ExitCode {
         }
     };
     let handle = customers.as_ref().unwrap_or(&services).handle().clone();
-    match services.block_on(run(cli, handle)) {
+    // The in-process services log as deployed (JSON lines at `info`), to --service-log.
+    let telemetry = match cli.targets {
+        Some(_) => None,
+        None => match service_telemetry(&cli.service_log) {
+            Ok(telemetry) => Some(telemetry),
+            Err(e) => {
+                eprintln!("ctr-load: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let outcome = services.block_on(run(cli, handle));
+    drop(services);
+    drop(telemetry);
+    match outcome {
         Ok(0) => ExitCode::SUCCESS,
         Ok(failed) => {
             eprintln!("ctr-load: {failed} flows failed (see `errors` in the report)");
@@ -228,6 +245,31 @@ async fn run(cli: Cli, customers: tokio::runtime::Handle) -> Result<u64, String>
         .sum())
 }
 
+/// The services' telemetry as `main_with` installs it (default settings: JSON lines at
+/// `info`, no span export unless OTEL_* says so), writing to `path`.
+fn service_telemetry(
+    path: &std::path::Path,
+) -> Result<ctr_service_kit::telemetry::Telemetry, String> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut server = ctr_service_kit::ServerConfig::defaults("ctr-load");
+    server.log_format = ctr_service_kit::config::LogFormat::Json;
+    let writer = tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(file));
+    ctr_service_kit::telemetry::init_to("ctr-load", &server, writer).map_err(|e| e.to_string())
+}
+
+/// User and system CPU time of this process so far (Linux: /proc/self/stat).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux ABI Rust targets.
+    Some(ticks / 100.0)
+}
+
 /// One line a second on stderr while flows run: done, failed, rate, time left.
 async fn progress(
     store: String,
@@ -259,6 +301,7 @@ async fn drive(
     bound: &bound::CryptoBound,
     runtime: &tokio::runtime::Handle,
 ) -> serde_json::Value {
+    let cpu_before = process_cpu_seconds();
     let budget = Arc::new(AtomicUsize::new(cli.flows));
     let deadline = Instant::now() + Duration::from_secs(cli.seconds);
     let started = Instant::now();
@@ -297,6 +340,9 @@ async fn drive(
         .flatten()
         .collect();
     let elapsed = started.elapsed();
+    let cpu = process_cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     reporter.abort();
 
     let steps = flow::by_step(&outcomes, elapsed);
@@ -314,6 +360,9 @@ async fn drive(
         "flows_per_second": achieved,
         "crypto_bound": bound,
         "achieved_over_bound": achieved / bound.flows_per_second,
+        // This process's CPU time while the flows ran (services and customers in process;
+        // the customers alone against a deployment), per flow.
+        "process_cpu_ms_per_flow": cpu.map(|cpu| 1e3 * cpu / outcomes.len().max(1) as f64),
         "steps": steps,
         "errors": errors,
     })

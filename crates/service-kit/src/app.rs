@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -278,36 +278,55 @@ fn stack(
             TraceLayer::new_for_http()
                 .make_span_with(telemetry::request_span)
                 .on_request(())
-                .on_response(
-                    move |response: &Response, latency: Duration, span: &tracing::Span| {
-                        let status = response.status().as_u16();
-                        telemetry::record_response(span, status);
-                        let latency_ms = latency.as_secs_f64() * 1e3;
-                        let problem = response
-                            .extensions()
-                            .get::<crate::metrics::ProblemType>()
-                            .map(|p| p.0);
-                        // At the default level a successful answer is not logged on its own:
-                        // the handlers log each step of a checkout once, naming its order and
-                        // token, which is what tracing a checkout needs; an access line more
-                        // per request would double what is logged (and what Docker ships) for
-                        // nothing. Refusals are logged with their problem type, server errors
-                        // as warnings; probes and scrapes only at debug.
-                        match status {
-                            _ if listener != "public" => {
-                                tracing::debug!(status, latency_ms, problem, "answered");
-                            }
-                            500.. => tracing::warn!(status, latency_ms, problem, "answered"),
-                            400.. => tracing::info!(status, latency_ms, problem, "refused"),
-                            _ => tracing::debug!(status, latency_ms, "answered"),
-                        }
-                    },
-                ),
+                .on_response(|response: &Response, _: Duration, span: &tracing::Span| {
+                    telemetry::record_response(span, response.status().as_u16());
+                }),
         )
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            log_answer(listener, request, next)
+        }))
         .layer(middleware::from_fn(request_id::middleware))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("a handler panicked").into_response()
         }))
+}
+
+/// At the default level a successful answer is not logged on its own: the handlers log each
+/// step of a checkout once, naming its order and token, which is what tracing a checkout needs;
+/// an access line more per request would double what is logged (and what Docker ships) for
+/// nothing. Refusals are logged with their route, problem type and request id, server errors as
+/// warnings; every answer at debug, and probes and scrapes only there.
+async fn log_answer(listener: &'static str, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let problem = response
+        .extensions()
+        .get::<crate::metrics::ProblemType>()
+        .map(|p| p.0);
+    let request_id = request_id::current();
+    let method = method.as_str();
+    match status {
+        _ if listener != "public" => {
+            tracing::debug!(listener, method, route, status, latency_ms, "answered");
+        }
+        500.. => {
+            tracing::warn!(
+                method, route, status, problem, request_id, latency_ms, "answered"
+            );
+        }
+        400.. => {
+            tracing::info!(
+                method, route, status, problem, request_id, latency_ms, "refused"
+            );
+        }
+        _ => tracing::debug!(method, route, status, request_id, latency_ms, "answered"),
+    }
+    response
 }
 
 async fn enforce_timeout(timeout: Duration, request: Request, next: Next) -> Response {

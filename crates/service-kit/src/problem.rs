@@ -108,7 +108,8 @@ impl ApiError {
 
     /// A server-side failure: the cause is logged, the client gets the request id only.
     pub fn internal(cause: impl Display) -> Self {
-        tracing::error!(error = %cause, "internal error");
+        let request_id = crate::request_id::current();
+        tracing::error!(error = %cause, request_id, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

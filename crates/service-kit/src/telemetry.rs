@@ -22,6 +22,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -39,8 +40,18 @@ impl Drop for Telemetry {
     }
 }
 
-/// Installs the global subscriber. Call once, before the runtime starts.
+/// Installs the global subscriber, logging to stderr. Call once, before the runtime starts.
 pub fn init(service: &'static str, config: &ServerConfig) -> Result<Telemetry, ConfigError> {
+    init_to(service, config, BoxMakeWriter::new(std::io::stderr))
+}
+
+/// [`init`] with the log lines written to `writer` (the load generator sends its in-process
+/// services' lines to a file).
+pub fn init_to(
+    service: &'static str,
+    config: &ServerConfig,
+    writer: BoxMakeWriter,
+) -> Result<Telemetry, ConfigError> {
     let filter = EnvFilter::try_new(&config.log).map_err(|e| ConfigError::Setting {
         setting: "CTR_LOG",
         reason: e.to_string(),
@@ -52,28 +63,34 @@ pub fn init(service: &'static str, config: &ServerConfig) -> Result<Telemetry, C
         resource = resource.with_service_name(service);
     }
     let mut provider = SdkTracerProvider::builder().with_resource(resource.build());
-    if let Some(exporter) = exporter(config)? {
+    let exporter = exporter(config)?;
+    let exporting = exporter.is_some();
+    if let Some(exporter) = exporter {
         provider = provider.with_batch_exporter(exporter);
     }
     let provider = provider.build();
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
+    // Spans become OpenTelemetry spans only when they are exported: building them for nobody
+    // costs every request (attributes, ids, timings) and shows nowhere.
+    let otel =
+        exporting.then(|| tracing_opentelemetry::layer().with_tracer(provider.tracer(service)));
     let json = match config.log_format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
+    // A line carries its event's own fields (each names its order, token or request), not
+    // the fields of the span around it: those repeat the route three times over for
+    // OpenTelemetry and would double every line.
     let fmt = if json {
         tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
-            .with_current_span(true)
+            .with_current_span(false)
             .with_span_list(false)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .boxed()
+        tracing_subscriber::fmt::layer().with_writer(writer).boxed()
     };
     // A second init (tests starting several services in one process) keeps the first.
     let _ = tracing_subscriber::registry()
