@@ -40,7 +40,15 @@ export CTR_EXPORT_DIR="$work/ca" CTR_HOST_UID="$(id -u)" CTR_HOST_GID="$(id -g)"
 project=(-p ctrbench -f compose.yaml -f "$work/override.yaml")
 # CTR_BENCH_OVERRIDE: one more compose file, to measure a change of configuration.
 [ -n "${CTR_BENCH_OVERRIDE:-}" ] && project+=(-f "$(realpath "$CTR_BENCH_OVERRIDE")")
-down() { "${compose[@]}" "${project[@]}" down -v >/dev/null 2>&1 || true; rm -rf "$work"; }
+down() {
+    status=$?
+    if [ "$status" != 0 ]; then
+        echo "compose.sh failed ($status); the services' warnings and errors:" >&2
+        "${compose[@]}" "${project[@]}" logs --no-color 2>/dev/null | grep -E '"level":"(WARN|ERROR)"' | tail -20 >&2 || true
+    fi
+    "${compose[@]}" "${project[@]}" down -v >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
 trap down EXIT
 "${compose[@]}" "${project[@]}" up -d
 services=(order-processing coupons points payments)

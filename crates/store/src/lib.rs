@@ -106,6 +106,10 @@ impl Store {
             // instead of failing them with SQLITE_BUSY. WAL with synchronous=NORMAL survives a
             // crash of the process (not of the machine) and lets readers of other processes in.
             //
+            // Temporary tables, sorts and statement journals stay in memory: the images are
+            // FROM scratch, with no /tmp for SQLite to spill them to (it answered "disk I/O
+            // error", SQLITE_IOERR_GETTEMPPATH, after some thousands of checkouts).
+            //
             // An embedded connection cannot be lost the way a network one can, so the pool
             // does not ping it before each use: with sqlx's SQLite worker thread a ping is a
             // round trip of its own, one more per statement outside a transaction.
@@ -119,7 +123,8 @@ impl Store {
                     Box::pin(async move {
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 20000;",
+                             PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 20000; \
+                             PRAGMA temp_store = MEMORY;",
                         )
                         .await
                         .map(|_| ())
@@ -242,6 +247,18 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(body, "kept");
+    }
+
+    #[tokio::test]
+    async fn an_sqlite_store_keeps_its_temporary_files_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::open(&url, &[V1]).await.unwrap();
+        let (temp_store,): (i64,) = sqlx::query_as("PRAGMA temp_store")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(temp_store, 2, "MEMORY: a FROM scratch image has no /tmp");
     }
 
     #[tokio::test]
