@@ -280,7 +280,9 @@ fn stack(
                 .on_request(())
                 .on_response(|response: &Response, _: Duration, span: &tracing::Span| {
                     telemetry::record_response(span, response.status().as_u16());
-                }),
+                })
+                // A server error is logged once, by `log_answer`, with its route and problem.
+                .on_failure(()),
         )
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             log_answer(listener, request, next)
