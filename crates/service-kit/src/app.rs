@@ -310,23 +310,38 @@ async fn log_answer(listener: &'static str, request: Request, next: Next) -> Res
         .extensions()
         .get::<crate::metrics::ProblemType>()
         .map(|p| p.0);
-    let request_id = request_id::current();
     let method = method.as_str();
+    // The request id is read (a copy) only for a line that is written.
     match status {
         _ if listener != "public" => {
             tracing::debug!(listener, method, route, status, latency_ms, "answered");
         }
-        500.. => {
-            tracing::warn!(
-                method, route, status, problem, request_id, latency_ms, "answered"
-            );
-        }
-        400.. => {
-            tracing::info!(
-                method, route, status, problem, request_id, latency_ms, "refused"
-            );
-        }
-        _ => tracing::debug!(method, route, status, request_id, latency_ms, "answered"),
+        500.. => tracing::warn!(
+            method,
+            route,
+            status,
+            problem,
+            request_id = request_id::current(),
+            latency_ms,
+            "answered"
+        ),
+        400.. => tracing::info!(
+            method,
+            route,
+            status,
+            problem,
+            request_id = request_id::current(),
+            latency_ms,
+            "refused"
+        ),
+        _ => tracing::debug!(
+            method,
+            route,
+            status,
+            request_id = request_id::current(),
+            latency_ms,
+            "answered"
+        ),
     }
     response
 }

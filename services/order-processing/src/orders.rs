@@ -515,8 +515,9 @@ impl OrderStore {
         Ok(Ok(()))
     }
 
-    /// Records the order's state and every step's outcome, and renews the saga's lease. Once the saga has ended, the tokens it kept for recovery are cleared and
-    /// the order's retention starts.
+    /// Records the order's state and every step's outcome, and renews the saga's lease. Once
+    /// the saga has ended, the tokens it kept for recovery are cleared and the order's
+    /// retention starts.
     pub async fn save(&self, order: &mut Order, lease: Lease<'_>) -> Result<(), ApiError> {
         let ended = order.status != OrderStatus::CheckingOut && !order.compensation_pending;
         let mut tx = self.store.begin().await?;
