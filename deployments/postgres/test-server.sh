@@ -13,6 +13,14 @@ fi
 pg_ctlcluster $cluster start 2>/dev/null || true
 as_postgres() { (cd / && su postgres -c "$1"); }
 for _ in $(seq 1 30); do as_postgres "psql -qAtc 'SELECT 1'" >/dev/null 2>&1 && break; sleep 1; done
+# The system suite runs many services at once, each with a pool of its own (the crash-point
+# harness alone starts ten worlds in parallel): more than the default 100 connections.
+if (($(as_postgres "psql -qAtc 'SHOW max_connections'") < 500)); then
+    as_postgres "psql -qc 'ALTER SYSTEM SET max_connections = 500'"
+    # shellcheck disable=SC2086
+    pg_ctlcluster $cluster restart
+    for _ in $(seq 1 30); do as_postgres "psql -qAtc 'SELECT 1'" >/dev/null 2>&1 && break; sleep 1; done
+fi
 as_postgres "psql -qAtc \"SELECT 1 FROM pg_roles WHERE rolname = 'ctr'\"" | grep -q 1 ||
     as_postgres "psql -qc \"CREATE ROLE ctr LOGIN PASSWORD 'ctr' CREATEDB\""
 as_postgres "psql -qAtc \"SELECT 1 FROM pg_database WHERE datname = 'ctr'\"" | grep -q 1 ||

@@ -328,7 +328,7 @@ impl<L: Ledger> Engine<L> {
                     let closes = record
                         .redeemed_at
                         .map(|at| at.saturating_add(self.cancel_window));
-                    if closes.is_none_or(|closes| now > closes) {
+                    if closes.is_none_or(|closes| now >= closes) {
                         tx.commit().await?;
                         return Err(ApiError::conflict(
                             "cancellation-window-closed",

@@ -8,14 +8,13 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ctr_relay_api::{CancelRequest, HoldReply, RedeemRequest};
 use ctr_service_kit::{ApiError, ApiJson, CustomerRate, RelayCaller};
-use ctr_token::{Settlement, UnverifiedToken, VerifyError};
+use ctr_token::Settlement;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
-    CustomerId, Engine, HoldRecord, HoldState, Ledger, OrderProcessingId, Signer, rfc3339,
-    token_problem,
+    CustomerId, Engine, HoldRecord, Ledger, OrderProcessingId, Signer, rfc3339, token_problem,
 };
 
 /// What a domain's handlers share.
@@ -129,13 +128,11 @@ async fn redeem<L: Ledger>(
 ) -> Result<ApiJson<Value>, ApiError> {
     let order = OrderProcessingId::parse(&request.order_processing_id)?;
     let customer = CustomerId::parse(&request.customer_id)?;
-    let verified = match state.signer.verify(&request.token, order.as_str()).await {
-        Ok(verified) => verified,
-        Err(error) => {
-            return recorded_redemption::<L>(&state, &request.token, &order, &customer, &error)
-                .await;
-        }
-    };
+    let verified = state
+        .signer
+        .verify_at_redemption(&request.token, order.as_str())
+        .await
+        .map_err(|error| token_problem(&error))?;
     let claims = verified.claims();
     if claims.sub != customer.as_str() {
         return Err(ApiError::conflict(
@@ -149,40 +146,6 @@ async fn redeem<L: Ledger>(
         .await?;
     tracing::info!(domain = L::DOMAIN, jti = %claims.jti, order_processing_id = %order, replayed = redemption.replayed, "redeemed");
     hold_view::<L>(&redemption.record, Some(redemption.replayed)).map(ApiJson)
-}
-
-/// A retry of a redemption that already happened gets its first answer, even once the token
-/// has expired (a relay recovering a checkout retries late). The verifier checks times after
-/// the signature and the audience, so an expired token here is genuine; it, the request and
-/// the record must name the same order and customer. Any other refusal stands.
-async fn recorded_redemption<L: Ledger>(
-    state: &DomainState<L>,
-    token: &str,
-    order: &OrderProcessingId,
-    customer: &CustomerId,
-    error: &VerifyError,
-) -> Result<ApiJson<Value>, ApiError> {
-    let refused = || Err(token_problem(error));
-    if !matches!(error, VerifyError::Expired { .. }) {
-        return refused();
-    }
-    let Ok(unverified) = UnverifiedToken::parse(token) else {
-        return refused();
-    };
-    let claims = unverified.claims_unverified();
-    match state.engine.get(claims.jti).await? {
-        Some(record)
-            if record.state == HoldState::Redeemed
-                && record.order_processing_id == *order
-                && record.customer_id == *customer
-                && claims.order_processing_id == order.as_str()
-                && claims.sub == customer.as_str() =>
-        {
-            tracing::info!(domain = L::DOMAIN, jti = %claims.jti, "expired token of a recorded redemption: first answer");
-            hold_view::<L>(&record, Some(true)).map(ApiJson)
-        }
-        _ => refused(),
-    }
 }
 
 async fn cancel<L: Ledger>(

@@ -100,8 +100,15 @@ impl Signer {
             .map_err(ApiError::internal)
     }
 
-    pub async fn verify(&self, token: &str, order: &str) -> Result<VerifiedToken, VerifyError> {
-        self.verifier.verify(token, order).await
+    /// Verifies a token of ours that the relay hands back for redemption: every envelope check
+    /// but `exp` (the hold's own expiry bounds a redemption; see
+    /// [`Verifier::verify_at_redemption`]).
+    pub async fn verify_at_redemption(
+        &self,
+        token: &str,
+        order: &str,
+    ) -> Result<VerifiedToken, VerifyError> {
+        self.verifier.verify_at_redemption(token, order).await
     }
 
     pub async fn jwks(&self) -> Result<JwkSet, ApiError> {

@@ -63,6 +63,8 @@ pub struct App {
     shutdown: CancellationToken,
     grace: Duration,
     limits: ConnectionLimits,
+    /// What the service finishes after its listeners stopped, before the process exits.
+    drains: Vec<futures::future::BoxFuture<'static, ()>>,
 }
 
 impl std::fmt::Debug for App {
@@ -86,6 +88,19 @@ impl App {
         service: Service,
         config: &ServerConfig,
         routes: Router,
+        health: Health,
+        metrics: Metrics,
+    ) -> Result<Self, StartError> {
+        Self::build_with_admin(service, config, routes, Router::new(), health, metrics).await
+    }
+
+    /// As [`Self::build`], with routes of the service's own on the admin listener (under
+    /// `/admin/v1/`, for operators: never reachable from the public listener).
+    pub async fn build_with_admin(
+        service: Service,
+        config: &ServerConfig,
+        routes: Router,
+        admin_routes: Router,
         health: Health,
         metrics: Metrics,
     ) -> Result<Self, StartError> {
@@ -125,7 +140,12 @@ impl App {
                 &metrics,
                 "public",
             ),
-            admin_router: stack(admin::router(admin_state), config, &metrics, "admin"),
+            admin_router: stack(
+                admin::router(admin_state).merge(admin_routes),
+                config,
+                &metrics,
+                "admin",
+            ),
             scrape,
             public,
             admin,
@@ -135,7 +155,16 @@ impl App {
             shutdown,
             grace: config.shutdown_grace,
             limits: ConnectionLimits::from(config),
+            drains: Vec::new(),
         })
+    }
+
+    /// Adds work that [`Self::run_until_stopped`] awaits once the listeners have stopped (the
+    /// relay's running sagas), so that the process does not exit under it.
+    #[must_use]
+    pub fn on_drain(mut self, drain: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.drains.push(Box::pin(drain));
+        self
     }
 
     pub fn public_addr(&self) -> SocketAddr {
@@ -211,6 +240,7 @@ impl App {
         };
         tokio::join!(public, admin, scrape);
         signals.abort();
+        futures::future::join_all(self.drains).await;
         tracing::info!(service = self.service.name, "stopped");
         Ok(())
     }

@@ -173,6 +173,23 @@ impl Store {
         self.backend
     }
 
+    /// An SQL expression for the database's clock, in Unix milliseconds. Leases are judged on
+    /// it: every replica of a service reads the same clock, whatever its own says.
+    pub fn now_ms_sql(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+
+    /// The database's clock in Unix seconds, as [`Self::now_ms_sql`].
+    pub fn now_secs_sql(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "CAST(strftime('%s', 'now') AS BIGINT)",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS BIGINT)",
+        }
+    }
+
     pub async fn begin(&self) -> Result<Transaction, StoreError> {
         Ok(self.pool.begin().await?)
     }
@@ -247,6 +264,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(body, "kept");
+    }
+
+    #[tokio::test]
+    async fn the_database_clock_reads_the_unix_time_in_both_units() {
+        let store = Store::open("sqlite::memory:", &[V1]).await.unwrap();
+        let (ms, s): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {}, {}",
+            store.now_ms_sql(),
+            store.now_secs_sql()
+        )))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        let system = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let system_ms = i64::try_from(system.as_millis()).unwrap();
+        assert!((ms - system_ms).abs() < 2_000, "{ms} vs {system_ms}");
+        assert!((s - ms / 1000).abs() <= 1, "{s} vs {ms}");
     }
 
     #[tokio::test]

@@ -3,6 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use axum::http::StatusCode;
@@ -11,9 +14,10 @@ use ctr_service_kit::{ApiError, CustomerRate, OrderProcessingId};
 use ctr_token::{Clock, KeySetCache, VerifiedToken, Verifier, VerifyError, secs};
 
 use crate::domains::DomainClient;
-use crate::orders::{BeginError, Failure, Lease, Order, OrderStatus, OrderStore};
+use crate::orders::{Failure, Order, OrderStatus};
 use crate::settings::RelaySettings;
 use crate::settlement;
+use crate::store::{BeginError, Claim, OrderStore, WriteError};
 
 pub type IssuerKeys = HashMap<String, Arc<KeySetCache>>;
 
@@ -24,11 +28,15 @@ pub struct Relay {
     pub orders: OrderStore,
     pub domains: DomainClient,
     pub clock: Arc<dyn Clock>,
-    /// This process, as the owner of the sagas it runs.
-    pub instance: String,
     /// Each customer's rate of new orders.
     pub rate: CustomerRate,
     pub metrics: crate::RelayMetrics,
+    /// The sagas this process drives (checkouts and recoveries), drained at shutdown.
+    pub sagas: TaskTracker,
+    /// Cancelled when the relay shuts down: no new checkout is admitted or claimed.
+    pub stopping: CancellationToken,
+    /// How many recovered checkouts this process drives at once.
+    pub recovery_slots: Arc<Semaphore>,
 }
 
 fn token_problem(index: usize, error: &VerifyError) -> ApiError {
@@ -51,37 +59,72 @@ fn refused(slug: &'static str, detail: String) -> ApiError {
 #[derive(Debug)]
 pub enum CheckoutOutcome {
     Finished(Order),
-    /// Still redeeming or compensating; the order (as of the deadline) is at its URL.
-    Running(Order),
+    /// Still redeeming or compensating at the deadline, or its driver stopped and the recovery
+    /// worker resumes it: the order as stored, when it could be read.
+    Running(OrderProcessingId, Option<Order>),
 }
 
 impl Relay {
-    /// A lease on a saga for this process, from now.
-    pub(crate) fn lease(&self) -> Lease<'_> {
-        let now = self.clock.now_secs();
-        Lease {
-            owner: &self.instance,
-            now,
-            until: now.saturating_add(secs(self.settings.saga_lease)),
-        }
-    }
-
     /// Runs a checkout. Once admitted it runs to its end even if the caller goes away (and, if
     /// this process dies, a recovery worker finishes it); the caller waits at most the
-    /// checkout deadline, then learns that the order is still running.
+    /// checkout deadline, admission included, then learns that the order is still running.
     pub async fn checkout(
         self: &Arc<Self>,
         id: OrderProcessingId,
         tokens: Vec<String>,
     ) -> Result<CheckoutOutcome, ApiError> {
-        let outcome = self.run_checkout(id, tokens).await;
+        let deadline = tokio::time::Instant::now() + self.settings.checkout_deadline;
+        let outcome = if self.stopping.is_cancelled() {
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting-down",
+                "Shutting down",
+                "this relay is shutting down and admits no new checkout; retry",
+            )
+            .retry_after(1))
+        } else {
+            let relay = self.clone();
+            let order = id.clone();
+            // The checkout outlives the request if it must; its span stays in the request's
+            // trace. A panic in it leaves the log to the recovery worker.
+            let task = self.sagas.spawn(
+                async move { relay.run_checkout(order, tokens).await }
+                    .instrument(tracing::info_span!("checkout.saga", order_processing_id = %id)),
+            );
+            match tokio::time::timeout_at(deadline, task).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(panicked)) => {
+                    tracing::error!(order_processing_id = %id, error = %panicked, "the checkout's driver panicked; recovery resumes it");
+                    Ok(self.pending(id).await)
+                }
+                Err(_) => {
+                    tracing::info!(order_processing_id = %id, "checkout still running at the deadline");
+                    Ok(self.pending(id).await)
+                }
+            }
+        };
         self.metrics.checkout(match &outcome {
             Err(_) => "refused",
-            Ok(CheckoutOutcome::Running(_)) => "running",
+            Ok(CheckoutOutcome::Running(..)) => "running",
             Ok(CheckoutOutcome::Finished(order)) if order.failure.is_none() => "completed",
             Ok(CheckoutOutcome::Finished(_)) => "failed",
         });
         outcome
+    }
+
+    /// The answer about a checkout whose end this request does not know: the order as stored
+    /// (finished if it did end meanwhile).
+    async fn pending(&self, id: OrderProcessingId) -> CheckoutOutcome {
+        match self.orders.get(&id).await {
+            Ok(Some(order)) if order.ended() && order.status != OrderStatus::Open => {
+                CheckoutOutcome::Finished(order)
+            }
+            Ok(order) => CheckoutOutcome::Running(id, order),
+            Err(error) => {
+                tracing::warn!(order_processing_id = %id, %error, "the order could not be read");
+                CheckoutOutcome::Running(id, None)
+            }
+        }
     }
 
     async fn run_checkout(
@@ -98,9 +141,9 @@ impl Relay {
                 ),
             ));
         }
-        let mut order = self
+        let (mut order, mut claim) = self
             .orders
-            .begin_checkout(&id, self.lease())
+            .begin_checkout(&id, self.clock.now_secs())
             .await?
             .map_err(|e| match e {
                 BeginError::NotFound => ApiError::not_found("order-not-found", "no such order"),
@@ -113,61 +156,69 @@ impl Relay {
                     format!("the order is {}, not open", status.as_str()),
                 ),
             })?;
-        let admitted = self
-            .admit_and_log(&mut order, &tokens)
+        let verified = match self
+            .admit(&order, &tokens)
             .instrument(tracing::info_span!("checkout.admit", order_processing_id = %id, tokens = tokens.len()))
-            .await;
-        let tokens = match admitted {
-            Ok(tokens) => tokens,
-            Err(problem) => {
-                self.orders.reopen(&id).await?;
-                return Err(problem);
-            }
+            .await
+        {
+            Ok(verified) => verified,
+            Err(problem) => return Err(self.give_back(&id, &claim, problem).await),
         };
-        let relay = self.clone();
-        // The saga outlives the request if it must; its span stays in the request's trace.
-        let saga = tokio::spawn(
-            async move { relay.drive(order, tokens).await }
-                .instrument(tracing::info_span!("checkout.saga", order_processing_id = %id)),
-        );
-        match tokio::time::timeout(self.settings.checkout_deadline, saga).await {
-            Ok(finished) => finished
-                .map(CheckoutOutcome::Finished)
-                .map_err(ApiError::internal),
-            Err(_) => {
-                tracing::info!(order_processing_id = %id, "checkout still running at the deadline");
-                let order = self
-                    .orders
-                    .get(&id)
-                    .await?
-                    .ok_or_else(|| ApiError::internal("a running checkout's order is gone"))?;
-                Ok(CheckoutOutcome::Running(order))
+        let leeway = secs(self.settings.token_leeway);
+        match self
+            .orders
+            .admit(&mut order, &verified, leeway, &mut claim)
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(index)) => {
+                let claims = verified[index].claims();
+                let error = VerifyError::Replayed {
+                    iss: claims.iss.clone(),
+                    jti: claims.jti.to_string(),
+                };
+                return Err(self
+                    .give_back(&id, &claim, token_problem(index, &error))
+                    .await);
+            }
+            Err(WriteError::LeaseLost) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "checkout-interrupted",
+                    "Checkout interrupted",
+                    "the checkout was interrupted before any token was consumed; retry it",
+                )
+                .retry_after(1));
+            }
+            Err(WriteError::Store(error)) => {
+                // Whether the admission was written is known only from the log: reopening
+                // succeeds only when it was not.
+                return match self.orders.reopen(&id, &claim).await {
+                    Ok(true) => Err(error),
+                    _ => Ok(self.pending(id).await),
+                };
             }
         }
+        let tokens = verified.iter().map(|t| t.token().to_owned()).collect();
+        Ok(match self.drive(order, claim, tokens).await {
+            Ok(order) => CheckoutOutcome::Finished(order),
+            Err(_) => self.pending(id).await,
+        })
     }
 
-    /// Admits the tokens and, in one transaction, consumes them and writes the checkout log;
-    /// answers the tokens in redemption order. On a refusal nothing is consumed or written.
-    async fn admit_and_log(
+    /// Gives an order whose checkout was refused before anything was consumed back to `open`
+    /// and answers the refusal. If the store fails here, the recovery worker reopens it once
+    /// the claim runs out.
+    async fn give_back(
         &self,
-        order: &mut Order,
-        tokens: &[String],
-    ) -> Result<Vec<String>, ApiError> {
-        let verified = self.admit(order, tokens).await?;
-        let leeway = secs(self.settings.token_leeway);
-        if let Err(index) = self
-            .orders
-            .admit(order, &verified, leeway, self.lease())
-            .await?
-        {
-            let claims = verified[index].claims();
-            let error = VerifyError::Replayed {
-                iss: claims.iss.clone(),
-                jti: claims.jti.to_string(),
-            };
-            return Err(token_problem(index, &error));
+        id: &OrderProcessingId,
+        claim: &Claim,
+        refusal: ApiError,
+    ) -> ApiError {
+        if let Err(error) = self.orders.reopen(id, claim).await {
+            tracing::warn!(order_processing_id = %id, %error, "a refused checkout's order could not be reopened yet; recovery will");
         }
-        Ok(verified.iter().map(|t| t.token().to_owned()).collect())
+        refusal
     }
 
     /// Every envelope check, then the policy of the checkout, then the replay store: all or

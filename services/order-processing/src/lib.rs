@@ -4,31 +4,38 @@
 
 mod checkout;
 mod domains;
+pub mod faults;
 mod metrics;
 mod orders;
 mod routes;
 mod saga;
 mod settings;
 mod settlement;
+mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use ctr_pki::IdentityFiles;
 use ctr_service_kit::{
-    App, ClientAuth, Config, CustomerRate, Health, Metrics, ServerConfig, Service, StartError,
-    https_client, open_store,
+    App, ClientAuth, Config, ConfigError, CustomerRate, Health, Metrics, ServerConfig, Service,
+    StartError, https_client, open_store,
 };
 use ctr_token::{CachePolicy, Clock, KeySetCache, Verifier, VerifierPolicy, secs};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use checkout::{CheckoutOutcome, IssuerKeys, Relay};
 pub use domains::{DomainClient, HttpJwks};
 pub use metrics::RelayMetrics;
-pub use orders::{Order, OrderStatus, OrderStore, TokenOutcome};
+pub use orders::{Order, OrderStatus, TokenOutcome};
 pub use routes::openapi;
 pub use routes::router;
+pub use saga::Stopped;
 pub use settings::{IssuerEntry, RelaySettings};
 pub use settlement::SettlementError;
+pub use store::{MIGRATIONS, OrderStore, StoreLimits};
 
 pub const SERVICE: Service = Service {
     name: "order-processing",
@@ -53,6 +60,27 @@ pub async fn build_with(
     settings: &RelaySettings,
     clock: Arc<dyn Clock>,
 ) -> Result<RelayApp, StartError> {
+    build_with_faults(server, settings, clock, None).await
+}
+
+/// As [`build_with`], with a hook at each of the saga's store operations: what the crash and
+/// store-fault tests use.
+pub async fn build_with_faults(
+    server: &ServerConfig,
+    settings: &RelaySettings,
+    clock: Arc<dyn Clock>,
+    faults: Option<Arc<dyn faults::SagaFaults>>,
+) -> Result<RelayApp, StartError> {
+    if settings.checkout_deadline >= server.request_timeout {
+        return Err(ConfigError::Setting {
+            setting: "CTR_CHECKOUT_DEADLINE",
+            reason: format!(
+                "{:?} must be shorter than CTR_REQUEST_TIMEOUT ({:?}): a checkout answers 202 at its deadline, never a timeout while its saga runs",
+                settings.checkout_deadline, server.request_timeout
+            ),
+        }
+        .into());
+    }
     let identity = IdentityFiles {
         cert: settings.client_cert.clone(),
         key: settings.client_key.clone(),
@@ -90,7 +118,7 @@ pub async fn build_with(
         keys.insert(name.clone(), cache);
     }
     warm_up(&keys);
-    let store = open_store(server, orders::MIGRATIONS, &health).await?;
+    let store = open_store(server, store::MIGRATIONS, &health).await?;
     let metrics = Metrics::default();
     let relay = Arc::new(Relay {
         metrics: RelayMetrics::register(&metrics),
@@ -98,20 +126,46 @@ pub async fn build_with(
         verifier: Verifier::new(policy, keys, clock.clone()),
         orders: OrderStore::new(
             store,
-            settings.max_orders,
-            settings.max_open_orders_per_customer,
-            secs(settings.order_retention),
+            StoreLimits {
+                capacity: settings.max_orders,
+                per_customer: settings.max_open_orders_per_customer,
+                retention: secs(settings.order_retention),
+                lease_ms: i64::try_from(settings.saga_lease.as_millis()).unwrap_or(i64::MAX),
+            },
+            faults,
         ),
         domains: DomainClient {
             client,
             retries: settings.call_retries,
         },
         clock,
-        instance: uuid::Uuid::now_v7().to_string(),
         rate: CustomerRate::new(server),
+        sagas: TaskTracker::new(),
+        stopping: CancellationToken::new(),
+        recovery_slots: Arc::new(Semaphore::new(settings.recovery_concurrency)),
     });
-    relay.spawn_recovery(settings.recovery_interval);
-    let app = App::build(SERVICE, server, router(relay.clone()), health, metrics).await?;
+    relay.spawn_workers(settings.recovery_interval);
+    let app = App::build_with_admin(
+        SERVICE,
+        server,
+        router(relay.clone()),
+        routes::admin_router(relay.clone()),
+        health,
+        metrics,
+    )
+    .await?;
+    // At SIGTERM (or the admin's shutdown) the relay stops admitting and claiming checkouts
+    // at once, and the process waits for its running sagas up to CTR_SAGA_GRACE.
+    let shutdown = app.shutdown_token();
+    let draining = relay.clone();
+    let grace = settings.saga_grace;
+    let drained = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        draining.drain(grace).await;
+    });
+    let app = app.on_drain(async move {
+        let _ = drained.await;
+    });
     Ok(RelayApp { app, relay })
 }
 

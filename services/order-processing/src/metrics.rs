@@ -7,6 +7,7 @@ use ctr_service_kit::Metrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,6 +27,8 @@ pub struct RelayMetrics {
     checkouts: Family<Outcome, Counter>,
     compensations: Family<Step, Counter>,
     redemptions: Family<Step, Histogram, fn() -> Histogram>,
+    needing_attention: Gauge,
+    interrupted: Family<Outcome, Counter>,
 }
 
 impl RelayMetrics {
@@ -34,7 +37,19 @@ impl RelayMetrics {
             checkouts: Family::default(),
             compensations: Family::default(),
             redemptions: Family::new_with_constructor(ctr_service_kit::latency_histogram),
+            needing_attention: Gauge::default(),
+            interrupted: Family::default(),
         };
+        metrics.register(
+            "orders_needing_attention",
+            "Failed checkouts a domain refused to compensate for good: an operator settles them (GET /admin/v1/orders/attention)",
+            this.needing_attention.clone(),
+        );
+        metrics.register(
+            "sagas_interrupted",
+            "Checkout drivers that stopped before the end, by cause: lease-lost (another driver took over) or store (a write failed); recovery resumes them",
+            this.interrupted.clone(),
+        );
         metrics.register(
             "checkouts",
             "Checkouts answered, by outcome: completed, failed, running (202), refused (a 4xx before any redemption)",
@@ -73,5 +88,13 @@ impl RelayMetrics {
                 outcome,
             })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn needing_attention(&self, orders: i64) {
+        self.needing_attention.set(orders);
+    }
+
+    pub fn interrupted(&self, outcome: &'static str) {
+        self.interrupted.get_or_create(&Outcome { outcome }).inc();
     }
 }

@@ -14,7 +14,8 @@ use ctr_token::secs;
 use serde::Deserialize;
 
 use crate::checkout::{CheckoutOutcome, Relay, failure_problem};
-use crate::orders::{InsertError, Order, OrderStatus, OrderView};
+use crate::orders::{Order, OrderView};
+use crate::store::InsertError;
 
 /// A new order: who buys, and the total its tokens must settle exactly.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -31,6 +32,25 @@ struct Checkout {
     /// Compact ES384 JWS tokens, at most one per capability.
     #[schema(min_items = 1, max_items = 8)]
     tokens: Vec<String>,
+}
+
+/// The relay's own routes on the admin listener (127.0.0.1 only): what an operator reads.
+pub fn admin_router(relay: Arc<Relay>) -> Router {
+    Router::new()
+        .route("/admin/v1/orders/attention", get(orders_needing_attention))
+        .with_state(relay)
+}
+
+/// At most this many orders needing attention are listed at once.
+const ATTENTION_PAGE: i64 = 100;
+
+/// Failed checkouts a domain refused to compensate, oldest first: each needs an operator.
+async fn orders_needing_attention(
+    State(relay): State<Arc<Relay>>,
+) -> Result<ApiJson<Vec<OrderView>>, ApiError> {
+    let now = relay.clock.now_secs();
+    let orders = relay.orders.needing_attention(ATTENTION_PAGE).await?;
+    Ok(ApiJson(orders.iter().map(|o| o.view(now)).collect()))
 }
 
 pub fn router(relay: Arc<Relay>) -> Router {
@@ -120,7 +140,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             (413, vec!["token-too-large"]),
             (422, token_problems),
             (502, vec!["issuer-unavailable"]),
-            (503, vec!["issuer-keys-unavailable"]),
+            (
+                503,
+                vec![
+                    "issuer-keys-unavailable",
+                    "shutting-down",
+                    "checkout-interrupted",
+                    "checkout-outcome-pending",
+                ],
+            ),
         ],
     });
     doc.build()
@@ -140,19 +168,7 @@ async fn create_order(
     }
     let now = relay.clock.now_secs();
     let ttl = secs(relay.settings.order_ttl);
-    let order = Order {
-        id: OrderProcessingId::generate(),
-        customer_id,
-        total: request.total,
-        status: OrderStatus::Open,
-        created_at: now,
-        expires_at: now + ttl,
-        tokens: Vec::new(),
-        failure: None,
-        checkout_started_at: None,
-        compensation_pending: false,
-        lease_until: None,
-    };
+    let order = Order::open(customer_id, request.total, now, ttl);
     let view = order.view(now);
     let id = order.id.clone();
     relay
@@ -213,14 +229,29 @@ async fn checkout(
     let outcome = relay.checkout(id, request.tokens).await?;
     let now = relay.clock.now_secs();
     match outcome {
-        CheckoutOutcome::Running(order) => {
-            let location = format!("/service/v1/orders/{}", order.id.as_str());
-            Ok((
-                StatusCode::ACCEPTED,
-                [(header::LOCATION, location)],
-                ApiJson(order.view(now)),
-            )
-                .into_response())
+        CheckoutOutcome::Running(id, order) => {
+            let location = format!("/service/v1/orders/{}", id.as_str());
+            match order {
+                Some(order) => Ok((
+                    StatusCode::ACCEPTED,
+                    [(header::LOCATION, location)],
+                    ApiJson(order.view(now)),
+                )
+                    .into_response()),
+                // The order could not even be read: say that the outcome is pending, and where.
+                None => Ok((
+                    [(header::LOCATION, location)],
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "checkout-outcome-pending",
+                        "Checkout outcome pending",
+                        "the checkout's outcome is not known yet: it is driven to its end from \
+                         its log; poll the order at `Location`",
+                    )
+                    .retry_after(1),
+                )
+                    .into_response()),
+            }
         }
         CheckoutOutcome::Finished(order) => match &order.failure {
             None => Ok(ApiJson(order.view(now)).into_response()),

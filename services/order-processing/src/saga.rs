@@ -1,11 +1,23 @@
 //! The checkout saga: redeem each token with the domain that issued it, in a fixed order with
-//! payment capture last, and compensate in reverse order when one fails. Every step is recorded
-//! as `redeeming` before its domain is called (in the same statement as the outcome of the step
-//! before it; the last outcome is written with the order's), so a relay that dies mid-checkout leaves
-//! a log that the recovery worker ([`Relay::recover`], at start and periodically) drives to its
-//! end: it resumes the redemptions (domains answer a repeated redemption with the first result)
-//! or compensates. A checkout still redeeming after `CTR_CHECKOUT_BOUND` is failed and
-//! compensated; a reversal that cannot get through stays pending and is retried.
+//! payment capture last, and compensate in reverse order when one fails.
+//!
+//! The checkout log is the only truth. Every step is recorded `redeeming` before its domain is
+//! called (in the same write as the outcome of the step before it); the last step's `redeemed`
+//! and the order's `completed` are one write, and so are a step's `failed` and the order's
+//! `failed`. Nothing that decides the outcome waits in memory: a driver that dies anywhere
+//! leaves a log from which the recovery worker ([`Relay::recover`]) derives what is left to do.
+//!
+//! Every write is fenced ([`crate::store::Claim`]): it holds only while no other driver has
+//! claimed the checkout since. A write that matches no row, or that fails, stops the driver at
+//! once, before it calls any domain again; the recovery worker resumes from the log once the
+//! claim runs out (on the database's clock). A checkout still redeeming past
+//! `CTR_CHECKOUT_BOUND` (same clock) fails and is compensated.
+//!
+//! Compensation ends: a hold the domain no longer knows that was never redeemed counts as
+//! released; a reversal the domain refuses for good (`cancellation-window-closed`,
+//! `hold-mismatch`, a redeemed hold it lost) leaves the step `unreversed` and the order
+//! `failed` needing attention, which an operator settles. A domain that does not answer is
+//! retried by the recovery worker until it does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,71 +25,144 @@ use tracing::Instrument as _;
 
 use ctr_relay_api::{CallFailure, CancelReason, CancelRequest, HoldReply, RedeemRequest};
 use ctr_service_kit::ApiError;
-use ctr_token::secs;
 
 use crate::Relay;
 use crate::orders::{Failure, Order, OrderStatus, TokenOutcome};
 use crate::settings::IssuerEntry;
+use crate::store::{Claim, WriteError};
 
-/// How many abandoned checkouts one recovery pass takes over at most.
-const RECOVERY_BATCH: i64 = 20;
+/// How many abandoned checkouts one recovery pass looks at.
+const RECOVERY_BATCH: i64 = 64;
+
+/// Why a driver stopped before its checkout ended. Either way the log is as the last
+/// successful write left it, and the recovery worker resumes from there.
+#[derive(Debug)]
+pub enum Stopped {
+    /// Another driver claimed the checkout since this one's last write.
+    LeaseLost,
+    /// A write failed.
+    Store(ApiError),
+}
+
+impl From<WriteError> for Stopped {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::LeaseLost => Self::LeaseLost,
+            WriteError::Store(error) => Self::Store(error),
+        }
+    }
+}
+
+impl Stopped {
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Self::LeaseLost => "lease-lost",
+            Self::Store(_) => "store",
+        }
+    }
+}
+
+/// How the redemptions went.
+enum Redeemed {
+    All,
+    /// A step failed; the order is `failed` in the log.
+    Failed,
+}
+
+/// What a cancellation's answer makes of a step.
+enum Cancelled {
+    Done(TokenOutcome),
+    /// The domain did not answer (or asked to retry): the recovery worker tries again.
+    Retry,
+    /// The domain refused for good to reverse a redemption.
+    Refused(String),
+}
 
 impl Relay {
-    /// Drives a checkout from wherever its log says it is to `completed` or `failed`.
-    /// `tokens[i]` is the token of step `i`.
-    pub(crate) async fn drive(&self, mut order: Order, tokens: Vec<String>) -> Order {
-        if order.status == OrderStatus::CheckingOut && order.failure.is_none() {
-            self.redeem_all(&mut order, &tokens).await;
-            if order.failure.is_none() {
-                order.status = OrderStatus::Completed;
-                self.save(&mut order).await;
-                tracing::info!(order_processing_id = %order.id, tokens = %steps(&order), "checkout completed");
-                return order;
+    /// Drives a checkout from wherever its log says it is to `completed` or `failed`, as the
+    /// holder of `claim`. `tokens[i]` is the token of step `i`.
+    pub(crate) async fn drive(
+        &self,
+        mut order: Order,
+        mut claim: Claim,
+        tokens: Vec<String>,
+    ) -> Result<Order, Stopped> {
+        let driven = self.drive_claimed(&mut order, &mut claim, &tokens).await;
+        if let Err(stopped) = &driven {
+            self.metrics.interrupted(stopped.cause());
+            match stopped {
+                Stopped::LeaseLost => {
+                    tracing::warn!(order_processing_id = %order.id, "another driver took the checkout over: this one stops")
+                }
+                Stopped::Store(error) => {
+                    tracing::error!(order_processing_id = %order.id, %error, "the checkout log could not be written: the driver stops and recovery resumes")
+                }
             }
         }
-        self.compensate(&mut order).await;
-        order
+        driven.map(|()| order)
     }
 
-    async fn redeem_all(&self, order: &mut Order, tokens: &[String]) {
-        let started = order
-            .checkout_started_at
-            .unwrap_or_else(|| self.clock.now_secs());
-        let bound = secs(self.settings.checkout_bound);
+    async fn drive_claimed(
+        &self,
+        order: &mut Order,
+        claim: &mut Claim,
+        tokens: &[String],
+    ) -> Result<(), Stopped> {
+        if order.status == OrderStatus::CheckingOut
+            && let Redeemed::All = self.redeem_all(order, claim, tokens).await?
+        {
+            tracing::info!(order_processing_id = %order.id, tokens = %steps(order), "checkout completed");
+            return Ok(());
+        }
+        if order.compensation_pending {
+            self.compensate(order, claim).await?;
+        }
+        Ok(())
+    }
+
+    async fn redeem_all(
+        &self,
+        order: &mut Order,
+        claim: &mut Claim,
+        tokens: &[String],
+    ) -> Result<Redeemed, Stopped> {
+        let bound_ms = i64::try_from(self.settings.checkout_bound.as_millis()).unwrap_or(i64::MAX);
         // A step redeemed but not yet written: its outcome goes with the next write (the
         // next step's `redeeming`, or the saga's end). Until then the log says `redeeming`,
         // which recovery treats the same way: redeem again (the domain answers the first
         // result) or reverse.
         let mut unwritten: Option<usize> = None;
-        for (i, token) in tokens.iter().enumerate() {
-            let step = &order.tokens[i];
-            match step.outcome {
+        for i in 0..order.tokens.len() {
+            match order.tokens[i].outcome {
                 TokenOutcome::Redeemed => continue,
                 TokenOutcome::Pending | TokenOutcome::Redeeming => {}
-                _ => break,
+                other => {
+                    return Err(Stopped::Store(ApiError::internal(format!(
+                        "order {}: a checkout still running has a step {}",
+                        order.id,
+                        other.as_str()
+                    ))));
+                }
             }
-            let capability = step.capability.clone();
-            if self.clock.now_secs() > started.saturating_add(bound) {
+            let capability = order.tokens[i].capability.clone();
+            if claim.now_ms >= claim.started_ms.saturating_add(bound_ms) {
                 tracing::warn!(order_processing_id = %order.id, "checkout past its bound: compensating");
-                order.tokens[i].outcome = TokenOutcome::Failed;
-                order.failure = Some(Failure {
+                let failure = Failure {
                     capability,
                     call: CallFailure::Unavailable,
-                });
-                self.save_steps(order, unwritten.into_iter().chain([i]))
-                    .await;
-                return;
+                };
+                self.fail(order, claim, unwritten, i, failure).await?;
+                return Ok(Redeemed::Failed);
             }
-            self.renew_if_due(order).await;
             order.tokens[i].outcome = TokenOutcome::Redeeming;
-            self.save_steps(order, unwritten.take().into_iter().chain([i]))
-                .await;
+            let positions: Vec<usize> = unwritten.take().into_iter().chain([i]).collect();
+            self.orders.record_steps(order, claim, &positions).await?;
             let body = RedeemRequest {
-                token: token.clone(),
+                token: tokens.get(i).cloned().unwrap_or_default(),
                 order_processing_id: order.id.as_str().to_owned(),
                 customer_id: order.customer_id.as_str().to_owned(),
             };
-            let step = &mut order.tokens[i];
+            let step = &order.tokens[i];
             let started = std::time::Instant::now();
             let outcome = self
                 .call(&capability, |e| &e.redeem_url, &body)
@@ -87,42 +172,66 @@ impl Relay {
             match outcome {
                 Ok(_) => {
                     self.metrics.redemption(&capability, "redeemed", took);
-                    step.outcome = TokenOutcome::Redeemed;
                     tracing::debug!(iss = %step.iss, jti = %step.jti, order_processing_id = %order.id, "redeemed");
+                    order.tokens[i].outcome = TokenOutcome::Redeemed;
                     unwritten = Some(i);
                 }
                 Err(call) => {
                     self.metrics.redemption(&capability, "failed", took);
                     tracing::warn!(iss = %step.iss, jti = %step.jti, order_processing_id = %order.id, cause = call.cause(), "redemption failed");
-                    step.outcome = TokenOutcome::Failed;
-                    order.failure = Some(Failure { capability, call });
-                    self.save_steps(order, [i]).await;
-                    return;
+                    self.fail(order, claim, None, i, Failure { capability, call })
+                        .await?;
+                    return Ok(Redeemed::Failed);
                 }
             }
         }
+        order.status = OrderStatus::Completed;
+        self.orders
+            .complete(order, claim, self.clock.now_secs())
+            .await?;
+        Ok(Redeemed::All)
+    }
+
+    /// Writes step `failed` failed, with the order, in one write (and the outcome of the step
+    /// redeemed before it, if not written yet).
+    async fn fail(
+        &self,
+        order: &mut Order,
+        claim: &mut Claim,
+        unwritten: Option<usize>,
+        failed: usize,
+        failure: Failure,
+    ) -> Result<(), Stopped> {
+        order.tokens[failed].outcome = TokenOutcome::Failed;
+        order.failure = Some(failure);
+        let positions: Vec<usize> = unwritten.into_iter().chain([failed]).collect();
+        self.orders.fail(order, claim, &positions).await?;
+        order.status = OrderStatus::Failed;
+        order.compensation_pending = true;
+        Ok(())
     }
 
     /// Cancels in reverse order: redeemed tokens are reversed, unredeemed holds released, and a
-    /// redemption whose answer never came is cancelled too (it may have been applied).
-    async fn compensate(&self, order: &mut Order) {
-        order.status = OrderStatus::Failed;
-        order.compensation_pending = true;
-        self.save(order).await;
+    /// redemption whose answer never came is cancelled too (it may have been applied). Each
+    /// step's outcome is written after its call; the pass ends with one write that says
+    /// whether anything is left to retry.
+    async fn compensate(&self, order: &mut Order, claim: &mut Claim) -> Result<(), Stopped> {
         let unanswered = matches!(
             order.failure.as_ref().map(|f| &f.call),
             Some(CallFailure::Unavailable)
         );
-        let mut pending = false;
+        let mut retry = false;
+        let mut refusals = Vec::new();
         for i in (0..order.tokens.len()).rev() {
-            let step = &order.tokens[i];
-            let must_reverse = match step.outcome {
-                TokenOutcome::Compensated | TokenOutcome::Released => continue,
+            let outcome = order.tokens[i].outcome;
+            if outcome.settled_by_compensation() {
+                continue;
+            }
+            let must_reverse = match outcome {
                 TokenOutcome::Redeemed | TokenOutcome::Redeeming => true,
                 TokenOutcome::Failed => unanswered,
-                TokenOutcome::Pending => false,
+                _ => false,
             };
-            self.renew_if_due(order).await;
             let step = &order.tokens[i];
             let body = CancelRequest {
                 jti: step.jti,
@@ -130,78 +239,47 @@ impl Relay {
                 reason: Some(CancelReason::CheckoutFailed),
             };
             let capability = step.capability.clone();
-            let outcome = self
+            let answer = self
                 .call(&capability, |e| &e.cancel_url, &body)
                 .instrument(tracing::info_span!("checkout.compensate", capability = %capability, jti = %step.jti))
                 .await;
-            let step = &mut order.tokens[i];
-            match outcome {
-                Ok(_) => {
+            let jti = step.jti;
+            match cancelled(outcome, must_reverse, answer) {
+                Cancelled::Done(next) => {
                     self.metrics.compensation(
                         &capability,
                         if must_reverse { "reversed" } else { "released" },
                     );
-                    step.outcome = match step.outcome {
-                        TokenOutcome::Redeemed | TokenOutcome::Redeeming => {
-                            TokenOutcome::Compensated
-                        }
-                        TokenOutcome::Pending => TokenOutcome::Released,
-                        other => other,
-                    };
+                    if next == outcome {
+                        continue; // a failed step's hold released: nothing new to record
+                    }
+                    order.tokens[i].outcome = next;
                 }
-                Err(call) if call.cause() == "cancellation-window-closed" => {
-                    // Retrying cannot help: the domain holds the redemption final. An operator
-                    // must settle it (a refund is not the relay's to make).
-                    self.metrics.compensation(&capability, "window-closed");
-                    tracing::error!(jti = %step.jti, order_processing_id = %order.id, "compensation refused: the redemption is past the domain's cancellation window");
-                }
-                Err(call) if must_reverse => {
+                Cancelled::Retry => {
                     self.metrics.compensation(&capability, "pending");
-                    pending = true;
-                    tracing::error!(jti = %step.jti, order_processing_id = %order.id, cause = call.cause(), "compensation failed; the recovery worker retries it");
+                    tracing::warn!(%jti, order_processing_id = %order.id, "compensation did not get through; the recovery worker retries it");
+                    retry = true;
+                    continue;
                 }
-                Err(call) => {
-                    tracing::debug!(jti = %step.jti, cause = call.cause(), "the hold could not be released; it expires by itself");
+                Cancelled::Refused(cause) => {
+                    self.metrics.compensation(&capability, "refused");
+                    tracing::warn!(%jti, order_processing_id = %order.id, capability, cause, "the domain refused to reverse a redemption: the order needs an operator's attention");
+                    refusals.push(format!("{capability}: {cause}"));
+                    order.tokens[i].outcome = TokenOutcome::Unreversed;
                 }
             }
-            self.save_steps(order, [i]).await;
+            self.orders.record_steps(order, claim, &[i]).await?;
         }
-        order.compensation_pending = pending;
-        self.save(order).await;
-        tracing::info!(order_processing_id = %order.id, tokens = %steps(order), compensation_pending = pending, "checkout failed");
-    }
-
-    /// Extends the saga's lease when less than half of it is left, so that it outlasts the
-    /// next call (the settings require a lease longer than two calls with their retries).
-    async fn renew_if_due(&self, order: &mut Order) {
-        let lease = self.lease();
-        let half = secs(self.settings.saga_lease) / 2;
-        if order
-            .lease_until
-            .is_some_and(|until| until - lease.now >= half)
-        {
-            return;
+        order.compensation_pending = retry;
+        order.attention = attention(order, &refusals);
+        self.orders
+            .end_compensation(order, claim, self.clock.now_secs())
+            .await?;
+        if order.attention.is_some() {
+            self.refresh_attention_gauge().await;
         }
-        if let Err(error) = self.orders.renew(order, lease).await {
-            tracing::error!(order_processing_id = %order.id, %error, "the saga's lease could not be renewed");
-        }
-    }
-
-    /// Records the steps at `positions`; a failure is logged as for [`Self::save`].
-    async fn save_steps(&self, order: &Order, positions: impl IntoIterator<Item = usize>) {
-        let positions: Vec<usize> = positions.into_iter().collect();
-        if let Err(error) = self.orders.save_steps(order, &positions).await {
-            tracing::error!(order_processing_id = %order.id, %error, "the checkout log could not be written");
-        }
-    }
-
-    /// Records the saga's progress and renews its lease. A store that fails here is logged:
-    /// the saga goes on (every call it makes is idempotent) and, if this process dies, the
-    /// recovery worker resumes from the last recorded step.
-    async fn save(&self, order: &mut Order) {
-        if let Err(error) = self.orders.save(order, self.lease()).await {
-            tracing::error!(order_processing_id = %order.id, %error, "the checkout log could not be written");
-        }
+        tracing::info!(order_processing_id = %order.id, tokens = %steps(order), compensation_pending = retry, needs_attention = order.attention.is_some(), "checkout failed");
+        Ok(())
     }
 
     /// Calls the endpoint `url` of the issuer routing `capability`. Admission checked that a
@@ -220,33 +298,74 @@ impl Relay {
         self.domains.post_idempotent(url(entry), body).await
     }
 
-    /// One recovery pass: takes over every checkout whose lease ran out (its relay died, or
-    /// its compensation is pending) and drives it to its end. Answers how many it took.
+    async fn refresh_attention_gauge(&self) {
+        match self.orders.count_needing_attention().await {
+            Ok(count) => self.metrics.needing_attention(count),
+            Err(error) => tracing::warn!(%error, "orders needing attention could not be counted"),
+        }
+    }
+
+    /// One recovery pass: claims every checkout whose claim ran out (its driver died or
+    /// stalled, or its compensation waits for a retry) while a driver slot is free, and drives
+    /// each on its own task, so that one slow domain or failing order delays no other. Answers
+    /// how many it took.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, ApiError> {
-        let now = self.clock.now_secs();
-        self.orders.prune(now).await?;
-        let abandoned = self.orders.abandoned(now, RECOVERY_BATCH).await?;
+        let abandoned = self.orders.abandoned(RECOVERY_BATCH).await?;
         let mut taken = 0;
-        for candidate in abandoned {
-            let Some(order) = self.orders.claim(&candidate, self.lease()).await? else {
-                continue; // another relay took it
-            };
-            taken += 1;
-            if order.status == OrderStatus::CheckingOut && order.tokens.is_empty() {
-                // Died between taking the order and admitting its tokens: nothing consumed.
-                self.orders.reopen(&order.id).await?;
-                continue;
+        for id in abandoned {
+            if self.stopping.is_cancelled() {
+                break;
             }
-            tracing::warn!(order_processing_id = %order.id, status = order.status.as_str(), "recovering a checkout");
-            let tokens = self.orders.tokens(&order.id).await?;
-            self.drive(order, tokens).await;
+            let Ok(slot) = self.recovery_slots.clone().try_acquire_owned() else {
+                break; // every slot drives a checkout: the next pass takes the rest
+            };
+            match self.orders.claim(&id).await {
+                Ok(Some((order, claim, tokens))) => {
+                    taken += 1;
+                    let relay = self.clone();
+                    self.sagas.spawn(
+                        async move {
+                            relay.resume(order, claim, tokens).await;
+                            drop(slot);
+                        }
+                        .instrument(
+                            tracing::info_span!("checkout.recover", order_processing_id = %id),
+                        ),
+                    );
+                }
+                Ok(None) => {} // another driver took it
+                Err(error) => {
+                    tracing::warn!(order_processing_id = %id, %error, "a checkout could not be claimed for recovery");
+                }
+            }
         }
         Ok(taken)
     }
 
-    /// Runs [`Self::recover`] now and every `interval`, until the relay is dropped.
-    pub fn spawn_recovery(self: &Arc<Self>, interval: Duration) {
+    async fn resume(&self, order: Order, claim: Claim, tokens: Vec<String>) {
+        if order.status == OrderStatus::CheckingOut && order.tokens.is_empty() {
+            // Its driver died between claiming the order and admitting its tokens: nothing
+            // was consumed, the order is open again.
+            match self.orders.reopen(&order.id, &claim).await {
+                Ok(_) => {
+                    tracing::info!(order_processing_id = %order.id, "an admission that never finished: the order is open again")
+                }
+                Err(error) => {
+                    tracing::warn!(order_processing_id = %order.id, %error, "the order could not be reopened")
+                }
+            }
+            return;
+        }
+        tracing::warn!(order_processing_id = %order.id, status = order.status.as_str(), "recovering a checkout");
+        // A driver that stops has said why; recovery tries again at a later pass.
+        let _ = self.drive(order, claim, tokens).await;
+    }
+
+    /// Runs [`Self::recover`] now and every `interval`, and the janitor apart from it, until
+    /// the relay stops or is dropped.
+    pub fn spawn_workers(self: &Arc<Self>, interval: Duration) {
         let relay = Arc::downgrade(self);
+        let stopping = self.stopping.clone();
         tokio::spawn(async move {
             loop {
                 let Some(relay) = relay.upgrade() else {
@@ -258,9 +377,101 @@ impl Relay {
                     Err(error) => tracing::warn!(%error, "recovery pass failed"),
                 }
                 drop(relay);
-                tokio::time::sleep(interval).await;
+                tokio::select! {
+                    () = stopping.cancelled() => return,
+                    () = tokio::time::sleep(interval) => {}
+                }
             }
         });
+        let relay = Arc::downgrade(self);
+        let stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(relay) = relay.upgrade() else {
+                    return;
+                };
+                if let Err(error) = relay.orders.prune(relay.clock.now_secs()).await {
+                    tracing::warn!(%error, "prune failed");
+                }
+                relay.refresh_attention_gauge().await;
+                drop(relay);
+                tokio::select! {
+                    () = stopping.cancelled() => return,
+                    () = tokio::time::sleep(interval) => {}
+                }
+            }
+        });
+    }
+
+    /// Stops admitting checkouts and claiming abandoned ones, and waits up to `grace` for the
+    /// sagas this process runs. What is left when it returns is safe: fenced writes and the
+    /// log let another relay (or this one, restarted) take it over.
+    pub async fn drain(&self, grace: Duration) {
+        self.stopping.cancel();
+        self.sagas.close();
+        if tokio::time::timeout(grace, self.sagas.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = self.sagas.len(),
+                ?grace,
+                "sagas still running at the end of the grace period: recovery takes them over"
+            );
+        }
+    }
+}
+
+/// What a cancellation's `answer` makes of a step that was `outcome`.
+fn cancelled(
+    outcome: TokenOutcome,
+    must_reverse: bool,
+    answer: Result<HoldReply, CallFailure>,
+) -> Cancelled {
+    let done = || {
+        Cancelled::Done(match outcome {
+            TokenOutcome::Redeemed | TokenOutcome::Redeeming => TokenOutcome::Compensated,
+            TokenOutcome::Pending => TokenOutcome::Released,
+            other => other,
+        })
+    };
+    let cause = match answer {
+        Ok(_) => return done(),
+        Err(CallFailure::Unavailable) => return Cancelled::Retry,
+        Err(CallFailure::Refused { problem_type, .. }) => problem_type,
+    };
+    match cause.as_str() {
+        "hold-contended" => Cancelled::Retry,
+        // A domain keeps every redeemed hold: one it does not know was never redeemed.
+        "hold-not-found" if outcome != TokenOutcome::Redeemed => Cancelled::Done(match outcome {
+            TokenOutcome::Redeeming | TokenOutcome::Pending => TokenOutcome::Released,
+            other => other,
+        }),
+        // A hold never redeemed that the domain will not release expires by itself.
+        _ if !must_reverse => done(),
+        _ => Cancelled::Refused(cause),
+    }
+}
+
+/// What needs an operator, derived from the log (every `unreversed` step) with the causes
+/// this pass learnt.
+fn attention(order: &Order, refusals: &[String]) -> Option<String> {
+    let unreversed: Vec<String> = order
+        .tokens
+        .iter()
+        .filter(|t| t.outcome == TokenOutcome::Unreversed)
+        .map(|t| {
+            refusals
+                .iter()
+                .find(|r| r.starts_with(&format!("{}:", t.capability)))
+                .cloned()
+                .unwrap_or_else(|| format!("{}: not reversed", t.capability))
+        })
+        .collect();
+    if unreversed.is_empty() {
+        order.attention.clone()
+    } else {
+        Some(unreversed.join("; "))
     }
 }
 

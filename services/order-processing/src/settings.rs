@@ -72,9 +72,16 @@ pub struct RelaySettings {
     /// fails and is compensated.
     #[serde(with = "humantime_serde")]
     pub checkout_bound: Duration,
-    /// `CTR_RECOVERY_INTERVAL`: how often the recovery worker looks for abandoned checkouts.
+    /// `CTR_RECOVERY_INTERVAL`: how often the recovery worker looks for abandoned checkouts
+    /// (and the janitor prunes retired orders and replay entries).
     #[serde(with = "humantime_serde")]
     pub recovery_interval: Duration,
+    /// `CTR_RECOVERY_CONCURRENCY`: how many recovered checkouts one relay drives at once.
+    pub recovery_concurrency: usize,
+    /// `CTR_SAGA_GRACE`: at shutdown, how long running checkouts may take to finish before the
+    /// process exits (what is left, recovery takes over).
+    #[serde(with = "humantime_serde")]
+    pub saga_grace: Duration,
     /// `CTR_CALL_RETRIES`: further attempts of an idempotent call after a transport error or 5xx.
     pub call_retries: u32,
     /// `CTR_JWKS_MAX_AGE`: cached keys older than this are refreshed before use.
@@ -129,6 +136,8 @@ impl Default for RelaySettings {
             saga_lease: Duration::from_secs(30),
             checkout_bound: Duration::from_secs(120),
             recovery_interval: Duration::from_secs(5),
+            recovery_concurrency: 8,
+            saga_grace: Duration::from_secs(15),
             call_retries: 2,
             jwks_max_age: Duration::from_secs(300),
             jwks_min_refetch: Duration::from_secs(5),
@@ -237,6 +246,12 @@ impl ServiceSettings for RelaySettings {
         if self.recovery_interval.is_zero() {
             return Err(setting("CTR_RECOVERY_INTERVAL", "must be longer than zero"));
         }
+        if self.recovery_concurrency == 0 || self.recovery_concurrency > 256 {
+            return Err(setting("CTR_RECOVERY_CONCURRENCY", "between 1 and 256"));
+        }
+        if self.saga_grace > Duration::from_secs(600) {
+            return Err(setting("CTR_SAGA_GRACE", "at most 10m"));
+        }
         if self.max_tokens == 0 || self.max_tokens > 32 {
             return Err(setting("CTR_MAX_TOKENS", "between 1 and 32"));
         }
@@ -320,6 +335,8 @@ mod tests {
             ("CTR_TOKEN_LEEWAY", "10m"),
             ("CTR_MAX_TOKENS", "0"),
             ("CTR_MAX_ORDERS", "0"),
+            ("CTR_RECOVERY_CONCURRENCY", "0"),
+            ("CTR_SAGA_GRACE", "2h"),
             ("CTR_ORDER_RETENTION", "0s"),
             ("CTR_ISSUERS__POINTS__CAPABILITIES", "[coupons:redeem]"),
             (

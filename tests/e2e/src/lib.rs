@@ -106,6 +106,16 @@ impl Stack {
     /// Starts the stack with `env` set in every service (the host is `host.docker.internal`
     /// in each, for a receiver the test runs).
     pub async fn start_with(env: &[(&str, String)]) -> Self {
+        Self::start_tuned(env, &[], &[]).await
+    }
+
+    /// As [`Self::start_with`], with settings of the relay's own (`relay_env`) and of the
+    /// domains' own (`domain_env`): each service refuses a setting it does not know.
+    pub async fn start_tuned(
+        env: &[(&str, String)],
+        relay_env: &[(&str, &str)],
+        domain_env: &[(&str, &str)],
+    ) -> Self {
         ensure_images();
         let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
         let network = format!("ctr-e2e-{id}");
@@ -167,7 +177,10 @@ impl Stack {
                 .with_container_name(container_name(&id, domain))
                 .with_mount(pki_mount(domain))
                 .with_env_var("CTR_LOG_FORMAT", "json")
-                .with_startup_timeout(Duration::from_secs(60))
+                .with_startup_timeout(Duration::from_secs(60));
+            let container = domain_env
+                .iter()
+                .fold(container, |c, (key, value)| c.with_env_var(*key, *value))
                 .start()
                 .await
                 .unwrap_or_else(|e| panic!("{domain} starts healthy: {e}"));
@@ -200,6 +213,9 @@ impl Stack {
                     format!("CTR_ISSUERS__{key}__CANCEL_URL"),
                     format!("{base}/service/v1/{domain}/cancellations"),
                 );
+        }
+        for (key, value) in relay_env {
+            relay = relay.with_env_var(*key, *value);
         }
         let relay = relay.start().await.expect("the relay starts healthy");
         let root = export.path().join("root.pem");

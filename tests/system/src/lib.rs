@@ -15,7 +15,10 @@ use std::time::Duration;
 use ctr_domain_kit::{DomainApp, DomainSettings, Ledger, SharedState};
 use ctr_service_kit::testing::TestPki;
 use ctr_token::{Clock, FakeClock, SystemClock};
+use order_processing::faults::SagaFaults;
 use order_processing::{IssuerEntry, Relay, RelaySettings};
+
+pub mod faults;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -88,6 +91,39 @@ pub fn postgres() -> Option<String> {
         .filter(|url| !url.trim().is_empty())
 }
 
+/// Whether a test that needs several processes over one PostgreSQL database runs: in CI
+/// (`CI=true`) it must, so a missing `CTR_TEST_POSTGRES_URL` fails it instead of skipping.
+pub fn replicas_run(test: &str) -> bool {
+    if postgres().is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").map_or(true, |ci| ci != "true"),
+        "{test} needs PostgreSQL: CI=true and CTR_TEST_POSTGRES_URL is not set"
+    );
+    eprintln!("skipped {test}: replicas need PostgreSQL (set CTR_TEST_POSTGRES_URL)");
+    false
+}
+
+/// Makes every claim in the relay store at `url` run out now, as time passing would for a
+/// relay that died: the recovery worker may take its checkouts over at its next pass.
+pub async fn expire_claims(url: &str) {
+    use ctr_store::sqlx::{self, Connection};
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    if url.starts_with("sqlite:") {
+        sqlx::query("PRAGMA busy_timeout = 5000")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE orders SET lease_expires_ms = 0 WHERE lease_expires_ms IS NOT NULL")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+}
+
 /// A store of its own for service `name`: an SQLite file beside the test PKI, or a fresh
 /// database on the PostgreSQL server of [`postgres`].
 pub async fn fresh_store(pki: &TestPki, name: &str) -> String {
@@ -155,6 +191,16 @@ impl CrashableRelay {
         settings: RelaySettings,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        Self::start_with_faults(server, settings, clock, None).await
+    }
+
+    /// As [`Self::start`], with a hook at each of the saga's store operations.
+    pub async fn start_with_faults(
+        server: ctr_service_kit::ServerConfig,
+        settings: RelaySettings,
+        clock: Arc<dyn Clock>,
+        faults: Option<Arc<dyn SagaFaults>>,
+    ) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -162,7 +208,7 @@ impl CrashableRelay {
             .unwrap();
         let (public, admin) = runtime
             .spawn(async move {
-                let built = order_processing::build_with(&server, &settings, clock)
+                let built = order_processing::build_with_faults(&server, &settings, clock, faults)
                     .await
                     .unwrap();
                 let addrs = (built.app.public_addr(), built.app.admin_addr());
@@ -180,6 +226,10 @@ impl CrashableRelay {
 
     pub fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.public.port())
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.admin.port())
     }
 
     /// Kills the relay mid-flight, as SIGKILL would.

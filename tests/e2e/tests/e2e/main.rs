@@ -10,6 +10,12 @@ use ctr_e2e_tests::otlp::Receiver;
 use ctr_e2e_tests::{DOMAINS, SERVICES, Stack};
 use serde_json::{Value, json};
 
+mod chaos;
+
+/// The tests of this binary each run a stack of their own, one after another: two at once on
+/// a 2-core machine would make each other's timings.
+static ONE_STACK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn problem_type(body: &Value) -> &str {
     body["type"]
         .as_str()
@@ -19,6 +25,7 @@ fn problem_type(body: &Value) -> &str {
 
 #[tokio::test]
 async fn the_containerised_system_checks_out_refuses_bad_tokens_compensates_and_recovers() {
+    let _one_stack = ONE_STACK.lock().await;
     let receiver = Receiver::start().await;
     let stack = Stack::start_with(&receiver.env()).await;
     every_container_reports_healthy(&stack);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ctr_system_tests::{CrashableRelay, World, blackhole, fresh_store};
+use ctr_system_tests::{CrashableRelay, World, blackhole, expire_claims, fresh_store};
 use serde_json::{Value, json};
 
 /// The relay's identity, with a store of its own beside the world's relay.
@@ -140,8 +140,9 @@ async fn a_relay_killed_during_a_capture_resumes_it_after_restart_and_the_order_
     // the recovery worker takes the checkout over and captures.
     let mut restarted = world.relay_settings.clone();
     restarted.recovery_interval = Duration::from_millis(100);
+    let store = server.store_url.clone();
     let relay = CrashableRelay::start(server, restarted, world.clock.clone()).await;
-    world.clock.advance(Duration::from_secs(31));
+    expire_claims(&store).await; // the dead relay's claim runs out
     let view = world
         .ended(relay.url(&format!("/service/v1/orders/{order}")))
         .await;
@@ -179,8 +180,9 @@ async fn a_relay_killed_during_a_capture_that_still_fails_after_restart_compensa
     settings.call_timeout = Duration::from_millis(300);
     settings.call_retries = 0;
     settings.recovery_interval = Duration::from_millis(100);
+    let store = server.store_url.clone();
     let relay = CrashableRelay::start(server, settings, world.clock.clone()).await;
-    world.clock.advance(Duration::from_secs(31));
+    expire_claims(&store).await; // the dead relay's claim runs out
     let view = world
         .ended(relay.url(&format!("/service/v1/orders/{order}")))
         .await;

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod checkout;
+mod crash_points;
 mod domains;
 mod durability;
 mod echo;

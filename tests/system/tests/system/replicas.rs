@@ -1,24 +1,26 @@
 //! Several processes of one service over one PostgreSQL database: rules hold across them
 //! (each change applied once, no balance overdrawn) and one relay's recovery worker never
-//! takes over another relay's live checkout. Runs when `CTR_TEST_POSTGRES_URL` is set (CI
-//! sets it); SQLite serves one process per file.
+//! takes over another relay's live checkout. Every write of a saga is fenced by the order's
+//! generation and leases are judged on the database's clock, so a stalled driver's late writes
+//! are refused and a replica whose clock runs ahead takes over nothing that is live. Runs when
+//! `CTR_TEST_POSTGRES_URL` is set, and fails without it under `CI=true`; SQLite serves one
+//! process per file.
 
 use std::time::Duration;
 
-use ctr_system_tests::{CrashableRelay, Running, World, blackhole, postgres, problem_type};
-use serde_json::json;
+use std::sync::Arc;
 
-fn skipped() -> bool {
-    if postgres().is_none() {
-        eprintln!("skipped: replicas need PostgreSQL (set CTR_TEST_POSTGRES_URL)");
-        return true;
-    }
-    false
-}
+use ctr_system_tests::faults::{Fault, Plan};
+use ctr_system_tests::{
+    CrashableRelay, Running, World, blackhole, fresh_store, problem_type, replicas_run,
+};
+use ctr_token::{Clock, FakeClock};
+use order_processing::faults::SagaFaults;
+use serde_json::json;
 
 #[tokio::test]
 async fn the_same_tokens_checked_out_through_two_relays_complete_exactly_once() {
-    if skipped() {
+    if !replicas_run("the_same_tokens_checked_out_through_two_relays_complete_exactly_once") {
         return;
     }
     let world = World::start().await;
@@ -44,7 +46,7 @@ async fn the_same_tokens_checked_out_through_two_relays_complete_exactly_once() 
 
 #[tokio::test]
 async fn concurrent_holds_through_two_points_replicas_never_overdraw() {
-    if skipped() {
+    if !replicas_run("concurrent_holds_through_two_points_replicas_never_overdraw") {
         return;
     }
     let world = World::start().await;
@@ -90,7 +92,7 @@ async fn concurrent_holds_through_two_points_replicas_never_overdraw() {
 
 #[tokio::test]
 async fn a_relays_recovery_worker_leaves_another_relays_live_checkout_alone() {
-    if skipped() {
+    if !replicas_run("a_relays_recovery_worker_leaves_another_relays_live_checkout_alone") {
         return;
     }
     // A hangs on the capture (3 s), then fails and compensates. B watches the same store with
@@ -134,5 +136,162 @@ async fn a_relays_recovery_worker_leaves_another_relays_live_checkout_alone() {
         )
         .await;
     assert_eq!(captured["status"], "voided", "B never captured: {captured}");
+    drop(second);
+}
+
+#[tokio::test]
+async fn a_stalled_drivers_late_writes_are_refused_and_the_new_owners_decision_stands() {
+    if !replicas_run("a_stalled_drivers_late_writes_are_refused_and_the_new_owners_decision_stands")
+    {
+        return;
+    }
+    let world = World::start().await;
+    let server = ctr_service_kit::ServerConfig {
+        store_url: fresh_store(&world.pki, "relay-under-test").await,
+        ..world.pki.server_config("order-processing")
+    };
+    // A short claim on the database's real clock: 1 s.
+    let mut settings = world.relay_settings.clone();
+    settings.saga_lease = Duration::from_secs(1);
+    settings.call_timeout = Duration::from_millis(300);
+    settings.call_retries = 0;
+    settings.checkout_deadline = Duration::from_millis(300);
+    let mut stalled = settings.clone();
+    stalled.recovery_interval = Duration::from_secs(3600);
+    // A stalls (a paused process) right after writing the capture `redeeming`: operations
+    // begin, admit, coupon, points, capture.
+    let plan = Arc::new(Plan::new(Fault::StallAfter(5)));
+    let a = CrashableRelay::start_with_faults(
+        server.clone(),
+        stalled,
+        world.clock.clone(),
+        Some(plan.clone() as Arc<dyn SagaFaults>),
+    )
+    .await;
+    world.wait_until_admin_ready(a.admin).await;
+    let (status, body) = world
+        .post(
+            a.url("/service/v1/orders"),
+            json!({"customer_id": "c_alice", "total": {"amount": 4999, "currency": "EUR"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let order = body["order_processing_id"].as_str().unwrap().to_owned();
+    let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+    let (status, body) = world
+        .post(
+            a.url(&format!("/service/v1/orders/{order}/checkout")),
+            json!({"tokens": tokens}),
+        )
+        .await;
+    assert_eq!(status, 202, "A stalls: {body}");
+    plan.wait_triggered().await;
+    let payment = body["tokens"][2]["jti"].as_str().unwrap().to_owned();
+
+    // B takes over once A's claim ran out; its payments route is down, so it decides to fail
+    // the checkout and compensates everything.
+    let port = blackhole().await;
+    let mut taking_over = settings.clone();
+    taking_over.recovery_interval = Duration::from_millis(100);
+    taking_over.issuers.get_mut("payments").unwrap().redeem_url =
+        format!("https://127.0.0.1:{port}/service/v1/payments/redemptions");
+    let b = CrashableRelay::start(server, taking_over, world.clock.clone()).await;
+    let view = world
+        .ended(b.url(&format!("/service/v1/orders/{order}")))
+        .await;
+    assert_eq!(view["status"], "failed", "B's decision: {view}");
+
+    // A wakes up, calls the capture (the hold was voided: refused) and tries to write: its
+    // generation is gone, so the write matches nothing and A stops.
+    plan.release();
+    let metrics = a.admin_url("/admin/v1/metrics");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = world
+            .customer
+            .get(&metrics)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.lines().any(|l| {
+            l.contains("sagas_interrupted") && l.contains("lease-lost") && l.ends_with(" 1")
+        }) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never reported its lost lease:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, after) = world
+        .get(b.url(&format!("/service/v1/orders/{order}")))
+        .await;
+    assert_eq!(
+        after["status"], "failed",
+        "A's late writes changed nothing: {after}"
+    );
+    assert_eq!(after["tokens"], view["tokens"], "{after}");
+    let (_, voided) = world
+        .get(
+            world
+                .payments
+                .running
+                .url(&format!("/service/v1/payments/{payment}")),
+        )
+        .await;
+    assert_eq!(voided["status"], "voided", "never captured: {voided}");
+    let balance = world.balance("c_alice").await;
+    assert_eq!(
+        (balance["available"].as_u64(), balance["spent"].as_u64()),
+        (Some(5000), Some(0)),
+        "the points came back once"
+    );
+}
+
+#[tokio::test]
+async fn a_replica_whose_clock_runs_150_s_ahead_takes_over_nothing_that_is_live() {
+    if !replicas_run("a_replica_whose_clock_runs_150_s_ahead_takes_over_nothing_that_is_live") {
+        return;
+    }
+    // A hangs on the capture (3 s), then fails and compensates. B's clock runs 150 s ahead
+    // (past A's 30 s claim as A's clock sees it); B would capture if it took over.
+    let port = blackhole().await;
+    let world = World::start_with(|s| {
+        s.checkout_deadline = Duration::from_millis(200);
+        s.call_timeout = Duration::from_secs(3);
+        s.call_retries = 0;
+        s.issuers.get_mut("payments").unwrap().redeem_url =
+            format!("https://127.0.0.1:{port}/service/v1/payments/redemptions");
+    })
+    .await;
+    let mut watcher = world.relay_settings.clone();
+    watcher.issuers = ctr_system_tests::issuers_of(&world);
+    watcher.recovery_interval = Duration::from_millis(50);
+    let ahead = Arc::new(FakeClock::at_secs(world.clock.now_secs() + 150));
+    let second =
+        CrashableRelay::start(world.replica_server("order-processing"), watcher, ahead).await;
+    world.wait_until_admin_ready(second.admin).await;
+    let order = world.open_order("c_alice", 4999).await;
+    let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+    let (status, body) = world.checkout(&order, &tokens).await;
+    assert_eq!(status, 202, "{body}");
+    let payment = body["tokens"][2]["jti"].as_str().unwrap().to_owned();
+    let view = world
+        .ended(world.relay.url(&format!("/service/v1/orders/{order}")))
+        .await;
+    assert_eq!(view["status"], "failed", "A's own outcome: {view}");
+    let (_, voided) = world
+        .get(
+            world
+                .payments
+                .running
+                .url(&format!("/service/v1/payments/{payment}")),
+        )
+        .await;
+    assert_eq!(voided["status"], "voided", "B never captured: {voided}");
     drop(second);
 }

@@ -83,15 +83,18 @@ async fn an_unavailable_domain_is_named_without_its_internal_address() {
 }
 
 #[tokio::test]
-async fn a_redemption_retried_after_its_token_expired_gets_the_first_answer() {
+async fn a_redemption_after_its_token_expired_is_honoured_while_the_hold_is_held() {
     let world = World::start().await;
     let relay = world.as_relay();
     let order = world.open_order("c_alice", 4999).await;
     let (_, captured) = world
         .confirm_payment(&order, "c_alice", "pm_alice_visa", 100)
         .await;
-    let (_, unused) = world
+    let (_, late) = world
         .confirm_payment(&order, "c_alice", "pm_alice_visa", 200)
+        .await;
+    let (_, too_late) = world
+        .confirm_payment(&order, "c_alice", "pm_alice_visa", 300)
         .await;
     let url = world
         .payments
@@ -105,7 +108,7 @@ async fn a_redemption_retried_after_its_token_expired_gets_the_first_answer() {
         "{first}"
     );
 
-    world.clock.advance(Duration::from_secs(300)); // past the token's exp and leeway
+    world.clock.advance(Duration::from_secs(300)); // past the tokens' exp and leeway
     let (status, again) = world.post_as(&relay, url.clone(), redeem(&captured)).await;
     assert_eq!(
         (
@@ -118,18 +121,28 @@ async fn a_redemption_retried_after_its_token_expired_gets_the_first_answer() {
     );
     assert_eq!(again["jti"], first["jti"]);
 
-    let (status, late) = world.post_as(&relay, url.clone(), redeem(&unused)).await;
+    // The relay consumed a token in its lifetime and redeems it later (a checkout admitted in
+    // its last seconds, or resumed by recovery): the hold is still held, so it is honoured.
+    let (status, body) = world.post_as(&relay, url.clone(), redeem(&late)).await;
     assert_eq!(
-        (status, problem_type(&late)),
-        (422, "token-expired"),
-        "an expired token of a hold never redeemed is refused: {late}"
+        (status, body["status"].as_str(), body["replayed"].as_bool()),
+        (200, Some("captured"), Some(false)),
+        "a genuine token of a hold still held: {body}"
     );
     let other_customer =
         json!({"token": captured["token"], "order_processing_id": order, "customer_id": "c_bob"});
-    let (status, body) = world.post_as(&relay, url, other_customer).await;
+    let (status, body) = world.post_as(&relay, url.clone(), other_customer).await;
     assert_eq!(
         (status, problem_type(&body)),
-        (422, "token-expired"),
+        (409, "customer-mismatch"),
         "the first answer goes only to the same order and customer: {body}"
+    );
+
+    world.clock.advance(Duration::from_secs(301)); // past the hold's own expiry (600 s)
+    let (status, body) = world.post_as(&relay, url, redeem(&too_late)).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (410, "hold-expired"),
+        "the hold's expiry bounds a redemption: {body}"
     );
 }

@@ -1,0 +1,872 @@
+//! The relay's store: orders, their checkout log and the replay store, as domain operations,
+//! each one transaction. Every write of a saga is fenced: it is conditional on the generation
+//! the writer was given when it claimed the checkout, and renews its lease; a write that
+//! matches no row means another driver took over ([`WriteError::LeaseLost`]). Leases are judged
+//! on the database's clock ([`Store::now_ms_sql`]), never on a process's own.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use ctr_money::{Currency, Money};
+use ctr_relay_api::CallFailure;
+use ctr_service_kit::{ApiError, CustomerId, OrderProcessingId, seconds_until};
+use ctr_store::sqlx::{self, Row as _};
+use ctr_store::{Conn, Migration, Store};
+use ctr_token::VerifiedToken;
+use uuid::Uuid;
+
+use crate::faults::{SagaFaults, SagaOp};
+use crate::orders::{Failure, Order, OrderStatus, TokenOutcome, TokenRecord};
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "orders, checkout steps, replay",
+        sql: include_str!("../migrations/0001_orders.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "orders by customer",
+        sql: include_str!("../migrations/0002_orders_by_customer.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "fenced saga",
+        sql: include_str!("../migrations/0003_fenced_saga.sql"),
+    },
+];
+
+/// How many retired orders or replay entries one prune deletes at most.
+const PRUNE_BATCH: i64 = 500;
+
+/// A driver's claim on a checkout: the generation its writes are conditional on, when the
+/// checkout was admitted and the database's clock at its last write (milliseconds).
+#[derive(Debug, Clone, Copy)]
+pub struct Claim {
+    pub generation: i64,
+    pub started_ms: i64,
+    pub now_ms: i64,
+}
+
+/// Why a write of a saga did not happen.
+#[derive(Debug)]
+pub enum WriteError {
+    /// Another driver claimed the checkout since: stop at once, call no domain again.
+    LeaseLost,
+    Store(ApiError),
+}
+
+impl From<ApiError> for WriteError {
+    fn from(error: ApiError) -> Self {
+        Self::Store(error)
+    }
+}
+
+impl From<sqlx::Error> for WriteError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Store(error.into())
+    }
+}
+
+impl From<ctr_store::StoreError> for WriteError {
+    fn from(error: ctr_store::StoreError) -> Self {
+        Self::Store(error.into())
+    }
+}
+
+/// Why a checkout could not begin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BeginError {
+    NotFound,
+    NotOpen(OrderStatus),
+}
+
+/// Why an order could not be stored.
+#[derive(Debug)]
+pub enum InsertError {
+    /// As many orders as allowed are kept; none has reached its retention yet. The first
+    /// will in `retry_after` seconds.
+    Full {
+        capacity: usize,
+        retry_after: u64,
+    },
+    /// The customer has `limit` open orders already; the first expires in `retry_after`
+    /// seconds.
+    CustomerLimit {
+        limit: usize,
+        retry_after: u64,
+    },
+    Store(ApiError),
+}
+
+/// The statements that read the database's clock, with its expression for this engine.
+#[derive(Debug)]
+struct ClockSql {
+    begin: String,
+    renew: String,
+    admit: String,
+    complete: String,
+    fail: String,
+    end_compensation: String,
+    claim: String,
+    abandoned: String,
+    prune_replay: String,
+}
+
+impl ClockSql {
+    fn new(store: &Store) -> Self {
+        let now = store.now_ms_sql();
+        let now_secs = store.now_secs_sql();
+        Self {
+            begin: format!(
+                "UPDATE orders SET status = 'checking_out', generation = generation + 1, \
+                 lease_expires_ms = {now} + $1 WHERE id = $2 AND status = 'open' \
+                 AND expires_at > $3 RETURNING {ORDER_COLUMNS}, generation, {now}"
+            ),
+            renew: format!(
+                "UPDATE orders SET lease_expires_ms = {now} + $1 \
+                 WHERE id = $2 AND generation = $3 RETURNING {now}"
+            ),
+            admit: format!(
+                "UPDATE orders SET checkout_started_ms = {now}, lease_expires_ms = {now} + $1 \
+                 WHERE id = $2 AND generation = $3 AND status = 'checking_out' RETURNING {now}"
+            ),
+            complete: format!(
+                "UPDATE orders SET status = 'completed', lease_expires_ms = NULL, forget_at = $1 \
+                 WHERE id = $2 AND generation = $3 AND status = 'checking_out' RETURNING {now}"
+            ),
+            fail: format!(
+                "UPDATE orders SET status = 'failed', compensation_pending = 1, \
+                 failure_capability = $1, failure_problem = $2, failure_detail = $3, \
+                 lease_expires_ms = {now} + $4 \
+                 WHERE id = $5 AND generation = $6 AND status = 'checking_out' RETURNING {now}"
+            ),
+            end_compensation: format!(
+                "UPDATE orders SET compensation_pending = $1, needs_attention = $2, \
+                 attention_reason = $3, lease_expires_ms = NULL, forget_at = $4 \
+                 WHERE id = $5 AND generation = $6 AND status = 'failed' RETURNING {now}"
+            ),
+            claim: format!(
+                "UPDATE orders SET generation = generation + 1, lease_expires_ms = {now} + $1 \
+                 WHERE id = $2 AND (status = 'checking_out' OR compensation_pending = 1) \
+                 AND (lease_expires_ms IS NULL OR lease_expires_ms <= {now}) \
+                 RETURNING {ORDER_COLUMNS}, generation, {now}, checkout_started_ms"
+            ),
+            abandoned: format!(
+                "SELECT id FROM orders WHERE (status = 'checking_out' OR compensation_pending = 1) \
+                 AND (lease_expires_ms IS NULL OR lease_expires_ms <= {now}) \
+                 ORDER BY lease_expires_ms LIMIT $1"
+            ),
+            prune_replay: format!(
+                "DELETE FROM replay WHERE (iss, jti) IN \
+                 (SELECT iss, jti FROM replay WHERE forget_at <= {now_secs} LIMIT $1)"
+            ),
+        }
+    }
+}
+
+/// The relay's orders in its store, bounded: an order is kept until `expires_at + retention`
+/// (longer while its checkout runs or needs attention), and at most `capacity` at once.
+#[derive(Clone)]
+pub struct OrderStore {
+    store: Store,
+    sql: Arc<ClockSql>,
+    capacity: usize,
+    per_customer: usize,
+    retention: i64,
+    /// How long a claim lasts without a write, in milliseconds.
+    lease_ms: i64,
+    /// Orders kept, as last counted (at each prune) plus this process's inserts since: the
+    /// capacity check reads it instead of counting the table on every insert. `-1`: not
+    /// counted yet.
+    kept: Arc<AtomicI64>,
+    faults: Option<Arc<dyn SagaFaults>>,
+}
+
+impl std::fmt::Debug for OrderStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderStore")
+            .field("capacity", &self.capacity)
+            .field("lease_ms", &self.lease_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+fn corrupt(what: &str) -> ApiError {
+    ApiError::internal(format!("a stored order's {what} is invalid"))
+}
+
+/// The limits an [`OrderStore`] keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    pub capacity: usize,
+    /// Open orders one customer may have at once.
+    pub per_customer: usize,
+    /// How long, in seconds, an order stays readable after its checkout window.
+    pub retention: i64,
+    /// How long a saga's claim lasts without a write, in milliseconds.
+    pub lease_ms: i64,
+}
+
+impl OrderStore {
+    pub fn new(store: Store, limits: StoreLimits, faults: Option<Arc<dyn SagaFaults>>) -> Self {
+        Self {
+            sql: Arc::new(ClockSql::new(&store)),
+            store,
+            capacity: limits.capacity,
+            per_customer: limits.per_customer,
+            retention: limits.retention.max(1),
+            lease_ms: limits.lease_ms.max(1),
+            kept: Arc::new(AtomicI64::new(-1)),
+            faults,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn before(&self, op: SagaOp) -> Result<(), ApiError> {
+        self.faults.as_ref().map_or(Ok(()), |f| f.before(op))
+    }
+
+    async fn after(&self, op: SagaOp) {
+        if let Some(faults) = &self.faults {
+            faults.after(op).await;
+        }
+    }
+
+    fn full(&self) -> bool {
+        usize::try_from(self.kept.load(Ordering::Relaxed)).is_ok_and(|kept| kept >= self.capacity)
+    }
+
+    async fn recount(&self) -> Result<(), ApiError> {
+        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders")
+            .fetch_one(self.store.pool())
+            .await?;
+        self.kept.store(count, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Stores a new order. When the store looks full, orders kept past their retention as of
+    /// `now` are dropped first. Across replicas the bound is approximate: each process counts
+    /// the shared table at every prune and adds its own inserts since.
+    pub async fn insert(&self, order: &Order, now: i64) -> Result<(), InsertError> {
+        if self.kept.load(Ordering::Relaxed) < 0 {
+            self.recount().await.map_err(InsertError::Store)?;
+        }
+        if self.full() {
+            self.prune(now).await.map_err(InsertError::Store)?;
+            if self.full() {
+                let (first,): (Option<i64>,) = sqlx::query_as(
+                    "SELECT MIN(forget_at) FROM orders WHERE status <> 'checking_out' \
+                     AND compensation_pending = 0 AND needs_attention = 0",
+                )
+                .fetch_one(self.store.pool())
+                .await
+                .map_err(|e| InsertError::Store(e.into()))?;
+                return Err(InsertError::Full {
+                    capacity: self.capacity,
+                    retry_after: seconds_until(first, now),
+                });
+            }
+        }
+        // One statement checks the customer's open orders and inserts.
+        let inserted = sqlx::query(
+            "INSERT INTO orders (id, customer_id, total_amount, currency, status, created_at, \
+             expires_at, forget_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+             WHERE (SELECT COUNT(*) FROM orders WHERE customer_id = $2 AND status = 'open' \
+             AND expires_at > $9) < $10",
+        )
+        .bind(order.id.as_str())
+        .bind(order.customer_id.as_str())
+        .bind(amount_to_sql(order.total.amount))
+        .bind(order.total.currency.as_str())
+        .bind(order.status.as_str())
+        .bind(order.created_at)
+        .bind(order.expires_at)
+        .bind(order.expires_at.saturating_add(self.retention))
+        .bind(now)
+        .bind(i64::try_from(self.per_customer).unwrap_or(i64::MAX))
+        .execute(self.store.pool())
+        .await
+        .map_err(|e| InsertError::Store(e.into()))?;
+        if inserted.rows_affected() != 1 {
+            let (first,): (Option<i64>,) = sqlx::query_as(
+                "SELECT MIN(expires_at) FROM orders \
+                 WHERE customer_id = $1 AND status = 'open' AND expires_at > $2",
+            )
+            .bind(order.customer_id.as_str())
+            .bind(now)
+            .fetch_one(self.store.pool())
+            .await
+            .map_err(|e| InsertError::Store(e.into()))?;
+            return Err(InsertError::CustomerLimit {
+                limit: self.per_customer,
+                retry_after: seconds_until(first, now),
+            });
+        }
+        self.kept.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub async fn get(&self, id: &OrderProcessingId) -> Result<Option<Order>, ApiError> {
+        let mut conn = self.store.pool().acquire().await?;
+        Ok(load(&mut conn, id).await?.map(|(order, _)| order))
+    }
+
+    /// Moves an open, unexpired (as of `now`) order to `checking_out`, atomically: one caller
+    /// wins, in this process or another. The claim keeps recovery workers off while the
+    /// checkout is being admitted.
+    pub async fn begin_checkout(
+        &self,
+        id: &OrderProcessingId,
+        now: i64,
+    ) -> Result<Result<(Order, Claim), BeginError>, ApiError> {
+        self.before(SagaOp::Begin)?;
+        // The winner reads the order back from the update (an open order has no steps yet).
+        let moved = sqlx::query(sqlx::AssertSqlSafe(self.sql.begin.clone()))
+            .bind(self.lease_ms)
+            .bind(id.as_str())
+            .bind(now)
+            .fetch_optional(self.store.pool())
+            .await?;
+        if let Some(row) = moved {
+            let order = order_from(id, &row, Vec::new())?;
+            let claim = Claim {
+                generation: row.try_get(ORDER_WIDTH)?,
+                started_ms: 0,
+                now_ms: row.try_get(ORDER_WIDTH + 1)?,
+            };
+            self.after(SagaOp::Begin).await;
+            return Ok(Ok((order, claim)));
+        }
+        let mut conn = self.store.pool().acquire().await?;
+        Ok(match load(&mut conn, id).await? {
+            None => Err(BeginError::NotFound),
+            Some((order, _)) => Err(BeginError::NotOpen(order.status_at(now))),
+        })
+    }
+
+    /// Gives an order whose checkout was refused before anything was consumed back to `open`.
+    /// Answers whether it did: not when another driver claimed it, nor when the admission
+    /// was written after all (its steps exist).
+    pub async fn reopen(&self, id: &OrderProcessingId, claim: &Claim) -> Result<bool, ApiError> {
+        self.before(SagaOp::Reopen)?;
+        let reopened = sqlx::query(
+            "UPDATE orders SET status = 'open', lease_expires_ms = NULL \
+             WHERE id = $1 AND generation = $2 AND status = 'checking_out' \
+             AND NOT EXISTS (SELECT 1 FROM checkout_steps WHERE order_id = $1)",
+        )
+        .bind(id.as_str())
+        .bind(claim.generation)
+        .execute(self.store.pool())
+        .await?;
+        self.after(SagaOp::Reopen).await;
+        Ok(reopened.rows_affected() == 1)
+    }
+
+    /// Admits a checkout in one transaction: consumes every `(iss, jti)` (kept until the
+    /// token's `exp` + `leeway`), writes the checkout log and starts the checkout's bound.
+    /// Answers the first replayed token's index when one was seen before; then nothing is
+    /// written.
+    pub async fn admit(
+        &self,
+        order: &mut Order,
+        tokens: &[VerifiedToken],
+        leeway: i64,
+        claim: &mut Claim,
+    ) -> Result<Result<(), usize>, WriteError> {
+        self.before(SagaOp::Admit)?;
+        let mut tx = self.store.begin().await?;
+        let started: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(self.sql.admit.clone()))
+            .bind(self.lease_ms)
+            .bind(order.id.as_str())
+            .bind(claim.generation)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((started_ms,)) = started else {
+            return Err(WriteError::LeaseLost);
+        };
+        // One statement consumes every token; the rows it answers are the ones that were new.
+        // (The relay admits 1 to `max_tokens` tokens: the statement is never empty.)
+        let mut consume = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO replay (iss, jti, forget_at) VALUES {} \
+             ON CONFLICT (iss, jti) DO NOTHING RETURNING iss, jti",
+            placeholders(tokens.len(), 3)
+        )));
+        for token in tokens {
+            let claims = token.claims();
+            consume = consume
+                .bind(claims.iss.clone())
+                .bind(claims.jti.to_string())
+                .bind(claims.exp.saturating_add(leeway));
+        }
+        let fresh = consume.fetch_all(&mut *tx).await?;
+        if fresh.len() != tokens.len() {
+            // Dropping the transaction undoes the consumption of the others.
+            let mut fresh: Vec<(String, String)> = fresh
+                .iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .collect::<Result<_, sqlx::Error>>()?;
+            let replayed = tokens.iter().position(|token| {
+                let key = (token.claims().iss.clone(), token.claims().jti.to_string());
+                match fresh.iter().position(|f| *f == key) {
+                    Some(found) => {
+                        fresh.swap_remove(found);
+                        false
+                    }
+                    None => true,
+                }
+            });
+            return Ok(Err(replayed.unwrap_or(0)));
+        }
+        let records: Vec<TokenRecord> = tokens
+            .iter()
+            .map(|t| TokenRecord {
+                iss: t.claims().iss.clone(),
+                jti: t.claims().jti,
+                capability: t.claims().capabilities[0].clone(),
+                settles: t.claims().settles,
+                outcome: TokenOutcome::Pending,
+            })
+            .collect();
+        let mut log = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO checkout_steps (order_id, position, iss, jti, capability, \
+             settles_amount, settles_currency, token, outcome) VALUES {}",
+            placeholders(tokens.len(), 9)
+        )));
+        for (position, (record, token)) in records.iter().zip(tokens).enumerate() {
+            log = log
+                .bind(order.id.as_str().to_owned())
+                .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                .bind(record.iss.clone())
+                .bind(record.jti.to_string())
+                .bind(record.capability.clone())
+                .bind(amount_to_sql(record.settles.amount))
+                .bind(record.settles.currency.as_str())
+                .bind(token.token().to_owned())
+                .bind(record.outcome.as_str());
+        }
+        log.execute(&mut *tx).await?;
+        tx.commit().await?;
+        order.tokens = records;
+        claim.started_ms = started_ms;
+        claim.now_ms = started_ms;
+        self.after(SagaOp::Admit).await;
+        Ok(Ok(()))
+    }
+
+    /// Records the outcomes of the steps at `positions` and renews the claim: what the saga
+    /// writes before each call (with the outcome of the call before it) and after each
+    /// compensation.
+    pub async fn record_steps(
+        &self,
+        order: &Order,
+        claim: &mut Claim,
+        positions: &[usize],
+    ) -> Result<(), WriteError> {
+        self.before(SagaOp::Steps)?;
+        let mut tx = self.store.begin().await?;
+        let renewed: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(self.sql.renew.clone()))
+            .bind(self.lease_ms)
+            .bind(order.id.as_str())
+            .bind(claim.generation)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((now_ms,)) = renewed else {
+            return Err(WriteError::LeaseLost);
+        };
+        write_steps(&mut tx, order, positions, false).await?;
+        tx.commit().await?;
+        claim.now_ms = now_ms;
+        self.after(SagaOp::Steps).await;
+        Ok(())
+    }
+
+    /// Ends a checkout whose every step is redeemed: the last step's outcome and the order's
+    /// `completed` in one write. The tokens kept for recovery are cleared and the order's
+    /// retention starts (as of `now`).
+    pub async fn complete(&self, order: &Order, claim: &Claim, now: i64) -> Result<(), WriteError> {
+        debug_assert!(
+            order
+                .tokens
+                .iter()
+                .all(|t| t.outcome == TokenOutcome::Redeemed)
+        );
+        self.before(SagaOp::Complete)?;
+        let mut tx = self.store.begin().await?;
+        let done: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(self.sql.complete.clone()))
+            .bind(self.forget_at(order, now))
+            .bind(order.id.as_str())
+            .bind(claim.generation)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if done.is_none() {
+            return Err(WriteError::LeaseLost);
+        }
+        let every_step: Vec<usize> = (0..order.tokens.len()).collect();
+        write_steps(&mut tx, order, &every_step, true).await?;
+        tx.commit().await?;
+        self.after(SagaOp::Complete).await;
+        Ok(())
+    }
+
+    /// Fails a checkout: the steps at `positions` (the failed one, and one redeemed before it
+    /// not written yet) and the order `failed`, with its [`Failure`], in one write;
+    /// compensation is pending from then on.
+    pub async fn fail(
+        &self,
+        order: &Order,
+        claim: &mut Claim,
+        positions: &[usize],
+    ) -> Result<(), WriteError> {
+        self.before(SagaOp::Fail)?;
+        let (capability, problem, detail) = failure_columns(order.failure.as_ref());
+        let mut tx = self.store.begin().await?;
+        let failed: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(self.sql.fail.clone()))
+            .bind(capability)
+            .bind(problem)
+            .bind(detail)
+            .bind(self.lease_ms)
+            .bind(order.id.as_str())
+            .bind(claim.generation)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((now_ms,)) = failed else {
+            return Err(WriteError::LeaseLost);
+        };
+        write_steps(&mut tx, order, positions, false).await?;
+        tx.commit().await?;
+        claim.now_ms = now_ms;
+        self.after(SagaOp::Fail).await;
+        Ok(())
+    }
+
+    /// Ends a compensation pass: when `order.compensation_pending` is still set, a recovery
+    /// worker retries it at its next pass; otherwise the tokens are cleared and the order's
+    /// retention starts (never while it needs attention).
+    pub async fn end_compensation(
+        &self,
+        order: &Order,
+        claim: &Claim,
+        now: i64,
+    ) -> Result<(), WriteError> {
+        self.before(SagaOp::EndCompensation)?;
+        let mut tx = self.store.begin().await?;
+        let ended: Option<(i64,)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(self.sql.end_compensation.clone()))
+                .bind(i64::from(order.compensation_pending))
+                .bind(i64::from(order.attention.is_some()))
+                .bind(order.attention.as_deref())
+                .bind(self.forget_at(order, now))
+                .bind(order.id.as_str())
+                .bind(claim.generation)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if ended.is_none() {
+            return Err(WriteError::LeaseLost);
+        }
+        let every_step: Vec<usize> = (0..order.tokens.len()).collect();
+        write_steps(&mut tx, order, &every_step, order.ended()).await?;
+        tx.commit().await?;
+        self.after(SagaOp::EndCompensation).await;
+        Ok(())
+    }
+
+    fn forget_at(&self, order: &Order, now: i64) -> i64 {
+        now.max(order.expires_at).saturating_add(self.retention)
+    }
+
+    /// Checkouts (or compensations) whose claim ran out before they ended, on the database's
+    /// clock.
+    pub async fn abandoned(&self, limit: i64) -> Result<Vec<OrderProcessingId>, ApiError> {
+        let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(self.sql.abandoned.clone()))
+            .bind(limit)
+            .fetch_all(self.store.pool())
+            .await?;
+        rows.into_iter()
+            .map(|(id,)| OrderProcessingId::parse(&id).map_err(|_| corrupt("id")))
+            .collect()
+    }
+
+    /// Takes over a checkout whose claim ran out, if no other driver did meanwhile: bumps its
+    /// generation, so that the driver before (stalled, or on a replica) can write no more.
+    /// Answers the order, the claim and the tokens, in redemption order.
+    pub async fn claim(
+        &self,
+        id: &OrderProcessingId,
+    ) -> Result<Option<(Order, Claim, Vec<String>)>, ApiError> {
+        self.before(SagaOp::Claim)?;
+        let mut tx = self.store.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(self.sql.claim.clone()))
+            .bind(self.lease_ms)
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let claim = Claim {
+            generation: row.try_get(ORDER_WIDTH)?,
+            now_ms: row.try_get(ORDER_WIDTH + 1)?,
+            started_ms: row.try_get::<Option<i64>, _>(ORDER_WIDTH + 2)?.unwrap_or(0),
+        };
+        let steps = load_steps(&mut tx, id).await?;
+        tx.commit().await?;
+        let tokens = steps.iter().map(|s| s.6.clone()).collect();
+        let order = order_from(id, &row, steps)?;
+        self.after(SagaOp::Claim).await;
+        Ok(Some((order, claim, tokens)))
+    }
+
+    /// Failed checkouts a domain would not compensate, oldest first: for an operator.
+    pub async fn needing_attention(&self, limit: i64) -> Result<Vec<Order>, ApiError> {
+        let ids: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM orders WHERE needs_attention = 1 ORDER BY created_at LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.store.pool())
+        .await?;
+        let mut conn = self.store.pool().acquire().await?;
+        let mut orders = Vec::with_capacity(ids.len());
+        for (id,) in ids {
+            let id = OrderProcessingId::parse(&id).map_err(|_| corrupt("id"))?;
+            if let Some((order, _)) = load(&mut conn, &id).await? {
+                orders.push(order);
+            }
+        }
+        Ok(orders)
+    }
+
+    /// How many orders need an operator's attention.
+    pub async fn count_needing_attention(&self) -> Result<i64, ApiError> {
+        let (count,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM orders WHERE needs_attention = 1")
+                .fetch_one(self.store.pool())
+                .await?;
+        Ok(count)
+    }
+
+    /// Deletes retired orders (past their retention as of `now`, checkout ended, nothing
+    /// needing attention) with their steps, and replay entries past their time on the
+    /// database's clock (a replica whose clock runs ahead must not free a token early), in
+    /// bounded batches. The orders are chosen once, so their steps go with them.
+    pub async fn prune(&self, now: i64) -> Result<(), ApiError> {
+        const RETIRED: &str = "forget_at <= $1 AND status <> 'checking_out' \
+             AND compensation_pending = 0 AND needs_attention = 0";
+        let chosen: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM orders WHERE {RETIRED} ORDER BY forget_at LIMIT $2"
+        )))
+        .bind(now)
+        .bind(PRUNE_BATCH)
+        .fetch_all(self.store.pool())
+        .await?;
+        let mut tx = self.store.begin().await?;
+        if !chosen.is_empty() {
+            let ids = (0..chosen.len())
+                .map(|i| format!("${}", i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut retire = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM orders WHERE id IN ({ids}) AND {RETIRED} RETURNING id"
+            )))
+            .bind(now);
+            for (id,) in &chosen {
+                retire = retire.bind(id.clone());
+            }
+            let retired: Vec<(String,)> = retire.fetch_all(&mut *tx).await?;
+            if !retired.is_empty() {
+                let ids = (0..retired.len())
+                    .map(|i| format!("${}", i + 1))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut steps = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM checkout_steps WHERE order_id IN ({ids})"
+                )));
+                for (id,) in retired {
+                    steps = steps.bind(id);
+                }
+                steps.execute(&mut *tx).await?;
+            }
+        }
+        sqlx::query(sqlx::AssertSqlSafe(self.sql.prune_replay.clone()))
+            .bind(PRUNE_BATCH)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.recount().await
+    }
+}
+
+fn failure_columns(failure: Option<&Failure>) -> (Option<&str>, Option<&str>, Option<&str>) {
+    let Some(failure) = failure else {
+        return (None, None, None);
+    };
+    match &failure.call {
+        CallFailure::Refused {
+            problem_type,
+            detail,
+        } => (
+            Some(failure.capability.as_str()),
+            Some(problem_type.as_str()),
+            Some(detail.as_str()),
+        ),
+        CallFailure::Unavailable => (Some(failure.capability.as_str()), None, None),
+    }
+}
+
+/// `rows` tuples of `width` parameters each, numbered from `$1`: `($1, $2), ($3, $4)`.
+fn placeholders(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let columns = (1..=width)
+                .map(|column| format!("${}", row * width + column))
+                .collect::<Vec<_>>();
+            format!("({})", columns.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn amount_to_sql(amount: u64) -> i64 {
+    // Money is at most 10^12 minor units.
+    i64::try_from(amount).unwrap_or(i64::MAX)
+}
+
+fn money(amount: i64, currency: &str) -> Result<Money, ApiError> {
+    let currency = Currency::parse(currency).map_err(|_| corrupt("currency"))?;
+    u64::try_from(amount)
+        .ok()
+        .and_then(|amount| Money::checked(amount, currency))
+        .ok_or_else(|| corrupt("amount"))
+}
+
+/// Writes the outcomes of the steps at `positions` in one statement; `clear_tokens` also
+/// clears every step's token (the saga has ended: recovery needs them no more).
+async fn write_steps(
+    conn: &mut Conn,
+    order: &Order,
+    positions: &[usize],
+    clear_tokens: bool,
+) -> Result<(), sqlx::Error> {
+    let positions: Vec<(i64, &'static str)> = positions
+        .iter()
+        .filter_map(|&p| {
+            Some((
+                i64::try_from(p).ok()?,
+                order.tokens.get(p)?.outcome.as_str(),
+            ))
+        })
+        .collect();
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let cases: String = (0..positions.len())
+        .map(|i| format!(" WHEN ${} THEN ${}", 2 * i + 3, 2 * i + 4))
+        .collect();
+    let within = (0..positions.len())
+        .map(|i| format!("${}", 2 * i + 3))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut update = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE checkout_steps SET outcome = CASE position{cases} END, \
+         token = CASE WHEN $2 = 1 THEN '' ELSE token END \
+         WHERE order_id = $1 AND position IN ({within})"
+    )))
+    .bind(order.id.as_str().to_owned())
+    .bind(i64::from(clear_tokens));
+    for (position, outcome) in positions {
+        update = update.bind(position).bind(outcome);
+    }
+    update.execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// The columns of an order row, in the order [`order_from`] reads them.
+const ORDER_COLUMNS: &str = "customer_id, currency, total_amount, status, created_at, \
+     expires_at, compensation_pending, failure_capability, failure_problem, failure_detail, \
+     attention_reason";
+/// How many columns [`ORDER_COLUMNS`] names: what a statement answers after them is at this
+/// index and on.
+const ORDER_WIDTH: usize = 11;
+
+type StepRow = (String, String, String, i64, String, String, String);
+
+async fn load_steps(conn: &mut Conn, id: &OrderProcessingId) -> Result<Vec<StepRow>, ApiError> {
+    Ok(sqlx::query_as(
+        "SELECT iss, jti, capability, settles_amount, settles_currency, outcome, token \
+         FROM checkout_steps WHERE order_id = $1 ORDER BY position",
+    )
+    .bind(id.as_str())
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// The order and its steps' tokens (empty once its checkout ended).
+async fn load(
+    conn: &mut Conn,
+    id: &OrderProcessingId,
+) -> Result<Option<(Order, Vec<String>)>, ApiError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"
+    )))
+    .bind(id.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let steps = load_steps(conn, id).await?;
+    let tokens = steps.iter().map(|s| s.6.clone()).collect();
+    Ok(Some((order_from(id, &row, steps)?, tokens)))
+}
+
+fn order_from(
+    id: &OrderProcessingId,
+    row: &sqlx::any::AnyRow,
+    steps: Vec<StepRow>,
+) -> Result<Order, ApiError> {
+    let customer: String = row.try_get(0)?;
+    let currency: String = row.try_get(1)?;
+    let total: i64 = row.try_get(2)?;
+    let status: String = row.try_get(3)?;
+    let failure_capability: Option<String> = row.try_get(7)?;
+    let failure_problem: Option<String> = row.try_get(8)?;
+    let failure_detail: Option<String> = row.try_get(9)?;
+    let tokens = steps
+        .into_iter()
+        .map(|(iss, jti, capability, amount, currency, outcome, _)| {
+            Ok(TokenRecord {
+                iss,
+                jti: Uuid::try_parse(&jti).map_err(|_| corrupt("jti"))?,
+                capability,
+                settles: money(amount, &currency)?,
+                outcome: TokenOutcome::parse(&outcome).ok_or_else(|| corrupt("outcome"))?,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    let failure = failure_capability.map(|capability| Failure {
+        capability,
+        call: match failure_problem {
+            Some(problem_type) => CallFailure::Refused {
+                problem_type,
+                detail: failure_detail.unwrap_or_default(),
+            },
+            None => CallFailure::Unavailable,
+        },
+    });
+    let compensation_pending: i64 = row.try_get(6)?;
+    Ok(Order {
+        id: id.clone(),
+        customer_id: CustomerId::parse(&customer).map_err(|_| corrupt("customer"))?,
+        total: money(total, &currency)?,
+        status: OrderStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+        created_at: row.try_get(4)?,
+        expires_at: row.try_get(5)?,
+        tokens,
+        failure,
+        compensation_pending: compensation_pending != 0,
+        attention: row.try_get(10)?,
+    })
+}
