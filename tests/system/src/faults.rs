@@ -19,6 +19,8 @@ pub enum Fault {
     CrashAfter(usize),
     /// The driver stalls right after operation `n` (a paused process) until [`Plan::release`].
     StallAfter(usize),
+    /// The driver panics at operation `n` (a bug), with nothing written.
+    PanicAt(usize),
 }
 
 pub struct Plan {
@@ -90,6 +92,11 @@ impl SagaFaults for Plan {
         let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
         self.last.store(n, Ordering::SeqCst);
         self.ops.lock().unwrap().push(op);
+        if self.fault == Fault::PanicAt(n) {
+            self.done.fetch_add(1, Ordering::SeqCst);
+            self.trigger();
+            panic!("injected panic at operation {n} ({op:?})");
+        }
         if self.fault == Fault::FailAt(n) {
             self.done.fetch_add(1, Ordering::SeqCst);
             self.trigger();
