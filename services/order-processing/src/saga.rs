@@ -364,25 +364,28 @@ impl Relay {
     /// Runs [`Self::recover`] now and every `interval`, and the janitor apart from it, until
     /// the relay stops or is dropped.
     pub fn spawn_workers(self: &Arc<Self>, interval: Duration) {
-        let relay = Arc::downgrade(self);
-        let stopping = self.stopping.clone();
-        tokio::spawn(async move {
-            loop {
-                let Some(relay) = relay.upgrade() else {
-                    return;
-                };
-                match relay.recover().await {
-                    Ok(0) => {}
-                    Ok(taken) => tracing::info!(taken, "recovery pass"),
-                    Err(error) => tracing::warn!(%error, "recovery pass failed"),
-                }
-                drop(relay);
-                tokio::select! {
-                    () = stopping.cancelled() => return,
-                    () = tokio::time::sleep(interval) => {}
-                }
+        self.every(interval, |relay| async move {
+            match relay.recover().await {
+                Ok(0) => {}
+                Ok(taken) => tracing::info!(taken, "recovery pass"),
+                Err(error) => tracing::warn!(%error, "recovery pass failed"),
             }
         });
+        self.every(interval, |relay| async move {
+            if let Err(error) = relay.orders.prune(relay.clock.now_secs()).await {
+                tracing::warn!(%error, "prune failed");
+            }
+            relay.refresh_attention_gauge().await;
+        });
+    }
+
+    /// Runs `work` now and every `interval` on a task of its own, until the relay stops or is
+    /// dropped (the task holds it only while `work` runs).
+    fn every<F, Fut>(self: &Arc<Self>, interval: Duration, work: F)
+    where
+        F: Fn(Arc<Self>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
         let relay = Arc::downgrade(self);
         let stopping = self.stopping.clone();
         tokio::spawn(async move {
@@ -390,11 +393,7 @@ impl Relay {
                 let Some(relay) = relay.upgrade() else {
                     return;
                 };
-                if let Err(error) = relay.orders.prune(relay.clock.now_secs()).await {
-                    tracing::warn!(%error, "prune failed");
-                }
-                relay.refresh_attention_gauge().await;
-                drop(relay);
+                work(relay).await;
                 tokio::select! {
                     () = stopping.cancelled() => return,
                     () = tokio::time::sleep(interval) => {}

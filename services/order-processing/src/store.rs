@@ -664,10 +664,7 @@ impl OrderStore {
         .await?;
         let mut tx = self.store.begin().await?;
         if !chosen.is_empty() {
-            let ids = (0..chosen.len())
-                .map(|i| format!("${}", i + 2))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let ids = numbered(2, chosen.len());
             let mut retire = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM orders WHERE id IN ({ids}) AND {RETIRED} RETURNING id"
             )))
@@ -677,10 +674,7 @@ impl OrderStore {
             }
             let retired: Vec<(String,)> = retire.fetch_all(&mut *tx).await?;
             if !retired.is_empty() {
-                let ids = (0..retired.len())
-                    .map(|i| format!("${}", i + 1))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let ids = numbered(1, retired.len());
                 let mut steps = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DELETE FROM checkout_steps WHERE order_id IN ({ids})"
                 )));
@@ -714,6 +708,14 @@ fn failure_columns(failure: Option<&Failure>) -> (Option<&str>, Option<&str>, Op
         ),
         CallFailure::Unavailable => (Some(failure.capability.as_str()), None, None),
     }
+}
+
+/// `count` parameters numbered from `$first`: `$2, $3, $4`.
+fn numbered(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `rows` tuples of `width` parameters each, numbered from `$1`: `($1, $2), ($3, $4)`.

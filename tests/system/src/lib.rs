@@ -491,14 +491,42 @@ impl World {
 
     /// Opens an order and answers its id.
     pub async fn open_order(&self, customer: &str, amount: u64) -> String {
+        self.open_order_at(&self.relay.url("/service/v1/orders"), customer, amount)
+            .await
+    }
+
+    /// Opens an order through the orders endpoint `orders` (another relay's) and answers its
+    /// id.
+    pub async fn open_order_at(&self, orders: &str, customer: &str, amount: u64) -> String {
         let (status, body) = self
             .post(
-                self.relay.url("/service/v1/orders"),
+                orders.to_owned(),
                 json!({"customer_id": customer, "total": {"amount": amount, "currency": "EUR"}}),
             )
             .await;
         assert_eq!(status, 201, "{body}");
         body["order_processing_id"].as_str().unwrap().to_owned()
+    }
+
+    /// The server config of a relay under test beside this world's relay: the relay's
+    /// identity, a store of its own (which a second relay may share), a port of its own.
+    pub async fn relay_under_test(&self) -> ctr_service_kit::ServerConfig {
+        ctr_service_kit::ServerConfig {
+            store_url: fresh_store(&self.pki, "relay-under-test").await,
+            ..self.pki.server_config("order-processing")
+        }
+    }
+
+    /// The OpenMetrics text at `url` (an admin listener's `/admin/v1/metrics`).
+    pub async fn metrics_text(&self, url: &str) -> String {
+        self.customer
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn confirm_coupon(

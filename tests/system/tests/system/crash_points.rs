@@ -20,7 +20,7 @@ use ctr_domain_kit::{HoldState, Ledger};
 use ctr_service_kit::ServerConfig;
 use ctr_system_tests::faults::{Fault, Plan};
 use ctr_system_tests::{
-    CrashableRelay, Domain, World, domain_settings, expire_claims, fresh_store, problem_type,
+    CrashableRelay, Domain, World, domain_settings, expire_claims, problem_type,
 };
 use order_processing::RelaySettings;
 use serde_json::{Value, json};
@@ -89,10 +89,7 @@ impl Harness {
             domains.cancel_window = Duration::ZERO;
         }
         let world = World::start_custom(domains, |_| {}).await;
-        let server = ServerConfig {
-            store_url: fresh_store(&world.pki, "relay-under-test").await,
-            ..world.pki.server_config("order-processing")
-        };
+        let server = world.relay_under_test().await;
         let mut settings = world.relay_settings.clone();
         settings.checkout_deadline = Duration::from_millis(500);
         settings.recovery_interval = Duration::from_millis(50);
@@ -171,15 +168,10 @@ impl Harness {
         let before = self.ledgers().await;
         let plan = Arc::new(Plan::new(fault));
         let relay = self.relay(Some(plan.clone())).await;
-        let (status, body) = self
+        let order = self
             .world
-            .post(
-                relay.url("/service/v1/orders"),
-                json!({"customer_id": "c_alice", "total": {"amount": 4999, "currency": "EUR"}}),
-            )
+            .open_order_at(&relay.url("/service/v1/orders"), "c_alice", 4999)
             .await;
-        assert_eq!(status, 201, "{why}: {body}");
-        let order = body["order_processing_id"].as_str().unwrap().to_owned();
         let (tokens, jtis) = self.confirm(&order).await;
         let checkout = relay.url(&format!("/service/v1/orders/{order}/checkout"));
         let answer = tokio::time::timeout(

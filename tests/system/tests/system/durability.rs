@@ -3,16 +3,8 @@
 
 use std::time::Duration;
 
-use ctr_system_tests::{CrashableRelay, World, blackhole, expire_claims, fresh_store};
+use ctr_system_tests::{CrashableRelay, World, blackhole, expire_claims};
 use serde_json::{Value, json};
-
-/// The relay's identity, with a store of its own beside the world's relay.
-async fn relay_server(world: &World) -> ctr_service_kit::ServerConfig {
-    ctr_service_kit::ServerConfig {
-        store_url: fresh_store(&world.pki, "relay-under-test").await,
-        ..world.pki.server_config("order-processing")
-    }
-}
 
 async fn payment_status(world: &World, jti: &str) -> Value {
     world
@@ -91,14 +83,9 @@ async fn after_a_restart_of_every_service_balances_payments_and_orders_are_uncha
 /// checkout, which hangs on the payment capture: answers the order and the payment's jti.
 async fn checkout_hanging_on_payment(world: &World, relay: &CrashableRelay) -> (String, String) {
     world.wait_until_admin_ready(relay.admin).await;
-    let (status, body) = world
-        .post(
-            relay.url("/service/v1/orders"),
-            json!({"customer_id": "c_alice", "total": {"amount": 4999, "currency": "EUR"}}),
-        )
+    let order = world
+        .open_order_at(&relay.url("/service/v1/orders"), "c_alice", 4999)
         .await;
-    assert_eq!(status, 201, "{body}");
-    let order = body["order_processing_id"].as_str().unwrap().to_owned();
     let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
     let (status, body) = world
         .post(
@@ -126,7 +113,7 @@ async fn checkout_hanging_on_payment(world: &World, relay: &CrashableRelay) -> (
 async fn a_relay_killed_during_a_capture_resumes_it_after_restart_and_the_order_completes_once() {
     let world = World::start().await;
     let port = blackhole().await;
-    let server = relay_server(&world).await;
+    let server = world.relay_under_test().await;
     let mut dying = world.relay_settings.clone();
     dying.checkout_deadline = Duration::from_millis(300);
     dying.call_timeout = Duration::from_secs(60);
@@ -165,7 +152,7 @@ async fn a_relay_killed_during_a_capture_resumes_it_after_restart_and_the_order_
 async fn a_relay_killed_during_a_capture_that_still_fails_after_restart_compensates_everything() {
     let world = World::start().await;
     let port = blackhole().await;
-    let server = relay_server(&world).await;
+    let server = world.relay_under_test().await;
     let mut settings = world.relay_settings.clone();
     settings.checkout_deadline = Duration::from_millis(300);
     settings.call_timeout = Duration::from_secs(60);

@@ -11,9 +11,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use ctr_system_tests::faults::{Fault, Plan};
-use ctr_system_tests::{
-    CrashableRelay, Running, World, blackhole, fresh_store, problem_type, replicas_run,
-};
+use ctr_system_tests::{CrashableRelay, Running, World, blackhole, problem_type, replicas_run};
 use ctr_token::{Clock, FakeClock};
 use order_processing::faults::SagaFaults;
 use serde_json::json;
@@ -90,13 +88,10 @@ async fn concurrent_holds_through_two_points_replicas_never_overdraw() {
     replica.stop().await;
 }
 
-#[tokio::test]
-async fn a_relays_recovery_worker_leaves_another_relays_live_checkout_alone() {
-    if !replicas_run("a_relays_recovery_worker_leaves_another_relays_live_checkout_alone") {
-        return;
-    }
-    // A hangs on the capture (3 s), then fails and compensates. B watches the same store with
-    // a recovery pass every 50 ms and would capture (its payments route works) if it took over.
+/// A hangs on the capture (3 s), then fails and compensates. B watches the same store with a
+/// recovery pass every 50 ms, its clock `ahead` seconds past A's, and would capture (its
+/// payments route works) if it took over.
+async fn a_live_checkout_is_left_alone_by_a_replica_ahead_by(ahead: i64) {
     let port = blackhole().await;
     let world = World::start_with(|s| {
         s.checkout_deadline = Duration::from_millis(200);
@@ -109,12 +104,10 @@ async fn a_relays_recovery_worker_leaves_another_relays_live_checkout_alone() {
     let mut watcher = world.relay_settings.clone();
     watcher.issuers = ctr_system_tests::issuers_of(&world);
     watcher.recovery_interval = Duration::from_millis(50);
-    let second = CrashableRelay::start(
-        world.replica_server("order-processing"),
-        watcher,
-        world.clock.clone(),
-    )
-    .await;
+    let clock = Arc::new(FakeClock::at_secs(world.clock.now_secs() + ahead));
+    let second =
+        CrashableRelay::start(world.replica_server("order-processing"), watcher, clock).await;
+    world.wait_until_admin_ready(second.admin).await;
     let order = world.open_order("c_alice", 4999).await;
     let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
     let (status, body) = world.checkout(&order, &tokens).await;
@@ -127,7 +120,7 @@ async fn a_relays_recovery_worker_leaves_another_relays_live_checkout_alone() {
         view["status"], "failed",
         "A's own outcome, untouched by B: {view}"
     );
-    let (_, captured) = world
+    let (_, voided) = world
         .get(
             world
                 .payments
@@ -135,8 +128,25 @@ async fn a_relays_recovery_worker_leaves_another_relays_live_checkout_alone() {
                 .url(&format!("/service/v1/payments/{payment}")),
         )
         .await;
-    assert_eq!(captured["status"], "voided", "B never captured: {captured}");
+    assert_eq!(voided["status"], "voided", "B never captured: {voided}");
     drop(second);
+}
+
+#[tokio::test]
+async fn a_relays_recovery_worker_leaves_another_relays_live_checkout_alone() {
+    if !replicas_run("a_relays_recovery_worker_leaves_another_relays_live_checkout_alone") {
+        return;
+    }
+    a_live_checkout_is_left_alone_by_a_replica_ahead_by(0).await;
+}
+
+#[tokio::test]
+async fn a_replica_whose_clock_runs_150_s_ahead_takes_over_nothing_that_is_live() {
+    if !replicas_run("a_replica_whose_clock_runs_150_s_ahead_takes_over_nothing_that_is_live") {
+        return;
+    }
+    // Past A's 30 s claim as A's clock would see it: claims run out on the database's clock.
+    a_live_checkout_is_left_alone_by_a_replica_ahead_by(150).await;
 }
 
 #[tokio::test]
@@ -146,10 +156,7 @@ async fn a_stalled_drivers_late_writes_are_refused_and_the_new_owners_decision_s
         return;
     }
     let world = World::start().await;
-    let server = ctr_service_kit::ServerConfig {
-        store_url: fresh_store(&world.pki, "relay-under-test").await,
-        ..world.pki.server_config("order-processing")
-    };
+    let server = world.relay_under_test().await;
     // A short claim on the database's real clock: 1 s.
     let mut settings = world.relay_settings.clone();
     settings.saga_lease = Duration::from_secs(1);
@@ -169,14 +176,9 @@ async fn a_stalled_drivers_late_writes_are_refused_and_the_new_owners_decision_s
     )
     .await;
     world.wait_until_admin_ready(a.admin).await;
-    let (status, body) = world
-        .post(
-            a.url("/service/v1/orders"),
-            json!({"customer_id": "c_alice", "total": {"amount": 4999, "currency": "EUR"}}),
-        )
+    let order = world
+        .open_order_at(&a.url("/service/v1/orders"), "c_alice", 4999)
         .await;
-    assert_eq!(status, 201, "{body}");
-    let order = body["order_processing_id"].as_str().unwrap().to_owned();
     let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
     let (status, body) = world
         .post(
@@ -207,15 +209,7 @@ async fn a_stalled_drivers_late_writes_are_refused_and_the_new_owners_decision_s
     let metrics = a.admin_url("/admin/v1/metrics");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let text = world
-            .customer
-            .get(&metrics)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = world.metrics_text(&metrics).await;
         if text.lines().any(|l| {
             l.contains("sagas_interrupted") && l.contains("lease-lost") && l.ends_with(" 1")
         }) {
@@ -250,48 +244,4 @@ async fn a_stalled_drivers_late_writes_are_refused_and_the_new_owners_decision_s
         (Some(5000), Some(0)),
         "the points came back once"
     );
-}
-
-#[tokio::test]
-async fn a_replica_whose_clock_runs_150_s_ahead_takes_over_nothing_that_is_live() {
-    if !replicas_run("a_replica_whose_clock_runs_150_s_ahead_takes_over_nothing_that_is_live") {
-        return;
-    }
-    // A hangs on the capture (3 s), then fails and compensates. B's clock runs 150 s ahead
-    // (past A's 30 s claim as A's clock sees it); B would capture if it took over.
-    let port = blackhole().await;
-    let world = World::start_with(|s| {
-        s.checkout_deadline = Duration::from_millis(200);
-        s.call_timeout = Duration::from_secs(3);
-        s.call_retries = 0;
-        s.issuers.get_mut("payments").unwrap().redeem_url =
-            format!("https://127.0.0.1:{port}/service/v1/payments/redemptions");
-    })
-    .await;
-    let mut watcher = world.relay_settings.clone();
-    watcher.issuers = ctr_system_tests::issuers_of(&world);
-    watcher.recovery_interval = Duration::from_millis(50);
-    let ahead = Arc::new(FakeClock::at_secs(world.clock.now_secs() + 150));
-    let second =
-        CrashableRelay::start(world.replica_server("order-processing"), watcher, ahead).await;
-    world.wait_until_admin_ready(second.admin).await;
-    let order = world.open_order("c_alice", 4999).await;
-    let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
-    let (status, body) = world.checkout(&order, &tokens).await;
-    assert_eq!(status, 202, "{body}");
-    let payment = body["tokens"][2]["jti"].as_str().unwrap().to_owned();
-    let view = world
-        .ended(world.relay.url(&format!("/service/v1/orders/{order}")))
-        .await;
-    assert_eq!(view["status"], "failed", "A's own outcome: {view}");
-    let (_, voided) = world
-        .get(
-            world
-                .payments
-                .running
-                .url(&format!("/service/v1/payments/{payment}")),
-        )
-        .await;
-    assert_eq!(voided["status"], "voided", "B never captured: {voided}");
-    drop(second);
 }

@@ -159,7 +159,9 @@ async fn a_reversal_refused_for_good_leaves_the_order_failed_needing_attention_f
     })
     .await;
     let completed = world.open_order("c_alice", 4999).await;
-    let tokens = world.three_tokens(&completed, "c_alice", "pm_alice_visa").await;
+    let tokens = world
+        .three_tokens(&completed, "c_alice", "pm_alice_visa")
+        .await;
     assert_eq!(world.checkout(&completed, &tokens).await.0, 200);
     let failed = world.open_order("c_alice", 4999).await;
     let tokens = world
@@ -202,14 +204,8 @@ async fn a_reversal_refused_for_good_leaves_the_order_failed_needing_attention_f
         .collect();
     assert_eq!(ids, [failed.as_str()]);
     let metrics = world
-        .customer
-        .get(world.relay.admin_url("/admin/v1/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .metrics_text(&world.relay.admin_url("/admin/v1/metrics"))
+        .await;
     assert!(
         metrics
             .lines()
@@ -242,14 +238,11 @@ async fn a_reversal_refused_for_good_leaves_the_order_failed_needing_attention_f
 #[tokio::test]
 async fn a_panic_in_a_saga_answers_202_and_recovery_finishes_the_checkout() {
     use ctr_system_tests::faults::{Fault, Plan};
-    use ctr_system_tests::{CrashableRelay, expire_claims, fresh_store};
+    use ctr_system_tests::{CrashableRelay, expire_claims};
     use std::sync::Arc;
 
     let world = World::start().await;
-    let server = ctr_service_kit::ServerConfig {
-        store_url: fresh_store(&world.pki, "relay-under-test").await,
-        ..world.pki.server_config("order-processing")
-    };
+    let server = world.relay_under_test().await;
     let mut settings = world.relay_settings.clone();
     settings.recovery_interval = Duration::from_millis(50);
     // Operations: begin, admit, the coupon's `redeeming` (3), the points' (4): a bug there.
@@ -262,14 +255,9 @@ async fn a_panic_in_a_saga_answers_202_and_recovery_finishes_the_checkout() {
     )
     .await;
     world.wait_until_admin_ready(relay.admin).await;
-    let (status, body) = world
-        .post(
-            relay.url("/service/v1/orders"),
-            json!({"customer_id": "c_alice", "total": {"amount": 4999, "currency": "EUR"}}),
-        )
+    let order = world
+        .open_order_at(&relay.url("/service/v1/orders"), "c_alice", 4999)
         .await;
-    assert_eq!(status, 201, "{body}");
-    let order = body["order_processing_id"].as_str().unwrap().to_owned();
     let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
     let response = world
         .customer
@@ -278,7 +266,11 @@ async fn a_panic_in_a_saga_answers_202_and_recovery_finishes_the_checkout() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 202, "the outcome is pending, not an error");
+    assert_eq!(
+        response.status(),
+        202,
+        "the outcome is pending, not an error"
+    );
     assert_eq!(
         response.headers()["location"],
         format!("/service/v1/orders/{order}").as_str()
