@@ -271,8 +271,14 @@ async fn mixed_checkouts_under_kills_restarts_and_pauses_end_consistently() {
         }
     }
     let (total_after, spent_after) = points_total(&stack).await;
+    let unanswered = flows.iter().filter(|f| f.answer.is_none()).count();
+    let accepted = flows
+        .iter()
+        .filter(|f| matches!(f.answer, Some((202, _))))
+        .count();
     println!(
-        "chaos: {} checkouts in {RUN:?}, {completed} completed; by kind and end: {counts:?}",
+        "chaos: {} checkouts in {RUN:?}, {completed} completed, {accepted} answered 202, {unanswered} \
+         cut off by a kill; by kind and end: {counts:?}",
         flows.len()
     );
     assert!(completed > 0, "{counts:?}");
