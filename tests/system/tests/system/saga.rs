@@ -332,3 +332,21 @@ fn a_checkout_deadline_not_shorter_than_the_request_timeout_is_refused_at_start(
         );
     });
 }
+
+#[tokio::test]
+async fn a_draining_relay_admits_no_new_checkout_and_says_so() {
+    let world = World::start().await;
+    let order = world.open_order("c_alice", 4999).await;
+    let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+    world.relay_state.drain(Duration::ZERO).await; // what SIGTERM starts
+    let (status, body) = world.checkout(&order, &tokens).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (503, "shutting-down"),
+        "{body}"
+    );
+    let (_, view) = world
+        .get(world.relay.url(&format!("/service/v1/orders/{order}")))
+        .await;
+    assert_eq!(view["status"], "open", "nothing consumed: {view}");
+}
