@@ -7,32 +7,38 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use ctr_money::{Currency, Money};
-use ctr_relay_api::CallFailure;
-use ctr_service_kit::{ApiError, CustomerId, OrderProcessingId, seconds_until};
+use ctr_service_kit::{ApiError, OrderProcessingId, seconds_until};
 use ctr_store::sqlx::{self, Row as _};
-use ctr_store::{Conn, Migration, Store};
+use ctr_store::{Migration, Store};
 use ctr_token::VerifiedToken;
-use uuid::Uuid;
 
 use crate::faults::{SagaFaults, SagaOp};
-use crate::orders::{Failure, Order, OrderStatus, TokenOutcome, TokenRecord};
+
+mod rows;
+mod statements;
+
+use crate::orders::{Order, OrderStatus, TokenOutcome, TokenRecord};
+use rows::{
+    ORDER_WIDTH, amount_to_sql, corrupt, failure_columns, load, load_steps, numbered, order_from,
+    placeholders, write_steps,
+};
+use statements::ClockSql;
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "orders, checkout steps, replay",
-        sql: include_str!("../migrations/0001_orders.sql"),
+        sql: include_str!("../../migrations/0001_orders.sql"),
     },
     Migration {
         version: 2,
         name: "orders by customer",
-        sql: include_str!("../migrations/0002_orders_by_customer.sql"),
+        sql: include_str!("../../migrations/0002_orders_by_customer.sql"),
     },
     Migration {
         version: 3,
         name: "fenced saga",
-        sql: include_str!("../migrations/0003_fenced_saga.sql"),
+        sql: include_str!("../../migrations/0003_fenced_saga.sql"),
     },
 ];
 
@@ -99,72 +105,6 @@ pub enum InsertError {
     Store(ApiError),
 }
 
-/// The statements that read the database's clock, with its expression for this engine.
-#[derive(Debug)]
-struct ClockSql {
-    begin: String,
-    renew: String,
-    admit: String,
-    complete: String,
-    fail: String,
-    end_compensation: String,
-    claim: String,
-    abandoned: String,
-    prune_replay: String,
-}
-
-impl ClockSql {
-    fn new(store: &Store) -> Self {
-        let now = store.now_ms_sql();
-        let now_secs = store.now_secs_sql();
-        Self {
-            begin: format!(
-                "UPDATE orders SET status = 'checking_out', generation = generation + 1, \
-                 lease_expires_ms = {now} + $1 WHERE id = $2 AND status = 'open' \
-                 AND expires_at > $3 RETURNING {ORDER_COLUMNS}, generation, {now}"
-            ),
-            renew: format!(
-                "UPDATE orders SET lease_expires_ms = {now} + $1 \
-                 WHERE id = $2 AND generation = $3 RETURNING {now}"
-            ),
-            admit: format!(
-                "UPDATE orders SET checkout_started_ms = {now}, lease_expires_ms = {now} + $1 \
-                 WHERE id = $2 AND generation = $3 AND status = 'checking_out' RETURNING {now}"
-            ),
-            complete: format!(
-                "UPDATE orders SET status = 'completed', lease_expires_ms = NULL, forget_at = $1 \
-                 WHERE id = $2 AND generation = $3 AND status = 'checking_out' RETURNING {now}"
-            ),
-            fail: format!(
-                "UPDATE orders SET status = 'failed', compensation_pending = 1, \
-                 failure_capability = $1, failure_problem = $2, failure_detail = $3, \
-                 lease_expires_ms = {now} + $4 \
-                 WHERE id = $5 AND generation = $6 AND status = 'checking_out' RETURNING {now}"
-            ),
-            end_compensation: format!(
-                "UPDATE orders SET compensation_pending = $1, needs_attention = $2, \
-                 attention_reason = $3, lease_expires_ms = NULL, forget_at = $4 \
-                 WHERE id = $5 AND generation = $6 AND status = 'failed' RETURNING {now}"
-            ),
-            claim: format!(
-                "UPDATE orders SET generation = generation + 1, lease_expires_ms = {now} + $1 \
-                 WHERE id = $2 AND (status = 'checking_out' OR compensation_pending = 1) \
-                 AND (lease_expires_ms IS NULL OR lease_expires_ms <= {now}) \
-                 RETURNING {ORDER_COLUMNS}, generation, {now}, checkout_started_ms"
-            ),
-            abandoned: format!(
-                "SELECT id FROM orders WHERE (status = 'checking_out' OR compensation_pending = 1) \
-                 AND (lease_expires_ms IS NULL OR lease_expires_ms <= {now}) \
-                 ORDER BY lease_expires_ms LIMIT $1"
-            ),
-            prune_replay: format!(
-                "DELETE FROM replay WHERE (iss, jti) IN \
-                 (SELECT iss, jti FROM replay WHERE forget_at <= {now_secs} LIMIT $1)"
-            ),
-        }
-    }
-}
-
 /// The relay's orders in its store, bounded: an order is kept until `expires_at + retention`
 /// (longer while its checkout runs or needs attention), and at most `capacity` at once.
 #[derive(Clone)]
@@ -190,10 +130,6 @@ impl std::fmt::Debug for OrderStore {
             .field("lease_ms", &self.lease_ms)
             .finish_non_exhaustive()
     }
-}
-
-fn corrupt(what: &str) -> ApiError {
-    ApiError::internal(format!("a stored order's {what} is invalid"))
 }
 
 /// The limits an [`OrderStore`] keeps.
@@ -691,184 +627,4 @@ impl OrderStore {
         tx.commit().await?;
         self.recount().await
     }
-}
-
-fn failure_columns(failure: Option<&Failure>) -> (Option<&str>, Option<&str>, Option<&str>) {
-    let Some(failure) = failure else {
-        return (None, None, None);
-    };
-    match &failure.call {
-        CallFailure::Refused {
-            problem_type,
-            detail,
-        } => (
-            Some(failure.capability.as_str()),
-            Some(problem_type.as_str()),
-            Some(detail.as_str()),
-        ),
-        CallFailure::Unavailable => (Some(failure.capability.as_str()), None, None),
-    }
-}
-
-/// `count` parameters numbered from `$first`: `$2, $3, $4`.
-fn numbered(first: usize, count: usize) -> String {
-    (first..first + count)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `rows` tuples of `width` parameters each, numbered from `$1`: `($1, $2), ($3, $4)`.
-fn placeholders(rows: usize, width: usize) -> String {
-    (0..rows)
-        .map(|row| {
-            let columns = (1..=width)
-                .map(|column| format!("${}", row * width + column))
-                .collect::<Vec<_>>();
-            format!("({})", columns.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn amount_to_sql(amount: u64) -> i64 {
-    // Money is at most 10^12 minor units.
-    i64::try_from(amount).unwrap_or(i64::MAX)
-}
-
-fn money(amount: i64, currency: &str) -> Result<Money, ApiError> {
-    let currency = Currency::parse(currency).map_err(|_| corrupt("currency"))?;
-    u64::try_from(amount)
-        .ok()
-        .and_then(|amount| Money::checked(amount, currency))
-        .ok_or_else(|| corrupt("amount"))
-}
-
-/// Writes the outcomes of the steps at `positions` in one statement; `clear_tokens` also
-/// clears every step's token (the saga has ended: recovery needs them no more).
-async fn write_steps(
-    conn: &mut Conn,
-    order: &Order,
-    positions: &[usize],
-    clear_tokens: bool,
-) -> Result<(), sqlx::Error> {
-    let positions: Vec<(i64, &'static str)> = positions
-        .iter()
-        .filter_map(|&p| {
-            Some((
-                i64::try_from(p).ok()?,
-                order.tokens.get(p)?.outcome.as_str(),
-            ))
-        })
-        .collect();
-    if positions.is_empty() {
-        return Ok(());
-    }
-    let cases: String = (0..positions.len())
-        .map(|i| format!(" WHEN ${} THEN ${}", 2 * i + 3, 2 * i + 4))
-        .collect();
-    let within = (0..positions.len())
-        .map(|i| format!("${}", 2 * i + 3))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut update = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE checkout_steps SET outcome = CASE position{cases} END, \
-         token = CASE WHEN $2 = 1 THEN '' ELSE token END \
-         WHERE order_id = $1 AND position IN ({within})"
-    )))
-    .bind(order.id.as_str().to_owned())
-    .bind(i64::from(clear_tokens));
-    for (position, outcome) in positions {
-        update = update.bind(position).bind(outcome);
-    }
-    update.execute(&mut *conn).await?;
-    Ok(())
-}
-
-/// The columns of an order row, in the order [`order_from`] reads them.
-const ORDER_COLUMNS: &str = "customer_id, currency, total_amount, status, created_at, \
-     expires_at, compensation_pending, failure_capability, failure_problem, failure_detail, \
-     attention_reason";
-/// How many columns [`ORDER_COLUMNS`] names: what a statement answers after them is at this
-/// index and on.
-const ORDER_WIDTH: usize = 11;
-
-type StepRow = (String, String, String, i64, String, String, String);
-
-async fn load_steps(conn: &mut Conn, id: &OrderProcessingId) -> Result<Vec<StepRow>, ApiError> {
-    Ok(sqlx::query_as(
-        "SELECT iss, jti, capability, settles_amount, settles_currency, outcome, token \
-         FROM checkout_steps WHERE order_id = $1 ORDER BY position",
-    )
-    .bind(id.as_str())
-    .fetch_all(&mut *conn)
-    .await?)
-}
-
-/// The order and its steps' tokens (empty once its checkout ended).
-async fn load(
-    conn: &mut Conn,
-    id: &OrderProcessingId,
-) -> Result<Option<(Order, Vec<String>)>, ApiError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"
-    )))
-    .bind(id.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let steps = load_steps(conn, id).await?;
-    let tokens = steps.iter().map(|s| s.6.clone()).collect();
-    Ok(Some((order_from(id, &row, steps)?, tokens)))
-}
-
-fn order_from(
-    id: &OrderProcessingId,
-    row: &sqlx::any::AnyRow,
-    steps: Vec<StepRow>,
-) -> Result<Order, ApiError> {
-    let customer: String = row.try_get(0)?;
-    let currency: String = row.try_get(1)?;
-    let total: i64 = row.try_get(2)?;
-    let status: String = row.try_get(3)?;
-    let failure_capability: Option<String> = row.try_get(7)?;
-    let failure_problem: Option<String> = row.try_get(8)?;
-    let failure_detail: Option<String> = row.try_get(9)?;
-    let tokens = steps
-        .into_iter()
-        .map(|(iss, jti, capability, amount, currency, outcome, _)| {
-            Ok(TokenRecord {
-                iss,
-                jti: Uuid::try_parse(&jti).map_err(|_| corrupt("jti"))?,
-                capability,
-                settles: money(amount, &currency)?,
-                outcome: TokenOutcome::parse(&outcome).ok_or_else(|| corrupt("outcome"))?,
-            })
-        })
-        .collect::<Result<_, ApiError>>()?;
-    let failure = failure_capability.map(|capability| Failure {
-        capability,
-        call: match failure_problem {
-            Some(problem_type) => CallFailure::Refused {
-                problem_type,
-                detail: failure_detail.unwrap_or_default(),
-            },
-            None => CallFailure::Unavailable,
-        },
-    });
-    let compensation_pending: i64 = row.try_get(6)?;
-    Ok(Order {
-        id: id.clone(),
-        customer_id: CustomerId::parse(&customer).map_err(|_| corrupt("customer"))?,
-        total: money(total, &currency)?,
-        status: OrderStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-        created_at: row.try_get(4)?,
-        expires_at: row.try_get(5)?,
-        tokens,
-        failure,
-        compensation_pending: compensation_pending != 0,
-        attention: row.try_get(10)?,
-    })
 }
