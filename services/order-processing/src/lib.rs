@@ -32,10 +32,9 @@ pub use metrics::RelayMetrics;
 pub use orders::{Order, OrderStatus, TokenOutcome};
 pub use routes::openapi;
 pub use routes::router;
-pub use saga::Stopped;
 pub use settings::{IssuerEntry, RelaySettings};
 pub use settlement::SettlementError;
-pub use store::{MIGRATIONS, OrderStore, StoreLimits};
+pub use store::{OrderStore, StoreLimits};
 
 pub const SERVICE: Service = Service {
     name: "order-processing",

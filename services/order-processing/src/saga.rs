@@ -264,7 +264,7 @@ impl Relay {
                 Cancelled::Refused(cause) => {
                     self.metrics.compensation(&capability, "refused");
                     tracing::warn!(%jti, order_processing_id = %order.id, capability, cause, "the domain refused to reverse a redemption: the order needs an operator's attention");
-                    refusals.push(format!("{capability}: {cause}"));
+                    refusals.push((i, cause));
                     order.tokens[i].outcome = TokenOutcome::Unreversed;
                 }
             }
@@ -452,19 +452,20 @@ fn cancelled(
     }
 }
 
-/// What needs an operator, derived from the log (every `unreversed` step) with the causes
-/// this pass learnt.
-fn attention(order: &Order, refusals: &[String]) -> Option<String> {
+/// What needs an operator, derived from the log (every `unreversed` step), with the causes
+/// this pass learnt by step (`refusals`).
+fn attention(order: &Order, refusals: &[(usize, String)]) -> Option<String> {
     let unreversed: Vec<String> = order
         .tokens
         .iter()
-        .filter(|t| t.outcome == TokenOutcome::Unreversed)
-        .map(|t| {
-            refusals
+        .enumerate()
+        .filter(|(_, t)| t.outcome == TokenOutcome::Unreversed)
+        .map(|(i, t)| {
+            let cause = refusals
                 .iter()
-                .find(|r| r.starts_with(&format!("{}:", t.capability)))
-                .cloned()
-                .unwrap_or_else(|| format!("{}: not reversed", t.capability))
+                .find(|(at, _)| *at == i)
+                .map_or("not reversed", |(_, cause)| cause.as_str());
+            format!("{}: {cause}", t.capability)
         })
         .collect();
     if unreversed.is_empty() {
