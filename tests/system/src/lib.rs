@@ -663,6 +663,18 @@ impl World {
         assert_eq!(self.coupon("SPRING10").await["uses"], 1);
     }
 
+    /// The payment's status as payments shows it (`captured`, `voided`, ...).
+    pub async fn payment_status(&self, jti: &str) -> Value {
+        self.get(
+            self.payments
+                .running
+                .url(&format!("/service/v1/payments/{jti}")),
+        )
+        .await
+        .1["status"]
+            .clone()
+    }
+
     pub async fn balance(&self, customer: &str) -> Value {
         self.get(
             self.points
@@ -717,6 +729,19 @@ fn issuer_registry(
         )
     })
     .collect()
+}
+
+/// The outcome of each of an order view's tokens, in redemption order.
+pub fn outcomes(view: &Value) -> Vec<&str> {
+    view["tokens"]
+        .as_array()
+        .map(|tokens| {
+            tokens
+                .iter()
+                .map(|t| t["outcome"].as_str().unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The slug of a problem+json answer's `type`.

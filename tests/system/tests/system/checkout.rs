@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ctr_system_tests::{World, blackhole, problem_type};
+use ctr_system_tests::{World, blackhole, outcomes, problem_type};
 use serde_json::{Value, json};
 
 /// Balances, coupon use and order status show that nothing was redeemed.
@@ -67,15 +67,8 @@ async fn a_checkout_with_coupon_points_and_payment_completes_and_changes_each_do
     );
     assert_eq!(world.coupon("SPRING10").await["uses"], 1);
     let payment_jti = body["tokens"][2]["jti"].as_str().unwrap();
-    let (_, payment) = world
-        .get(
-            world
-                .payments
-                .running
-                .url(&format!("/service/v1/payments/{payment_jti}")),
-        )
-        .await;
-    assert_eq!(payment["status"], "captured");
+    let payment = world.payment_status(payment_jti).await;
+    assert_eq!(payment, "captured");
     let (_, view) = world
         .get(world.relay.url(&format!("/service/v1/orders/{order}")))
         .await;
@@ -248,12 +241,7 @@ async fn a_declined_capture_cancels_the_earlier_redemptions_in_reverse_and_fails
     assert_eq!(view["status"], "failed");
     assert_eq!(view["failure"]["capability"], "payments:capture");
     assert_eq!(view["failure"]["reason"], "payment-declined");
-    let outcomes: Vec<&str> = view["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes = outcomes(&view);
     assert_eq!(outcomes, ["compensated", "compensated", "failed"]);
 
     let coupon = world.coupon("SPRING10").await;
@@ -272,18 +260,8 @@ async fn a_declined_capture_cancels_the_earlier_redemptions_in_reverse_and_fails
         (Some(5000), Some(0), Some(0))
     );
     let payment_jti = view["tokens"][2]["jti"].as_str().unwrap();
-    let (_, payment) = world
-        .get(
-            world
-                .payments
-                .running
-                .url(&format!("/service/v1/payments/{payment_jti}")),
-        )
-        .await;
-    assert_eq!(
-        payment["status"], "voided",
-        "the declined authorization is voided"
-    );
+    let payment = world.payment_status(payment_jti).await;
+    assert_eq!(payment, "voided", "the declined authorization is voided");
 }
 
 #[tokio::test]

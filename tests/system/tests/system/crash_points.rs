@@ -20,7 +20,7 @@ use ctr_domain_kit::{HoldState, Ledger};
 use ctr_service_kit::ServerConfig;
 use ctr_system_tests::faults::{Fault, Plan};
 use ctr_system_tests::{
-    CrashableRelay, Domain, World, domain_settings, expire_claims, problem_type,
+    CrashableRelay, Domain, World, domain_settings, expire_claims, outcomes, problem_type,
 };
 use order_processing::RelaySettings;
 use serde_json::{Value, json};
@@ -243,12 +243,7 @@ impl Harness {
             hold_state(&world.payments, jtis[2]).await,
         ];
         let status = view["status"].as_str().unwrap();
-        let outcomes: Vec<&str> = view["tokens"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["outcome"].as_str().unwrap())
-            .collect();
+        let outcomes = outcomes(view);
         let context = format!("{why}: holds {states:?}, order {view}, answer {answer:?}");
         match status {
             "completed" => {

@@ -3,21 +3,8 @@
 
 use std::time::Duration;
 
-use ctr_system_tests::{CrashableRelay, World, blackhole, expire_claims};
-use serde_json::{Value, json};
-
-async fn payment_status(world: &World, jti: &str) -> Value {
-    world
-        .get(
-            world
-                .payments
-                .running
-                .url(&format!("/service/v1/payments/{jti}")),
-        )
-        .await
-        .1["status"]
-        .clone()
-}
+use ctr_system_tests::{CrashableRelay, World, blackhole, expire_claims, outcomes};
+use serde_json::json;
 
 #[tokio::test]
 async fn after_a_restart_of_every_service_balances_payments_and_orders_are_unchanged_and_earlier_tokens_check_out_once()
@@ -50,7 +37,7 @@ async fn after_a_restart_of_every_service_balances_payments_and_orders_are_uncha
         (coupon["uses"].as_u64(), coupon["reserved"].as_u64()),
         (Some(1), Some(1))
     );
-    assert_eq!(payment_status(&world, &captured).await, "captured");
+    assert_eq!(world.payment_status(&captured).await, "captured");
     let (status, order) = world
         .get(world.relay.url(&format!("/service/v1/orders/{done}")))
         .await;
@@ -134,7 +121,7 @@ async fn a_relay_killed_during_a_capture_resumes_it_after_restart_and_the_order_
         .ended(relay.url(&format!("/service/v1/orders/{order}")))
         .await;
     assert_eq!(view["status"], "completed", "{view}");
-    assert_eq!(payment_status(&world, &payment).await, "captured");
+    assert_eq!(world.payment_status(&payment).await, "captured");
     let balance = world.balance("c_alice").await;
     assert_eq!(
         (
@@ -174,14 +161,9 @@ async fn a_relay_killed_during_a_capture_that_still_fails_after_restart_compensa
         .ended(relay.url(&format!("/service/v1/orders/{order}")))
         .await;
     assert_eq!(view["status"], "failed", "{view}");
-    let outcomes: Vec<_> = view["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["outcome"].as_str().unwrap().to_owned())
-        .collect();
+    let outcomes = outcomes(&view);
     assert_eq!(outcomes, ["compensated", "compensated", "failed"], "{view}");
-    assert_eq!(payment_status(&world, &payment).await, "voided");
+    assert_eq!(world.payment_status(&payment).await, "voided");
     let balance = world.balance("c_alice").await;
     assert_eq!(
         (balance["available"].as_u64(), balance["spent"].as_u64()),

@@ -120,15 +120,8 @@ async fn a_live_checkout_is_left_alone_by_a_replica_ahead_by(ahead: i64) {
         view["status"], "failed",
         "A's own outcome, untouched by B: {view}"
     );
-    let (_, voided) = world
-        .get(
-            world
-                .payments
-                .running
-                .url(&format!("/service/v1/payments/{payment}")),
-        )
-        .await;
-    assert_eq!(voided["status"], "voided", "B never captured: {voided}");
+    let voided = world.payment_status(&payment).await;
+    assert_eq!(voided, "voided", "B never captured: {voided}");
     drop(second);
 }
 
@@ -229,15 +222,8 @@ async fn a_stalled_drivers_late_writes_are_refused_and_the_new_owners_decision_s
         "A's late writes changed nothing: {after}"
     );
     assert_eq!(after["tokens"], view["tokens"], "{after}");
-    let (_, voided) = world
-        .get(
-            world
-                .payments
-                .running
-                .url(&format!("/service/v1/payments/{payment}")),
-        )
-        .await;
-    assert_eq!(voided["status"], "voided", "never captured: {voided}");
+    let voided = world.payment_status(&payment).await;
+    assert_eq!(voided, "voided", "never captured: {voided}");
     let balance = world.balance("c_alice").await;
     assert_eq!(
         (balance["available"].as_u64(), balance["spent"].as_u64()),

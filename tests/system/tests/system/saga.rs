@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ctr_system_tests::{World, blackhole, problem_type};
+use ctr_system_tests::{World, blackhole, outcomes, problem_type};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -178,12 +178,7 @@ async fn a_reversal_refused_for_good_leaves_the_order_failed_needing_attention_f
         (Some("failed"), Some(true)),
         "{view}"
     );
-    let outcomes: Vec<&str> = view["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes = outcomes(&view);
     assert_eq!(outcomes, ["unreversed", "unreversed", "failed"], "{view}");
     assert_eq!(
         view["attention"],
