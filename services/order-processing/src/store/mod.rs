@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use ctr_service_kit::{ApiError, OrderProcessingId, seconds_until};
 use ctr_store::sqlx::{self, Row as _};
-use ctr_store::{Migration, Store};
+use ctr_store::{Migration, Store, Transaction};
 use ctr_token::VerifiedToken;
 
 use crate::faults::{SagaFaults, SagaOp};
@@ -410,13 +410,9 @@ impl OrderStore {
             .bind(claim.generation)
             .fetch_optional(&mut *tx)
             .await?;
-        let Some((now_ms,)) = renewed else {
-            return Err(WriteError::LeaseLost);
-        };
-        write_steps(&mut tx, order, positions, false).await?;
-        tx.commit().await?;
-        claim.now_ms = now_ms;
-        self.after(SagaOp::Steps).await;
+        claim.now_ms = self
+            .finish_fenced(tx, renewed, order, positions, false, SagaOp::Steps)
+            .await?;
         Ok(())
     }
 
@@ -438,13 +434,9 @@ impl OrderStore {
             .bind(claim.generation)
             .fetch_optional(&mut *tx)
             .await?;
-        if done.is_none() {
-            return Err(WriteError::LeaseLost);
-        }
         let every_step: Vec<usize> = (0..order.tokens.len()).collect();
-        write_steps(&mut tx, order, &every_step, true).await?;
-        tx.commit().await?;
-        self.after(SagaOp::Complete).await;
+        self.finish_fenced(tx, done, order, &every_step, true, SagaOp::Complete)
+            .await?;
         Ok(())
     }
 
@@ -469,13 +461,9 @@ impl OrderStore {
             .bind(claim.generation)
             .fetch_optional(&mut *tx)
             .await?;
-        let Some((now_ms,)) = failed else {
-            return Err(WriteError::LeaseLost);
-        };
-        write_steps(&mut tx, order, positions, false).await?;
-        tx.commit().await?;
-        claim.now_ms = now_ms;
-        self.after(SagaOp::Fail).await;
+        claim.now_ms = self
+            .finish_fenced(tx, failed, order, positions, false, SagaOp::Fail)
+            .await?;
         Ok(())
     }
 
@@ -500,14 +488,39 @@ impl OrderStore {
                 .bind(claim.generation)
                 .fetch_optional(&mut *tx)
                 .await?;
-        if ended.is_none() {
-            return Err(WriteError::LeaseLost);
-        }
         let every_step: Vec<usize> = (0..order.tokens.len()).collect();
-        write_steps(&mut tx, order, &every_step, order.ended()).await?;
-        tx.commit().await?;
-        self.after(SagaOp::EndCompensation).await;
+        let clear_tokens = order.ended();
+        self.finish_fenced(
+            tx,
+            ended,
+            order,
+            &every_step,
+            clear_tokens,
+            SagaOp::EndCompensation,
+        )
+        .await?;
         Ok(())
+    }
+
+    /// The rest of a fenced write, once the order's conditional update answered `fenced` (the
+    /// database's clock; none when the writer's generation is gone, and then nothing is
+    /// written): the steps at `positions`, the commit, the test hook. Answers the clock.
+    async fn finish_fenced(
+        &self,
+        mut tx: Transaction,
+        fenced: Option<(i64,)>,
+        order: &Order,
+        positions: &[usize],
+        clear_tokens: bool,
+        op: SagaOp,
+    ) -> Result<i64, WriteError> {
+        let Some((now_ms,)) = fenced else {
+            return Err(WriteError::LeaseLost);
+        };
+        write_steps(&mut tx, order, positions, clear_tokens).await?;
+        tx.commit().await?;
+        self.after(op).await;
+        Ok(now_ms)
     }
 
     fn forget_at(&self, order: &Order, now: i64) -> i64 {
