@@ -67,11 +67,6 @@ impl<'a> UnverifiedToken<'a> {
         })
     }
 
-    /// The claims as the token states them, before any check. Do not act on them.
-    pub fn claims_unverified(&self) -> &Claims {
-        &self.claims
-    }
-
     pub fn kid(&self) -> &str {
         &self.kid
     }
