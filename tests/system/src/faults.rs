@@ -2,7 +2,6 @@
 //! after one until released. The operations are counted from 1 in the order the relay's
 //! drivers reach them (the harness runs one checkout at a time per relay).
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
@@ -31,7 +30,6 @@ pub struct Plan {
     triggered: AtomicBool,
     hit: Notify,
     release: Notify,
-    ops: Mutex<Vec<SagaOp>>,
 }
 
 impl Plan {
@@ -44,7 +42,6 @@ impl Plan {
             triggered: AtomicBool::new(false),
             hit: Notify::new(),
             release: Notify::new(),
-            ops: Mutex::new(Vec::new()),
         }
     }
 
@@ -69,14 +66,8 @@ impl Plan {
         }
     }
 
-    /// The operations reached so far, in order.
-    pub fn ops(&self) -> Vec<SagaOp> {
-        self.ops.lock().unwrap().clone()
-    }
-
     /// Lets a stalled driver go on.
     pub fn release(&self) {
-        self.release.notify_waiters();
         self.release.notify_one();
     }
 
@@ -91,7 +82,6 @@ impl SagaFaults for Plan {
     fn before(&self, op: SagaOp) -> Result<(), ApiError> {
         let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
         self.last.store(n, Ordering::SeqCst);
-        self.ops.lock().unwrap().push(op);
         if self.fault == Fault::PanicAt(n) {
             self.done.fetch_add(1, Ordering::SeqCst);
             self.trigger();
