@@ -19,6 +19,10 @@ pub trait Ledger: Send + Sync + 'static {
     const DOMAIN: &'static str;
     /// The one capability this domain grants: `coupons:redeem`.
     const CAPABILITY: &'static str;
+    /// The access-token scope a customer needs to confirm (place a hold).
+    const CONFIRM_SCOPE: &'static str;
+    /// The access-token scope a customer needs to read its holds and the domain's records.
+    const READ_SCOPE: &'static str;
     /// The domain's own tables (versions from 100; the kit's holds table is version 1).
     const MIGRATIONS: &'static [Migration];
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::Router;
 use ctr_kms::{KmsConfig, Seed};
 use ctr_service_kit::{
-    App, ClientAuth, CustomerRate, Health, Metrics, ServerConfig, Service, StartError, open_store,
+    App, ClientAuth, CustomerAuth, CustomerRate, Health, Metrics, ServerConfig, Service, StartError, open_store,
 };
 use ctr_token::Clock;
 use prometheus_client::metrics::gauge::Gauge;
@@ -111,8 +111,10 @@ pub async fn build<L: Ledger>(
     });
     let key_id = state.signer.key_id().to_owned();
     health.register("signing-key", move || Ok(format!("{key_id} in the KMS")));
+    let customers = CustomerAuth::from_config(server, &health)?;
     let router = routes(state.clone())
         .merge(extra(state.clone()))
+        .layer(customers.layer())
         .merge(ctr_service_kit::openapi::routes(doc));
     let service = Service {
         name: L::DOMAIN,

@@ -17,8 +17,9 @@ use crate::{CustomerId, Ledger, OrderProcessingId};
 struct ConfirmationCommon {
     /// The relay's order the token will be bound to.
     order_processing_id: OrderProcessingId,
-    /// The customer confirming.
-    customer_id: CustomerId,
+    /// Optional: the customer is the access token's; if given, it must be that one (403
+    /// `customer-mismatch` otherwise).
+    customer_id: Option<CustomerId>,
 }
 
 /// The fields of every answer about a hold, beside the domain's summary.
@@ -110,7 +111,7 @@ pub fn openapi<L: Ledger>(reads: impl FnOnce(&mut ApiDoc)) -> OpenApi {
     let jwks = doc.schema::<Jwks>();
     let mut token_problems = ctr_token::VerifyError::UNPROCESSABLE.to_vec();
     token_problems.extend(["invalid-order-processing-id", "invalid-customer-id"]);
-    doc.endpoint(Endpoint {
+    doc.customer_endpoint(Endpoint {
         method: Method::Post,
         path: format!("{base}/confirmations"),
         operation_id: "confirm".into(),
@@ -152,9 +153,10 @@ pub fn openapi<L: Ledger>(reads: impl FnOnce(&mut ApiDoc)) -> OpenApi {
                     "over-limit",
                 ],
             ),
+            (403, vec!["customer-mismatch"]),
             (429, vec!["rate-limited", "too-many-holds"]),
         ],
-    });
+    }, L::CONFIRM_SCOPE);
     doc.endpoint(Endpoint {
         method: Method::Post,
         path: format!("{base}/redemptions"),
@@ -215,17 +217,18 @@ pub fn openapi<L: Ledger>(reads: impl FnOnce(&mut ApiDoc)) -> OpenApi {
             (422, vec!["invalid-order-processing-id"]),
         ],
     });
-    doc.endpoint(Endpoint {
+    doc.customer_endpoint(Endpoint {
         method: Method::Get,
         path: format!("{base}/holds/{{jti}}"),
         operation_id: "hold".into(),
         summary: "A hold by its token's jti",
-        description: "The hold's state and what it reserved.",
+        description: "The hold's state and what it reserved; only the customer's own (another \
+                      customer's answers 404).",
         params: vec![Param::uuid("jti", "The token's `jti`")],
         request: None,
         success: (200, "The hold", hold),
         problems: vec![(404, vec!["hold-not-found"]), (422, vec!["invalid-jti"])],
-    });
+    }, L::READ_SCOPE);
     doc.endpoint(Endpoint {
         method: Method::Get,
         path: "/.well-known/jwks.json".into(),

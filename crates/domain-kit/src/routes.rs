@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ctr_relay_api::{CancelRequest, HoldReply, RedeemRequest};
-use ctr_service_kit::{ApiError, ApiJson, CustomerRate, RelayCaller};
+use ctr_service_kit::{ApiError, ApiJson, Customer, CustomerRate, RelayCaller};
 use ctr_token::Settlement;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -30,7 +30,9 @@ pub type SharedState<L> = Arc<DomainState<L>>;
 #[derive(Deserialize)]
 pub struct ConfirmationRequest<R> {
     order_processing_id: String,
-    customer_id: String,
+    /// Optional: the customer is the access token's; if named, it must be that one.
+    #[serde(default)]
+    customer_id: Option<String>,
     #[serde(flatten)]
     details: R,
 }
@@ -83,12 +85,17 @@ pub fn routes<L: Ledger>(state: SharedState<L>) -> Router {
         .with_state(state)
 }
 
+/// A confirmation: the customer is the access token's subject, never the body's.
 async fn confirm<L: Ledger>(
+    customer: Customer,
     State(state): State<SharedState<L>>,
     ApiJson(request): ApiJson<ConfirmationRequest<L::Request>>,
 ) -> Result<(StatusCode, ApiJson<Value>), ApiError> {
+    let customer = customer.scoped(L::CONFIRM_SCOPE)?;
+    let named = request.customer_id.as_deref().map(CustomerId::parse).transpose()?;
+    customer.is(named.as_ref())?;
     let order = OrderProcessingId::parse(&request.order_processing_id)?;
-    let customer = CustomerId::parse(&request.customer_id)?;
+    let customer = customer.id().clone();
     state.rate.check(&customer)?;
     let record = state
         .engine
@@ -159,16 +166,20 @@ async fn cancel<L: Ledger>(
     hold_view::<L>(&record, None).map(ApiJson)
 }
 
+/// One of the customer's holds; another customer's answers 404, as if it did not exist.
 async fn hold<L: Ledger>(
+    customer: Customer,
     State(state): State<SharedState<L>>,
     Path(jti): Path<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
+    let customer = customer.scoped(L::READ_SCOPE)?;
     let jti = Uuid::try_parse(&jti)
         .map_err(|_| ApiError::invalid("invalid-jti", "the path must end in a UUID"))?;
     let record = state
         .engine
         .get(jti)
         .await?
+        .filter(|record| &record.customer_id == customer.id())
         .ok_or_else(|| ApiError::not_found("hold-not-found", "no hold for this jti"))?;
     hold_view::<L>(&record, None).map(ApiJson)
 }

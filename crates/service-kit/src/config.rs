@@ -113,6 +113,9 @@ pub struct ServerConfig {
     /// `CTR_STORE_URL`: where the service keeps its state: an SQLite file (the default, on the
     /// container's `/data` volume) or `postgres://user:password@host/db` for replicas.
     pub store_url: String,
+    /// `CTR_AUTH_*`: the issuer of customers' access tokens and how they are checked.
+    #[serde(flatten)]
+    pub access: ctr_access::AccessSettings,
 }
 
 /// An optional address where an empty variable (compose's `${VAR:-}`) means none.
@@ -155,6 +158,7 @@ impl ServerConfig {
             otlp_endpoint: None,
             metrics_addr: None,
             store_url: format!("sqlite:///data/{name}.db?mode=rwc"),
+            access: ctr_access::AccessSettings::default(),
         }
     }
 

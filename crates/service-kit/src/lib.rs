@@ -16,6 +16,7 @@
 
 mod admin;
 mod app;
+mod auth;
 mod caller;
 mod client;
 pub mod config;
@@ -34,6 +35,7 @@ pub mod telemetry;
 pub mod testing;
 
 pub use app::{App, Service, StartError};
+pub use auth::{Customer, CustomerAuth, scopes};
 pub use caller::{RELAY_IDENTITY, RelayCaller};
 pub use client::{https_client, send_traced};
 pub use config::{Config, ConfigError, ServerConfig, ServiceSettings};

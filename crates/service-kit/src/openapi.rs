@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, HttpMethod, InfoBuilder, OpenApi, OpenApiBuilder, PathItem,
     PathsBuilder, Ref, RefOr, Required, ResponseBuilder,
@@ -96,7 +97,12 @@ pub struct ApiDoc {
     description: &'static str,
     paths: PathsBuilder,
     schemas: Vec<(String, RefOr<Schema>)>,
+    /// Whether an endpoint requires a customer's access token (declares the scheme).
+    customers: bool,
 }
+
+/// The security scheme of the customer endpoints.
+pub const CUSTOMER_SCHEME: &str = "customerAccessToken";
 
 impl ApiDoc {
     pub fn new(service: &str, description: &'static str) -> Self {
@@ -105,6 +111,7 @@ impl ApiDoc {
             description,
             paths: PathsBuilder::new(),
             schemas: Vec::new(),
+            customers: false,
         };
         doc.schema::<ProblemSchema>();
         doc
@@ -124,7 +131,26 @@ impl ApiDoc {
         Ref::from_schema_name(name).into()
     }
 
+    /// An endpoint for customers: it requires an access token granting `scope`, and answers
+    /// the authentication problems besides its own.
+    pub fn customer_endpoint(&mut self, mut e: Endpoint, scope: &'static str) {
+        self.customers = true;
+        e.problems.extend([
+            (400, vec!["authorization-header-invalid"]),
+            (401, ctr_access::AccessError::UNAUTHORIZED.to_vec()),
+            (403, vec!["insufficient-scope"]),
+            (503, vec!["auth-issuer-unavailable"]),
+        ]);
+        let requirement = SecurityRequirement::new(CUSTOMER_SCHEME, [scope]);
+        self.add(e, Some(requirement));
+    }
+
+    /// A public endpoint (no access token).
     pub fn endpoint(&mut self, e: Endpoint) {
+        self.add(e, None);
+    }
+
+    fn add(&mut self, e: Endpoint, security: Option<SecurityRequirement>) {
         let mut op = OperationBuilder::new()
             .operation_id(Some(e.operation_id))
             .summary(Some(e.summary))
@@ -138,6 +164,9 @@ impl ApiDoc {
                     .description(Some(param.meaning))
                     .schema(Some(param.schema)),
             );
+        }
+        if let Some(requirement) = security {
+            op = op.security(requirement);
         }
         let mut problems = e.problems;
         if let Some(request) = e.request {
@@ -192,6 +221,22 @@ impl ApiDoc {
         schemas.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, schema) in schemas {
             components = components.schema(name, schema);
+        }
+        if self.customers {
+            components = components.security_scheme(
+                CUSTOMER_SCHEME,
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .description(Some(
+                            "An OAuth 2.0 access token (RFC 9068, `typ: at+jwt`) from the \
+                             issuer in `CTR_AUTH_ISSUER`, for this API's audience; its `sub` is \
+                             the customer. The scopes each operation needs are listed with it.",
+                        ))
+                        .build(),
+                ),
+            );
         }
         OpenApiBuilder::new()
             .info(

@@ -27,6 +27,8 @@ pub struct ApiError {
     pub extensions: Map<String, Value>,
     /// Seconds after which a retry may succeed: the `Retry-After` header of a 429 or 503.
     pub retry_after: Option<u64>,
+    /// A `WWW-Authenticate` challenge (RFC 6750) for a 401 or 403 about an access token.
+    pub challenge: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -58,6 +60,7 @@ impl ApiError {
             detail: detail.into(),
             extensions: Map::new(),
             retry_after: None,
+            challenge: None,
         }
     }
 
@@ -159,6 +162,9 @@ impl IntoResponse for ApiError {
         );
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::try_from(c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
     }

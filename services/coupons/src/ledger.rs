@@ -134,6 +134,8 @@ impl Coupon {
 impl Ledger for Coupons {
     const DOMAIN: &'static str = "coupons";
     const CAPABILITY: &'static str = "coupons:redeem";
+    const CONFIRM_SCOPE: &'static str = ctr_service_kit::scopes::COUPONS_CONFIRM;
+    const READ_SCOPE: &'static str = ctr_service_kit::scopes::COUPONS_READ;
     const MIGRATIONS: &'static [Migration] = MIGRATIONS;
     type Request = CouponRequest;
     type Hold = CouponHold;

@@ -10,7 +10,7 @@ use tracing::Instrument as _;
 
 use axum::http::StatusCode;
 use ctr_relay_api::CallFailure;
-use ctr_service_kit::{ApiError, CustomerRate, OrderProcessingId};
+use ctr_service_kit::{ApiError, CustomerId, CustomerRate, OrderProcessingId};
 use ctr_token::{Clock, KeySetCache, VerifiedToken, Verifier, VerifyError, secs};
 
 use crate::domains::DomainClient;
@@ -71,6 +71,7 @@ impl Relay {
     pub async fn checkout(
         self: &Arc<Self>,
         id: OrderProcessingId,
+        customer: CustomerId,
         tokens: Vec<String>,
     ) -> Result<CheckoutOutcome, ApiError> {
         let deadline = tokio::time::Instant::now() + self.settings.checkout_deadline;
@@ -88,7 +89,7 @@ impl Relay {
             // The checkout outlives the request if it must; its span stays in the request's
             // trace. A panic in it leaves the log to the recovery worker.
             let task = self.sagas.spawn(
-                async move { relay.run_checkout(order, tokens).await }
+                async move { relay.run_checkout(order, customer, tokens).await }
                     .instrument(tracing::info_span!("checkout.saga", order_processing_id = %id)),
             );
             match tokio::time::timeout_at(deadline, task).await {
@@ -130,6 +131,7 @@ impl Relay {
     async fn run_checkout(
         self: &Arc<Self>,
         id: OrderProcessingId,
+        customer: CustomerId,
         tokens: Vec<String>,
     ) -> Result<CheckoutOutcome, ApiError> {
         if tokens.is_empty() || tokens.len() > self.settings.max_tokens {
@@ -143,7 +145,7 @@ impl Relay {
         }
         let (mut order, mut claim) = self
             .orders
-            .begin_checkout(&id, self.clock.now_secs())
+            .begin_checkout(&id, &customer, self.clock.now_secs())
             .await?
             .map_err(|e| match e {
                 BeginError::NotFound => ApiError::not_found("order-not-found", "no such order"),

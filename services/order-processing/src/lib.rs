@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use ctr_pki::IdentityFiles;
 use ctr_service_kit::{
-    App, ClientAuth, Config, ConfigError, CustomerRate, Health, Metrics, ServerConfig, Service,
+    App, CustomerAuth, ClientAuth, Config, ConfigError, CustomerRate, Health, Metrics, ServerConfig, Service,
     StartError, https_client, open_store,
 };
 use ctr_token::{CachePolicy, Clock, KeySetCache, Verifier, VerifierPolicy, secs};
@@ -144,10 +144,11 @@ pub async fn build_with_faults(
         recovery_slots: Arc::new(Semaphore::new(settings.recovery_concurrency)),
     });
     relay.spawn_workers(settings.recovery_interval);
+    let customers = CustomerAuth::from_config(server, &health)?;
     let app = App::build_with_admin(
         SERVICE,
         server,
-        router(relay.clone()),
+        router(relay.clone(), &customers),
         routes::admin_router(relay.clone()),
         health,
         metrics,

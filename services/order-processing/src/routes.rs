@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ctr_money::Money;
 use ctr_service_kit::openapi::{ApiDoc, Endpoint, Method, Param};
-use ctr_service_kit::{ApiError, ApiJson, CustomerId, OrderProcessingId};
+use ctr_service_kit::{ApiError, ApiJson, Customer, CustomerAuth, CustomerId, OrderProcessingId, scopes};
 use ctr_token::secs;
 use serde::Deserialize;
 
@@ -17,11 +17,14 @@ use crate::checkout::{CheckoutOutcome, Relay, failure_problem};
 use crate::orders::{Order, OrderView};
 use crate::store::InsertError;
 
-/// A new order: who buys, and the total its tokens must settle exactly.
+/// A new order: the total its tokens must settle exactly. The buyer is the access token's
+/// customer.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewOrder {
-    customer_id: CustomerId,
+    /// Optional; when given it must be the access token's customer.
+    #[serde(default)]
+    customer_id: Option<CustomerId>,
     total: Money,
 }
 
@@ -53,12 +56,13 @@ async fn orders_needing_attention(
     Ok(ApiJson(orders.iter().map(|o| o.view(now)).collect()))
 }
 
-pub fn router(relay: Arc<Relay>) -> Router {
+pub fn router(relay: Arc<Relay>, customers: &CustomerAuth) -> Router {
     Router::new()
         .route("/service/v1/orders", post(create_order))
         .route("/service/v1/orders/{id}", get(get_order))
         .route("/service/v1/orders/{id}/checkout", post(checkout))
         .with_state(relay)
+        .layer(customers.layer())
         .merge(ctr_service_kit::openapi::routes(&openapi()))
 }
 
@@ -83,23 +87,24 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         "settlement-priced-on-other-total",
     ]);
     let id = || Param::new("id", "The order's `order_processing_id`", doc_id.clone());
-    doc.endpoint(Endpoint {
+    doc.customer_endpoint(Endpoint {
         method: Method::Post,
         path: "/service/v1/orders".into(),
         operation_id: "createOrder".into(),
         summary: "Open an order",
-        description: "Opens an order for a customer and a total; tokens are confirmed against its \
+        description: "Opens an order for the access token's customer and a total; tokens are confirmed against its \
                       `order_processing_id`. Rate-limited per customer.",
         params: vec![],
         request: Some(new_order),
         success: (201, "The open order", order.clone()),
         problems: vec![
+            (403, vec!["customer-mismatch"]),
             (422, vec!["invalid-customer-id", "invalid-total"]),
             (429, vec!["rate-limited", "too-many-open-orders"]),
             (503, vec!["orders-at-capacity", "not-ready"]),
         ],
-    });
-    doc.endpoint(Endpoint {
+    }, scopes::ORDERS_WRITE);
+    doc.customer_endpoint(Endpoint {
         method: Method::Get,
         path: "/service/v1/orders/{id}".into(),
         operation_id: "getOrder".into(),
@@ -113,8 +118,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             (404, vec!["order-not-found"]),
             (422, vec!["invalid-order-processing-id"]),
         ],
-    });
-    doc.endpoint(Endpoint {
+    }, scopes::ORDERS_READ);
+    doc.customer_endpoint(Endpoint {
         method: Method::Post,
         path: "/service/v1/orders/{id}/checkout".into(),
         operation_id: "checkout".into(),
@@ -150,15 +155,18 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
                 ],
             ),
         ],
-    });
+    }, scopes::ORDERS_WRITE);
     doc.build()
 }
 
 async fn create_order(
+    customer: Customer,
     State(relay): State<Arc<Relay>>,
     ApiJson(request): ApiJson<NewOrder>,
 ) -> Result<(StatusCode, ApiJson<OrderView>), ApiError> {
-    let customer_id = CustomerId::parse(request.customer_id.as_str())?;
+    let customer = customer.scoped(scopes::ORDERS_WRITE)?;
+    customer.is(request.customer_id.as_ref())?;
+    let customer_id = customer.id().clone();
     relay.rate.check(&customer_id)?;
     if request.total.amount == 0 {
         return Err(ApiError::invalid(
@@ -204,15 +212,19 @@ async fn create_order(
     Ok((StatusCode::CREATED, ApiJson(view)))
 }
 
+/// One of the customer's orders; another customer's answers 404, so ids cannot be probed.
 async fn get_order(
+    customer: Customer,
     State(relay): State<Arc<Relay>>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<OrderView>, ApiError> {
+    let customer = customer.scoped(scopes::ORDERS_READ)?;
     let id = OrderProcessingId::parse(&id)?;
     let order = relay
         .orders
         .get(&id)
         .await?
+        .filter(|order| &order.customer_id == customer.id())
         .ok_or_else(|| ApiError::not_found("order-not-found", "no such order"))?;
     Ok(ApiJson(order.view(relay.clock.now_secs())))
 }
@@ -221,12 +233,16 @@ async fn get_order(
 /// still runs at the deadline, 202 with the order's URL in `Location` (never an error while
 /// work goes on: a client that retried with a new order would pay twice).
 async fn checkout(
+    customer: Customer,
     State(relay): State<Arc<Relay>>,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<Checkout>,
 ) -> Result<Response, ApiError> {
+    let customer = customer.scoped(scopes::ORDERS_WRITE)?;
     let id = OrderProcessingId::parse(&id)?;
-    let outcome = relay.checkout(id, request.tokens).await?;
+    let outcome = relay
+        .checkout(id, customer.id().clone(), request.tokens)
+        .await?;
     let now = relay.clock.now_secs();
     match outcome {
         CheckoutOutcome::Running(id, order) => {

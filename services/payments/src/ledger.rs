@@ -99,6 +99,8 @@ fn sha256_hex(s: &str) -> String {
 impl Ledger for Payments {
     const DOMAIN: &'static str = "payments";
     const CAPABILITY: &'static str = "payments:capture";
+    const CONFIRM_SCOPE: &'static str = ctr_service_kit::scopes::PAYMENTS_CONFIRM;
+    const READ_SCOPE: &'static str = ctr_service_kit::scopes::PAYMENTS_READ;
     const MIGRATIONS: &'static [Migration] = MIGRATIONS;
     type Request = PaymentRequest;
     type Hold = PaymentHold;

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use ctr_domain_kit::{DomainApp, DomainSettings, SharedState};
 use ctr_service_kit::openapi::{Endpoint, Method, Param};
-use ctr_service_kit::{ApiError, ApiJson, Config, ServerConfig, StartError};
+use ctr_service_kit::{ApiError, ApiJson, Config, Customer, ServerConfig, StartError, scopes};
 use ctr_token::Clock;
 use serde_json::Value;
 
@@ -39,7 +39,7 @@ pub async fn build_with(
 pub fn openapi() -> utoipa::openapi::OpenApi {
     ctr_domain_kit::openapi::<Payments>(|doc| {
         let view = utoipa::openapi::Ref::from_schema_name("Hold").into();
-        doc.endpoint(Endpoint {
+        doc.customer_endpoint(Endpoint {
             method: Method::Get,
             path: "/service/v1/payments/{payment_id}".into(),
             operation_id: "payment".into(),
@@ -49,7 +49,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             request: None,
             success: (200, "The payment", view),
             problems: vec![(404, vec!["payment-not-found"]), (422, vec!["invalid-payment-id"])],
-        });
+        }, scopes::PAYMENTS_READ);
     })
 }
 
@@ -60,10 +60,13 @@ fn read_routes(state: SharedState<Payments>) -> Router {
         .with_state(state)
 }
 
+/// One of the customer's payments; another customer's answers 404.
 async fn payment(
+    customer: Customer,
     State(state): State<SharedState<Payments>>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
+    let customer = customer.scoped(scopes::PAYMENTS_READ)?;
     let jti = uuid::Uuid::try_parse(&id).map_err(|_| {
         ApiError::invalid(
             "invalid-payment-id",
@@ -74,6 +77,7 @@ async fn payment(
         .engine
         .get(jti)
         .await?
+        .filter(|record| &record.customer_id == customer.id())
         .ok_or_else(|| ApiError::not_found("payment-not-found", "no payment for this jti"))?;
     ctr_domain_kit::hold_view::<Payments>(&record, None).map(ApiJson)
 }

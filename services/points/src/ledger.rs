@@ -109,6 +109,8 @@ impl Points {
 impl Ledger for Points {
     const DOMAIN: &'static str = "points";
     const CAPABILITY: &'static str = "points:redeem";
+    const CONFIRM_SCOPE: &'static str = ctr_service_kit::scopes::POINTS_CONFIRM;
+    const READ_SCOPE: &'static str = ctr_service_kit::scopes::POINTS_READ;
     const MIGRATIONS: &'static [Migration] = MIGRATIONS;
     type Request = PointsRequest;
     type Hold = PointsHold;

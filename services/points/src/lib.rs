@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use ctr_domain_kit::{CustomerId, DomainApp, SharedState};
 use ctr_service_kit::openapi::{Endpoint, Method, Param};
-use ctr_service_kit::{ApiError, ApiJson, Config, ServerConfig, StartError};
+use ctr_service_kit::{ApiError, ApiJson, Config, Customer, ServerConfig, StartError, scopes};
 use ctr_token::Clock;
 
 pub use ledger::{Balance, MAX_POINTS, Points, PointsHold, Seed};
@@ -64,12 +64,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ctr_domain_kit::openapi::<Points>(|doc| {
         let view = doc.schema::<BalanceView>();
         let customer = doc.schema::<CustomerId>();
-        doc.endpoint(Endpoint {
+        doc.customer_endpoint(Endpoint {
             method: Method::Get,
             path: "/service/v1/points/{customer_id}".into(),
             operation_id: "balance".into(),
             summary: "A customer's points",
-            description: "Available, held and spent points.",
+            description: "Available, held and spent points: the customer's own only (another \
+                          customer's answers 404).",
             params: vec![Param::new("customer_id", "The customer", customer)],
             request: None,
             success: (200, "The balance", view),
@@ -77,8 +78,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
                 (404, vec!["customer-not-found"]),
                 (422, vec!["invalid-customer-id"]),
             ],
-        });
+        }, scopes::POINTS_READ);
     })
+}
+
+fn no_account() -> ApiError {
+    ApiError::not_found("customer-not-found", "the customer has no points account")
 }
 
 fn read_routes(state: SharedState<Points>) -> Router {
@@ -87,11 +92,17 @@ fn read_routes(state: SharedState<Points>) -> Router {
         .with_state(state)
 }
 
+/// The customer's own points; another customer's balance answers 404, as if it had none.
 async fn balance(
+    caller: Customer,
     State(state): State<SharedState<Points>>,
     Path(customer): Path<String>,
 ) -> Result<ApiJson<BalanceView>, ApiError> {
+    let caller = caller.scoped(scopes::POINTS_READ)?;
     let customer = CustomerId::parse(&customer)?;
+    if &customer != caller.id() {
+        return Err(no_account());
+    }
     state.engine.sweep().await?;
     let mut conn = state.engine.store().pool().acquire().await?;
     let balance = state
@@ -99,9 +110,7 @@ async fn balance(
         .ledger()
         .balance(&mut conn, &customer)
         .await?
-        .ok_or_else(|| {
-            ApiError::not_found("customer-not-found", "the customer has no points account")
-        })?;
+        .ok_or_else(no_account)?;
     Ok(ApiJson(BalanceView {
         customer_id: customer,
         available: balance.available,

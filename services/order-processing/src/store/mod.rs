@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use ctr_service_kit::{ApiError, OrderProcessingId, seconds_until};
+use ctr_service_kit::{ApiError, CustomerId, OrderProcessingId, seconds_until};
 use ctr_store::sqlx::{self, Row as _};
 use ctr_store::{Migration, Store, Transaction};
 use ctr_token::VerifiedToken;
@@ -257,6 +257,7 @@ impl OrderStore {
     pub async fn begin_checkout(
         &self,
         id: &OrderProcessingId,
+        customer: &CustomerId,
         now: i64,
     ) -> Result<Result<(Order, Claim), BeginError>, ApiError> {
         self.before(SagaOp::Begin)?;
@@ -265,6 +266,7 @@ impl OrderStore {
             .bind(self.lease_ms)
             .bind(id.as_str())
             .bind(now)
+            .bind(customer.as_str())
             .fetch_optional(self.store.pool())
             .await?;
         if let Some(row) = moved {
@@ -279,8 +281,11 @@ impl OrderStore {
         }
         let mut conn = self.store.pool().acquire().await?;
         Ok(match load(&mut conn, id).await? {
-            None => Err(BeginError::NotFound),
-            Some((order, _)) => Err(BeginError::NotOpen(order.status_at(now))),
+            // Another customer's order is not theirs to know of.
+            Some((order, _)) if order.customer_id == *customer => {
+                Err(BeginError::NotOpen(order.status_at(now)))
+            }
+            _ => Err(BeginError::NotFound),
         })
     }
 

@@ -26,8 +26,9 @@ impl ClockSql {
         Self {
             begin: format!(
                 "UPDATE orders SET status = 'checking_out', generation = generation + 1, \
-                 lease_expires_ms = {now} + $1 WHERE id = $2 AND status = 'open' \
-                 AND expires_at > $3 RETURNING {ORDER_COLUMNS}, generation, {now}"
+                 lease_expires_ms = {now} + $1 WHERE id = $2 AND customer_id = $4 \
+                 AND status = 'open' AND expires_at > $3 \
+                 RETURNING {ORDER_COLUMNS}, generation, {now}"
             ),
             renew: format!(
                 "UPDATE orders SET lease_expires_ms = {now} + $1 \

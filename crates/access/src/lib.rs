@@ -1,0 +1,16 @@
+//! Who the customer is: OAuth 2.0 access tokens in the JWT profile of RFC 9068, from one
+//! configured issuer found by OpenID Connect discovery (or RFC 8414 metadata), verified
+//! against its published keys with jsonwebtoken, asymmetric algorithms only.
+//!
+//! The crate knows nothing of HTTP servers: the service kit turns an [`AccessError`] into a
+//! problem with `WWW-Authenticate` and hands handlers the verified [`Access`].
+
+mod error;
+mod keys;
+mod settings;
+mod verify;
+
+pub use error::AccessError;
+pub use keys::{IssuerKey, IssuerKeys, KeysError};
+pub use settings::{AccessSettings, DEFAULT_ALGORITHMS, SettingError};
+pub use verify::{Access, AccessVerifier, MAX_TOKEN_BYTES};
