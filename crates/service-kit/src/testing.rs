@@ -12,22 +12,56 @@ use crate::ServerConfig;
 /// relay's client leaf, plus a client leaf named `intruder` from the same CA.
 pub struct TestPki {
     dir: tempfile::TempDir,
+    /// The issuer of customers' access tokens the services of this PKI trust, once started.
+    customer_issuer: std::sync::OnceLock<String>,
 }
 
 pub const SERVICES: [&str; 4] = ["order-processing", "coupons", "points", "payments"];
+
+/// The development issuer's server leaf (it runs beside the services in tests).
+pub const DEV_ISSUER: &str = "dev-issuer";
 
 impl TestPki {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
         let spec = PkiSpec {
-            servers: SERVICES.iter().map(|s| LeafSpec::new(*s)).collect(),
+            servers: SERVICES
+                .iter()
+                .chain([&DEV_ISSUER])
+                .map(|s| LeafSpec::new(*s))
+                .collect(),
             clients: vec![LeafSpec::new("order-processing"), LeafSpec::new("intruder")],
             ..PkiSpec::default()
         };
         spec.generate()
             .and_then(|pki| pki.write_to(dir.path()))
             .unwrap_or_else(|e| panic!("the test PKI: {e}"));
-        Self { dir }
+        Self {
+            dir,
+            customer_issuer: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Every server config made from now on trusts `issuer` (an HTTPS URL whose certificate
+    /// comes from this PKI) for customers' access tokens.
+    pub fn trust_customer_issuer(&self, issuer: &str) {
+        let _ = self.customer_issuer.set(issuer.to_owned());
+    }
+
+    /// A TLS 1.3 client trusting this PKI's root that sends `Authorization: Bearer <token>`
+    /// with every request (unless a request sets its own).
+    pub fn customer_client(&self, token: &str) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .unwrap_or_else(|e| panic!("a bearer header: {e}"));
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        ctr_pki::reqwest_builder(&self.root(), None)
+            .unwrap_or_else(|e| panic!("the test client: {e}"))
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .default_headers(headers)
+            .build()
+            .unwrap_or_else(|e| panic!("the test client: {e}"))
     }
 
     pub fn dir(&self) -> &Path {
@@ -58,6 +92,11 @@ impl TestPki {
             // Tests and the load tool drive one customer hard; the limits have tests of their own.
             customer_rate: 100_000,
             customer_burst: 100_000,
+            access: ctr_access::AccessSettings {
+                auth_issuer: self.customer_issuer.get().cloned(),
+                auth_ca_file: Some(self.root()),
+                ..ctr_access::AccessSettings::default()
+            },
             ..ServerConfig::defaults(service)
         }
     }

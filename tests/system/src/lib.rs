@@ -27,6 +27,44 @@ pub use coupons::Coupons;
 pub use payments::Payments;
 pub use points::Points;
 
+/// The development issuer every world's services trust for customers' access tokens, kept
+/// in process so that a test can mint a token (or a wrong one) without a round trip.
+pub struct TestIssuer {
+    pub running: Running,
+    pub issuer: Arc<dev_issuer::Issuer>,
+}
+
+impl TestIssuer {
+    /// Starts a dev issuer with this PKI's `dev-issuer` leaf and makes every server config of
+    /// the PKI trust it.
+    pub async fn start(pki: &TestPki) -> Self {
+        let settings = dev_issuer::DevIssuerSettings {
+            dev_issuer_key_file: pki.dir().join("dev-issuer-key.pem"),
+            ..dev_issuer::DevIssuerSettings::default()
+        };
+        let built = dev_issuer::build(
+            &pki.server_config(ctr_service_kit::testing::DEV_ISSUER),
+            &settings,
+        )
+        .await
+        .unwrap();
+        pki.trust_customer_issuer(built.issuer.url());
+        Self {
+            issuer: built.issuer,
+            running: Running::start(built.app),
+        }
+    }
+
+    /// An access token for `customer` with every scope, valid for an hour.
+    pub fn token(&self, customer: &str) -> String {
+        self.issuer.mint(
+            customer,
+            &ctr_service_kit::scopes::ALL,
+            Duration::from_secs(3600),
+        )
+    }
+}
+
 /// One running service.
 pub struct Running {
     pub public: SocketAddr,
@@ -164,13 +202,20 @@ pub struct Domain<L: Ledger> {
 
 pub struct World {
     pub pki: TestPki,
+    /// The issuer of the customers' access tokens.
+    pub issuer: TestIssuer,
+    /// Who owns each order, hold and payment this world's helpers created (by id), so that
+    /// `get` and `post` act as the owner.
+    owners: parking_lot::Mutex<std::collections::HashMap<String, String>>,
+    anonymous: reqwest::Client,
     pub clock: Arc<FakeClock>,
     pub coupons: Domain<Coupons>,
     pub points: Domain<Points>,
     pub payments: Domain<Payments>,
     pub relay: Running,
     pub relay_state: Arc<Relay>,
-    /// A customer: trusts our root, presents no certificate.
+    /// A customer: trusts our root, presents no certificate, and sends c_alice's access token
+    /// unless a request names another.
     pub customer: reqwest::Client,
     pub domain_settings: DomainSettings,
     pub relay_settings: RelaySettings,
@@ -293,9 +338,10 @@ impl World {
         tune_server: fn(&mut ctr_service_kit::ServerConfig),
     ) -> Self {
         let pki = TestPki::new();
+        let issuer = TestIssuer::start(&pki).await;
         let clock = Arc::new(FakeClock::at_secs(SystemClock.now_secs()));
         let stores = Stores::fresh(&pki).await;
-        Self::boot(pki, clock, settings, tune, tune_server, None, stores).await
+        Self::boot(pki, issuer, clock, settings, tune, tune_server, None, stores).await
     }
 
     /// Stops every service (gracefully) and starts them again on the same ports, stores and
@@ -303,6 +349,7 @@ impl World {
     pub async fn restart(self) -> Self {
         let World {
             pki,
+            issuer,
             clock,
             coupons,
             points,
@@ -324,6 +371,7 @@ impl World {
         }
         Self::boot(
             pki,
+            issuer,
             clock,
             domain_settings,
             |s| *s = relay_settings,
@@ -349,8 +397,10 @@ impl World {
         }
     }
 
+    #[allow(clippy::too_many_arguments, reason = "a world's parts, passed once")]
     async fn boot(
         pki: TestPki,
+        issuer: TestIssuer,
         clock: Arc<FakeClock>,
         settings: DomainSettings,
         tune: impl FnOnce(&mut RelaySettings),
@@ -437,9 +487,13 @@ impl World {
         .unwrap();
         let relay_state = built.relay.clone();
         let relay = Running::start(built.app);
-        let customer = pki.client(None);
+        let customer = pki.customer_client(&issuer.token("c_alice"));
+        let anonymous = pki.client(None);
         let world = Self {
             pki,
+            issuer,
+            owners: parking_lot::Mutex::default(),
+            anonymous,
             clock,
             coupons,
             points,
@@ -477,16 +531,83 @@ impl World {
         }
     }
 
+    /// An access token for `customer` from this world's issuer (every scope, an hour).
+    pub fn token(&self, customer: &str) -> String {
+        self.issuer.token(customer)
+    }
+
+    /// The customer a request acts as: the owner of an order, hold or payment the URL names
+    /// (as this world's helpers recorded it), else the body's `customer_id`, else c_alice.
+    fn acting_customer(&self, url: &str, body: Option<&Value>) -> String {
+        let owners = self.owners.lock();
+        let path = url.split('?').next().unwrap_or(url);
+        let owner = path
+            .split('/')
+            .find_map(|segment| owners.get(segment).cloned());
+        owner
+            .or_else(|| {
+                body.and_then(|b| b["customer_id"].as_str())
+                    .filter(|id| ctr_service_kit::CustomerId::parse(id).is_ok())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| "c_alice".to_owned())
+    }
+
+    /// Records who owns what an answer created (an order, a hold).
+    fn record_owner(&self, body: &Value) {
+        let Some(customer) = body["customer_id"].as_str() else {
+            return;
+        };
+        // A hold answers its order's id too; the order was recorded when it was opened.
+        let id = body["jti"].as_str().or(body["order_processing_id"].as_str());
+        if let Some(id) = id {
+            self.owners.lock().insert(id.to_owned(), customer.to_owned());
+        }
+    }
+
+    /// POSTs `body` as the acting customer (see [`Self::acting_customer`]).
     pub async fn post(&self, url: String, body: Value) -> (u16, Value) {
-        let response = self.customer.post(url).json(&body).send().await.unwrap();
+        let token = self.token(&self.acting_customer(&url, Some(&body)));
+        self.post_with(Some(&token), url, body).await
+    }
+
+    /// GETs `url` as the acting customer.
+    pub async fn get(&self, url: String) -> (u16, Value) {
+        let token = self.token(&self.acting_customer(&url, None));
+        self.get_with(Some(&token), url).await
+    }
+
+    /// POSTs `body` with `token` as the bearer token (none: no Authorization header).
+    pub async fn post_with(&self, token: Option<&str>, url: String, body: Value) -> (u16, Value) {
+        let request = self.anonymous().post(url).json(&body);
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        if status == 201 {
+            self.record_owner(&body);
+        }
+        (status, body)
+    }
+
+    /// GETs `url` with `token` as the bearer token (none: no Authorization header).
+    pub async fn get_with(&self, token: Option<&str>, url: String) -> (u16, Value) {
+        let request = self.anonymous().get(url);
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn get(&self, url: String) -> (u16, Value) {
-        let response = self.customer.get(url).send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+    /// A client with no credential at all.
+    pub fn anonymous(&self) -> reqwest::Client {
+        self.anonymous.clone()
     }
 
     /// Opens an order and answers its id.
@@ -675,8 +796,10 @@ impl World {
             .clone()
     }
 
+    /// `customer`'s points, read as `customer`.
     pub async fn balance(&self, customer: &str) -> Value {
-        self.get(
+        self.get_with(
+            Some(&self.token(customer)),
             self.points
                 .running
                 .url(&format!("/service/v1/points/{customer}")),

@@ -31,15 +31,17 @@ async fn confirm_payment(world: &World, customer: &str, method: &str) -> (u16, O
         .payments
         .running
         .url("/service/v1/payments/confirmations");
-    send(world.customer.post(url).json(&body)).await
+    let token = world.token(customer);
+    send(world.anonymous().post(url).bearer_auth(token).json(&body)).await
 }
 
 async fn open_order(world: &World, customer: &str) -> (u16, Option<u64>, Value) {
     let body = json!({"customer_id": customer, "total": {"amount": 4999, "currency": "EUR"}});
     send(
         world
-            .customer
+            .anonymous()
             .post(world.relay.url("/service/v1/orders"))
+            .bearer_auth(world.token(customer))
             .json(&body),
     )
     .await

@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
+mod auth;
 mod checkout;
 mod crash_points;
 mod domains;
