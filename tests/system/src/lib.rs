@@ -337,7 +337,17 @@ impl World {
         tune: impl FnOnce(&mut RelaySettings),
         tune_server: fn(&mut ctr_service_kit::ServerConfig),
     ) -> Self {
-        let pki = TestPki::new();
+        Self::start_in(TestPki::new(), settings, tune, tune_server).await
+    }
+
+    /// As [`Self::start_tuned`], in `pki`: when it already trusts a customer issuer (see
+    /// [`TestPki::trust_customer_issuer`]), the services trust that one, not the world's own.
+    pub async fn start_in(
+        pki: TestPki,
+        settings: DomainSettings,
+        tune: impl FnOnce(&mut RelaySettings),
+        tune_server: fn(&mut ctr_service_kit::ServerConfig),
+    ) -> Self {
         let issuer = TestIssuer::start(&pki).await;
         let clock = Arc::new(FakeClock::at_secs(SystemClock.now_secs()));
         let stores = Stores::fresh(&pki).await;

@@ -7,6 +7,7 @@ mod domains;
 mod durability;
 mod echo;
 mod fuzz;
+mod oidc_interop;
 mod limits;
 mod openapi;
 mod replicas;
