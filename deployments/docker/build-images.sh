@@ -17,15 +17,16 @@ builds=(
     coupons:coupons:coupons:service
     points:points:points:service
     payments:payments:payments:service
+    dev-issuer:dev-issuer:dev-issuer:service
     ctr-cli:ctr:cli:cli
 )
 
-# One cargo invocation per package: cargo unifies the features of the packages built
-# together, so a shared build could switch on in the relay what only an issuer needs.
-for build in "${builds[@]}"; do
-    IFS=: read -r package _ _ _ <<<"$build"
-    RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$target" -p "$package"
-done
+# The relay is built alone: cargo unifies the features of the packages built together, so a
+# shared build could switch on in the relay what only an issuer needs. The rest share one
+# invocation (and its linking jobs).
+compile() { RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$target" "$@"; }
+compile -p order-processing
+compile -p ctr-pki -p coupons -p points -p payments -p dev-issuer -p ctr-cli
 
 for build in "${builds[@]}"; do
     IFS=: read -r _ bin name stage <<<"$build"

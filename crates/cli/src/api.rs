@@ -44,6 +44,34 @@ pub struct Endpoints {
     /// The root CA the stack's certificates chain to (compose exports it to .ctr/root.pem).
     #[arg(long, env = "CTR_CA", default_value = ".ctr/root.pem", global = true)]
     pub ca: PathBuf,
+    /// The customer to act as: `ctr` logs in as this client at the issuer (the compose
+    /// stack's development issuer) unless CTR_ACCESS_TOKEN holds a token.
+    #[arg(long, env = "CTR_CUSTOMER", default_value = "c_alice", global = true)]
+    pub customer: String,
+    /// The OAuth issuer `ctr login` asks for tokens (its OpenID Connect discovery names the
+    /// token endpoint).
+    #[arg(
+        long,
+        env = "CTR_ISSUER_URL",
+        default_value = "https://127.0.0.1:8447",
+        global = true
+    )]
+    pub issuer_url: String,
+    /// The client secret of the customer's client at the issuer (the development issuer's
+    /// demo secret by default).
+    #[arg(
+        long,
+        env = "CTR_CLIENT_SECRET",
+        default_value = "demo-secret",
+        hide_env_values = true,
+        hide_default_value = true,
+        global = true
+    )]
+    pub client_secret: String,
+    /// An access token from any issuer the stack trusts; when set, `ctr` sends it and logs
+    /// in nowhere. Only from the environment, so that it never shows in a process list.
+    #[arg(skip = std::env::var("CTR_ACCESS_TOKEN").ok().filter(|t| !t.trim().is_empty()))]
+    pub access_token: Option<String>,
 }
 
 /// A request that got no HTTP answer, or a setup that cannot work: exit code 2.
@@ -81,10 +109,12 @@ impl Answer {
     }
 }
 
-/// The four services behind one client.
+/// The four services behind one client, acting as one customer.
 pub struct Stack {
     pub endpoints: Endpoints,
     client: reqwest::Client,
+    /// The customer's access token, fetched at the first request that needs it.
+    token: tokio::sync::OnceCell<String>,
 }
 
 /// A domain the customer confirms a choice with.
@@ -118,7 +148,74 @@ impl Stack {
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| Unreachable(e.to_string()))?;
-        Ok(Self { endpoints, client })
+        Ok(Self {
+            endpoints,
+            client,
+            token: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// The customer this stack acts as: the access token's `sub` when one is given.
+    pub fn customer(&self) -> String {
+        self.endpoints
+            .access_token
+            .as_deref()
+            .and_then(crate::token::subject)
+            .unwrap_or_else(|| self.endpoints.customer.clone())
+    }
+
+    /// An access token for `customer` from the issuer: OpenID Connect discovery names the
+    /// token endpoint; the client-credentials grant with the customer's client.
+    pub async fn login(&self, customer: &str) -> Result<String, Unreachable> {
+        let issuer = self.endpoints.issuer_url.trim_end_matches('/');
+        let discovery = self
+            .send(
+                self.client
+                    .get(format!("{issuer}/.well-known/openid-configuration")),
+            )
+            .await?;
+        let endpoint = discovery.body["token_endpoint"]
+            .as_str()
+            .ok_or_else(|| {
+                Unreachable(format!(
+                    "{issuer} answered no OpenID Connect discovery document ({})",
+                    discovery.status
+                ))
+            })?
+            .to_owned();
+        let form = format!("grant_type=client_credentials&client_id={customer}");
+        let answer = self
+            .send(
+                self.client
+                    .post(endpoint)
+                    .basic_auth(customer, Some(&self.endpoints.client_secret))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(form),
+            )
+            .await?;
+        answer.body["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Unreachable(format!(
+                    "the issuer refused to log {customer} in: {} {}",
+                    answer.status,
+                    answer.body["error"].as_str().unwrap_or("")
+                ))
+            })
+    }
+
+    /// The token requests carry: CTR_ACCESS_TOKEN, else one logged in for the customer.
+    async fn bearer(&self) -> Result<&str, Unreachable> {
+        self.token
+            .get_or_try_init(|| async {
+                match &self.endpoints.access_token {
+                    Some(token) => Ok(token.clone()),
+                    None => self.login(&self.endpoints.customer).await,
+                }
+            })
+            .await
+            .map(String::as_str)
     }
 
     fn base(&self, domain: Domain) -> &str {
@@ -144,23 +241,33 @@ impl Stack {
         Ok(Answer { status, body })
     }
 
+    /// POSTs `body` as the customer.
     pub async fn post(&self, url: String, body: &Value) -> Result<Answer, Unreachable> {
-        self.send(self.client.post(url).json(body)).await
+        let token = self.bearer().await?;
+        self.send(self.client.post(url).bearer_auth(token).json(body))
+            .await
     }
 
+    /// GETs `url` as the customer.
     pub async fn get(&self, url: String) -> Result<Answer, Unreachable> {
-        self.send(self.client.get(url)).await
+        let token = self.bearer().await?;
+        self.send(self.client.get(url).bearer_auth(token)).await
     }
 
-    pub async fn create_order(
-        &self,
-        customer: &str,
-        amount: u64,
-        currency: &str,
-    ) -> Result<Answer, Unreachable> {
+    /// GETs `url` with `token` (none: no credential at all).
+    pub async fn get_with(&self, url: String, token: Option<&str>) -> Result<Answer, Unreachable> {
+        let request = self.client.get(url);
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        self.send(request).await
+    }
+
+    pub async fn create_order(&self, amount: u64, currency: &str) -> Result<Answer, Unreachable> {
         self.post(
             format!("{}/service/v1/orders", self.endpoints.relay_url),
-            &json!({"customer_id": customer, "total": {"amount": amount, "currency": currency}}),
+            &json!({"total": {"amount": amount, "currency": currency}}),
         )
         .await
     }
@@ -178,10 +285,9 @@ impl Stack {
         &self,
         domain: Domain,
         order: &str,
-        customer: &str,
         details: Value,
     ) -> Result<Answer, Unreachable> {
-        let mut body = json!({"order_processing_id": order, "customer_id": customer});
+        let mut body = json!({"order_processing_id": order});
         if let (Value::Object(body), Value::Object(details)) = (&mut body, details) {
             body.extend(details);
         }
@@ -207,10 +313,12 @@ impl Stack {
         .await
     }
 
-    pub async fn points_balance(&self, customer: &str) -> Result<Answer, Unreachable> {
+    /// The customer's own points.
+    pub async fn points_balance(&self) -> Result<Answer, Unreachable> {
         self.get(format!(
-            "{}/service/v1/points/{customer}",
-            self.endpoints.points_url
+            "{}/service/v1/points/{}",
+            self.endpoints.points_url,
+            self.customer()
         ))
         .await
     }

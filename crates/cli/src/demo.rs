@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use crate::api::{Answer, Domain, Stack, Unreachable};
 
-/// The demo customer of the built-in seed data.
-const CUSTOMER: &str = "c_alice";
+/// Another demo customer, who must not see Alice's orders.
+const OTHER_CUSTOMER: &str = "c_bob";
 /// A 49.99 EUR order: SPRING10 (10 %, 5.00) + 10 points (0.10) + 44.89 on a card.
 const TOTAL: u64 = 4999;
 const POINTS: u64 = 10;
@@ -118,6 +118,10 @@ pub async fn run(stack: &Stack, quiet_stdout: bool) -> Result<Vec<Scenario>, Unr
             "settlement",
             "tokens that do not add up to the total are refused and the order stays open",
         ),
+        (
+            "customers",
+            "without an access token nothing is answered; another customer cannot see the order",
+        ),
     ] {
         let mut r = Recorder {
             steps: Vec::new(),
@@ -129,7 +133,8 @@ pub async fn run(stack: &Stack, quiet_stdout: bool) -> Result<Vec<Scenario>, Unr
             "replay" => replay(stack, &mut r, &mut carried).await?,
             "tampered" => tampered(stack, &mut r, &mut carried).await?,
             "declined" => declined(stack, &mut r).await?,
-            _ => settlement(stack, &mut r, &mut carried).await?,
+            "settlement" => settlement(stack, &mut r, &mut carried).await?,
+            _ => customers(stack, &mut r, &carried).await?,
         }
         let ok = !r.steps.is_empty() && r.steps.iter().all(|s| s.ok);
         scenarios.push(Scenario {
@@ -147,7 +152,7 @@ async fn open_order(
     r: &mut Recorder,
     total: u64,
 ) -> Result<Option<String>, Unreachable> {
-    let answer = stack.create_order(CUSTOMER, total, "EUR").await?;
+    let answer = stack.create_order(total, "EUR").await?;
     let ok = r.answer("open an order", &answer, 201, None);
     Ok(ok.then(|| answer.field("order_processing_id")))
 }
@@ -159,7 +164,7 @@ async fn confirm(
     order: &str,
     details: Value,
 ) -> Result<Option<String>, Unreachable> {
-    let answer = stack.confirm(domain, order, CUSTOMER, details).await?;
+    let answer = stack.confirm(domain, order, details).await?;
     let ok = r.answer(
         &format!("confirm with {}", domain.name()),
         &answer,
@@ -245,7 +250,7 @@ async fn carried_or_new(
 }
 
 async fn available_points(stack: &Stack) -> Result<Option<u64>, Unreachable> {
-    Ok(stack.points_balance(CUSTOMER).await?.body["available"].as_u64())
+    Ok(stack.points_balance().await?.body["available"].as_u64())
 }
 
 struct Happy {
@@ -406,4 +411,31 @@ pub fn summary(scenarios: &[Scenario]) -> String {
         scenarios.len()
     ));
     out
+}
+
+async fn customers(stack: &Stack, r: &mut Recorder, carried: &Carried) -> Outcome {
+    let Some(happy) = &carried.happy else {
+        r.check(
+            "read the completed order as others",
+            "a completed checkout first",
+            "the checkout scenario did not complete".into(),
+            false,
+        );
+        return Ok(());
+    };
+    let url = format!(
+        "{}/service/v1/orders/{}",
+        stack.endpoints.relay_url, happy.order
+    );
+    let answer = stack.get_with(url.clone(), None).await?;
+    r.answer("read it with no access token", &answer, 401, Some("access-token-missing"));
+    let other = stack.login(OTHER_CUSTOMER).await?;
+    let answer = stack.get_with(url, Some(&other)).await?;
+    r.answer(
+        "read it as another customer",
+        &answer,
+        404,
+        Some("order-not-found"),
+    );
+    Ok(())
 }

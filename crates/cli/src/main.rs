@@ -44,8 +44,6 @@ enum Command {
         /// The order the token is for.
         #[arg(long)]
         order: String,
-        #[arg(long, default_value = "c_alice")]
-        customer: String,
         /// coupons: the coupon code.
         #[arg(long, required_if_eq("domain", "coupons"))]
         code: Option<String>,
@@ -73,14 +71,15 @@ enum Command {
     /// Work with a token offline.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Get an access token for `--customer` from the issuer (client credentials) and print
+    /// it: `export CTR_ACCESS_TOKEN=$(ctr login --customer c_bob)`.
+    Login,
 }
 
 #[derive(Subcommand)]
 enum OrderCommand {
     /// Open an order; prints it (its `order_processing_id` is what the other commands take).
     Create {
-        #[arg(long, default_value = "c_alice")]
-        customer: String,
         /// The total in minor units (4999 is 49.99).
         #[arg(long)]
         amount: u64,
@@ -191,19 +190,17 @@ async fn run(cli: Cli) -> Result<ExitCode, Unreachable> {
             }
         }
         Command::Order(OrderCommand::Create {
-            customer,
             amount,
             currency,
             id_only,
         }) => {
-            let answer = stack.create_order(&customer, amount, &currency).await?;
+            let answer = stack.create_order(amount, &currency).await?;
             report(&answer, id_only.then_some("order_processing_id"))
         }
         Command::Order(OrderCommand::Show { order }) => report(&stack.order(&order).await?, None),
         Command::Confirm {
             domain,
             order,
-            customer,
             code,
             points,
             method,
@@ -217,7 +214,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Unreachable> {
                 Domain::Points => json!({"points": points, "currency": currency}),
                 Domain::Payments => json!({"payment_method_id": method, "amount": money}),
             };
-            let answer = stack.confirm(domain, &order, &customer, details).await?;
+            let answer = stack.confirm(domain, &order, details).await?;
             report(&answer, token_only.then_some("token"))
         }
         Command::Checkout { order, tokens } => {
@@ -234,6 +231,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Unreachable> {
             report(&stack.checkout(&order, &tokens).await?, None)
         }
         Command::Token(_) => ExitCode::SUCCESS,
+        Command::Login => {
+            let customer = stack.endpoints.customer.clone();
+            println!("{}", stack.login(&customer).await?);
+            ExitCode::SUCCESS
+        }
     })
 }
 

@@ -106,3 +106,10 @@ mod tests {
         assert_eq!(inspect(&bad).unwrap()["claims"]["settles"]["amount"], 1);
     }
 }
+
+/// The `sub` of a token, read without trusting it (whom a given access token acts for).
+pub fn subject(token: &str) -> Option<String> {
+    inspect(token).ok()?["claims"]["sub"]
+        .as_str()
+        .map(str::to_owned)
+}

@@ -21,7 +21,15 @@ use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 pub const DOMAINS: [&str; 3] = ["coupons", "points", "payments"];
-pub const SERVICES: [&str; 4] = ["order-processing", "coupons", "points", "payments"];
+pub const SERVICES: [&str; 5] = [
+    "order-processing",
+    "coupons",
+    "points",
+    "payments",
+    "dev-issuer",
+];
+/// The development issuer's demo client secret (compose's default).
+pub const DEMO_SECRET: &str = "demo-secret";
 
 fn tag() -> String {
     std::env::var("CTR_IMAGE_TAG").unwrap_or_else(|_| "dev".into())
@@ -39,6 +47,7 @@ pub fn ensure_images() {
         "coupons",
         "points",
         "payments",
+        "dev-issuer",
         "cli",
     ]
     .iter()
@@ -55,6 +64,23 @@ pub fn ensure_images() {
             .unwrap();
         assert!(status.success(), "building the images failed");
     }
+}
+
+/// A client-credentials access token for `customer` from the issuer at `issuer`.
+pub async fn token_from(client: &reqwest::Client, issuer: &str, customer: &str) -> String {
+    let response = client
+        .post(format!("{issuer}/token"))
+        .basic_auth(customer, Some(DEMO_SECRET))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    body["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access token for {customer}: {body}"))
+        .to_owned()
 }
 
 /// Removes a run's containers and volumes even when a test panics.
@@ -83,7 +109,12 @@ pub struct Stack {
     pub root: PathBuf,
     pub relay: ContainerAsync<GenericImage>,
     pub domains: Vec<(String, ContainerAsync<GenericImage>)>,
+    /// The development issuer the services trust for customers' access tokens.
+    pub issuer: ContainerAsync<GenericImage>,
+    /// Trusts the root CA; sends c_alice's access token unless a request carries another.
     pub client: reqwest::Client,
+    /// Trusts the root CA and sends no credential.
+    pub anonymous: reqwest::Client,
     // Last, so that it runs after the containers' own drop.
     _cleanup: Cleanup,
 }
@@ -171,6 +202,21 @@ impl Stack {
             }
             image
         };
+        let issuer_url = format!("https://{}:8443", container_name(&id, "dev-issuer"));
+        let issuer = with_env(service_image("dev-issuer").with_network(&network))
+            .with_container_name(container_name(&id, "dev-issuer"))
+            .with_mount(pki_mount("dev-issuer"))
+            .with_env_var("CTR_LOG_FORMAT", "json")
+            .with_env_var("CTR_DEV_ISSUER_URL", &issuer_url)
+            .with_startup_timeout(Duration::from_secs(60))
+            .start()
+            .await
+            .expect("the dev issuer starts healthy");
+        let with_env = |image: testcontainers::ContainerRequest<GenericImage>| {
+            with_env(image)
+                .with_env_var("CTR_AUTH_ISSUER", &issuer_url)
+                .with_env_var("CTR_AUTH_CA_FILE", "/pki/root.pem")
+        };
         let mut domains = Vec::new();
         for domain in DOMAINS {
             let container = with_env(service_image(domain).with_network(&network))
@@ -219,9 +265,21 @@ impl Stack {
         }
         let relay = relay.start().await.expect("the relay starts healthy");
         let root = export.path().join("root.pem");
+        let anonymous = ctr_pki::reqwest_builder(&root, None)
+            .unwrap()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let alice = token_from(&anonymous, &Self::base(&issuer).await, "c_alice").await;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {alice}").parse().unwrap(),
+        );
         let client = ctr_pki::reqwest_builder(&root, None)
             .unwrap()
             .timeout(Duration::from_secs(30))
+            .default_headers(headers)
             .build()
             .unwrap();
         let containers = SERVICES.map(|s| container_name(&id, s)).to_vec();
@@ -238,8 +296,16 @@ impl Stack {
             root,
             relay,
             domains,
+            issuer,
             client,
+            anonymous,
         }
+    }
+
+    /// An access token for `customer` from the stack's development issuer (client
+    /// credentials over its published port).
+    pub async fn token(&self, customer: &str) -> String {
+        token_from(&self.anonymous, &Self::base(&self.issuer).await, customer).await
     }
 
     /// The stack's Docker network (`ctr-e2e-<id>`); services are `container_name(service)` on it.
@@ -268,6 +334,7 @@ impl Stack {
             ("CTR_COUPONS_URL", "coupons"),
             ("CTR_POINTS_URL", "points"),
             ("CTR_PAYMENTS_URL", "payments"),
+            ("CTR_ISSUER_URL", "dev-issuer"),
         ] {
             command.args([
                 "-e".to_owned(),

@@ -31,6 +31,7 @@ async fn the_containerised_system_checks_out_refuses_bad_tokens_compensates_and_
     every_container_reports_healthy(&stack);
     each_container_sees_only_the_trust_anchors_and_its_own_keys(&stack);
     let order = a_full_checkout_completes(&stack).await;
+    customers_are_who_their_access_token_says(&stack, &order).await;
     one_checkout_is_one_trace_with_spans_from_all_four_services(&receiver, &order).await;
     a_replayed_token_is_refused(&stack).await;
     a_tampered_token_is_refused(&stack).await;
@@ -43,6 +44,7 @@ async fn the_containerised_system_checks_out_refuses_bad_tokens_compensates_and_
 
 fn every_container_reports_healthy(stack: &Stack) {
     assert_eq!(Stack::health(&stack.relay), "healthy");
+    assert_eq!(Stack::health(&stack.issuer), "healthy");
     for domain in DOMAINS {
         assert_eq!(Stack::health(stack.domain(domain)), "healthy", "{domain}");
     }
@@ -84,6 +86,38 @@ async fn a_full_checkout_completes(stack: &Stack) -> String {
     );
     assert_eq!(stack.coupon("SPRING10").await["uses"], 1);
     order
+}
+
+/// Without an access token nothing is answered; Bob's token does not open Alice's order; the
+/// CLI logs in at the development issuer.
+async fn customers_are_who_their_access_token_says(stack: &Stack, order: &str) {
+    let url = stack.relay_url(&format!("/service/v1/orders/{order}")).await;
+    let response = stack.anonymous.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.headers()["www-authenticate"].to_str().unwrap(),
+        "Bearer realm=\"ctr\""
+    );
+    let bob = stack.token("c_bob").await;
+    let response = stack.anonymous.get(&url).bearer_auth(&bob).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    let (status, body) = stack.get(url).await;
+    assert_eq!((status, &body["customer_id"]), (200, &json!("c_alice")), "{body}");
+
+    let (code, stdout, stderr) = stack.ctr(&["login", "--customer", "c_bob"]);
+    assert_eq!(code, 0, "{stderr}");
+    let token = stdout.trim();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            token.split('.').nth(1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], "c_bob");
+    let (code, _, stderr) = stack.ctr(&["login", "--customer", "c_mallory"]);
+    assert_eq!(code, 2, "an unknown client is refused: {stderr}");
 }
 
 /// The checkout's server span at the relay roots one trace: the admission and each
@@ -341,6 +375,7 @@ fn the_ctr_demo_runs_every_scenario_as_expected(stack: &Stack) {
             ("tampered", true),
             ("declined", true),
             ("settlement", true),
+            ("customers", true),
         ],
         "{stdout}\n{stderr}"
     );
