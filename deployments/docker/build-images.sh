@@ -33,7 +33,7 @@ for build in "${builds[@]}"; do
     image="ctr/${name}:${tag}"
     context="target/images/${name}"
     rm -rf "$context" && mkdir -p "$context/data"
-    cp "target/${target}/release/${bin}" "$context/"
+    cp "${CARGO_TARGET_DIR:-target}/${target}/release/${bin}" "$context/"
     docker build --quiet -f deployments/docker/Dockerfile.prebuilt --target "$stage" \
         --build-arg "SERVICE=${bin}" -t "$image" "$context" >/dev/null
     echo "built ${image} ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.1f MB", $1/1e6}'))"

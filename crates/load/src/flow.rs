@@ -16,9 +16,18 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-async fn post(client: &reqwest::Client, url: String, body: Value) -> Result<Value, String> {
-    let response = client
+/// A virtual customer's client and access token.
+#[derive(Clone, Copy)]
+struct Caller<'a> {
+    client: &'a reqwest::Client,
+    token: &'a str,
+}
+
+async fn post(caller: Caller<'_>, url: String, body: Value) -> Result<Value, String> {
+    let response = caller
+        .client
         .post(url)
+        .bearer_auth(caller.token)
         .json(&body)
         .send()
         .await
@@ -37,7 +46,7 @@ async fn post(client: &reqwest::Client, url: String, body: Value) -> Result<Valu
 
 async fn timed(
     latencies: &mut Vec<(&'static str, Duration)>,
-    client: &reqwest::Client,
+    client: Caller<'_>,
     name: &'static str,
     url: String,
     body: Value,
@@ -53,7 +62,11 @@ async fn timed(
 pub async fn run(client: &reqwest::Client, targets: &Targets, customer: usize) -> Outcome {
     let mut latencies = Vec::with_capacity(STEPS.len());
     let started = Instant::now();
-    let outcome = steps(client, targets, customer, &mut latencies).await;
+    let caller = Caller {
+        client,
+        token: &targets.tokens[customer % targets.tokens.len().max(1)],
+    };
+    let outcome = steps(caller, targets, customer, &mut latencies).await;
     if outcome.is_ok() {
         latencies.push(("flow", started.elapsed()));
     }
@@ -64,26 +77,25 @@ pub async fn run(client: &reqwest::Client, targets: &Targets, customer: usize) -
 }
 
 async fn steps(
-    client: &reqwest::Client,
+    client: Caller<'_>,
     t: &Targets,
     customer: usize,
     l: &mut Vec<(&'static str, Duration)>,
 ) -> Result<(), String> {
-    let customer_id = format!("c_load_{customer}");
     let total = json!({"amount": 5000, "currency": "EUR"});
     let order = timed(
         l,
         client,
         "order",
         format!("{}/service/v1/orders", t.relay),
-        json!({"customer_id": customer_id, "total": total}),
+        json!({"total": total}),
     )
     .await?;
     let order = order["order_processing_id"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let base = json!({"order_processing_id": order, "customer_id": customer_id});
+    let base = json!({"order_processing_id": order});
     let with = |extra: Value| {
         let mut body = base.clone();
         if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {

@@ -24,6 +24,8 @@ pub struct Targets {
     pub coupons: String,
     pub points: String,
     pub payments: String,
+    /// Each virtual customer's access token (`c_load_<i>`), by index.
+    pub tokens: std::sync::Arc<Vec<String>>,
 }
 
 #[derive(Parser)]
@@ -45,6 +47,13 @@ struct Cli {
     /// The root CA of that deployment (e.g. .ctr/root.pem).
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// The deployment's token issuer: each virtual customer `c_load_<i>` logs in there with the
+    /// client-credentials grant (the compose stack's development issuer knows them).
+    #[arg(long, default_value = "https://127.0.0.1:8447")]
+    issuer: String,
+    /// The virtual customers' client secret at that issuer.
+    #[arg(long, env = "CTR_CLIENT_SECRET", default_value = "demo-secret", hide_default_value = true)]
+    client_secret: String,
     /// Write the seed files for `--customers` virtual customers to DIR and exit.
     #[arg(long, value_name = "DIR")]
     write_seeds: Option<PathBuf>,
@@ -166,6 +175,29 @@ fn main() -> ExitCode {
 }
 
 /// Runs every requested store and reports; answers how many flows failed in all.
+/// Each virtual customer's access token from `--issuer` (client credentials).
+async fn log_in(client: &reqwest::Client, cli: &Cli) -> Result<Vec<String>, String> {
+    let issuer = cli.issuer.trim_end_matches('/');
+    let mut tokens = Vec::with_capacity(cli.customers);
+    for customer in 0..cli.customers {
+        let client_id = format!("c_load_{customer}");
+        let response = client
+            .post(format!("{issuer}/token"))
+            .basic_auth(&client_id, Some(&cli.client_secret))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("grant_type=client_credentials")
+            .send()
+            .await
+            .map_err(|e| format!("{issuer}: {e}"))?;
+        let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+        let token = body["access_token"]
+            .as_str()
+            .ok_or_else(|| format!("{issuer} refused {client_id}: {}", body["error"]))?;
+        tokens.push(token.to_owned());
+    }
+    Ok(tokens)
+}
+
 /// `customers` runs the virtual customers.
 async fn run(cli: Cli, customers: tokio::runtime::Handle) -> Result<u64, String> {
     // The bound first, on an idle machine.
@@ -181,14 +213,15 @@ async fn run(cli: Cli, customers: tokio::runtime::Handle) -> Result<u64, String>
                     "{bad}: only loopback or the compose network may be targeted"
                 ));
             }
+            let client = ctr_service_kit::https_client(ca, None, Duration::from_secs(30))
+                .map_err(|e| e.to_string())?;
             let targets = Targets {
                 relay: urls[0].clone(),
                 coupons: urls[1].clone(),
                 points: urls[2].clone(),
                 payments: urls[3].clone(),
+                tokens: std::sync::Arc::new(log_in(&client, &cli).await?),
             };
-            let client = ctr_service_kit::https_client(ca, None, Duration::from_secs(30))
-                .map_err(|e| e.to_string())?;
             reports.push(drive(&cli, "deployment", &targets, &client, &bound, &customers).await);
         }
         (Some(_), None) => return Err("--targets needs --ca".into()),

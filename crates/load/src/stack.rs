@@ -134,6 +134,27 @@ impl StoreChoice {
 impl InProcess {
     pub async fn start(customers: usize, store: &StoreChoice) -> Result<Self, StartError> {
         let pki = TestPki::new();
+        // The customers' issuer first: every service's config trusts it.
+        let issuer = dev_issuer::build(
+            &pki.server_config(ctr_service_kit::testing::DEV_ISSUER),
+            &dev_issuer::DevIssuerSettings {
+                dev_issuer_key_file: pki.dir().join("dev-issuer-key.pem"),
+                ..dev_issuer::DevIssuerSettings::default()
+            },
+        )
+        .await?;
+        pki.trust_customer_issuer(issuer.issuer.url());
+        let tokens = (0..customers)
+            .map(|i| {
+                issuer.issuer.mint(
+                    &format!("c_load_{i}"),
+                    &ctr_service_kit::scopes::ALL,
+                    Duration::from_secs(24 * 3600),
+                )
+            })
+            .collect();
+        let mut stops = Vec::new();
+        run(issuer.app, &mut stops);
         let mut servers = std::collections::HashMap::new();
         for service in ["coupons", "points", "payments", "order-processing"] {
             let config = ctr_service_kit::ServerConfig {
@@ -150,7 +171,6 @@ impl InProcess {
             seed_file: Some(seeds.path().join(format!("{domain}.json"))),
             ..DomainSettings::default()
         };
-        let mut stops = Vec::new();
         let (coupons, _) = run(
             coupons::build_with(&server("coupons"), &settings("coupons"), clock.clone())
                 .await?
@@ -215,6 +235,7 @@ impl InProcess {
             coupons,
             points,
             payments,
+            tokens: Arc::new(tokens),
         };
         Ok(Self {
             pki,

@@ -25,7 +25,8 @@ pub struct DevIssuerSettings {
     /// `CTR_DEV_ISSUER_URL`: the issuer URL as the services reach it (`https://dev-issuer:8443`
     /// under compose); unset, `https://<public address>`.
     pub dev_issuer_url: Option<String>,
-    /// `CTR_DEV_ISSUER_CUSTOMERS`: the customers that are clients, comma-separated.
+    /// `CTR_DEV_ISSUER_CUSTOMERS`: the customers that are clients, comma-separated; a name
+    /// ending in `*` admits every id with that prefix (`c_load_*`: ctr-load's customers).
     pub dev_issuer_customers: String,
     /// `CTR_DEV_ISSUER_SECRET`: the client secret every demo customer shares.
     pub dev_issuer_secret: String,
@@ -42,7 +43,7 @@ impl Default for DevIssuerSettings {
     fn default() -> Self {
         Self {
             dev_issuer_url: None,
-            dev_issuer_customers: "c_alice,c_bob,c_carol".into(),
+            dev_issuer_customers: "c_alice,c_bob,c_carol,c_load_*".into(),
             dev_issuer_secret: "demo-secret".into(),
             dev_issuer_audience: "ctr".into(),
             dev_issuer_token_ttl: Duration::from_secs(15 * 60),
@@ -76,6 +77,14 @@ impl ServiceSettings for DevIssuerSettings {
 }
 
 impl DevIssuerSettings {
+    /// Whether `client` is one of the configured customers.
+    pub fn knows(&self, client: &str) -> bool {
+        self.customers().iter().any(|c| match c.strip_suffix('*') {
+            Some(prefix) => client.starts_with(prefix) && client.len() > prefix.len(),
+            None => c == client,
+        })
+    }
+
     pub fn customers(&self) -> Vec<String> {
         self.dev_issuer_customers
             .split(',')

@@ -101,7 +101,7 @@ async fn token(
             "authenticate with HTTP Basic or client_id and client_secret",
         );
     };
-    let known = issuer.settings.customers().contains(&client);
+    let known = issuer.settings.knows(&client);
     if !known || secret != issuer.settings.dev_issuer_secret {
         tracing::info!(client_id = %client, "dev-issuer: client refused");
         return oauth_error(
