@@ -73,7 +73,9 @@ impl AccessSettings {
                 .into(),
         })?;
         match reqwest::Url::parse(issuer) {
-            Ok(url) if url.scheme() == "https" && url.query().is_none() && url.fragment().is_none() => {
+            Ok(url)
+                if url.scheme() == "https" && url.query().is_none() && url.fragment().is_none() =>
+            {
                 Ok(issuer)
             }
             _ => Err(SettingError {
@@ -95,9 +97,11 @@ impl AccessSettings {
             .map(str::trim)
             .filter(|name| !name.is_empty())
             .map(|name| {
-                let algorithm: Algorithm = name
-                    .parse()
-                    .map_err(|_| invalid(format!("`{name}` is not a JWS algorithm this service knows")))?;
+                let algorithm: Algorithm = name.parse().map_err(|_| {
+                    invalid(format!(
+                        "`{name}` is not a JWS algorithm this service knows"
+                    ))
+                })?;
                 if algorithm.family() == AlgorithmFamily::Hmac {
                     return Err(invalid(format!(
                         "`{name}` is symmetric: anyone who can verify could mint"

@@ -127,7 +127,10 @@ impl AccessVerifier {
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .ok_or(AccessError::Malformed)?;
-        if let Some(name) = KEY_BEARING_HEADERS.iter().find(|h| header.contains_key(**h)) {
+        if let Some(name) = KEY_BEARING_HEADERS
+            .iter()
+            .find(|h| header.contains_key(**h))
+        {
             return Err(AccessError::HeaderKey(name));
         }
         let typ = header.get("typ").and_then(Value::as_str);

@@ -428,7 +428,12 @@ async fn customers(stack: &Stack, r: &mut Recorder, carried: &Carried) -> Outcom
         stack.endpoints.relay_url, happy.order
     );
     let answer = stack.get_with(url.clone(), None).await?;
-    r.answer("read it with no access token", &answer, 401, Some("access-token-missing"));
+    r.answer(
+        "read it with no access token",
+        &answer,
+        401,
+        Some("access-token-missing"),
+    );
     let other = stack.login(OTHER_CUSTOMER).await?;
     let answer = stack.get_with(url, Some(&other)).await?;
     r.answer(

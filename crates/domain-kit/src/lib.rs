@@ -15,7 +15,8 @@ use std::sync::Arc;
 use axum::Router;
 use ctr_kms::{KmsConfig, Seed};
 use ctr_service_kit::{
-    App, ClientAuth, CustomerAuth, CustomerRate, Health, Metrics, ServerConfig, Service, StartError, open_store,
+    App, ClientAuth, CustomerAuth, CustomerRate, Health, Metrics, ServerConfig, Service,
+    StartError, open_store,
 };
 use ctr_token::Clock;
 use prometheus_client::metrics::gauge::Gauge;

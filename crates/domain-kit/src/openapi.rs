@@ -217,18 +217,21 @@ pub fn openapi<L: Ledger>(reads: impl FnOnce(&mut ApiDoc)) -> OpenApi {
             (422, vec!["invalid-order-processing-id"]),
         ],
     });
-    doc.customer_endpoint(Endpoint {
-        method: Method::Get,
-        path: format!("{base}/holds/{{jti}}"),
-        operation_id: "hold".into(),
-        summary: "A hold by its token's jti",
-        description: "The hold's state and what it reserved; only the customer's own (another \
+    doc.customer_endpoint(
+        Endpoint {
+            method: Method::Get,
+            path: format!("{base}/holds/{{jti}}"),
+            operation_id: "hold".into(),
+            summary: "A hold by its token's jti",
+            description: "The hold's state and what it reserved; only the customer's own (another \
                       customer's answers 404).",
-        params: vec![Param::uuid("jti", "The token's `jti`")],
-        request: None,
-        success: (200, "The hold", hold),
-        problems: vec![(404, vec!["hold-not-found"]), (422, vec!["invalid-jti"])],
-    }, L::READ_SCOPE);
+            params: vec![Param::uuid("jti", "The token's `jti`")],
+            request: None,
+            success: (200, "The hold", hold),
+            problems: vec![(404, vec!["hold-not-found"]), (422, vec!["invalid-jti"])],
+        },
+        L::READ_SCOPE,
+    );
     doc.endpoint(Endpoint {
         method: Method::Get,
         path: "/.well-known/jwks.json".into(),

@@ -92,7 +92,11 @@ async fn confirm<L: Ledger>(
     ApiJson(request): ApiJson<ConfirmationRequest<L::Request>>,
 ) -> Result<(StatusCode, ApiJson<Value>), ApiError> {
     let customer = customer.scoped(L::CONFIRM_SCOPE)?;
-    let named = request.customer_id.as_deref().map(CustomerId::parse).transpose()?;
+    let named = request
+        .customer_id
+        .as_deref()
+        .map(CustomerId::parse)
+        .transpose()?;
     customer.is(named.as_ref())?;
     let order = OrderProcessingId::parse(&request.order_processing_id)?;
     let customer = customer.id().clone();

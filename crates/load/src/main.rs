@@ -52,7 +52,12 @@ struct Cli {
     #[arg(long, default_value = "https://127.0.0.1:8447")]
     issuer: String,
     /// The virtual customers' client secret at that issuer.
-    #[arg(long, env = "CTR_CLIENT_SECRET", default_value = "demo-secret", hide_default_value = true)]
+    #[arg(
+        long,
+        env = "CTR_CLIENT_SECRET",
+        default_value = "demo-secret",
+        hide_default_value = true
+    )]
     client_secret: String,
     /// Write the seed files for `--customers` virtual customers to DIR and exit.
     #[arg(long, value_name = "DIR")]

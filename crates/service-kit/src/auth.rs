@@ -11,8 +11,8 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use ctr_access::{Access, AccessError, AccessVerifier};
 
-use crate::{ApiError, CustomerId, Health, ServerConfig, StartError};
 use crate::config::ConfigError;
+use crate::{ApiError, CustomerId, Health, ServerConfig, StartError};
 
 /// The scopes the routes need. A token grants what its space-separated `scope` names.
 pub mod scopes {
@@ -194,7 +194,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Customer {
     #[tracing::instrument(name = "authenticate", skip_all)]
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let Some(auth) = parts.extensions.get::<CustomerAuth>().cloned() else {
-            return Err(ApiError::internal("a customer route without CustomerAuth's layer"));
+            return Err(ApiError::internal(
+                "a customer route without CustomerAuth's layer",
+            ));
         };
         let token = bearer(parts).map_err(refused)?;
         let access = auth.verifier.verify(token).await.map_err(|error| {

@@ -69,7 +69,9 @@ impl SigningKey {
     pub fn sign(&self, header: &serde_json::Value, claims: &serde_json::Value) -> String {
         let mut fields = header.as_object().cloned().unwrap_or_default();
         fields.insert("alg".into(), "ES256".into());
-        fields.entry("kid").or_insert_with(|| self.kid.clone().into());
+        fields
+            .entry("kid")
+            .or_insert_with(|| self.kid.clone().into());
         let header = URL_SAFE_NO_PAD.encode(serde_json::Value::Object(fields).to_string());
         let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
         let message = format!("{header}.{payload}");

@@ -63,7 +63,9 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     if status == StatusCode::UNAUTHORIZED
         && let Ok(value) = header::HeaderValue::from_str("Basic realm=\"dev-issuer\"")
     {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
     }
     response
 }

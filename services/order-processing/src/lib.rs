@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use ctr_pki::IdentityFiles;
 use ctr_service_kit::{
-    App, CustomerAuth, ClientAuth, Config, ConfigError, CustomerRate, Health, Metrics, ServerConfig, Service,
-    StartError, https_client, open_store,
+    App, ClientAuth, Config, ConfigError, CustomerAuth, CustomerRate, Health, Metrics,
+    ServerConfig, Service, StartError, https_client, open_store,
 };
 use ctr_token::{CachePolicy, Clock, KeySetCache, Verifier, VerifierPolicy, secs};
 use tokio::sync::Semaphore;

@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ctr_money::Money;
 use ctr_service_kit::openapi::{ApiDoc, Endpoint, Method, Param};
-use ctr_service_kit::{ApiError, ApiJson, Customer, CustomerAuth, CustomerId, OrderProcessingId, scopes};
+use ctr_service_kit::{
+    ApiError, ApiJson, Customer, CustomerAuth, CustomerId, OrderProcessingId, scopes,
+};
 use ctr_token::secs;
 use serde::Deserialize;
 

@@ -64,21 +64,24 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ctr_domain_kit::openapi::<Points>(|doc| {
         let view = doc.schema::<BalanceView>();
         let customer = doc.schema::<CustomerId>();
-        doc.customer_endpoint(Endpoint {
-            method: Method::Get,
-            path: "/service/v1/points/{customer_id}".into(),
-            operation_id: "balance".into(),
-            summary: "A customer's points",
-            description: "Available, held and spent points: the customer's own only (another \
+        doc.customer_endpoint(
+            Endpoint {
+                method: Method::Get,
+                path: "/service/v1/points/{customer_id}".into(),
+                operation_id: "balance".into(),
+                summary: "A customer's points",
+                description: "Available, held and spent points: the customer's own only (another \
                           customer's answers 404).",
-            params: vec![Param::new("customer_id", "The customer", customer)],
-            request: None,
-            success: (200, "The balance", view),
-            problems: vec![
-                (404, vec!["customer-not-found"]),
-                (422, vec!["invalid-customer-id"]),
-            ],
-        }, scopes::POINTS_READ);
+                params: vec![Param::new("customer_id", "The customer", customer)],
+                request: None,
+                success: (200, "The balance", view),
+                problems: vec![
+                    (404, vec!["customer-not-found"]),
+                    (422, vec!["invalid-customer-id"]),
+                ],
+            },
+            scopes::POINTS_READ,
+        );
     })
 }
 

@@ -351,7 +351,17 @@ impl World {
         let issuer = TestIssuer::start(&pki).await;
         let clock = Arc::new(FakeClock::at_secs(SystemClock.now_secs()));
         let stores = Stores::fresh(&pki).await;
-        Self::boot(pki, issuer, clock, settings, tune, tune_server, None, stores).await
+        Self::boot(
+            pki,
+            issuer,
+            clock,
+            settings,
+            tune,
+            tune_server,
+            None,
+            stores,
+        )
+        .await
     }
 
     /// Stops every service (gracefully) and starts them again on the same ports, stores and
@@ -569,9 +579,13 @@ impl World {
             return;
         };
         // A hold answers its order's id too; the order was recorded when it was opened.
-        let id = body["jti"].as_str().or(body["order_processing_id"].as_str());
+        let id = body["jti"]
+            .as_str()
+            .or(body["order_processing_id"].as_str());
         if let Some(id) = id {
-            self.owners.lock().insert(id.to_owned(), customer.to_owned());
+            self.owners
+                .lock()
+                .insert(id.to_owned(), customer.to_owned());
         }
     }
 

@@ -91,7 +91,9 @@ async fn a_full_checkout_completes(stack: &Stack) -> String {
 /// Without an access token nothing is answered; Bob's token does not open Alice's order; the
 /// CLI logs in at the development issuer.
 async fn customers_are_who_their_access_token_says(stack: &Stack, order: &str) {
-    let url = stack.relay_url(&format!("/service/v1/orders/{order}")).await;
+    let url = stack
+        .relay_url(&format!("/service/v1/orders/{order}"))
+        .await;
     let response = stack.anonymous.get(&url).send().await.unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(
@@ -99,10 +101,20 @@ async fn customers_are_who_their_access_token_says(stack: &Stack, order: &str) {
         "Bearer realm=\"ctr\""
     );
     let bob = stack.token("c_bob").await;
-    let response = stack.anonymous.get(&url).bearer_auth(&bob).send().await.unwrap();
+    let response = stack
+        .anonymous
+        .get(&url)
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
     let (status, body) = stack.get(url).await;
-    assert_eq!((status, &body["customer_id"]), (200, &json!("c_alice")), "{body}");
+    assert_eq!(
+        (status, &body["customer_id"]),
+        (200, &json!("c_alice")),
+        "{body}"
+    );
 
     let (code, stdout, stderr) = stack.ctr(&["login", "--customer", "c_bob"]);
     assert_eq!(code, 0, "{stderr}");

@@ -15,10 +15,11 @@ async fn rows(world: &World) -> Vec<i64> {
     let mut counts = Vec::new();
     let relay = world.relay_state.orders.store().pool();
     for table in ["orders", "checkout_steps", "replay"] {
-        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-            .fetch_one(relay)
-            .await
-            .unwrap();
+        let (n,): (i64,) =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(relay)
+                .await
+                .unwrap();
         counts.push(n);
     }
     for pool in [
@@ -36,21 +37,37 @@ async fn rows(world: &World) -> Vec<i64> {
 }
 
 /// Every customer endpoint of the world, with a body that would do something.
-fn customer_endpoints(world: &World, order: &str, jti: &str) -> Vec<(&'static str, String, Option<Value>)> {
+fn customer_endpoints(
+    world: &World,
+    order: &str,
+    jti: &str,
+) -> Vec<(&'static str, String, Option<Value>)> {
     let confirm = |service: &str| format!("/service/v1/{service}/confirmations");
     vec![
-        ("POST", world.relay.url("/service/v1/orders"), Some(ORDER_BODY())),
-        ("GET", world.relay.url(&format!("/service/v1/orders/{order}")), None),
         (
             "POST",
-            world.relay.url(&format!("/service/v1/orders/{order}/checkout")),
+            world.relay.url("/service/v1/orders"),
+            Some(ORDER_BODY()),
+        ),
+        (
+            "GET",
+            world.relay.url(&format!("/service/v1/orders/{order}")),
+            None,
+        ),
+        (
+            "POST",
+            world
+                .relay
+                .url(&format!("/service/v1/orders/{order}/checkout")),
             Some(json!({"tokens": ["a.b.c"]})),
         ),
         (
             "POST",
             world.coupons.running.url(&confirm("coupons")),
-            Some(json!({"order_processing_id": order, "coupon_code": "SPRING10",
-                        "order_total": {"amount": 4999, "currency": "EUR"}})),
+            Some(
+                json!({"order_processing_id": order, "coupon_code": "SPRING10",
+                        "order_total": {"amount": 4999, "currency": "EUR"}}),
+            ),
         ),
         (
             "POST",
@@ -60,14 +77,48 @@ fn customer_endpoints(world: &World, order: &str, jti: &str) -> Vec<(&'static st
         (
             "POST",
             world.payments.running.url(&confirm("payments")),
-            Some(json!({"order_processing_id": order, "payment_method_id": "pm_alice_visa",
-                        "amount": {"amount": 3999, "currency": "EUR"}})),
+            Some(
+                json!({"order_processing_id": order, "payment_method_id": "pm_alice_visa",
+                        "amount": {"amount": 3999, "currency": "EUR"}}),
+            ),
         ),
-        ("GET", world.coupons.running.url(&format!("/service/v1/coupons/holds/{jti}")), None),
-        ("GET", world.points.running.url(&format!("/service/v1/points/holds/{jti}")), None),
-        ("GET", world.payments.running.url(&format!("/service/v1/payments/holds/{jti}")), None),
-        ("GET", world.points.running.url("/service/v1/points/c_alice"), None),
-        ("GET", world.payments.running.url(&format!("/service/v1/payments/{jti}")), None),
+        (
+            "GET",
+            world
+                .coupons
+                .running
+                .url(&format!("/service/v1/coupons/holds/{jti}")),
+            None,
+        ),
+        (
+            "GET",
+            world
+                .points
+                .running
+                .url(&format!("/service/v1/points/holds/{jti}")),
+            None,
+        ),
+        (
+            "GET",
+            world
+                .payments
+                .running
+                .url(&format!("/service/v1/payments/holds/{jti}")),
+            None,
+        ),
+        (
+            "GET",
+            world.points.running.url("/service/v1/points/c_alice"),
+            None,
+        ),
+        (
+            "GET",
+            world
+                .payments
+                .running
+                .url(&format!("/service/v1/payments/{jti}")),
+            None,
+        ),
     ]
 }
 
@@ -103,7 +154,8 @@ fn slug(text: &str) -> String {
 }
 
 #[tokio::test]
-async fn without_a_valid_token_every_customer_endpoint_answers_401_with_a_challenge_and_writes_nothing() {
+async fn without_a_valid_token_every_customer_endpoint_answers_401_with_a_challenge_and_writes_nothing()
+ {
     let world = World::start_with(|s| s.max_open_orders_per_customer = 1).await;
     let order = world.open_order("c_alice", 4999).await;
     let (status, hold) = world.confirm_points(&order, "c_alice", 100).await;
@@ -113,20 +165,41 @@ async fn without_a_valid_token_every_customer_endpoint_answers_401_with_a_challe
     let balance = world.balance("c_alice").await;
 
     for (method, url, body) in customer_endpoints(&world, &order, &jti) {
-        for authorization in [None, Some("Basic YzphbGljZTpkZW1v"), Some("Bearer"), Some("Bearer not-a-jwt")] {
-            let (status, challenge, text) = send(&world, method, &url, body.as_ref(), authorization).await;
+        for authorization in [
+            None,
+            Some("Basic YzphbGljZTpkZW1v"),
+            Some("Bearer"),
+            Some("Bearer not-a-jwt"),
+        ] {
+            let (status, challenge, text) =
+                send(&world, method, &url, body.as_ref(), authorization).await;
             let challenge = challenge.unwrap_or_default();
             match authorization {
                 None | Some("Basic YzphbGljZTpkZW1v") => {
-                    assert_eq!((status, slug(&text).as_str()), (401, "access-token-missing"), "{method} {url}: {text}");
+                    assert_eq!(
+                        (status, slug(&text).as_str()),
+                        (401, "access-token-missing"),
+                        "{method} {url}: {text}"
+                    );
                     assert_eq!(challenge, "Bearer realm=\"ctr\"", "{method} {url}");
                 }
                 Some("Bearer") => {
-                    assert_eq!((status, slug(&text).as_str()), (400, "authorization-header-invalid"), "{method} {url}: {text}");
-                    assert!(challenge.contains("error=\"invalid_request\""), "{challenge}");
+                    assert_eq!(
+                        (status, slug(&text).as_str()),
+                        (400, "authorization-header-invalid"),
+                        "{method} {url}: {text}"
+                    );
+                    assert!(
+                        challenge.contains("error=\"invalid_request\""),
+                        "{challenge}"
+                    );
                 }
                 _ => {
-                    assert_eq!((status, slug(&text).as_str()), (401, "access-token-malformed"), "{method} {url}: {text}");
+                    assert_eq!(
+                        (status, slug(&text).as_str()),
+                        (401, "access-token-malformed"),
+                        "{method} {url}: {text}"
+                    );
                     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
                     assert!(!text.contains("not-a-jwt"), "the token is echoed: {text}");
                 }
@@ -134,14 +207,22 @@ async fn without_a_valid_token_every_customer_endpoint_answers_401_with_a_challe
         }
     }
 
-    assert_eq!(rows(&world).await, before, "a refused request wrote something");
+    assert_eq!(
+        rows(&world).await,
+        before,
+        "a refused request wrote something"
+    );
     assert_eq!(world.balance("c_alice").await, balance);
     // Alice's cap of one open order and her rate were not spent by the refused requests: her
     // order is still the only one, and the first order she opens once it ends is served.
     let (status, body) = world
         .post(world.relay.url("/service/v1/orders"), ORDER_BODY())
         .await;
-    assert_eq!((status, problem_type(&body)), (429, "too-many-open-orders"), "{body}");
+    assert_eq!(
+        (status, problem_type(&body)),
+        (429, "too-many-open-orders"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -154,60 +235,118 @@ async fn nobody_acts_as_another_customer() {
     let (status, answer) = world
         .post_with(Some(&bob), world.relay.url("/service/v1/orders"), body)
         .await;
-    assert_eq!((status, problem_type(&answer)), (403, "customer-mismatch"), "{answer}");
+    assert_eq!(
+        (status, problem_type(&answer)),
+        (403, "customer-mismatch"),
+        "{answer}"
+    );
 
     // Confirmations of Alice's coupon, points and card, with Bob's token.
     let order = world.open_order("c_alice", 4999).await;
     let after_order = rows(&world).await;
     let bodies = [
-        ("coupons", json!({"order_processing_id": order, "customer_id": "c_alice", "coupon_code": "WELCOME-ALICE",
-                           "order_total": {"amount": 4999, "currency": "EUR"}})),
-        ("points", json!({"order_processing_id": order, "customer_id": "c_alice", "points": 5000, "currency": "EUR"})),
-        ("payments", json!({"order_processing_id": order, "customer_id": "c_alice", "payment_method_id": "pm_alice_visa",
-                            "amount": {"amount": 3999, "currency": "EUR"}})),
+        (
+            "coupons",
+            json!({"order_processing_id": order, "customer_id": "c_alice", "coupon_code": "WELCOME-ALICE",
+                           "order_total": {"amount": 4999, "currency": "EUR"}}),
+        ),
+        (
+            "points",
+            json!({"order_processing_id": order, "customer_id": "c_alice", "points": 5000, "currency": "EUR"}),
+        ),
+        (
+            "payments",
+            json!({"order_processing_id": order, "customer_id": "c_alice", "payment_method_id": "pm_alice_visa",
+                            "amount": {"amount": 3999, "currency": "EUR"}}),
+        ),
     ];
     for (service, body) in bodies.clone() {
         let url = match service {
-            "coupons" => world.coupons.running.url("/service/v1/coupons/confirmations"),
+            "coupons" => world
+                .coupons
+                .running
+                .url("/service/v1/coupons/confirmations"),
             "points" => world.points.running.url("/service/v1/points/confirmations"),
-            _ => world.payments.running.url("/service/v1/payments/confirmations"),
+            _ => world
+                .payments
+                .running
+                .url("/service/v1/payments/confirmations"),
         };
         let (status, answer) = world.post_with(Some(&bob), url.clone(), body.clone()).await;
-        assert_eq!((status, problem_type(&answer)), (403, "customer-mismatch"), "{service}: {answer}");
+        assert_eq!(
+            (status, problem_type(&answer)),
+            (403, "customer-mismatch"),
+            "{service}: {answer}"
+        );
         // Without `customer_id` the hold is Bob's own: Alice's card and coupon are not his.
         let mut anonymous_body = body;
-        anonymous_body.as_object_mut().unwrap().remove("customer_id");
+        anonymous_body
+            .as_object_mut()
+            .unwrap()
+            .remove("customer_id");
         let (status, answer) = world.post_with(Some(&bob), url, anonymous_body).await;
         match service {
-            "coupons" => assert_eq!((status, problem_type(&answer)), (422, "coupon-not-for-customer"), "{answer}"),
-            "points" => assert_eq!((status, problem_type(&answer)), (422, "insufficient-points"), "{answer}"),
-            _ => assert_eq!((status, problem_type(&answer)), (404, "payment-method-not-found"), "{answer}"),
+            "coupons" => assert_eq!(
+                (status, problem_type(&answer)),
+                (422, "coupon-not-for-customer"),
+                "{answer}"
+            ),
+            "points" => assert_eq!(
+                (status, problem_type(&answer)),
+                (422, "insufficient-points"),
+                "{answer}"
+            ),
+            _ => assert_eq!(
+                (status, problem_type(&answer)),
+                (404, "payment-method-not-found"),
+                "{answer}"
+            ),
         }
     }
     assert_eq!(before.len(), after_order.len());
-    assert_eq!(rows(&world).await, after_order, "Bob's attempts placed holds");
+    assert_eq!(
+        rows(&world).await,
+        after_order,
+        "Bob's attempts placed holds"
+    );
 
     // Alice's own tokens, checked out by Bob: the order is not his to know of.
     let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
     let (status, answer) = world
         .post_with(
             Some(&bob),
-            world.relay.url(&format!("/service/v1/orders/{order}/checkout")),
+            world
+                .relay
+                .url(&format!("/service/v1/orders/{order}/checkout")),
             json!({"tokens": tokens}),
         )
         .await;
-    assert_eq!((status, problem_type(&answer)), (404, "order-not-found"), "{answer}");
-    let (_, view) = world.get(world.relay.url(&format!("/service/v1/orders/{order}"))).await;
+    assert_eq!(
+        (status, problem_type(&answer)),
+        (404, "order-not-found"),
+        "{answer}"
+    );
+    let (_, view) = world
+        .get(world.relay.url(&format!("/service/v1/orders/{order}")))
+        .await;
     assert_eq!(view["status"], "open", "{view}");
     let (status, view) = world.checkout(&order, &tokens).await;
-    assert_eq!((status, &view["status"]), (200, &json!("completed")), "{view}");
+    assert_eq!(
+        (status, &view["status"]),
+        (200, &json!("completed")),
+        "{view}"
+    );
 }
 
 #[tokio::test]
 async fn a_confirmation_token_is_bound_to_the_authenticated_customer() {
     let world = World::start().await;
     let order = world
-        .post_with(Some(&world.token("c_bob")), world.relay.url("/service/v1/orders"), ORDER_BODY())
+        .post_with(
+            Some(&world.token("c_bob")),
+            world.relay.url("/service/v1/orders"),
+            ORDER_BODY(),
+        )
         .await;
     assert_eq!(order.0, 201, "{}", order.1);
     assert_eq!(order.1["customer_id"], "c_bob");
@@ -235,7 +374,9 @@ async fn reads_answer_only_the_owner_and_others_get_the_404_of_an_unknown_id() {
         .iter()
         .map(|t| {
             let claims: Value = serde_json::from_slice(
-                &URL_SAFE_NO_PAD.decode(t.split('.').nth(1).unwrap()).unwrap(),
+                &URL_SAFE_NO_PAD
+                    .decode(t.split('.').nth(1).unwrap())
+                    .unwrap(),
             )
             .unwrap();
             claims["jti"].as_str().unwrap().to_owned()
@@ -246,10 +387,22 @@ async fn reads_answer_only_the_owner_and_others_get_the_404_of_an_unknown_id() {
     let reads = |jti: &str, order: &str| {
         vec![
             world.relay.url(&format!("/service/v1/orders/{order}")),
-            world.coupons.running.url(&format!("/service/v1/coupons/holds/{jti}")),
-            world.points.running.url(&format!("/service/v1/points/holds/{jti}")),
-            world.payments.running.url(&format!("/service/v1/payments/holds/{jti}")),
-            world.payments.running.url(&format!("/service/v1/payments/{jti}")),
+            world
+                .coupons
+                .running
+                .url(&format!("/service/v1/coupons/holds/{jti}")),
+            world
+                .points
+                .running
+                .url(&format!("/service/v1/points/holds/{jti}")),
+            world
+                .payments
+                .running
+                .url(&format!("/service/v1/payments/holds/{jti}")),
+            world
+                .payments
+                .running
+                .url(&format!("/service/v1/payments/{jti}")),
         ]
     };
     let bob = world.token("c_bob");
@@ -259,53 +412,87 @@ async fn reads_answer_only_the_owner_and_others_get_the_404_of_an_unknown_id() {
         reads(&jtis[2], &order)[3..].to_vec(),
     ]
     .concat();
-    let strangers = [reads(&unknown, unknown_order)[..2].to_vec(), reads(&unknown, unknown_order)[2..].to_vec()].concat();
+    let strangers = [
+        reads(&unknown, unknown_order)[..2].to_vec(),
+        reads(&unknown, unknown_order)[2..].to_vec(),
+    ]
+    .concat();
     for (mine, unknown) in owned.iter().zip(&strangers) {
         let (status, body) = world.get(mine.clone()).await;
         assert_eq!(status, 200, "the owner reads {mine}: {body}");
         let (status, body) = world.get_with(Some(&bob), mine.clone()).await;
         let (unknown_status, unknown_body) = world.get_with(Some(&bob), unknown.clone()).await;
         assert_eq!(status, 404, "another customer reads {mine}: {body}");
-        assert_eq!((status, problem_type(&body)), (unknown_status, problem_type(&unknown_body)), "{mine}");
+        assert_eq!(
+            (status, problem_type(&body)),
+            (unknown_status, problem_type(&unknown_body)),
+            "{mine}"
+        );
         assert_eq!(body["detail"], unknown_body["detail"], "{mine}");
     }
     // A balance is its owner's alone.
     let (status, body) = world
-        .get_with(Some(&bob), world.points.running.url("/service/v1/points/c_alice"))
+        .get_with(
+            Some(&bob),
+            world.points.running.url("/service/v1/points/c_alice"),
+        )
         .await;
-    assert_eq!((status, problem_type(&body)), (404, "customer-not-found"), "{body}");
+    assert_eq!(
+        (status, problem_type(&body)),
+        (404, "customer-not-found"),
+        "{body}"
+    );
     let (status, body) = world
-        .get_with(Some(&bob), world.points.running.url("/service/v1/points/c_bob"))
+        .get_with(
+            Some(&bob),
+            world.points.running.url("/service/v1/points/c_bob"),
+        )
         .await;
     assert_eq!((status, &body["available"]), (200, &json!(1200)), "{body}");
 }
 
 #[tokio::test]
 async fn limits_count_the_authenticated_customer_not_the_body() {
-    let world = World::start_tuned(ctr_system_tests::domain_settings(), |_| {}, |server| {
-        server.customer_rate = 1;
-        server.customer_burst = 3;
-    })
+    let world = World::start_tuned(
+        ctr_system_tests::domain_settings(),
+        |_| {},
+        |server| {
+            server.customer_rate = 1;
+            server.customer_burst = 3;
+        },
+    )
     .await;
     let url = world.relay.url("/service/v1/orders");
     let as_customer = |customer: &str| world.token(customer);
     // Bob's token, whatever the body says, spends Bob's budget: three, then 429.
     for _ in 0..3 {
-        let (status, body) = world.post_with(Some(&as_customer("c_bob")), url.clone(), ORDER_BODY()).await;
+        let (status, body) = world
+            .post_with(Some(&as_customer("c_bob")), url.clone(), ORDER_BODY())
+            .await;
         assert_eq!(status, 201, "{body}");
     }
-    let (status, body) = world.post_with(Some(&as_customer("c_bob")), url.clone(), ORDER_BODY()).await;
-    assert_eq!((status, problem_type(&body)), (429, "rate-limited"), "{body}");
+    let (status, body) = world
+        .post_with(Some(&as_customer("c_bob")), url.clone(), ORDER_BODY())
+        .await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (429, "rate-limited"),
+        "{body}"
+    );
     // Refused requests in Alice's name spent nothing of hers.
     for _ in 0..10 {
         let body = json!({"customer_id": "c_alice", "total": {"amount": 4999, "currency": "EUR"}});
         let (status, _) = world.post_with(None, url.clone(), body.clone()).await;
         assert_eq!(status, 401);
-        let (status, _) = world.post_with(Some(&as_customer("c_bob")), url.clone(), body).await;
+        let (status, _) = world
+            .post_with(Some(&as_customer("c_bob")), url.clone(), body)
+            .await;
         assert!([403, 429].contains(&status));
     }
     for _ in 0..3 {
-        let (status, body) = world.post_with(Some(&as_customer("c_alice")), url.clone(), ORDER_BODY()).await;
+        let (status, body) = world
+            .post_with(Some(&as_customer("c_alice")), url.clone(), ORDER_BODY())
+            .await;
         assert_eq!(status, 201, "{body}");
     }
 }
@@ -348,7 +535,12 @@ pub fn hostile_tokens(
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
         header.typ = Some("at+jwt".into());
         header.kid = Some(kid.to_owned());
-        jsonwebtoken::encode(&header, valid, &jsonwebtoken::EncodingKey::from_secret(public_jwks.as_bytes())).unwrap()
+        jsonwebtoken::encode(
+            &header,
+            valid,
+            &jsonwebtoken::EncodingKey::from_secret(public_jwks.as_bytes()),
+        )
+        .unwrap()
     };
     let good = sign(&at, valid);
     let mut parts: Vec<&str> = good.split('.').collect();
@@ -356,24 +548,123 @@ pub fn hostile_tokens(
     parts[1] = &forged_payload;
     let tampered = parts.join(".");
     vec![
-        ("expired", sign(&at, &with(valid.clone(), json!({"exp": now - 3600, "iat": now - 7200}))), 401, "access-token-expired"),
-        ("not yet valid (nbf)", sign(&at, &with(valid.clone(), json!({"nbf": now + 3600}))), 401, "access-token-not-yet-valid"),
-        ("issued in the future", sign(&at, &with(valid.clone(), json!({"iat": now + 3600}))), 401, "access-token-not-yet-valid"),
-        ("another audience", sign(&at, &with(valid.clone(), json!({"aud": "another-api"}))), 401, "access-token-audience"),
-        ("another issuer", sign(&at, &with(valid.clone(), json!({"iss": "https://evil.example"}))), 401, "access-token-issuer"),
-        ("alg none", format!("{}.{}.", b64(&json!({"alg": "none", "typ": "at+jwt"})), b64(valid)), 401, "access-token-algorithm"),
-        ("HMAC keyed with the public key", hmac, 401, "access-token-algorithm"),
-        ("jku header", sign(&json!({"typ": "at+jwt", "jku": "https://evil.example/jwks"}), valid), 401, "access-token-header"),
-        ("jwk header", sign(&json!({"typ": "at+jwt", "jwk": {"kty": "EC"}}), valid), 401, "access-token-header"),
-        ("x5u header", sign(&json!({"typ": "at+jwt", "x5u": "https://evil.example/cert"}), valid), 401, "access-token-header"),
-        ("typ JWT", sign(&json!({"typ": "JWT"}), valid), 401, "access-token-type"),
+        (
+            "expired",
+            sign(
+                &at,
+                &with(valid.clone(), json!({"exp": now - 3600, "iat": now - 7200})),
+            ),
+            401,
+            "access-token-expired",
+        ),
+        (
+            "not yet valid (nbf)",
+            sign(&at, &with(valid.clone(), json!({"nbf": now + 3600}))),
+            401,
+            "access-token-not-yet-valid",
+        ),
+        (
+            "issued in the future",
+            sign(&at, &with(valid.clone(), json!({"iat": now + 3600}))),
+            401,
+            "access-token-not-yet-valid",
+        ),
+        (
+            "another audience",
+            sign(&at, &with(valid.clone(), json!({"aud": "another-api"}))),
+            401,
+            "access-token-audience",
+        ),
+        (
+            "another issuer",
+            sign(
+                &at,
+                &with(valid.clone(), json!({"iss": "https://evil.example"})),
+            ),
+            401,
+            "access-token-issuer",
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(&json!({"alg": "none", "typ": "at+jwt"})),
+                b64(valid)
+            ),
+            401,
+            "access-token-algorithm",
+        ),
+        (
+            "HMAC keyed with the public key",
+            hmac,
+            401,
+            "access-token-algorithm",
+        ),
+        (
+            "jku header",
+            sign(
+                &json!({"typ": "at+jwt", "jku": "https://evil.example/jwks"}),
+                valid,
+            ),
+            401,
+            "access-token-header",
+        ),
+        (
+            "jwk header",
+            sign(&json!({"typ": "at+jwt", "jwk": {"kty": "EC"}}), valid),
+            401,
+            "access-token-header",
+        ),
+        (
+            "x5u header",
+            sign(
+                &json!({"typ": "at+jwt", "x5u": "https://evil.example/cert"}),
+                valid,
+            ),
+            401,
+            "access-token-header",
+        ),
+        (
+            "typ JWT",
+            sign(&json!({"typ": "JWT"}), valid),
+            401,
+            "access-token-type",
+        ),
         ("no typ", sign(&json!({}), valid), 401, "access-token-type"),
-        ("unknown kid", sign(&json!({"typ": "at+jwt", "kid": "nobody"}), valid), 401, "access-token-key-unknown"),
+        (
+            "unknown kid",
+            sign(&json!({"typ": "at+jwt", "kid": "nobody"}), valid),
+            401,
+            "access-token-key-unknown",
+        ),
         ("tampered claims", tampered, 401, "access-token-signature"),
-        ("no sub", sign(&at, &with(valid.clone(), json!({"sub": null}))), 401, "access-token-claims"),
-        ("no client_id", sign(&at, &with(valid.clone(), json!({"client_id": null}))), 401, "access-token-claims"),
-        ("a subject that is no customer id", sign(&at, &with(valid.clone(), json!({"sub": "alice@example.com"}))), 401, "access-token-claims"),
-        ("missing scope", sign(&at, &with(valid.clone(), json!({"scope": "orders:read"}))), 403, "insufficient-scope"),
+        (
+            "no sub",
+            sign(&at, &with(valid.clone(), json!({"sub": null}))),
+            401,
+            "access-token-claims",
+        ),
+        (
+            "no client_id",
+            sign(&at, &with(valid.clone(), json!({"client_id": null}))),
+            401,
+            "access-token-claims",
+        ),
+        (
+            "a subject that is no customer id",
+            sign(
+                &at,
+                &with(valid.clone(), json!({"sub": "alice@example.com"})),
+            ),
+            401,
+            "access-token-claims",
+        ),
+        (
+            "missing scope",
+            sign(&at, &with(valid.clone(), json!({"scope": "orders:read"}))),
+            403,
+            "insufficient-scope",
+        ),
     ]
 }
 
@@ -387,34 +678,78 @@ async fn hostile_access_tokens_each_get_a_problem_of_their_own_and_change_nothin
     let url = world.relay.url("/service/v1/orders");
     let before = rows(&world).await;
     for (case, token, status, expected) in hostile_tokens(&sign, &claims(&world), &jwks, &kid) {
-        let (got, challenge, text) = send(&world, "POST", &url, Some(&ORDER_BODY()), Some(&format!("Bearer {token}"))).await;
-        assert_eq!((got, slug(&text).as_str()), (status, expected), "{case}: {text}");
+        let (got, challenge, text) = send(
+            &world,
+            "POST",
+            &url,
+            Some(&ORDER_BODY()),
+            Some(&format!("Bearer {token}")),
+        )
+        .await;
+        assert_eq!(
+            (got, slug(&text).as_str()),
+            (status, expected),
+            "{case}: {text}"
+        );
         let challenge = challenge.unwrap_or_default();
-        let code = if status == 403 { "insufficient_scope" } else { "invalid_token" };
-        assert!(challenge.contains(&format!("error=\"{code}\"")), "{case}: {challenge}");
+        let code = if status == 403 {
+            "insufficient_scope"
+        } else {
+            "invalid_token"
+        };
+        assert!(
+            challenge.contains(&format!("error=\"{code}\"")),
+            "{case}: {challenge}"
+        );
         let signature = token.rsplit('.').next().unwrap();
-        assert!(signature.is_empty() || !text.contains(signature), "{case}: the token is echoed");
+        assert!(
+            signature.is_empty() || !text.contains(signature),
+            "{case}: the token is echoed"
+        );
     }
     assert_eq!(rows(&world).await, before);
     // The valid one is served.
-    let token = world.issuer.issuer.sign(&json!({"typ": "at+jwt"}), &claims(&world));
-    let (status, _, text) = send(&world, "POST", &url, Some(&ORDER_BODY()), Some(&format!("Bearer {token}"))).await;
+    let token = world
+        .issuer
+        .issuer
+        .sign(&json!({"typ": "at+jwt"}), &claims(&world));
+    let (status, _, text) = send(
+        &world,
+        "POST",
+        &url,
+        Some(&ORDER_BODY()),
+        Some(&format!("Bearer {token}")),
+    )
+    .await;
     assert_eq!(status, 201, "{text}");
 }
 
 #[tokio::test]
 async fn a_service_may_accept_issuers_that_do_not_send_at_jwt_when_configured() {
-    let world = World::start_tuned(ctr_system_tests::domain_settings(), |_| {}, |server| {
-        server.access.auth_require_at_jwt = false;
-    })
+    let world = World::start_tuned(
+        ctr_system_tests::domain_settings(),
+        |_| {},
+        |server| {
+            server.access.auth_require_at_jwt = false;
+        },
+    )
     .await;
     let url = world.relay.url("/service/v1/orders");
     for header in [json!({"typ": "JWT"}), json!({})] {
         let token = world.issuer.issuer.sign(&header, &claims(&world));
-        let (status, body) = world.post_with(Some(&token), url.clone(), ORDER_BODY()).await;
+        let (status, body) = world
+            .post_with(Some(&token), url.clone(), ORDER_BODY())
+            .await;
         assert_eq!(status, 201, "{header}: {body}");
     }
-    let token = world.issuer.issuer.sign(&json!({"typ": "dpop+jwt"}), &claims(&world));
+    let token = world
+        .issuer
+        .issuer
+        .sign(&json!({"typ": "dpop+jwt"}), &claims(&world));
     let (status, body) = world.post_with(Some(&token), url, ORDER_BODY()).await;
-    assert_eq!((status, problem_type(&body)), (401, "access-token-type"), "{body}");
+    assert_eq!(
+        (status, problem_type(&body)),
+        (401, "access-token-type"),
+        "{body}"
+    );
 }

@@ -35,7 +35,9 @@ fn authlib(pki: &TestPki) -> Option<Authlib> {
             std::env::var_os("CI").is_none(),
             "CI must run the Authlib interop test: set CTR_TEST_AUTHLIB_PYTHON=$(tests/oidc/setup.sh)"
         );
-        eprintln!("NOT RUN: set CTR_TEST_AUTHLIB_PYTHON=$(tests/oidc/setup.sh) to run the Authlib interop test");
+        eprintln!(
+            "NOT RUN: set CTR_TEST_AUTHLIB_PYTHON=$(tests/oidc/setup.sh) to run the Authlib interop test"
+        );
         return None;
     };
     let leaf = ctr_pki::IdentityFiles::server(pki.dir(), DEV_ISSUER);
@@ -85,8 +87,12 @@ async fn token(world: &World, fixture: &Authlib, client: &str, scope: Option<&st
 }
 
 fn part(token: &str, index: usize) -> Value {
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(index).unwrap()).unwrap())
-        .unwrap()
+    serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(index).unwrap())
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 fn b64(value: &Value) -> String {
@@ -111,21 +117,37 @@ async fn a_checkout_runs_on_authlib_tokens_and_hostile_variants_are_refused() {
         return;
     };
     pki.trust_customer_issuer(&fixture.url);
-    let world = World::start_in(pki, domain_settings(), |_| {}, |server| {
-        server.access.auth_leeway = std::time::Duration::from_secs(1);
-    })
+    let world = World::start_in(
+        pki,
+        domain_settings(),
+        |_| {},
+        |server| {
+            server.access.auth_leeway = std::time::Duration::from_secs(1);
+        },
+    )
     .await;
 
     // Alice's tokens are ES256, Bob's RS256: each runs a whole checkout.
-    for (customer, method, alg) in [("c_alice", "pm_alice_visa", "ES256"), ("c_bob", "pm_bob_mastercard", "RS256")] {
+    for (customer, method, alg) in [
+        ("c_alice", "pm_alice_visa", "ES256"),
+        ("c_bob", "pm_bob_mastercard", "RS256"),
+    ] {
         let access = token(&world, &fixture, customer, None).await;
         assert_eq!(part(&access, 0)["alg"], alg);
         assert_eq!(part(&access, 0)["typ"], "at+jwt");
         let orders = world.relay.url("/service/v1/orders");
         let (status, order) = world
-            .post_with(Some(&access), orders, json!({"total": {"amount": 4999, "currency": "EUR"}}))
+            .post_with(
+                Some(&access),
+                orders,
+                json!({"total": {"amount": 4999, "currency": "EUR"}}),
+            )
             .await;
-        assert_eq!((status, &order["customer_id"]), (201, &json!(customer)), "{order}");
+        assert_eq!(
+            (status, &order["customer_id"]),
+            (201, &json!(customer)),
+            "{order}"
+        );
         let order = order["order_processing_id"].as_str().unwrap().to_owned();
         let confirm = |service: &str| format!("/service/v1/{service}/confirmations");
         let (coupon, points, payment) = (
@@ -139,13 +161,32 @@ async fn a_checkout_runs_on_authlib_tokens_and_hostile_variants_are_refused() {
         for (status, body) in [&coupon, &points, &payment] {
             assert_eq!(*status, 201, "{customer}: {body}");
         }
-        let tokens: Vec<&str> = [&coupon, &points, &payment].iter().map(|(_, b)| b["token"].as_str().unwrap()).collect();
+        let tokens: Vec<&str> = [&coupon, &points, &payment]
+            .iter()
+            .map(|(_, b)| b["token"].as_str().unwrap())
+            .collect();
         let (status, view) = world
-            .post_with(Some(&access), world.relay.url(&format!("/service/v1/orders/{order}/checkout")), json!({"tokens": tokens}))
+            .post_with(
+                Some(&access),
+                world
+                    .relay
+                    .url(&format!("/service/v1/orders/{order}/checkout")),
+                json!({"tokens": tokens}),
+            )
             .await;
-        assert_eq!((status, &view["status"]), (200, &json!("completed")), "{customer}: {view}");
+        assert_eq!(
+            (status, &view["status"]),
+            (200, &json!("completed")),
+            "{customer}: {view}"
+        );
         let (status, balance) = world
-            .get_with(Some(&access), world.points.running.url(&format!("/service/v1/points/{customer}")))
+            .get_with(
+                Some(&access),
+                world
+                    .points
+                    .running
+                    .url(&format!("/service/v1/points/{customer}")),
+            )
             .await;
         assert_eq!((status, &balance["spent"]), (200, &json!(500)), "{balance}");
     }
@@ -166,32 +207,115 @@ async fn a_checkout_runs_on_authlib_tokens_and_hostile_variants_are_refused() {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
         header.typ = Some("at+jwt".into());
         header.kid = Some("fixture-es256".into());
-        jsonwebtoken::encode(&header, &part(&alice, 1), &jsonwebtoken::EncodingKey::from_secret(jwks.as_bytes())).unwrap()
+        jsonwebtoken::encode(
+            &header,
+            &part(&alice, 1),
+            &jsonwebtoken::EncodingKey::from_secret(jwks.as_bytes()),
+        )
+        .unwrap()
     };
     let expiring = token(&world, &fixture, "c_dave", None).await;
     let cases = vec![
-        ("another audience", token(&world, &fixture, "c_carol", None).await, 401, "access-token-audience"),
-        ("alg none", format!("{}.{}.", b64(&json!({"alg": "none", "typ": "at+jwt"})), alice.split('.').nth(1).unwrap()), 401, "access-token-algorithm"),
-        ("HMAC keyed with the issuer's public keys", hmac, 401, "access-token-algorithm"),
-        ("jku header", reheader(&alice, json!({"jku": "https://evil.example/jwks"})), 401, "access-token-header"),
-        ("jwk header", reheader(&alice, json!({"jwk": serde_json::from_str::<Value>(&jwks).unwrap()["keys"][0]})), 401, "access-token-header"),
-        ("x5u header", reheader(&alice, json!({"x5u": "https://evil.example/cert"})), 401, "access-token-header"),
-        ("typ JWT", reheader(&alice, json!({"typ": "JWT"})), 401, "access-token-type"),
-        ("RS256 header on the ES256 key", reheader(&alice, json!({"alg": "RS256"})), 401, "access-token-algorithm"),
-        ("missing scope", token(&world, &fixture, "c_alice", Some("orders:read")).await, 403, "insufficient-scope"),
+        (
+            "another audience",
+            token(&world, &fixture, "c_carol", None).await,
+            401,
+            "access-token-audience",
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(&json!({"alg": "none", "typ": "at+jwt"})),
+                alice.split('.').nth(1).unwrap()
+            ),
+            401,
+            "access-token-algorithm",
+        ),
+        (
+            "HMAC keyed with the issuer's public keys",
+            hmac,
+            401,
+            "access-token-algorithm",
+        ),
+        (
+            "jku header",
+            reheader(&alice, json!({"jku": "https://evil.example/jwks"})),
+            401,
+            "access-token-header",
+        ),
+        (
+            "jwk header",
+            reheader(
+                &alice,
+                json!({"jwk": serde_json::from_str::<Value>(&jwks).unwrap()["keys"][0]}),
+            ),
+            401,
+            "access-token-header",
+        ),
+        (
+            "x5u header",
+            reheader(&alice, json!({"x5u": "https://evil.example/cert"})),
+            401,
+            "access-token-header",
+        ),
+        (
+            "typ JWT",
+            reheader(&alice, json!({"typ": "JWT"})),
+            401,
+            "access-token-type",
+        ),
+        (
+            "RS256 header on the ES256 key",
+            reheader(&alice, json!({"alg": "RS256"})),
+            401,
+            "access-token-algorithm",
+        ),
+        (
+            "missing scope",
+            token(&world, &fixture, "c_alice", Some("orders:read")).await,
+            403,
+            "insufficient-scope",
+        ),
+        // The world's own development issuer is not the one configured: its key is unknown.
+        (
+            "a token of another issuer",
+            world.token("c_alice"),
+            401,
+            "access-token-key-unknown",
+        ),
     ];
     // Let the short-lived token run out (leeway 1 s).
     tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
     let orders = world.relay.url("/service/v1/orders");
     let body = json!({"total": {"amount": 4999, "currency": "EUR"}});
-    for (case, access, status, slug) in cases.into_iter().chain([("expired", expiring, 401, "access-token-expired")]) {
-        let (got, answer) = world.post_with(Some(&access), orders.clone(), body.clone()).await;
-        assert_eq!((got, problem_type(&answer)), (status, slug), "{case}: {answer}");
-        assert!(!answer.to_string().contains(access.rsplit('.').next().unwrap_or("-")) || access.ends_with('.'), "{case}: echoed");
+    for (case, access, status, slug) in
+        cases
+            .into_iter()
+            .chain([("expired", expiring, 401, "access-token-expired")])
+    {
+        let (got, answer) = world
+            .post_with(Some(&access), orders.clone(), body.clone())
+            .await;
+        assert_eq!(
+            (got, problem_type(&answer)),
+            (status, slug),
+            "{case}: {answer}"
+        );
+        assert!(
+            !answer
+                .to_string()
+                .contains(access.rsplit('.').next().unwrap_or("-"))
+                || access.ends_with('.'),
+            "{case}: echoed"
+        );
     }
     // A token of another customer reads nothing of Alice's.
     let (status, _) = world
-        .get_with(Some(&bob), world.points.running.url("/service/v1/points/c_alice"))
+        .get_with(
+            Some(&bob),
+            world.points.running.url("/service/v1/points/c_alice"),
+        )
         .await;
     assert_eq!(status, 404);
 }
