@@ -52,6 +52,13 @@ pub fn tamper(token: &str, claim: &str, value: Value) -> Result<String, String> 
     ))
 }
 
+/// The `sub` of a token, read without trusting it (whom a given access token acts for).
+pub fn subject(token: &str) -> Option<String> {
+    inspect(token).ok()?["claims"]["sub"]
+        .as_str()
+        .map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
@@ -105,11 +112,4 @@ mod tests {
         assert_ne!(a[1], b[1]);
         assert_eq!(inspect(&bad).unwrap()["claims"]["settles"]["amount"], 1);
     }
-}
-
-/// The `sub` of a token, read without trusting it (whom a given access token acts for).
-pub fn subject(token: &str) -> Option<String> {
-    inspect(token).ok()?["claims"]["sub"]
-        .as_str()
-        .map(str::to_owned)
 }

@@ -181,7 +181,7 @@ fn refused(error: AccessError) -> ApiError {
         _ => "Unauthorized",
     };
     let mut problem = ApiError::new(status, error.slug(), title, error.to_string());
-    problem.challenge = Some(error.challenge(REALM));
+    problem.challenge = Some(error.challenge(REALM).into());
     if status == StatusCode::SERVICE_UNAVAILABLE {
         problem = problem.retry_after(1);
     }

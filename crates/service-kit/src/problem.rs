@@ -28,7 +28,7 @@ pub struct ApiError {
     /// Seconds after which a retry may succeed: the `Retry-After` header of a 429 or 503.
     pub retry_after: Option<u64>,
     /// A `WWW-Authenticate` challenge (RFC 6750) for a 401 or 403 about an access token.
-    pub challenge: Option<String>,
+    pub challenge: Option<Box<str>>,
 }
 
 #[derive(Serialize)]
@@ -163,7 +163,10 @@ impl IntoResponse for ApiError {
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::try_from(c).ok()) {
+        if let Some(challenge) = self
+            .challenge
+            .and_then(|c| HeaderValue::try_from(String::from(c)).ok())
+        {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
