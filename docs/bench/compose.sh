@@ -75,6 +75,7 @@ for run in $(seq 1 "$runs"); do
         rm -f "$work/stderr"
         target/release/ctr-load --customers "$customers" --flows 1000000 --seconds "$seconds" \
             --ca "$CTR_EXPORT_DIR/root.pem" --targets "$targets" --json "$report" \
+            --issuer "https://localhost:${CTR_DEV_ISSUER_PORT:-8447}" \
             >"$work/stdout" 2>"$work/stderr" &
         load=$!
         # The window starts at the first progress line, after the crypto bound.

@@ -52,6 +52,8 @@ pub async fn build<L: Ledger>(
     doc: &utoipa::openapi::OpenApi,
 ) -> Result<DomainApp<L>, StartError> {
     let health = Health::default();
+    // First: a missing or bad CTR_AUTH_* stops the service before it touches its store.
+    let customers = CustomerAuth::from_config(server, &health)?;
     let mut migrations = engine::MIGRATIONS.to_vec();
     migrations.extend_from_slice(L::MIGRATIONS);
     let store = open_store(server, &migrations, &health).await?;
@@ -112,7 +114,6 @@ pub async fn build<L: Ledger>(
     });
     let key_id = state.signer.key_id().to_owned();
     health.register("signing-key", move || Ok(format!("{key_id} in the KMS")));
-    let customers = CustomerAuth::from_config(server, &health)?;
     let router = routes(state.clone())
         .merge(extra(state.clone()))
         .layer(customers.layer())

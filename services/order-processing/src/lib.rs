@@ -117,6 +117,8 @@ pub async fn build_with_faults(
         keys.insert(name.clone(), cache);
     }
     warm_up(&keys);
+    // Before the store: a missing or bad CTR_AUTH_* stops the relay first.
+    let customers = CustomerAuth::from_config(server, &health)?;
     let store = open_store(server, store::MIGRATIONS, &health).await?;
     let metrics = Metrics::default();
     let relay = Arc::new(Relay {
@@ -144,7 +146,6 @@ pub async fn build_with_faults(
         recovery_slots: Arc::new(Semaphore::new(settings.recovery_concurrency)),
     });
     relay.spawn_workers(settings.recovery_interval);
-    let customers = CustomerAuth::from_config(server, &health)?;
     let app = App::build_with_admin(
         SERVICE,
         server,
