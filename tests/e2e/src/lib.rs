@@ -21,6 +21,9 @@ use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 pub const DOMAINS: [&str; 3] = ["coupons", "points", "payments"];
+/// The services a checkout crosses (one trace spans them all).
+pub const CHECKOUT_SERVICES: [&str; 4] = ["order-processing", "coupons", "points", "payments"];
+/// Every container of a stack besides pki-init.
 pub const SERVICES: [&str; 5] = [
     "order-processing",
     "coupons",

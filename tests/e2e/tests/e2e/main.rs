@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ctr_e2e_tests::otlp::Receiver;
-use ctr_e2e_tests::{DOMAINS, SERVICES, Stack};
+use ctr_e2e_tests::{CHECKOUT_SERVICES, DOMAINS, Stack};
 use serde_json::{Value, json};
 
 mod chaos;
@@ -143,7 +143,7 @@ async fn one_checkout_is_one_trace_with_spans_from_all_four_services(
     let trace = receiver
         .trace_of(
             |s| s.kind == "server" && s.attribute("url.path") == Some(path.as_str()),
-            &SERVICES,
+            &CHECKOUT_SERVICES,
             Duration::from_secs(30),
         )
         .await;
@@ -151,7 +151,7 @@ async fn one_checkout_is_one_trace_with_spans_from_all_four_services(
         trace.iter().map(|s| s.service.as_str()).collect();
     assert_eq!(
         services,
-        SERVICES.into_iter().collect(),
+        CHECKOUT_SERVICES.into_iter().collect(),
         "{} spans: {trace:#?}",
         trace.len()
     );
