@@ -74,6 +74,18 @@ pub struct Endpoints {
     pub access_token: Option<String>,
 }
 
+/// `endpoint`'s path and query on `base`'s origin, when the two origins differ.
+fn rebased(endpoint: &str, base: &str) -> Option<String> {
+    let endpoint = reqwest::Url::parse(endpoint).ok()?;
+    let mut local = reqwest::Url::parse(base).ok()?;
+    if endpoint.origin() == local.origin() {
+        return None;
+    }
+    local.set_path(endpoint.path());
+    local.set_query(endpoint.query());
+    Some(local.to_string())
+}
+
 /// A request that got no HTTP answer, or a setup that cannot work: exit code 2.
 #[derive(Debug)]
 pub struct Unreachable(pub String);
@@ -184,15 +196,22 @@ impl Stack {
             })?
             .to_owned();
         let form = format!("grant_type=client_credentials&client_id={customer}");
-        let answer = self
-            .send(
-                self.client
-                    .post(endpoint)
-                    .basic_auth(customer, Some(&self.endpoints.client_secret))
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(form),
-            )
-            .await?;
+        let request = |url: &str| {
+            self.client
+                .post(url)
+                .basic_auth(customer, Some(&self.endpoints.client_secret))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form.clone())
+        };
+        let answer = match self.send(request(&endpoint)).await {
+            Ok(answer) => answer,
+            // The metadata names the issuer as its services reach it (compose: dev-issuer:8443);
+            // this machine reaches it at --issuer-url: ask there.
+            Err(unreachable) => match rebased(&endpoint, issuer) {
+                Some(local) => self.send(request(&local)).await?,
+                None => return Err(unreachable),
+            },
+        };
         answer.body["access_token"]
             .as_str()
             .map(str::to_owned)
