@@ -6,11 +6,13 @@
 //! problem with `WWW-Authenticate` and hands handlers the verified [`Access`].
 
 mod error;
+mod grant;
 mod keys;
 mod settings;
 mod verify;
 
 pub use error::AccessError;
+pub use grant::{GrantError, client_credentials};
 pub use keys::{IssuerKey, IssuerKeys, KeysError};
 pub use settings::{AccessSettings, DEFAULT_ALGORITHMS, SettingError};
 pub use verify::{Access, AccessVerifier, MAX_TOKEN_BYTES};

@@ -195,33 +195,25 @@ impl Stack {
                 ))
             })?
             .to_owned();
-        let form = format!("grant_type=client_credentials&client_id={customer}");
-        let request = |url: &str| {
-            self.client
-                .post(url)
-                .basic_auth(customer, Some(&self.endpoints.client_secret))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(form.clone())
+        let secret = &self.endpoints.client_secret;
+        let grant = |url: String| async move {
+            ctr_access::client_credentials(&self.client, &url, customer, secret, None).await
         };
-        let answer = match self.send(request(&endpoint)).await {
-            Ok(answer) => answer,
+        let token = match grant(endpoint.clone()).await {
             // The metadata names the issuer as its services reach it (compose: dev-issuer:8443);
             // this machine reaches it at --issuer-url: ask there.
-            Err(unreachable) => match rebased(&endpoint, issuer) {
-                Some(local) => self.send(request(&local)).await?,
-                None => return Err(unreachable),
+            Err(ctr_access::GrantError::Unreachable(reason)) => match rebased(&endpoint, issuer) {
+                Some(local) => grant(local).await,
+                None => return Err(Unreachable(reason)),
             },
+            answer => answer,
         };
-        answer.body["access_token"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                Unreachable(format!(
-                    "the issuer refused to log {customer} in: {} {}",
-                    answer.status,
-                    answer.body["error"].as_str().unwrap_or("")
-                ))
-            })
+        token.map_err(|error| match error {
+            ctr_access::GrantError::Unreachable(reason) => Unreachable(reason),
+            ctr_access::GrantError::Refused { status, error, .. } => Unreachable(format!(
+                "the issuer refused to log {customer} in: {status} {error}"
+            )),
+        })
     }
 
     /// The token requests carry: CTR_ACCESS_TOKEN, else one logged in for the customer.

@@ -186,19 +186,16 @@ async fn log_in(client: &reqwest::Client, cli: &Cli) -> Result<Vec<String>, Stri
     let mut tokens = Vec::with_capacity(cli.customers);
     for customer in 0..cli.customers {
         let client_id = format!("c_load_{customer}");
-        let response = client
-            .post(format!("{issuer}/token"))
-            .basic_auth(&client_id, Some(&cli.client_secret))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body("grant_type=client_credentials")
-            .send()
-            .await
-            .map_err(|e| format!("{issuer}: {e}"))?;
-        let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
-        let token = body["access_token"]
-            .as_str()
-            .ok_or_else(|| format!("{issuer} refused {client_id}: {}", body["error"]))?;
-        tokens.push(token.to_owned());
+        let token = ctr_access::client_credentials(
+            client,
+            &format!("{issuer}/token"),
+            &client_id,
+            &cli.client_secret,
+            None,
+        )
+        .await
+        .map_err(|e| format!("{issuer}: {e}"))?;
+        tokens.push(token);
     }
     Ok(tokens)
 }

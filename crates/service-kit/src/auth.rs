@@ -63,7 +63,6 @@ impl CustomerAuth {
                 reason: e.reason,
             })
         };
-        settings.validate().map_err(invalid)?;
         let http = issuer_client(settings.auth_ca_file.as_deref(), config.request_timeout)?;
         let verifier = Arc::new(AccessVerifier::new(settings, http).map_err(invalid)?);
         let loading = Arc::downgrade(&verifier);

@@ -71,19 +71,15 @@ pub fn ensure_images() {
 
 /// A client-credentials access token for `customer` from the issuer at `issuer`.
 pub async fn token_from(client: &reqwest::Client, issuer: &str, customer: &str) -> String {
-    let response = client
-        .post(format!("{issuer}/token"))
-        .basic_auth(customer, Some(DEMO_SECRET))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("grant_type=client_credentials")
-        .send()
-        .await
-        .unwrap();
-    let body: Value = response.json().await.unwrap();
-    body["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no access token for {customer}: {body}"))
-        .to_owned()
+    ctr_access::client_credentials(
+        client,
+        &format!("{issuer}/token"),
+        customer,
+        DEMO_SECRET,
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("no access token for {customer}: {e}"))
 }
 
 /// Removes a run's containers and volumes even when a test panics.

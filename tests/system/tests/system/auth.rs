@@ -522,6 +522,20 @@ fn b64(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(value.to_string())
 }
 
+/// The classic confusion attack: `claims` "signed" HS256 with the issuer's public key set as
+/// the secret, naming the issuer's key `kid`.
+pub fn hmac_keyed_with(public_jwks: &str, kid: &str, claims: &Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(public_jwks.as_bytes()),
+    )
+    .unwrap()
+}
+
 /// Tokens wrong in one way each, and the problem each must get.
 pub fn hostile_tokens(
     sign: &dyn Fn(&Value, &Value) -> String,
@@ -531,17 +545,7 @@ pub fn hostile_tokens(
 ) -> Vec<(&'static str, String, u16, &'static str)> {
     let at = json!({"typ": "at+jwt"});
     let now = dev_issuer::unix_now();
-    let hmac = {
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-        header.typ = Some("at+jwt".into());
-        header.kid = Some(kid.to_owned());
-        jsonwebtoken::encode(
-            &header,
-            valid,
-            &jsonwebtoken::EncodingKey::from_secret(public_jwks.as_bytes()),
-        )
-        .unwrap()
-    };
+    let hmac = hmac_keyed_with(public_jwks, kid, valid);
     let good = sign(&at, valid);
     let mut parts: Vec<&str> = good.split('.').collect();
     let forged_payload = b64(&with(valid.clone(), json!({"sub": "c_bob"})));

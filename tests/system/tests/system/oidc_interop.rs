@@ -66,24 +66,16 @@ fn authlib(pki: &TestPki) -> Option<Authlib> {
 
 /// A client-credentials token of `client` (HTTP Basic), with `scope` if given.
 async fn token(world: &World, fixture: &Authlib, client: &str, scope: Option<&str>) -> String {
-    let mut form = "grant_type=client_credentials".to_owned();
-    if let Some(scope) = scope {
-        form.push_str(&format!("&scope={}", scope.replace(' ', "+")));
-    }
-    let response = world
-        .anonymous()
-        .post(format!("{}/token", fixture.url))
-        .basic_auth(client, Some("fixture-secret"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form)
-        .send()
-        .await
-        .unwrap();
-    let body: Value = response.json().await.unwrap();
-    body["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no token for {client}: {body}"))
-        .to_owned()
+    let endpoint = format!("{}/token", fixture.url);
+    ctr_access::client_credentials(
+        &world.anonymous(),
+        &endpoint,
+        client,
+        "fixture-secret",
+        scope,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("no token for {client}: {e}"))
 }
 
 fn part(token: &str, index: usize) -> Value {
@@ -203,17 +195,7 @@ async fn a_checkout_runs_on_authlib_tokens_and_hostile_variants_are_refused() {
         .text()
         .await
         .unwrap();
-    let hmac = {
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-        header.typ = Some("at+jwt".into());
-        header.kid = Some("fixture-es256".into());
-        jsonwebtoken::encode(
-            &header,
-            &part(&alice, 1),
-            &jsonwebtoken::EncodingKey::from_secret(jwks.as_bytes()),
-        )
-        .unwrap()
-    };
+    let hmac = crate::auth::hmac_keyed_with(&jwks, "fixture-es256", &part(&alice, 1));
     let expiring = token(&world, &fixture, "c_dave", None).await;
     let cases = vec![
         (
