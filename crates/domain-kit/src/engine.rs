@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use ctr_service_kit::{ApiError, seconds_until};
-use ctr_store::{Conn, Migration, Store, sqlx};
-use ctr_token::{Clock, Settlement, secs};
+use ctr_store::{Conn, Migration, Store, query, query_as};
+use ctr_token::{Clock, secs};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "redeemed at, holds by customer",
         sql: include_str!("../migrations/0003_redeemed_at.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "token hash",
+        sql: include_str!("../migrations/0004_token_hash.sql"),
     },
 ];
 
@@ -105,44 +110,57 @@ pub struct Redemption<H> {
     pub replayed: bool,
 }
 
-/// The domain's state: its ledger and its holds, in its store.
-pub struct Engine<L: Ledger> {
-    ledger: L,
-    store: Store,
-    clock: Arc<dyn Clock>,
+/// The lifetimes and limits every operation applies.
+#[derive(Debug, Clone, Copy)]
+struct Rules {
     hold_ttl: i64,
     retention: i64,
     cancel_window: i64,
     holds_per_customer: i64,
 }
 
+impl Rules {
+    fn forget_at(self, expires_at: i64) -> i64 {
+        expires_at.saturating_add(self.retention)
+    }
+}
+
+/// The domain's state: its ledger and its holds, in its store. Each operation is one
+/// transaction handed to the store whole.
+pub struct Engine<L: Ledger> {
+    ledger: Arc<L>,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    rules: Rules,
+}
+
 fn hold_not_found() -> ApiError {
     ApiError::not_found("hold-not-found", "no hold for this jti")
 }
 
-type HoldRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-);
+/// What a transaction answers when it must keep what it wrote and still refuse: the outer
+/// `Err` rolls back, the inner one commits.
+type Kept<T> = Result<Result<T, ApiError>, ApiError>;
 
 impl<L: Ledger> Engine<L> {
     /// The lifetimes and limits come from `settings`: `CTR_HOLD_TTL`, `CTR_HOLD_RETENTION`,
     /// `CTR_CANCEL_WINDOW`, `CTR_MAX_HOLDS_PER_CUSTOMER`.
-    pub fn new(ledger: L, store: Store, clock: Arc<dyn Clock>, settings: &DomainSettings) -> Self {
+    pub fn new(
+        ledger: impl Into<Arc<L>>,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        settings: &DomainSettings,
+    ) -> Self {
         Self {
-            ledger,
+            ledger: ledger.into(),
             store,
             clock,
-            hold_ttl: secs(settings.hold_ttl),
-            retention: secs(settings.hold_retention),
-            cancel_window: secs(settings.cancel_window),
-            holds_per_customer: i64::from(settings.max_holds_per_customer),
+            rules: Rules {
+                hold_ttl: secs(settings.hold_ttl),
+                retention: secs(settings.hold_retention),
+                cancel_window: secs(settings.cancel_window),
+                holds_per_customer: i64::from(settings.max_holds_per_customer),
+            },
         }
     }
 
@@ -154,6 +172,20 @@ impl<L: Ledger> Engine<L> {
         &self.store
     }
 
+    /// Runs `op` with the ledger as one transaction (a domain's own reads use it too).
+    pub async fn transact<T: Send + 'static>(
+        &self,
+        op: impl for<'c> FnOnce(
+            &'c mut Conn,
+            Arc<L>,
+        ) -> futures::future::BoxFuture<'c, Result<T, ApiError>>
+        + Send
+        + 'static,
+    ) -> Result<T, ApiError> {
+        let ledger = self.ledger.clone();
+        self.store.transact(move |tx| op(tx, ledger)).await
+    }
+
     /// Applies the domain's rules and places a hold under a fresh `jti`, in one transaction.
     pub async fn hold(
         &self,
@@ -162,147 +194,188 @@ impl<L: Ledger> Engine<L> {
         request: L::Request,
     ) -> Result<HoldRecord<L::Hold>, ApiError> {
         let now = self.clock.now_secs();
-        let mut tx = self.store.begin().await?;
-        let hold = self.ledger.reserve(&mut tx, customer, request, now).await?;
-        let record = HoldRecord {
-            jti: Uuid::now_v7(),
-            order_processing_id: order.clone(),
-            customer_id: customer.clone(),
-            hold,
-            state: HoldState::Held,
-            expires_at: now.saturating_add(self.hold_ttl),
-            redeemed_at: None,
-        };
-        // Every hold costs a signature and keeps something from others until it ends: one
-        // customer may have only so many at once. The insert checks it; when it refuses,
-        // dropping the transaction undoes the reservation.
-        let placed = sqlx::query(
-            "INSERT INTO holds (jti, order_processing_id, customer_id, state, hold, expires_at) \
-             SELECT $1, $2, $3, $4, $5, $6 WHERE (SELECT COUNT(*) FROM holds \
-             WHERE customer_id = $3 AND state = 'held' AND expires_at > $7) < $8",
-        )
-        .bind(record.jti.to_string())
-        .bind(order.as_str())
-        .bind(customer.as_str())
-        .bind(HoldState::Held.as_str())
-        .bind(serde_json::to_string(&record.hold).map_err(ApiError::internal)?)
-        .bind(record.expires_at)
-        .bind(now)
-        .bind(self.holds_per_customer)
-        .execute(&mut *tx)
-        .await?;
-        if placed.rows_affected() != 1 {
-            let (held, first): (i64, Option<i64>) = sqlx::query_as(
-                "SELECT COUNT(*), MIN(expires_at) FROM holds \
-                 WHERE customer_id = $1 AND state = 'held' AND expires_at > $2",
+        let rules = self.rules;
+        let (order, customer) = (order.clone(), customer.clone());
+        self.transact(move |tx, ledger| {
+            Box::pin(async move {
+                let hold = ledger.reserve(tx, &customer, request, now).await?;
+                let record = HoldRecord {
+                    jti: Uuid::now_v7(),
+                    order_processing_id: order,
+                    customer_id: customer,
+                    hold,
+                    state: HoldState::Held,
+                    expires_at: now.saturating_add(rules.hold_ttl),
+                    redeemed_at: None,
+                };
+                // Every hold costs a signature and keeps something from others until it ends:
+                // one customer may have only so many at once. The insert checks it; when it
+                // refuses, the rollback undoes the reservation.
+                let placed = query(
+                    "INSERT INTO holds (jti, order_processing_id, customer_id, state, hold, expires_at) \
+                     SELECT $1, $2, $3, $4, $5, $6 WHERE (SELECT COUNT(*) FROM holds \
+                     WHERE customer_id = $3 AND state = 'held' AND expires_at > $7) < $8",
+                )
+                .bind(record.jti.to_string())
+                .bind(record.order_processing_id.as_str())
+                .bind(record.customer_id.as_str())
+                .bind(HoldState::Held.as_str())
+                .bind(serde_json::to_string(&record.hold).map_err(ApiError::internal)?)
+                .bind(record.expires_at)
+                .bind(now)
+                .bind(rules.holds_per_customer)
+                .execute(tx)
+                .await?;
+                if placed != 1 {
+                    let (held, first): (i64, Option<i64>) = query_as(
+                        "SELECT COUNT(*), MIN(expires_at) FROM holds \
+                         WHERE customer_id = $1 AND state = 'held' AND expires_at > $2",
+                    )
+                    .bind(record.customer_id.as_str())
+                    .bind(now)
+                    .fetch_one(tx)
+                    .await?;
+                    return Err(ApiError::too_many(
+                        "too-many-holds",
+                        format!(
+                            "this customer holds {held} confirmations here already; redeem, cancel or let one expire"
+                        ),
+                        seconds_until(first, now),
+                    ));
+                }
+                Ok(record)
+            })
+        })
+        .await
+    }
+
+    /// Records the SHA-256 of the token issued for a hold: the one token a redemption of
+    /// it may present.
+    pub async fn seal(&self, jti: Uuid, token_sha256: String) -> Result<(), ApiError> {
+        let sealed = self
+            .store
+            .execute(
+                query("UPDATE holds SET token_sha256 = $1 WHERE jti = $2 AND token_sha256 IS NULL")
+                    .bind(token_sha256)
+                    .bind(jti.to_string()),
             )
-            .bind(customer.as_str())
-            .bind(now)
-            .fetch_one(&mut *tx)
             .await?;
-            return Err(ApiError::too_many(
-                "too-many-holds",
-                format!(
-                    "this customer holds {held} confirmations here already; redeem, cancel or let one expire"
-                ),
-                seconds_until(first, now),
-            ));
+        if sealed == 1 {
+            Ok(())
+        } else {
+            Err(ApiError::internal(format!(
+                "hold {jti} could not be sealed"
+            )))
         }
-        tx.commit().await?;
-        Ok(record)
     }
 
     /// Makes the hold final, once: a repeat answers the first result and changes nothing.
-    /// `claimed` is what the token says it settles: it must be what the hold was confirmed
-    /// for (a payment captures exactly the authorized amount).
+    /// The token presented must be, byte for byte, the one issued for the hold
+    /// (`token_sha256`, compared in constant time); so its order, customer and settlement are
+    /// the hold's, and `order` and `customer` (what the relay redeems for) must be those.
     pub async fn redeem(
         &self,
         jti: Uuid,
+        token_sha256: String,
         order: &OrderProcessingId,
         customer: &CustomerId,
-        claimed: &Settlement,
     ) -> Result<Redemption<L::Hold>, ApiError> {
         let now = self.clock.now_secs();
-        let mut tx = self.store.begin().await?;
-        let mut record = self.current(&mut tx, jti, now).await?;
-        let confirmed = L::settlement(&record.hold);
-        let refusal = if record.order_processing_id != *order || record.customer_id != *customer {
-            Some(ApiError::conflict(
-                "hold-mismatch",
-                "the hold belongs to another order or customer",
-            ))
-        } else if confirmed != *claimed {
-            Some(ApiError::conflict(
-                "settlement-mismatch",
-                "the token's `settles` is not what the hold was confirmed for",
-            ))
-        } else {
-            match record.state {
-                HoldState::Redeemed | HoldState::Held => None,
-                HoldState::Expired => Some(ApiError::new(
-                    StatusCode::GONE,
-                    "hold-expired",
-                    "Hold expired",
-                    "the hold expired before it was redeemed",
-                )),
-                HoldState::Released | HoldState::Reversed => Some(ApiError::conflict(
-                    "hold-released",
-                    "the hold was cancelled",
-                )),
-            }
-        };
-        if let Some(refusal) = refusal {
-            tx.commit().await?; // keeps an expiry noticed on the way
-            return Err(refusal);
-        }
-        if record.state == HoldState::Redeemed {
-            tx.commit().await?;
-            return Ok(Redemption {
-                record,
-                replayed: true,
-            });
-        }
-        // Held: take the transition first, so a racing process waits on the row and then
-        // sees it redeemed; the ledger change and the transition commit together or not at all.
-        let redeemed = transition(
-            &mut tx,
-            jti,
-            HoldState::Held,
-            HoldState::Redeemed,
-            None,
-            Some(now),
-        );
-        if !redeemed.await? {
-            drop(tx);
-            return self.replayed(jti, now).await;
-        }
-        self.ledger
-            .apply(&mut tx, &record.customer_id, &record.hold)
-            .await?;
-        tx.commit().await?;
-        record.state = HoldState::Redeemed;
-        record.redeemed_at = Some(now);
-        Ok(Redemption {
-            record,
-            replayed: false,
-        })
-    }
-
-    /// The answer to a redemption that lost a race: the winner's, if it redeemed.
-    async fn replayed(&self, jti: Uuid, now: i64) -> Result<Redemption<L::Hold>, ApiError> {
-        let mut tx = self.store.begin().await?;
-        let record = self.current(&mut tx, jti, now).await?;
-        tx.commit().await?;
-        match record.state {
-            HoldState::Redeemed => Ok(Redemption {
-                record,
-                replayed: true,
-            }),
-            _ => Err(ApiError::conflict(
-                "hold-released",
-                "the hold was cancelled",
-            )),
-        }
+        let rules = self.rules;
+        let (order, customer) = (order.clone(), customer.clone());
+        let kept: Kept<Redemption<L::Hold>> = self
+            .transact(move |tx, ledger| {
+                Box::pin(async move {
+                    let Some((mut record, issued)) = current(tx, &*ledger, rules, jti, now).await?
+                    else {
+                        return Ok(Err(hold_not_found()));
+                    };
+                    let genuine = issued.is_some_and(|issued| {
+                        bool::from(subtle::ConstantTimeEq::ct_eq(
+                            issued.as_bytes(),
+                            token_sha256.as_bytes(),
+                        ))
+                    });
+                    let refusal = if !genuine {
+                        Some(ApiError::new(
+                            StatusCode::UNAUTHORIZED,
+                            "token-not-issued",
+                            "Token refused",
+                            "the token is not the one this domain issued for the hold",
+                        ))
+                    } else if record.customer_id != customer {
+                        Some(ApiError::conflict(
+                            "customer-mismatch",
+                            "the token was confirmed for another customer",
+                        ))
+                    } else if record.order_processing_id != order {
+                        Some(ApiError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "order-mismatch",
+                            "Token refused",
+                            "the token was confirmed for another order",
+                        ))
+                    } else {
+                        match record.state {
+                            HoldState::Redeemed | HoldState::Held => None,
+                            HoldState::Expired => Some(ApiError::new(
+                                StatusCode::GONE,
+                                "hold-expired",
+                                "Hold expired",
+                                "the hold expired before it was redeemed",
+                            )),
+                            HoldState::Released | HoldState::Reversed => Some(ApiError::conflict(
+                                "hold-released",
+                                "the hold was cancelled",
+                            )),
+                        }
+                    };
+                    if let Some(refusal) = refusal {
+                        return Ok(Err(refusal)); // keeps an expiry noticed on the way
+                    }
+                    if record.state == HoldState::Redeemed {
+                        return Ok(Ok(Redemption {
+                            record,
+                            replayed: true,
+                        }));
+                    }
+                    // Held: take the transition first, so a racing process waits on the row
+                    // and then sees it redeemed; the ledger change and the transition commit
+                    // together or not at all.
+                    let redeemed = transition(
+                        tx,
+                        jti,
+                        HoldState::Held,
+                        HoldState::Redeemed,
+                        None,
+                        Some(now),
+                    );
+                    if !redeemed.await? {
+                        // Another process moved it meanwhile: answer what it did.
+                        let record = load::<L>(tx, jti, now).await?.map(|(record, _)| record);
+                        return Ok(match record {
+                            Some(record) if record.state == HoldState::Redeemed => Ok(Redemption {
+                                record,
+                                replayed: true,
+                            }),
+                            Some(_) => Err(ApiError::conflict(
+                                "hold-released",
+                                "the hold was cancelled",
+                            )),
+                            None => Err(hold_not_found()),
+                        });
+                    }
+                    ledger.apply(tx, &record.customer_id, &record.hold).await?;
+                    record.state = HoldState::Redeemed;
+                    record.redeemed_at = Some(now);
+                    Ok(Ok(Redemption {
+                        record,
+                        replayed: false,
+                    }))
+                })
+            })
+            .await;
+        kept?
     }
 
     /// Releases a hold or reverses a redemption; idempotent.
@@ -312,188 +385,220 @@ impl<L: Ledger> Engine<L> {
         order: &OrderProcessingId,
     ) -> Result<HoldRecord<L::Hold>, ApiError> {
         let now = self.clock.now_secs();
-        for _ in 0..3 {
-            let mut tx = self.store.begin().await?;
-            let mut record = self.current(&mut tx, jti, now).await?;
-            if record.order_processing_id != *order {
-                tx.commit().await?;
-                return Err(ApiError::conflict(
-                    "hold-mismatch",
-                    "the hold belongs to another order",
-                ));
-            }
-            let (to, forget_at) = match record.state {
-                HoldState::Held => (HoldState::Released, Some(self.forget_at(&record))),
-                HoldState::Redeemed => {
-                    let closes = record
-                        .redeemed_at
-                        .map(|at| at.saturating_add(self.cancel_window));
-                    if closes.is_none_or(|closes| now >= closes) {
-                        tx.commit().await?;
-                        return Err(ApiError::conflict(
-                            "cancellation-window-closed",
-                            "the redemption is final: a cancellation may reverse it only within \
-                             the cancellation window after it",
-                        )
-                        .with("window_seconds", self.cancel_window));
+        let rules = self.rules;
+        let order = order.clone();
+        let kept: Kept<HoldRecord<L::Hold>> = self
+            .transact(move |tx, ledger| {
+                Box::pin(async move {
+                    for _ in 0..3 {
+                        let Some((mut record, _)) = current(tx, &*ledger, rules, jti, now).await?
+                        else {
+                            return Ok(Err(hold_not_found()));
+                        };
+                        if record.order_processing_id != order {
+                            return Ok(Err(ApiError::conflict(
+                                "hold-mismatch",
+                                "the hold belongs to another order",
+                            )));
+                        }
+                        let (to, forget_at) = match record.state {
+                            HoldState::Held => (
+                                HoldState::Released,
+                                Some(rules.forget_at(record.expires_at)),
+                            ),
+                            HoldState::Redeemed => {
+                                let closes = record
+                                    .redeemed_at
+                                    .map(|at| at.saturating_add(rules.cancel_window));
+                                if closes.is_none_or(|closes| now >= closes) {
+                                    return Ok(Err(ApiError::conflict(
+                                        "cancellation-window-closed",
+                                        "the redemption is final: a cancellation may reverse it \
+                                         only within the cancellation window after it",
+                                    )
+                                    .with("window_seconds", rules.cancel_window)));
+                                }
+                                (HoldState::Reversed, None)
+                            }
+                            HoldState::Released | HoldState::Reversed | HoldState::Expired => {
+                                return Ok(Ok(record));
+                            }
+                        };
+                        if !transition(tx, jti, record.state, to, forget_at, None).await? {
+                            continue; // another process moved it meanwhile: look again
+                        }
+                        let customer = &record.customer_id;
+                        match to {
+                            HoldState::Released => {
+                                ledger.release(tx, customer, &record.hold).await?
+                            }
+                            _ => ledger.reverse(tx, customer, &record.hold).await?,
+                        }
+                        record.state = to;
+                        return Ok(Ok(record));
                     }
-                    (HoldState::Reversed, None)
-                }
-                HoldState::Released | HoldState::Reversed | HoldState::Expired => {
-                    tx.commit().await?;
-                    return Ok(record);
-                }
-            };
-            if !transition(&mut tx, jti, record.state, to, forget_at, None).await? {
-                continue; // another process moved it meanwhile: look again
-            }
-            let customer = &record.customer_id;
-            match to {
-                HoldState::Released => self.ledger.release(&mut tx, customer, &record.hold).await?,
-                _ => self.ledger.reverse(&mut tx, customer, &record.hold).await?,
-            }
-            tx.commit().await?;
-            record.state = to;
-            return Ok(record);
-        }
-        Err(ApiError::conflict(
-            "hold-contended",
-            "the hold kept changing; retry",
-        ))
+                    Ok(Err(ApiError::conflict(
+                        "hold-contended",
+                        "the hold kept changing; retry",
+                    )))
+                })
+            })
+            .await;
+        kept?
     }
 
     /// Gives a hold back right away (its token could not be signed).
     pub async fn discard(&self, jti: Uuid) -> Result<(), ApiError> {
-        let mut tx = self.store.begin().await?;
-        if let Some(record) = self.load(&mut tx, jti).await?
-            && record.state == HoldState::Held
-        {
-            sqlx::query("DELETE FROM holds WHERE jti = $1 AND state = 'held'")
-                .bind(jti.to_string())
-                .execute(&mut *tx)
-                .await?;
-            self.ledger
-                .release(&mut tx, &record.customer_id, &record.hold)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let now = self.clock.now_secs();
+        self.transact(move |tx, ledger| {
+            Box::pin(async move {
+                if let Some((record, _)) = load::<L>(tx, jti, now).await?
+                    && record.state == HoldState::Held
+                {
+                    query("DELETE FROM holds WHERE jti = $1 AND state = 'held'")
+                        .bind(jti.to_string())
+                        .execute(tx)
+                        .await?;
+                    ledger
+                        .release(tx, &record.customer_id, &record.hold)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// The hold as of now (expired if its time has come), if it is still kept.
     pub async fn get(&self, jti: Uuid) -> Result<Option<HoldRecord<L::Hold>>, ApiError> {
-        let mut tx = self.store.begin().await?;
-        let record = match self.current(&mut tx, jti, self.clock.now_secs()).await {
-            Ok(record) => Some(record),
-            Err(e) if e.slug == "hold-not-found" => None,
-            Err(e) => return Err(e),
-        };
-        tx.commit().await?;
-        Ok(record)
+        let now = self.clock.now_secs();
+        let rules = self.rules;
+        self.transact(move |tx, ledger| {
+            Box::pin(async move {
+                Ok(current(tx, &*ledger, rules, jti, now)
+                    .await?
+                    .map(|(record, _)| record))
+            })
+        })
+        .await
     }
 
-    /// Expires the holds whose time has come (giving their reservations back) and forgets the
-    /// unredeemed ones past their retention, in bounded batches. Answers how many it touched.
     /// How many holds are placed and neither redeemed, cancelled nor expired.
     pub async fn open_holds(&self) -> Result<i64, ApiError> {
-        let (open,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM holds WHERE state = 'held'")
-            .fetch_one(self.store.pool())
+        let (open,): (i64,) = self
+            .store
+            .fetch_one(query_as("SELECT COUNT(*) FROM holds WHERE state = 'held'"))
             .await?;
         Ok(open)
     }
 
+    /// Expires the holds whose time has come (giving their reservations back) and forgets the
+    /// unredeemed ones past their retention, in bounded batches, in one transaction. Answers
+    /// how many it touched.
     pub async fn sweep(&self) -> Result<usize, ApiError> {
         let now = self.clock.now_secs();
-        let due: Vec<(String,)> = sqlx::query_as(
-            "SELECT jti FROM holds WHERE state = 'held' AND expires_at <= $1 \
-             ORDER BY expires_at LIMIT $2",
+        let rules = self.rules;
+        self.transact(move |tx, ledger| {
+            Box::pin(async move {
+                let due: Vec<(String,)> = query_as(
+                    "SELECT jti FROM holds WHERE state = 'held' AND expires_at <= $1 \
+                     ORDER BY expires_at LIMIT $2",
+                )
+                .bind(now)
+                .bind(SWEEP_BATCH)
+                .fetch_all(tx)
+                .await?;
+                for (jti,) in &due {
+                    if let Ok(jti) = Uuid::try_parse(jti) {
+                        current(tx, &*ledger, rules, jti, now).await?;
+                    }
+                }
+                let forgotten = query(
+                    "DELETE FROM holds WHERE jti IN \
+                     (SELECT jti FROM holds WHERE forget_at <= $1 LIMIT $2)",
+                )
+                .bind(now)
+                .bind(SWEEP_BATCH)
+                .execute(tx)
+                .await?;
+                Ok(due.len() + usize::try_from(forgotten).unwrap_or(usize::MAX))
+            })
+        })
+        .await
+    }
+}
+
+/// Loads the hold and, when it is still held past its expiry, expires it in `tx`,
+/// giving its reservation back. Answers it with the hash of its token.
+async fn current<L: Ledger>(
+    tx: &mut Conn,
+    ledger: &L,
+    rules: Rules,
+    jti: Uuid,
+    now: i64,
+) -> Result<Option<(HoldRecord<L::Hold>, Option<String>)>, ApiError> {
+    let Some((mut record, issued)) = load::<L>(tx, jti, now).await? else {
+        return Ok(None);
+    };
+    if record.state == HoldState::Held && record.expires_at <= now {
+        let forget_at = Some(rules.forget_at(record.expires_at));
+        if transition(
+            tx,
+            jti,
+            HoldState::Held,
+            HoldState::Expired,
+            forget_at,
+            None,
         )
-        .bind(now)
-        .bind(SWEEP_BATCH)
-        .fetch_all(self.store.pool())
-        .await?;
-        for (jti,) in &due {
-            let Ok(jti) = Uuid::try_parse(jti) else {
-                continue;
-            };
-            let mut tx = self.store.begin().await?;
-            self.current(&mut tx, jti, now).await?;
-            tx.commit().await?;
+        .await?
+        {
+            ledger
+                .release(tx, &record.customer_id, &record.hold)
+                .await?;
+            tracing::info!(domain = L::DOMAIN, %jti, "hold expired");
+            record.state = HoldState::Expired;
+        } else {
+            return load::<L>(tx, jti, now).await;
         }
-        let forgotten = sqlx::query(
-            "DELETE FROM holds WHERE jti IN \
-             (SELECT jti FROM holds WHERE forget_at <= $1 LIMIT $2)",
-        )
-        .bind(now)
-        .bind(SWEEP_BATCH)
-        .execute(self.store.pool())
-        .await?;
-        Ok(due.len() + usize::try_from(forgotten.rows_affected()).unwrap_or(usize::MAX))
     }
+    Ok(Some((record, issued)))
+}
 
-    fn forget_at(&self, record: &HoldRecord<L::Hold>) -> i64 {
-        record.expires_at.saturating_add(self.retention)
-    }
+type HoldRow = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
 
-    /// Loads the hold and, when it is still held past its expiry, expires it in `conn`'s
-    /// transaction, giving its reservation back.
-    async fn current(
-        &self,
-        conn: &mut Conn,
-        jti: Uuid,
-        now: i64,
-    ) -> Result<HoldRecord<L::Hold>, ApiError> {
-        let mut record = self.load(conn, jti).await?.ok_or_else(hold_not_found)?;
-        if record.state == HoldState::Held && record.expires_at <= now {
-            let forget_at = Some(self.forget_at(&record));
-            if transition(
-                conn,
-                jti,
-                HoldState::Held,
-                HoldState::Expired,
-                forget_at,
-                None,
-            )
-            .await?
-            {
-                self.ledger
-                    .release(conn, &record.customer_id, &record.hold)
-                    .await?;
-                tracing::info!(domain = L::DOMAIN, %jti, "hold expired");
-                record.state = HoldState::Expired;
-            } else {
-                record = self.load(conn, jti).await?.ok_or_else(hold_not_found)?;
-            }
-        }
-        Ok(record)
-    }
-
-    async fn load(
-        &self,
-        conn: &mut Conn,
-        jti: Uuid,
-    ) -> Result<Option<HoldRecord<L::Hold>>, ApiError> {
-        let row: Option<HoldRow> = sqlx::query_as(
-            "SELECT jti, order_processing_id, customer_id, state, hold, expires_at, forget_at, \
-             redeemed_at FROM holds WHERE jti = $1",
-        )
-        .bind(jti.to_string())
-        .fetch_optional(&mut *conn)
-        .await?;
-        // A hold past its retention is forgotten even before the janitor deletes it.
-        let now = self.clock.now_secs();
-        row.filter(|row| row.6.is_none_or(|forget_at| forget_at > now))
-            .map(|row| record_from_row::<L>(jti, row))
-            .transpose()
-    }
+async fn load<L: Ledger>(
+    tx: &mut Conn,
+    jti: Uuid,
+    now: i64,
+) -> Result<Option<(HoldRecord<L::Hold>, Option<String>)>, ApiError> {
+    let row: Option<HoldRow> = query_as(
+        "SELECT order_processing_id, customer_id, state, hold, expires_at, forget_at, \
+         redeemed_at, token_sha256 FROM holds WHERE jti = $1",
+    )
+    .bind(jti.to_string())
+    .fetch_optional(tx)
+    .await?;
+    // A hold past its retention is forgotten even before the janitor deletes it.
+    row.filter(|row| row.5.is_none_or(|forget_at| forget_at > now))
+        .map(|row| record_from_row::<L>(jti, row))
+        .transpose()
 }
 
 fn record_from_row<L: Ledger>(
     jti: Uuid,
-    (_, order, customer, state, hold, expires_at, _, redeemed_at): HoldRow,
-) -> Result<HoldRecord<L::Hold>, ApiError> {
+    (order, customer, state, hold, expires_at, _, redeemed_at, issued): HoldRow,
+) -> Result<(HoldRecord<L::Hold>, Option<String>), ApiError> {
     let corrupt = |what: &str| ApiError::internal(format!("hold {jti}: stored {what} is invalid"));
-    Ok(HoldRecord {
+    let record = HoldRecord {
         jti,
         order_processing_id: OrderProcessingId::parse(&order).map_err(|_| corrupt("order"))?,
         customer_id: CustomerId::parse(&customer).map_err(|_| corrupt("customer"))?,
@@ -501,20 +606,21 @@ fn record_from_row<L: Ledger>(
         state: HoldState::parse(&state).ok_or_else(|| corrupt("state"))?,
         expires_at,
         redeemed_at,
-    })
+    };
+    Ok((record, issued))
 }
 
 /// Moves a hold from `from` to `to` if it is still `from`; answers whether it moved. A
 /// redemption passes its time as `redeemed_at`; other moves keep the stored one.
 async fn transition(
-    conn: &mut Conn,
+    tx: &mut Conn,
     jti: Uuid,
     from: HoldState,
     to: HoldState,
     forget_at: Option<i64>,
     redeemed_at: Option<i64>,
 ) -> Result<bool, ApiError> {
-    let moved = sqlx::query(
+    let moved = query(
         "UPDATE holds SET state = $1, forget_at = $2, redeemed_at = COALESCE($3, redeemed_at) \
          WHERE jti = $4 AND state = $5",
     )
@@ -523,7 +629,7 @@ async fn transition(
     .bind(redeemed_at)
     .bind(jti.to_string())
     .bind(from.as_str())
-    .execute(&mut *conn)
+    .execute(tx)
     .await?;
-    Ok(moved.rows_affected() == 1)
+    Ok(moved == 1)
 }

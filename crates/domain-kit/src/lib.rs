@@ -57,17 +57,12 @@ pub async fn build<L: Ledger>(
     let mut migrations = engine::MIGRATIONS.to_vec();
     migrations.extend_from_slice(L::MIGRATIONS);
     let store = open_store(server, &migrations, &health).await?;
-    let mut tx = store
-        .begin()
-        .await
-        .map_err(|e| StartError::Store(e.to_string()))?;
-    ledger
-        .seed(&mut tx)
+    let ledger = Arc::new(ledger);
+    let seeding = ledger.clone();
+    store
+        .transact(move |tx| Box::pin(async move { seeding.seed(tx).await }))
         .await
         .map_err(|e| StartError::Store(format!("the seed data could not be loaded: {e}")))?;
-    tx.commit()
-        .await
-        .map_err(|e| StartError::Store(e.to_string()))?;
     let kms = kms(&settings.kms, &store)
         .await
         .map_err(|e| StartError::Store(format!("the mock KMS seed: {e}")))?;
@@ -132,21 +127,24 @@ async fn kms(
     config: &KmsConfig,
     store: &ctr_store::Store,
 ) -> Result<Arc<dyn ctr_kms::Kms>, ctr_store::StoreError> {
-    use ctr_store::sqlx;
+    use ctr_store::{query, query_as};
     match config {
         KmsConfig::Mock { seed: Some(_) } => Ok(config.build()),
         KmsConfig::Mock { seed: None } => {
             let mut drawn = [0_u8; 32];
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut drawn);
             let drawn: String = drawn.iter().map(|b| format!("{b:02x}")).collect();
-            sqlx::query(
-                "INSERT INTO mock_kms_seed (id, seed) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(drawn)
-            .execute(store.pool())
-            .await?;
-            let (seed,): (String,) = sqlx::query_as("SELECT seed FROM mock_kms_seed WHERE id = 1")
-                .fetch_one(store.pool())
+            store
+                .execute(
+                    query(
+                        "INSERT INTO mock_kms_seed (id, seed) VALUES (1, $1) \
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(drawn),
+                )
+                .await?;
+            let (seed,): (String,) = store
+                .fetch_one(query_as("SELECT seed FROM mock_kms_seed WHERE id = 1"))
                 .await?;
             Ok(KmsConfig::Mock {
                 seed: Some(Seed::new(seed)),

@@ -1,16 +1,12 @@
-//! The domain's tokens: signing through the KMS, and verifying its own tokens at redemption
-//! against the keys the KMS publishes.
+//! The domain's tokens, signed through the KMS. A domain never verifies its own tokens: a
+//! redemption must present the very token issued for the hold (its SHA-256 is kept with it).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use ctr_kms::Kms;
 use ctr_service_kit::ApiError;
-use ctr_token::{
-    CachePolicy, Clock, JwkSet, JwksFetcher, KeyError, KeyResolver, KeySetCache, Settlement,
-    VerificationKey, VerifiedToken, Verifier, VerifierPolicy, VerifyError,
-};
+use ctr_token::{Clock, JwkSet, Settlement, VerifyError};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -19,35 +15,9 @@ use crate::issue::{IssuedToken, IssuerConfig, TokenIssuer};
 /// The audience of every token: the relay.
 pub const AUDIENCE: &str = "order-processing";
 
-struct KmsKeys(TokenIssuer);
-
-#[async_trait]
-impl JwksFetcher for KmsKeys {
-    async fn fetch(&self) -> Result<JwkSet, String> {
-        self.0.jwks().await.map_err(|e| e.to_string())
-    }
-}
-
-/// This domain's own published keys, as a resolver that knows no other issuer.
-struct OwnKeys {
-    iss: &'static str,
-    cache: KeySetCache,
-}
-
-#[async_trait]
-impl KeyResolver for OwnKeys {
-    async fn key(&self, iss: &str, kid: &str) -> Result<Arc<VerificationKey>, KeyError> {
-        if iss != self.iss {
-            return Err(KeyError::UnknownKid);
-        }
-        self.cache.key(kid).await
-    }
-}
-
-/// Signs this domain's tokens and verifies them when they come back.
+/// Signs this domain's tokens.
 pub struct Signer {
     issuer: TokenIssuer,
-    verifier: Verifier<OwnKeys>,
 }
 
 impl Signer {
@@ -71,19 +41,8 @@ impl Signer {
             capabilities: vec![capability.into()],
             ttl,
         };
-        let issuer = TokenIssuer::new(kms, config, clock.clone()).map_err(|e| e.to_string())?;
-        // Our own keys change only when we rotate them: refetch on an unknown kid at once.
-        let policy = CachePolicy {
-            max_age: Duration::from_secs(60),
-            min_refetch_interval: Duration::ZERO,
-        };
-        let cache = KeySetCache::new(KmsKeys(issuer.clone()), policy, clock.clone());
-        let verifier = Verifier::new(
-            VerifierPolicy::new(AUDIENCE).issuer(domain, &[capability]),
-            OwnKeys { iss: domain, cache },
-            clock,
-        );
-        Ok(Self { issuer, verifier })
+        let issuer = TokenIssuer::new(kms, config, clock).map_err(|e| e.to_string())?;
+        Ok(Self { issuer })
     }
 
     pub async fn issue<C: Serialize>(
@@ -98,17 +57,6 @@ impl Signer {
             .issue_with_jti(jti, sub, order, settlement, constraints)
             .await
             .map_err(ApiError::internal)
-    }
-
-    /// Verifies a token of ours that the relay hands back for redemption: every envelope check
-    /// but `exp` (the hold's own expiry bounds a redemption; see
-    /// [`Verifier::verify_at_redemption`]).
-    pub async fn verify_at_redemption(
-        &self,
-        token: &str,
-        order: &str,
-    ) -> Result<VerifiedToken, VerifyError> {
-        self.verifier.verify_at_redemption(token, order).await
     }
 
     pub async fn jwks(&self) -> Result<JwkSet, ApiError> {

@@ -105,23 +105,18 @@ impl StoreChoice {
     }
 
     async fn url(&self, pki: &TestPki, service: &str) -> Result<String, StartError> {
-        use ctr_store::sqlx::{self, Connection};
         match self {
             Self::Memory => Ok("sqlite::memory:".into()),
             Self::Sqlite => Ok(pki.server_config(service).store_url),
             Self::Postgres(admin) => {
-                let fail = |e: sqlx::Error| StartError::Store(e.to_string());
-                sqlx::any::install_default_drivers();
                 let database = format!(
                     "ctr_load_{}_{}",
                     service.replace('-', "_"),
                     uuid::Uuid::now_v7().simple()
                 );
-                let mut conn = sqlx::AnyConnection::connect(admin).await.map_err(fail)?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-                    .execute(&mut conn)
+                ctr_store::execute_once(admin, &format!("CREATE DATABASE {database}"))
                     .await
-                    .map_err(fail)?;
+                    .map_err(|e| StartError::Store(e.to_string()))?;
                 let (server, _) = admin
                     .rsplit_once('/')
                     .ok_or_else(|| StartError::Store("the URL names no database".into()))?;

@@ -65,9 +65,3 @@ impl From<StoreError> for ApiError {
         )
     }
 }
-
-impl From<ctr_store::sqlx::Error> for ApiError {
-    fn from(error: ctr_store::sqlx::Error) -> Self {
-        StoreError::from(error).into()
-    }
-}

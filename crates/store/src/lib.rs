@@ -1,13 +1,19 @@
 //! Durable state for a ctr service: one SQL store, chosen by URL. An embedded SQLite file is
 //! the default (`sqlite:///data/points.db?mode=rwc`); PostgreSQL (`postgres://...`) serves
-//! several replicas of a service; `sqlite::memory:` is for tests and benchmarks. Every
-//! statement a service writes is plain SQL valid on both engines (`$1` parameters, `TEXT` and
-//! `BIGINT` columns, no row locks: rules hold through conditional updates), so one code path
-//! serves both. Migrations are embedded in the binary and run at start.
+//! several replicas of a service; `sqlite::memory:` is for tests and benchmarks.
+//!
+//! The unit of work is a whole transaction: a service hands [`Store::transact`] a closure that
+//! runs its statements on a [`Conn`], and gets the closure's answer once the transaction has
+//! committed (an `Err` rolls it back). On SQLite the closure runs on the store's one owner
+//! thread, with every other transaction waiting at the time, under one COMMIT (group commit);
+//! on PostgreSQL it runs on a pooled connection. Every statement is plain SQL valid on both
+//! engines (`$1` parameters, `TEXT` and `BIGINT` columns, no row locks: rules hold through
+//! conditional updates), so one code path serves both. Migrations are embedded in the binary
+//! and run at start.
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! use ctr_store::{Migration, Store};
+//! use ctr_store::{Migration, Store, StoreError, query, query_as};
 //!
 //! const MIGRATIONS: &[Migration] = &[Migration {
 //!     version: 1,
@@ -15,35 +21,41 @@
 //!     sql: "CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT NOT NULL)",
 //! }];
 //! let store = Store::open("sqlite::memory:", MIGRATIONS).await?;
-//! ctr_store::sqlx::query("INSERT INTO notes (id, body) VALUES ($1, $2)")
-//!     .bind(1_i64)
-//!     .bind("kept")
-//!     .execute(store.pool())
+//! let body = store
+//!     .transact(|tx| {
+//!         Box::pin(async move {
+//!             query("INSERT INTO notes (id, body) VALUES ($1, $2)")
+//!                 .bind(1_i64)
+//!                 .bind("kept")
+//!                 .execute(tx)
+//!                 .await?;
+//!             let (body,): (String,) = query_as("SELECT body FROM notes WHERE id = $1")
+//!                 .bind(1_i64)
+//!                 .fetch_one(tx)
+//!                 .await?;
+//!             Ok::<_, StoreError>(body)
+//!         })
+//!     })
 //!     .await?;
+//! assert_eq!(body, "kept");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # }).unwrap();
 //! ```
 
-use std::borrow::Cow;
+mod conn;
+mod migrate;
+mod sqlite;
+mod value;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::migrate::{MigrateError, MigrationType, Migrator};
-use sqlx::{AnyPool, Executor};
+use futures::future::BoxFuture;
+use sqlx::postgres::{PgPool, PgPoolOptions};
 
-pub use sqlx;
-
-/// A connection inside a transaction, as store code receives it.
-pub type Conn = sqlx::AnyConnection;
-pub type Transaction = sqlx::Transaction<'static, sqlx::Any>;
-
-/// One embedded schema step: versions only grow, and a step never changes once released.
-#[derive(Debug, Clone, Copy)]
-pub struct Migration {
-    pub version: i64,
-    pub name: &'static str,
-    pub sql: &'static str,
-}
+pub use conn::{Conn, Query, QueryAs, query, query_as};
+pub use migrate::Migration;
+pub use value::{FromRow, FromValue, Param, Row, Value};
 
 /// Which engine a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,28 +64,53 @@ pub enum Backend {
     Postgres,
 }
 
+/// What an SQLite file's COMMIT survives (the URL's `synchronous=` parameter).
+///
+/// `Full` (the default) syncs the write-ahead log at every COMMIT: a committed transaction
+/// survives a crash of the process and a loss of power. `Normal` syncs only at checkpoints:
+/// it survives a crash of the process, but a power loss may take the last transactions
+/// committed before it (never corrupting the database). Group commit shares one sync among
+/// every transaction waiting, which is what makes `Full` affordable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    #[default]
+    Full,
+    Normal,
+}
+
 /// Why the store could not be opened or used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the store URL `{0}` names no supported engine (sqlite: or postgres:)")]
     Url(String),
-    #[error("the store {url} could not be opened: {source}")]
-    Open {
-        url: String,
-        #[source]
-        source: sqlx::Error,
-    },
+    #[error("the store {url} could not be opened: {reason}")]
+    Open { url: String, reason: String },
     #[error("the store {url} has a schema this binary cannot use: {reason}")]
     Schema { url: String, reason: String },
     #[error("the store is unavailable: {0}")]
-    Unavailable(#[from] sqlx::Error),
+    Postgres(#[from] sqlx::Error),
+    #[error("the store failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the store could not commit: {0}")]
+    Commit(String),
+    #[error("the store was closed")]
+    Closed,
+    #[error("the statement answered no row")]
+    NoRow,
+    #[error("a stored value could not be read: {0}")]
+    Decode(String),
 }
 
-/// A pool over one database, migrated to this binary's schema.
+/// A service's store, migrated to this binary's schema. Clones share it.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: AnyPool,
-    backend: Backend,
+    engine: Engine,
+}
+
+#[derive(Debug, Clone)]
+enum Engine {
+    Sqlite(Arc<sqlite::Writer>),
+    Postgres(PgPool),
 }
 
 /// The URL without its password, for messages.
@@ -93,90 +130,114 @@ impl Store {
     /// A database whose schema is newer than this binary, or that is not a database at all,
     /// is refused with an error naming it.
     pub async fn open(url: &str, migrations: &[Migration]) -> Result<Self, StoreError> {
-        install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
+        let open = |reason: String| StoreError::Open {
+            url: redact(url),
+            reason,
+        };
+        let engine = if url.starts_with("sqlite:") {
+            let parsed = sqlite::SqliteUrl::parse(url).map_err(&open)?;
+            Engine::Sqlite(Arc::new(
+                sqlite::Writer::start(&parsed).map_err(|e| open(e.to_string()))?,
+            ))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Backend::Postgres
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect(url)
+                .await
+                .map_err(|e| open(e.to_string()))?;
+            Engine::Postgres(pool)
         } else {
             return Err(StoreError::Url(redact(url)));
         };
-        let options = match backend {
-            // SQLite has one writer: one connection serialises this process's transactions
-            // instead of failing them with SQLITE_BUSY. WAL with synchronous=NORMAL survives a
-            // crash of the process (not of the machine) and lets readers of other processes in.
-            //
-            // Temporary tables, sorts and statement journals stay in memory: the images are
-            // FROM scratch, with no /tmp for SQLite to spill them to (it answered "disk I/O
-            // error", SQLITE_IOERR_GETTEMPPATH, after some thousands of checkouts).
-            //
-            // An embedded connection cannot be lost the way a network one can, so the pool
-            // does not ping it before each use: with sqlx's SQLite worker thread a ping is a
-            // round trip of its own, one more per statement outside a transaction.
-            Backend::Sqlite => AnyPoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .test_before_acquire(false)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 20000; \
-                             PRAGMA temp_store = MEMORY;",
-                        )
-                        .await
-                        .map(|_| ())
-                    })
-                }),
-            Backend::Postgres => AnyPoolOptions::new().max_connections(16),
-        }
-        .acquire_timeout(Duration::from_secs(5));
-        let open = |source| StoreError::Open {
-            url: redact(url),
-            source,
-        };
-        let pool = options.connect(url).await.map_err(open)?;
-        let migrator = Migrator::with_migrations(
-            migrations
-                .iter()
-                .map(|m| {
-                    sqlx::migrate::Migration::new(
-                        m.version,
-                        Cow::Borrowed(m.name),
-                        MigrationType::Simple,
-                        sqlx::SqlSafeStr::into_sql_str(m.sql),
-                        false,
-                    )
-                })
-                .collect(),
-        );
-        migrator.run(&pool).await.map_err(|e| match e {
-            MigrateError::Execute(source) => open(source),
-            other => StoreError::Schema {
-                url: redact(url),
-                reason: other.to_string(),
-            },
-        })?;
-        if backend == Backend::Sqlite && !url.contains(":memory:") {
-            spawn_checkpointer(url.to_owned());
-        }
-        Ok(Self { pool, backend })
-    }
-
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+        let store = Self { engine };
+        let migrations = migrations.to_vec();
+        store
+            .transact(move |tx| Box::pin(async move { migrate::migrate(tx, &migrations).await }))
+            .await
+            .map_err(|e| match e {
+                migrate::MigrateError::Schema(reason) => StoreError::Schema {
+                    url: redact(url),
+                    reason,
+                },
+                migrate::MigrateError::Store(e) => open(e.to_string()),
+            })?;
+        Ok(store)
     }
 
     pub fn backend(&self) -> Backend {
-        self.backend
+        match self.engine {
+            Engine::Sqlite(_) => Backend::Sqlite,
+            Engine::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Runs `op` as one transaction and answers what it answered once that has committed;
+    /// an `Err` rolls back everything `op` wrote. On SQLite, `op` shares its COMMIT with
+    /// the other transactions waiting (each under a SAVEPOINT of its own, so one that fails
+    /// rolls back only itself), and it must not wait for anything but its statements.
+    ///
+    /// An operation that must answer a refusal and still keep what it wrote (an expiry it
+    /// noticed on the way) answers `Ok(Err(refusal))`.
+    pub async fn transact<T, E, F>(&self, op: F) -> Result<T, E>
+    where
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        match &self.engine {
+            Engine::Sqlite(writer) => writer.transact(op).await,
+            Engine::Postgres(pool) => {
+                let tx = pool.begin().await.map_err(StoreError::from)?;
+                let mut conn = Conn::postgres(tx);
+                let result = op(&mut conn).await;
+                let Some(tx) = conn.into_postgres() else {
+                    return Err(StoreError::Closed.into());
+                };
+                match result {
+                    Ok(answer) => {
+                        tx.commit().await.map_err(StoreError::from)?;
+                        Ok(answer)
+                    }
+                    Err(error) => {
+                        // Dropping the transaction rolls it back too; asking keeps the
+                        // connection clean for its next user at once.
+                        let _ = tx.rollback().await;
+                        Err(error)
+                    }
+                }
+            }
+        }
+    }
+
+    /// One statement as a transaction of its own; answers how many rows it changed.
+    pub async fn execute(&self, statement: Query) -> Result<u64, StoreError> {
+        self.transact(move |tx| Box::pin(statement.execute(tx)))
+            .await
+    }
+
+    /// One query as a transaction of its own.
+    pub async fn fetch_all<R: FromRow + Send + 'static>(
+        &self,
+        statement: QueryAs<R>,
+    ) -> Result<Vec<R>, StoreError> {
+        self.transact(move |tx| Box::pin(statement.fetch_all(tx)))
+            .await
+    }
+
+    /// One query answering one row, as a transaction of its own.
+    pub async fn fetch_one<R: FromRow + Send + 'static>(
+        &self,
+        statement: QueryAs<R>,
+    ) -> Result<R, StoreError> {
+        self.transact(move |tx| Box::pin(statement.fetch_one(tx)))
+            .await
     }
 
     /// An SQL expression for the database's clock, in Unix milliseconds. Leases are judged on
     /// it: every replica of a service reads the same clock, whatever its own says.
     pub fn now_ms_sql(&self) -> &'static str {
-        match self.backend {
+        match self.backend() {
             Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)",
             Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
         }
@@ -184,40 +245,43 @@ impl Store {
 
     /// The database's clock in Unix seconds, as [`Self::now_ms_sql`].
     pub fn now_secs_sql(&self) -> &'static str {
-        match self.backend {
+        match self.backend() {
             Backend::Sqlite => "CAST(strftime('%s', 'now') AS BIGINT)",
             Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS BIGINT)",
         }
     }
 
-    pub async fn begin(&self) -> Result<Transaction, StoreError> {
-        Ok(self.pool.begin().await?)
-    }
-
     /// A round trip, for readiness probes.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        self.execute(query("SELECT 1")).await.map(drop)
     }
 }
 
-/// Copies the SQLite write-ahead log back into the database every second from a connection
-/// of its own, so that the fsync a checkpoint needs never stalls the connection that serves
-/// requests (whose automatic checkpoint is only a backstop, at 20 000 pages).
-fn spawn_checkpointer(url: String) {
-    tokio::spawn(async move {
-        use sqlx::Connection;
-        let Ok(mut conn) = sqlx::AnyConnection::connect(&url).await else {
-            tracing::warn!("the WAL checkpointer could not connect; automatic checkpoints remain");
-            return;
-        };
-        loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            if let Err(error) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
-                tracing::warn!(%error, "WAL checkpoint failed");
-            }
-        }
-    });
+/// Runs `sql` (one or more statements, no parameters) once on a connection of its own to the
+/// database at `url`, outside any transaction and without migrating: for tools and tests
+/// (`CREATE DATABASE`, a change an operator makes by hand).
+pub async fn execute_once(url: &str, sql: &str) -> Result<(), StoreError> {
+    let open = |reason: String| StoreError::Open {
+        url: redact(url),
+        reason,
+    };
+    if url.starts_with("sqlite:") {
+        let parsed = sqlite::SqliteUrl::parse(url).map_err(&open)?;
+        let sql = sql.to_owned();
+        tokio::task::spawn_blocking(move || sqlite::execute_once(&parsed, &sql))
+            .await
+            .map_err(|e| open(e.to_string()))??;
+        return Ok(());
+    }
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .map_err(|e| open(e.to_string()))?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -235,6 +299,22 @@ mod tests {
         sql: "CREATE TABLE tags (id BIGINT PRIMARY KEY)",
     };
 
+    fn insert(id: i64, body: &str) -> Query {
+        query("INSERT INTO notes (id, body) VALUES ($1, $2)")
+            .bind(id)
+            .bind(body)
+    }
+
+    async fn bodies(store: &Store) -> Vec<String> {
+        store
+            .fetch_all(query_as::<(String,)>("SELECT body FROM notes ORDER BY id"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(b,)| b)
+            .collect()
+    }
+
     #[test]
     fn urls_never_show_a_password() {
         assert_eq!(
@@ -249,34 +329,118 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
         let store = Store::open(&url, &[V1]).await.unwrap();
-        sqlx::query("INSERT INTO notes (id, body) VALUES ($1, $2)")
-            .bind(7_i64)
-            .bind("kept")
-            .execute(store.pool())
-            .await
-            .unwrap();
-        store.pool().close().await;
+        store.execute(insert(7, "kept")).await.unwrap();
+        drop(store);
 
         let store = Store::open(&url, &[V1, V2]).await.unwrap();
-        let (body,): (String,) = sqlx::query_as("SELECT body FROM notes WHERE id = $1")
-            .bind(7_i64)
-            .fetch_one(store.pool())
+        assert_eq!(bodies(&store).await, ["kept"]);
+        let (versions,): (i64,) = store
+            .fetch_one(query_as("SELECT COUNT(*) FROM _sqlx_migrations"))
             .await
             .unwrap();
-        assert_eq!(body, "kept");
+        assert_eq!(versions, 2);
+    }
+
+    #[tokio::test]
+    async fn parameters_are_bound_by_their_number_not_their_order() {
+        let store = Store::open("sqlite::memory:", &[V1]).await.unwrap();
+        store
+            .execute(
+                query("INSERT INTO notes (body, id) VALUES ($2 || $2, $1)")
+                    .bind(3_i64)
+                    .bind("ab"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(bodies(&store).await, ["abab"]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_transaction_rolls_back_only_itself_among_those_committed_together() {
+        let store = Store::open("sqlite::memory:", &[V1]).await.unwrap();
+        let tasks: Vec<_> = (0..64_i64)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .transact(move |tx| {
+                            Box::pin(async move {
+                                insert(i, &format!("n{i}")).execute(tx).await?;
+                                if i % 3 == 0 {
+                                    // The second insert of the same id fails: all of this
+                                    // transaction goes, the first insert included.
+                                    insert(i, "again").execute(tx).await?;
+                                }
+                                Ok::<_, StoreError>(i)
+                            })
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut kept = 0;
+        for (i, task) in (0_i64..).zip(tasks) {
+            let answer = task.await.unwrap();
+            assert_eq!(answer.is_ok(), i % 3 != 0, "{i}: {answer:?}");
+            kept += i64::from(answer.is_ok());
+        }
+        let (count,): (i64,) = store
+            .fetch_one(query_as("SELECT COUNT(*) FROM notes"))
+            .await
+            .unwrap();
+        assert_eq!(count, kept);
+        let (failed,): (i64,) = store
+            .fetch_one(query_as("SELECT COUNT(*) FROM notes WHERE id % 3 = 0"))
+            .await
+            .unwrap();
+        assert_eq!(failed, 0);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_operation_is_rolled_back_and_the_store_carries_on() {
+        let store = Store::open("sqlite::memory:", &[V1]).await.unwrap();
+        let answer = store
+            .transact(|tx| {
+                Box::pin(async move {
+                    insert(1, "lost").execute(tx).await?;
+                    if tx.backend() == Backend::Sqlite {
+                        panic!("an operation's bug");
+                    }
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .await;
+        assert!(matches!(answer, Err(StoreError::Closed)), "{answer:?}");
+        store.execute(insert(2, "kept")).await.unwrap();
+        assert_eq!(bodies(&store).await, ["kept"]);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_may_keep_what_was_written_on_the_way() {
+        let store = Store::open("sqlite::memory:", &[V1]).await.unwrap();
+        let answer: Result<Result<(), &str>, StoreError> = store
+            .transact(|tx| {
+                Box::pin(async move {
+                    insert(1, "noticed").execute(tx).await?;
+                    Ok(Err("refused"))
+                })
+            })
+            .await;
+        assert_eq!(answer.unwrap(), Err("refused"));
+        assert_eq!(bodies(&store).await, ["noticed"]);
     }
 
     #[tokio::test]
     async fn the_database_clock_reads_the_unix_time_in_both_units() {
         let store = Store::open("sqlite::memory:", &[V1]).await.unwrap();
-        let (ms, s): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {}, {}",
-            store.now_ms_sql(),
-            store.now_secs_sql()
-        )))
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+        let (ms, s): (i64, i64) = store
+            .fetch_one(query_as(format!(
+                "SELECT {}, {}",
+                store.now_ms_sql(),
+                store.now_secs_sql()
+            )))
+            .await
+            .unwrap();
         let system = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap();
@@ -286,15 +450,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_sqlite_store_keeps_its_temporary_files_in_memory() {
+    async fn an_sqlite_file_keeps_temporary_files_in_memory_and_syncs_as_its_url_says() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let store = Store::open(&url, &[V1]).await.unwrap();
-        let (temp_store,): (i64,) = sqlx::query_as("PRAGMA temp_store")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        assert_eq!(temp_store, 2, "MEMORY: a FROM scratch image has no /tmp");
+        for (parameter, level) in [("", 2), ("&synchronous=normal", 1)] {
+            let path = dir.path().join(format!("t{level}.db"));
+            let url = format!("sqlite://{}?mode=rwc{parameter}", path.display());
+            let store = Store::open(&url, &[V1]).await.unwrap();
+            let (temp_store, synchronous, journal): (i64, i64, String) = store
+                .fetch_one(query_as(
+                    "SELECT (SELECT temp_store FROM pragma_temp_store), \
+                     (SELECT synchronous FROM pragma_synchronous), \
+                     (SELECT journal_mode FROM pragma_journal_mode)",
+                ))
+                .await
+                .unwrap();
+            assert_eq!(temp_store, 2, "MEMORY: a FROM scratch image has no /tmp");
+            assert_eq!(synchronous, level, "{url}");
+            assert_eq!(journal, "wal");
+        }
     }
 
     #[tokio::test]
@@ -302,15 +475,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("newer.db");
         let url = format!("sqlite://{}?mode=rwc", path.display());
-        Store::open(&url, &[V1, V2])
-            .await
-            .unwrap()
-            .pool()
-            .close()
-            .await;
+        drop(Store::open(&url, &[V1, V2]).await.unwrap());
         let error = Store::open(&url, &[V1]).await.unwrap_err();
         assert!(matches!(error, StoreError::Schema { .. }), "{error}");
         assert!(error.to_string().contains("newer.db"), "{error}");
+
+        let changed = Migration {
+            sql: "CREATE TABLE notes (id BIGINT PRIMARY KEY)",
+            ..V1
+        };
+        let error = Store::open(&url, &[changed, V2]).await.unwrap_err();
+        assert!(error.to_string().contains("different text"), "{error}");
 
         let corrupt = dir.path().join("corrupt.db");
         std::fs::write(
@@ -322,5 +497,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(error.to_string().contains("corrupt.db"), "{error}");
+        let error = Store::open("mysql://x", &[V1]).await.unwrap_err();
+        assert!(matches!(error, StoreError::Url(_)), "{error}");
     }
 }

@@ -70,6 +70,11 @@ impl<'a> UnverifiedToken<'a> {
     pub fn kid(&self) -> &str {
         &self.kid
     }
+
+    /// The `jti` the token claims: a key to look something up by, never a proof of anything.
+    pub fn jti(&self) -> uuid::Uuid {
+        self.claims.jti
+    }
 }
 
 fn decode_segment(segment: &str, name: &'static str) -> Result<Vec<u8>, VerifyError> {

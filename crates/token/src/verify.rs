@@ -91,14 +91,6 @@ impl VerifiedToken {
     }
 }
 
-/// Whether `exp` is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expiry {
-    Checked,
-    /// The issuer redeeming at the relay's request: its hold's expiry bounds the token.
-    HoldBounds,
-}
-
 /// Checks token envelopes, in the order of DESIGN.md; each failure is its own error.
 #[derive(Debug)]
 pub struct Verifier<R> {
@@ -131,30 +123,6 @@ impl<R: KeyResolver> Verifier<R> {
         &self,
         token: &str,
         expected_order: &str,
-    ) -> Result<VerifiedToken, VerifyError> {
-        self.verify_checking(token, expected_order, Expiry::Checked)
-            .await
-    }
-
-    /// As [`Self::verify`] but for `exp`: what the issuing domain checks when the relay
-    /// (authenticated by mTLS) hands a token back for redemption. The relay consumed the token
-    /// within its lifetime; a checkout admitted in its last seconds, or resumed by recovery
-    /// later, must still redeem a hold that is held, and the hold's own expiry bounds it.
-    /// Every other check stands, `nbf`, `iat` and the maximum lifetime included.
-    pub async fn verify_at_redemption(
-        &self,
-        token: &str,
-        expected_order: &str,
-    ) -> Result<VerifiedToken, VerifyError> {
-        self.verify_checking(token, expected_order, Expiry::HoldBounds)
-            .await
-    }
-
-    async fn verify_checking(
-        &self,
-        token: &str,
-        expected_order: &str,
-        expiry: Expiry,
     ) -> Result<VerifiedToken, VerifyError> {
         let unverified = UnverifiedToken::parse(token)?;
         let claims = &unverified.claims;
@@ -210,7 +178,7 @@ impl<R: KeyResolver> Verifier<R> {
             }
         }
 
-        self.check_times(claims, expiry)?;
+        self.check_times(claims)?;
 
         if claims.order_processing_id != expected_order {
             return Err(VerifyError::OrderMismatch);
@@ -238,7 +206,7 @@ impl<R: KeyResolver> Verifier<R> {
         })
     }
 
-    fn check_times(&self, claims: &Claims, expiry: Expiry) -> Result<(), VerifyError> {
+    fn check_times(&self, claims: &Claims) -> Result<(), VerifyError> {
         let now = self.clock.now_secs();
         let leeway = crate::secs(self.policy.leeway);
         if claims.nbf > now + leeway {
@@ -247,7 +215,7 @@ impl<R: KeyResolver> Verifier<R> {
         if claims.iat > now + leeway {
             return Err(VerifyError::IssuedInFuture { iat: claims.iat });
         }
-        if expiry == Expiry::Checked && now >= claims.exp.saturating_add(leeway) {
+        if now >= claims.exp.saturating_add(leeway) {
             return Err(VerifyError::Expired { exp: claims.exp });
         }
         let lifetime = claims.exp.saturating_sub(claims.iat);

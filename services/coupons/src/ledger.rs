@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use ctr_domain_kit::{CustomerId, Ledger, reference};
 use ctr_money::Money;
 use ctr_service_kit::ApiError;
-use ctr_store::{Conn, Migration, StoreError, sqlx};
+use ctr_store::{Conn, Migration, StoreError, query, query_as};
 use ctr_token::Settlement;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -95,9 +95,9 @@ impl Coupons {
     /// The coupon `code` with its counters as stored now.
     pub async fn get(&self, conn: &mut Conn, code: &str) -> Result<Option<Coupon>, ApiError> {
         let row: Option<(String, i64, i64)> =
-            sqlx::query_as("SELECT definition, uses, reserved FROM coupons WHERE code = $1")
+            query_as("SELECT definition, uses, reserved FROM coupons WHERE code = $1")
                 .bind(code)
-                .fetch_optional(&mut *conn)
+                .fetch_optional(conn)
                 .await?;
         row.map(|(definition, uses, reserved)| {
             let mut coupon: Coupon = serde_json::from_str(&definition)
@@ -111,8 +111,8 @@ impl Coupons {
 
     /// Moves the counters of `code` by one update; answers whether its condition held.
     async fn count(conn: &mut Conn, sql: &'static str, code: &str) -> Result<bool, ApiError> {
-        let moved = sqlx::query(sql).bind(code).execute(&mut *conn).await?;
-        Ok(moved.rows_affected() == 1)
+        let moved = query(sql).bind(code).execute(conn).await?;
+        Ok(moved == 1)
     }
 }
 impl Coupon {
@@ -141,14 +141,14 @@ impl Ledger for Coupons {
     type Hold = CouponHold;
 
     async fn seed(&self, conn: &mut Conn) -> Result<(), StoreError> {
-        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM coupons")
-            .fetch_one(&mut *conn)
+        let (count,): (i64,) = query_as("SELECT COUNT(*) FROM coupons")
+            .fetch_one(conn)
             .await?;
         if count > 0 {
             return Ok(());
         }
         for coupon in &self.seed {
-            sqlx::query(
+            query(
                 "INSERT INTO coupons (code, definition, max_uses, uses, reserved) \
                  VALUES ($1, $2, $3, $4, 0) ON CONFLICT (code) DO NOTHING",
             )
@@ -156,7 +156,7 @@ impl Ledger for Coupons {
             .bind(serde_json::to_string(coupon).unwrap_or_default())
             .bind(i64::from(coupon.max_uses))
             .bind(i64::from(coupon.uses))
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
         }
         Ok(())

@@ -100,11 +100,9 @@ async fn coupon(
     let code = reference("coupon_code", &code)?;
     let now = clock.now_secs();
     state.engine.sweep().await?;
-    let mut conn = state.engine.store().pool().acquire().await?;
     let c = state
         .engine
-        .ledger()
-        .get(&mut conn, &code)
+        .transact(move |tx, coupons| Box::pin(async move { coupons.get(tx, &code).await }))
         .await?
         .ok_or_else(|| ApiError::not_found("coupon-not-found", "no coupon has this code"))?;
     Ok(ApiJson(CouponView {

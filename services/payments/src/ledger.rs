@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use ctr_domain_kit::{CustomerId, HoldState, Ledger, from_sql, reference};
 use ctr_money::{Currency, Money};
 use ctr_service_kit::ApiError;
-use ctr_store::{Conn, Migration, StoreError, sqlx};
+use ctr_store::{Conn, Migration, StoreError, query, query_as};
 use ctr_token::Settlement;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -64,12 +64,12 @@ impl Payments {
     }
 
     async fn method(&self, conn: &mut Conn, id: &str) -> Result<Option<PaymentMethod>, ApiError> {
-        let row: Option<(String, String, i64, String, i64)> = sqlx::query_as(
+        let row: Option<(String, String, i64, String, i64)> = query_as(
             "SELECT id, customer_id, limit_amount, currency, declines_at_capture \
              FROM payment_methods WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(conn)
         .await?;
         row.map(|(id, customer, limit, currency, declines)| {
             let corrupt = || ApiError::internal("a stored payment method is invalid");
@@ -106,14 +106,14 @@ impl Ledger for Payments {
     type Hold = PaymentHold;
 
     async fn seed(&self, conn: &mut Conn) -> Result<(), StoreError> {
-        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM payment_methods")
-            .fetch_one(&mut *conn)
+        let (count,): (i64,) = query_as("SELECT COUNT(*) FROM payment_methods")
+            .fetch_one(conn)
             .await?;
         if count > 0 {
             return Ok(());
         }
         for method in &self.seed.methods {
-            sqlx::query(
+            query(
                 "INSERT INTO payment_methods \
                  (id, customer_id, limit_amount, currency, declines_at_capture) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
@@ -123,7 +123,7 @@ impl Ledger for Payments {
             .bind(i64::try_from(method.limit.amount).unwrap_or(i64::MAX))
             .bind(method.limit.currency.as_str())
             .bind(i64::from(method.declines_at_capture))
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
         }
         Ok(())

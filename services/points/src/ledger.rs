@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use ctr_domain_kit::{CustomerId, Ledger, from_sql, to_sql};
 use ctr_money::{Currency, Money};
 use ctr_service_kit::ApiError;
-use ctr_store::{Conn, Migration, StoreError, sqlx};
+use ctr_store::{Conn, Migration, StoreError, query, query_as};
 use ctr_token::Settlement;
 use serde::{Deserialize, Serialize};
 
@@ -71,9 +71,9 @@ impl Points {
         customer: &CustomerId,
     ) -> Result<Option<Balance>, ApiError> {
         let row: Option<(i64, i64, i64)> =
-            sqlx::query_as("SELECT available, held, spent FROM balances WHERE customer_id = $1")
+            query_as("SELECT available, held, spent FROM balances WHERE customer_id = $1")
                 .bind(customer.as_str())
-                .fetch_optional(&mut *conn)
+                .fetch_optional(conn)
                 .await?;
         row.map(|(available, held, spent)| {
             Ok(Balance {
@@ -96,12 +96,12 @@ impl Points {
         customer: &CustomerId,
         points: u64,
     ) -> Result<bool, ApiError> {
-        let moved = sqlx::query(sql)
+        let moved = query(sql)
             .bind(to_sql(points)?)
             .bind(customer.as_str())
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
-        Ok(moved.rows_affected() == 1)
+        Ok(moved == 1)
     }
 }
 
@@ -116,20 +116,20 @@ impl Ledger for Points {
     type Hold = PointsHold;
 
     async fn seed(&self, conn: &mut Conn) -> Result<(), StoreError> {
-        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM balances")
-            .fetch_one(&mut *conn)
+        let (count,): (i64,) = query_as("SELECT COUNT(*) FROM balances")
+            .fetch_one(conn)
             .await?;
         if count > 0 {
             return Ok(());
         }
         for (customer, available) in &self.seed.balances {
-            sqlx::query(
+            query(
                 "INSERT INTO balances (customer_id, available, held, spent) VALUES ($1, $2, 0, 0) \
                  ON CONFLICT (customer_id) DO NOTHING",
             )
             .bind(customer.as_str())
             .bind(i64::try_from(*available).unwrap_or(i64::MAX))
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
         }
         Ok(())

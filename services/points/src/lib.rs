@@ -107,11 +107,10 @@ async fn balance(
         return Err(no_account());
     }
     state.engine.sweep().await?;
-    let mut conn = state.engine.store().pool().acquire().await?;
+    let owner = customer.clone();
     let balance = state
         .engine
-        .ledger()
-        .balance(&mut conn, &customer)
+        .transact(move |tx, points| Box::pin(async move { points.balance(tx, &owner).await }))
         .await?
         .ok_or_else(no_account)?;
     Ok(ApiJson(BalanceView {

@@ -146,38 +146,26 @@ pub fn replicas_run(test: &str) -> bool {
 /// Makes every claim in the relay store at `url` run out now, as time passing would for a
 /// relay that died: the recovery worker may take its checkouts over at its next pass.
 pub async fn expire_claims(url: &str) {
-    use ctr_store::sqlx::{self, Connection};
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
-    if url.starts_with("sqlite:") {
-        sqlx::query("PRAGMA busy_timeout = 5000")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    }
-    sqlx::query("UPDATE orders SET lease_expires_ms = 0 WHERE lease_expires_ms IS NOT NULL")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
+    ctr_store::execute_once(
+        url,
+        "UPDATE orders SET lease_expires_ms = 0 WHERE lease_expires_ms IS NOT NULL",
+    )
+    .await
+    .unwrap();
 }
 
 /// A store of its own for service `name`: an SQLite file beside the test PKI, or a fresh
 /// database on the PostgreSQL server of [`postgres`].
 pub async fn fresh_store(pki: &TestPki, name: &str) -> String {
-    use ctr_store::sqlx::{self, Connection};
     let Some(admin) = postgres() else {
         return pki.server_config(name).store_url;
     };
-    sqlx::any::install_default_drivers();
     let database = format!(
         "ctr_test_{}_{}",
         name.replace('-', "_"),
         uuid::Uuid::now_v7().simple()
     );
-    let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-        .execute(&mut conn)
+    ctr_store::execute_once(&admin, &format!("CREATE DATABASE {database}"))
         .await
         .unwrap();
     let (server, _) = admin.rsplit_once('/').unwrap();

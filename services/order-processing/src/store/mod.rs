@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use ctr_service_kit::{ApiError, CustomerId, OrderProcessingId, seconds_until};
-use ctr_store::sqlx::{self, Row as _};
-use ctr_store::{Migration, Store, Transaction};
+use ctr_store::{Migration, Row, Store, StoreError, query, query_as};
 use ctr_token::VerifiedToken;
 
 use crate::faults::{SagaFaults, SagaOp};
@@ -19,8 +18,8 @@ mod statements;
 
 use crate::orders::{Order, OrderStatus, TokenOutcome, TokenRecord};
 use rows::{
-    ORDER_WIDTH, amount_to_sql, corrupt, failure_columns, load, load_steps, numbered, order_from,
-    placeholders, write_steps,
+    ORDER_WIDTH, StepRow, amount_to_sql, corrupt, failure_columns, load, load_steps, numbered,
+    order_from, placeholders, write_steps,
 };
 use statements::ClockSql;
 
@@ -65,12 +64,6 @@ pub enum WriteError {
 impl From<ApiError> for WriteError {
     fn from(error: ApiError) -> Self {
         Self::Store(error)
-    }
-}
-
-impl From<sqlx::Error> for WriteError {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Store(error.into())
     }
 }
 
@@ -177,8 +170,9 @@ impl OrderStore {
     }
 
     async fn recount(&self) -> Result<(), ApiError> {
-        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders")
-            .fetch_one(self.store.pool())
+        let (count,): (i64,) = self
+            .store
+            .fetch_one(query_as("SELECT COUNT(*) FROM orders"))
             .await?;
         self.kept.store(count, Ordering::Relaxed);
         Ok(())
@@ -194,21 +188,23 @@ impl OrderStore {
         if self.full() {
             self.prune(now).await.map_err(InsertError::Store)?;
             if self.full() {
-                let (first,): (Option<i64>,) = sqlx::query_as(
-                    "SELECT MIN(forget_at) FROM orders WHERE status <> 'checking_out' \
-                     AND compensation_pending = 0 AND needs_attention = 0",
-                )
-                .fetch_one(self.store.pool())
-                .await
-                .map_err(|e| InsertError::Store(e.into()))?;
+                let (first,): (Option<i64>,) = self
+                    .store
+                    .fetch_one(query_as(
+                        "SELECT MIN(forget_at) FROM orders WHERE status <> 'checking_out' \
+                         AND compensation_pending = 0 AND needs_attention = 0",
+                    ))
+                    .await
+                    .map_err(|e| InsertError::Store(e.into()))?;
                 return Err(InsertError::Full {
                     capacity: self.capacity,
                     retry_after: seconds_until(first, now),
                 });
             }
         }
-        // One statement checks the customer's open orders and inserts.
-        let inserted = sqlx::query(
+        // One statement checks the customer's open orders and inserts; when it refuses, the
+        // same transaction reads when the first of them expires.
+        let insert = query(
             "INSERT INTO orders (id, customer_id, total_amount, currency, status, created_at, \
              expires_at, forget_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
              WHERE (SELECT COUNT(*) FROM orders WHERE customer_id = $2 AND status = 'open' \
@@ -223,20 +219,26 @@ impl OrderStore {
         .bind(order.expires_at)
         .bind(order.expires_at.saturating_add(self.retention))
         .bind(now)
-        .bind(i64::try_from(self.per_customer).unwrap_or(i64::MAX))
-        .execute(self.store.pool())
-        .await
-        .map_err(|e| InsertError::Store(e.into()))?;
-        if inserted.rows_affected() != 1 {
-            let (first,): (Option<i64>,) = sqlx::query_as(
-                "SELECT MIN(expires_at) FROM orders \
-                 WHERE customer_id = $1 AND status = 'open' AND expires_at > $2",
-            )
-            .bind(order.customer_id.as_str())
-            .bind(now)
-            .fetch_one(self.store.pool())
+        .bind(i64::try_from(self.per_customer).unwrap_or(i64::MAX));
+        let first_open = query_as::<(Option<i64>,)>(
+            "SELECT MIN(expires_at) FROM orders \
+             WHERE customer_id = $1 AND status = 'open' AND expires_at > $2",
+        )
+        .bind(order.customer_id.as_str())
+        .bind(now);
+        let refused: Option<Option<i64>> = self
+            .store
+            .transact(move |tx| {
+                Box::pin(async move {
+                    if insert.execute(tx).await? == 1 {
+                        return Ok::<_, StoreError>(None);
+                    }
+                    Ok(Some(first_open.fetch_one(tx).await?.0))
+                })
+            })
             .await
             .map_err(|e| InsertError::Store(e.into()))?;
+        if let Some(first) = refused {
             return Err(InsertError::CustomerLimit {
                 limit: self.per_customer,
                 retry_after: seconds_until(first, now),
@@ -247,8 +249,12 @@ impl OrderStore {
     }
 
     pub async fn get(&self, id: &OrderProcessingId) -> Result<Option<Order>, ApiError> {
-        let mut conn = self.store.pool().acquire().await?;
-        Ok(load(&mut conn, id).await?.map(|(order, _)| order))
+        let id = id.clone();
+        self.store
+            .transact(move |tx| {
+                Box::pin(async move { Ok(load(tx, &id).await?.map(|(order, _)| order)) })
+            })
+            .await
     }
 
     /// Moves an open, unexpired (as of `now`) order to `checking_out`, atomically: one caller
@@ -261,32 +267,41 @@ impl OrderStore {
         now: i64,
     ) -> Result<Result<(Order, Claim), BeginError>, ApiError> {
         self.before(SagaOp::Begin)?;
-        // The winner reads the order back from the update (an open order has no steps yet).
-        let moved = sqlx::query(sqlx::AssertSqlSafe(self.sql.begin.clone()))
+        // The winner reads the order back from the update (an open order has no steps yet);
+        // a loser reads why in the same transaction.
+        let begin = query(self.sql.begin.clone())
             .bind(self.lease_ms)
             .bind(id.as_str())
             .bind(now)
-            .bind(customer.as_str())
-            .fetch_optional(self.store.pool())
+            .bind(customer.as_str());
+        let (id, customer) = (id.clone(), customer.clone());
+        let begun = self
+            .store
+            .transact(move |tx| {
+                Box::pin(async move {
+                    if let Some(row) = begin.fetch_optional(tx).await? {
+                        let order = order_from(&id, &row, Vec::new())?;
+                        let claim = Claim {
+                            generation: row.get(ORDER_WIDTH)?,
+                            started_ms: 0,
+                            now_ms: row.get(ORDER_WIDTH + 1)?,
+                        };
+                        return Ok::<_, ApiError>(Ok((order, claim)));
+                    }
+                    Ok(match load(tx, &id).await? {
+                        // Another customer's order is not theirs to know of.
+                        Some((order, _)) if order.customer_id == customer => {
+                            Err(BeginError::NotOpen(order.status_at(now)))
+                        }
+                        _ => Err(BeginError::NotFound),
+                    })
+                })
+            })
             .await?;
-        if let Some(row) = moved {
-            let order = order_from(id, &row, Vec::new())?;
-            let claim = Claim {
-                generation: row.try_get(ORDER_WIDTH)?,
-                started_ms: 0,
-                now_ms: row.try_get(ORDER_WIDTH + 1)?,
-            };
+        if begun.is_ok() {
             self.after(SagaOp::Begin).await;
-            return Ok(Ok((order, claim)));
         }
-        let mut conn = self.store.pool().acquire().await?;
-        Ok(match load(&mut conn, id).await? {
-            // Another customer's order is not theirs to know of.
-            Some((order, _)) if order.customer_id == *customer => {
-                Err(BeginError::NotOpen(order.status_at(now)))
-            }
-            _ => Err(BeginError::NotFound),
-        })
+        Ok(begun)
     }
 
     /// Gives an order whose checkout was refused before anything was consumed back to `open`.
@@ -294,17 +309,20 @@ impl OrderStore {
     /// was written after all (its steps exist).
     pub async fn reopen(&self, id: &OrderProcessingId, claim: &Claim) -> Result<bool, ApiError> {
         self.before(SagaOp::Reopen)?;
-        let reopened = sqlx::query(
-            "UPDATE orders SET status = 'open', lease_expires_ms = NULL \
-             WHERE id = $1 AND generation = $2 AND status = 'checking_out' \
-             AND NOT EXISTS (SELECT 1 FROM checkout_steps WHERE order_id = $1)",
-        )
-        .bind(id.as_str())
-        .bind(claim.generation)
-        .execute(self.store.pool())
-        .await?;
+        let reopened = self
+            .store
+            .execute(
+                query(
+                    "UPDATE orders SET status = 'open', lease_expires_ms = NULL \
+                     WHERE id = $1 AND generation = $2 AND status = 'checking_out' \
+                     AND NOT EXISTS (SELECT 1 FROM checkout_steps WHERE order_id = $1)",
+                )
+                .bind(id.as_str())
+                .bind(claim.generation),
+            )
+            .await?;
         self.after(SagaOp::Reopen).await;
-        Ok(reopened.rows_affected() == 1)
+        Ok(reopened == 1)
     }
 
     /// Admits a checkout in one transaction: consumes every `(iss, jti)` (kept until the
@@ -319,48 +337,25 @@ impl OrderStore {
         claim: &mut Claim,
     ) -> Result<Result<(), usize>, WriteError> {
         self.before(SagaOp::Admit)?;
-        let mut tx = self.store.begin().await?;
-        let started: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(self.sql.admit.clone()))
+        let start = query_as::<(i64,)>(self.sql.admit.clone())
             .bind(self.lease_ms)
             .bind(order.id.as_str())
-            .bind(claim.generation)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some((started_ms,)) = started else {
-            return Err(WriteError::LeaseLost);
-        };
+            .bind(claim.generation);
         // One statement consumes every token; the rows it answers are the ones that were new.
         // (The relay admits 1 to `max_tokens` tokens: the statement is never empty.)
-        let mut consume = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let mut consume = query_as::<(String, String)>(format!(
             "INSERT INTO replay (iss, jti, forget_at) VALUES {} \
              ON CONFLICT (iss, jti) DO NOTHING RETURNING iss, jti",
             placeholders(tokens.len(), 3)
-        )));
+        ));
+        let mut keys = Vec::with_capacity(tokens.len());
         for token in tokens {
             let claims = token.claims();
+            keys.push((claims.iss.clone(), claims.jti.to_string()));
             consume = consume
                 .bind(claims.iss.clone())
                 .bind(claims.jti.to_string())
                 .bind(claims.exp.saturating_add(leeway));
-        }
-        let fresh = consume.fetch_all(&mut *tx).await?;
-        if fresh.len() != tokens.len() {
-            // Dropping the transaction undoes the consumption of the others.
-            let mut fresh: Vec<(String, String)> = fresh
-                .iter()
-                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-                .collect::<Result<_, sqlx::Error>>()?;
-            let replayed = tokens.iter().position(|token| {
-                let key = (token.claims().iss.clone(), token.claims().jti.to_string());
-                match fresh.iter().position(|f| *f == key) {
-                    Some(found) => {
-                        fresh.swap_remove(found);
-                        false
-                    }
-                    None => true,
-                }
-            });
-            return Ok(Err(replayed.unwrap_or(0)));
         }
         let records: Vec<TokenRecord> = tokens
             .iter()
@@ -372,25 +367,71 @@ impl OrderStore {
                 outcome: TokenOutcome::Pending,
             })
             .collect();
-        let mut log = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let mut log = query(format!(
             "INSERT INTO checkout_steps (order_id, position, iss, jti, capability, \
              settles_amount, settles_currency, token, outcome) VALUES {}",
             placeholders(tokens.len(), 9)
-        )));
+        ));
         for (position, (record, token)) in records.iter().zip(tokens).enumerate() {
             log = log
-                .bind(order.id.as_str().to_owned())
+                .bind(order.id.as_str())
                 .bind(i64::try_from(position).unwrap_or(i64::MAX))
                 .bind(record.iss.clone())
                 .bind(record.jti.to_string())
                 .bind(record.capability.clone())
                 .bind(amount_to_sql(record.settles.amount))
                 .bind(record.settles.currency.as_str())
-                .bind(token.token().to_owned())
+                .bind(token.token())
                 .bind(record.outcome.as_str());
         }
-        log.execute(&mut *tx).await?;
-        tx.commit().await?;
+        /// What the admission's transaction found.
+        enum Admission {
+            Admitted(i64),
+            Replayed(usize),
+        }
+        /// A replay rolls the transaction back: the other tokens stay unconsumed.
+        enum Refused {
+            Replayed(usize),
+            Write(WriteError),
+        }
+        impl From<StoreError> for Refused {
+            fn from(error: StoreError) -> Self {
+                Self::Write(error.into())
+            }
+        }
+        let admitted = self
+            .store
+            .transact(move |tx| {
+                Box::pin(async move {
+                    let Some((started_ms,)) = start.fetch_optional(tx).await? else {
+                        return Err(Refused::Write(WriteError::LeaseLost));
+                    };
+                    let mut fresh = consume.fetch_all(tx).await?;
+                    if fresh.len() != keys.len() {
+                        let replayed =
+                            keys.iter()
+                                .position(|key| match fresh.iter().position(|f| f == key) {
+                                    Some(found) => {
+                                        fresh.swap_remove(found);
+                                        false
+                                    }
+                                    None => true,
+                                });
+                        return Err(Refused::Replayed(replayed.unwrap_or(0)));
+                    }
+                    log.execute(tx).await?;
+                    Ok(Admission::Admitted(started_ms))
+                })
+            })
+            .await
+            .or_else(|refused| match refused {
+                Refused::Replayed(index) => Ok(Admission::Replayed(index)),
+                Refused::Write(error) => Err(error),
+            })?;
+        let started_ms = match admitted {
+            Admission::Admitted(started_ms) => started_ms,
+            Admission::Replayed(index) => return Ok(Err(index)),
+        };
         order.tokens = records;
         claim.started_ms = started_ms;
         claim.now_ms = started_ms;
@@ -407,16 +448,12 @@ impl OrderStore {
         claim: &mut Claim,
         positions: &[usize],
     ) -> Result<(), WriteError> {
-        self.before(SagaOp::Steps)?;
-        let mut tx = self.store.begin().await?;
-        let renewed: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(self.sql.renew.clone()))
+        let renew = query_as(self.sql.renew.clone())
             .bind(self.lease_ms)
             .bind(order.id.as_str())
-            .bind(claim.generation)
-            .fetch_optional(&mut *tx)
-            .await?;
+            .bind(claim.generation);
         claim.now_ms = self
-            .finish_fenced(tx, renewed, order, positions, false, SagaOp::Steps)
+            .fenced(renew, order, positions, false, SagaOp::Steps)
             .await?;
         Ok(())
     }
@@ -431,16 +468,12 @@ impl OrderStore {
                 .iter()
                 .all(|t| t.outcome == TokenOutcome::Redeemed)
         );
-        self.before(SagaOp::Complete)?;
-        let mut tx = self.store.begin().await?;
-        let done: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(self.sql.complete.clone()))
+        let done = query_as(self.sql.complete.clone())
             .bind(self.forget_at(order, now))
             .bind(order.id.as_str())
-            .bind(claim.generation)
-            .fetch_optional(&mut *tx)
-            .await?;
+            .bind(claim.generation);
         let every_step: Vec<usize> = (0..order.tokens.len()).collect();
-        self.finish_fenced(tx, done, order, &every_step, true, SagaOp::Complete)
+        self.fenced(done, order, &every_step, true, SagaOp::Complete)
             .await?;
         Ok(())
     }
@@ -454,20 +487,16 @@ impl OrderStore {
         claim: &mut Claim,
         positions: &[usize],
     ) -> Result<(), WriteError> {
-        self.before(SagaOp::Fail)?;
         let (capability, problem, detail) = failure_columns(order.failure.as_ref());
-        let mut tx = self.store.begin().await?;
-        let failed: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(self.sql.fail.clone()))
+        let failed = query_as(self.sql.fail.clone())
             .bind(capability)
             .bind(problem)
             .bind(detail)
             .bind(self.lease_ms)
             .bind(order.id.as_str())
-            .bind(claim.generation)
-            .fetch_optional(&mut *tx)
-            .await?;
+            .bind(claim.generation);
         claim.now_ms = self
-            .finish_fenced(tx, failed, order, positions, false, SagaOp::Fail)
+            .fenced(failed, order, positions, false, SagaOp::Fail)
             .await?;
         Ok(())
     }
@@ -481,49 +510,53 @@ impl OrderStore {
         claim: &Claim,
         now: i64,
     ) -> Result<(), WriteError> {
-        self.before(SagaOp::EndCompensation)?;
-        let mut tx = self.store.begin().await?;
-        let ended: Option<(i64,)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(self.sql.end_compensation.clone()))
-                .bind(i64::from(order.compensation_pending))
-                .bind(i64::from(order.attention.is_some()))
-                .bind(order.attention.as_deref())
-                .bind(self.forget_at(order, now))
-                .bind(order.id.as_str())
-                .bind(claim.generation)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let ended = query_as(self.sql.end_compensation.clone())
+            .bind(order.compensation_pending)
+            .bind(order.attention.is_some())
+            .bind(order.attention.as_deref())
+            .bind(self.forget_at(order, now))
+            .bind(order.id.as_str())
+            .bind(claim.generation);
         let every_step: Vec<usize> = (0..order.tokens.len()).collect();
-        let clear_tokens = order.ended();
-        self.finish_fenced(
-            tx,
+        self.fenced(
             ended,
             order,
             &every_step,
-            clear_tokens,
+            order.ended(),
             SagaOp::EndCompensation,
         )
         .await?;
         Ok(())
     }
 
-    /// The rest of a fenced write, once the order's conditional update answered `fenced` (the
-    /// database's clock; none when the writer's generation is gone, and then nothing is
-    /// written): the steps at `positions`, the commit, the test hook. Answers the clock.
-    async fn finish_fenced(
+    /// A fenced write, as one transaction: the order's conditional update `fence` (which
+    /// answers the database's clock, or no row when the writer's generation is gone, and
+    /// then nothing is written), then the steps at `positions`; the test hooks around it.
+    /// Answers the clock.
+    async fn fenced(
         &self,
-        mut tx: Transaction,
-        fenced: Option<(i64,)>,
+        fence: ctr_store::QueryAs<(i64,)>,
         order: &Order,
         positions: &[usize],
         clear_tokens: bool,
         op: SagaOp,
     ) -> Result<i64, WriteError> {
-        let Some((now_ms,)) = fenced else {
-            return Err(WriteError::LeaseLost);
-        };
-        write_steps(&mut tx, order, positions, clear_tokens).await?;
-        tx.commit().await?;
+        self.before(op)?;
+        let steps = write_steps(order, positions, clear_tokens);
+        let now_ms = self
+            .store
+            .transact(move |tx| {
+                Box::pin(async move {
+                    let Some((now_ms,)) = fence.fetch_optional(tx).await? else {
+                        return Err(WriteError::LeaseLost);
+                    };
+                    if let Some(steps) = steps {
+                        steps.execute(tx).await?;
+                    }
+                    Ok(now_ms)
+                })
+            })
+            .await?;
         self.after(op).await;
         Ok(now_ms)
     }
@@ -535,9 +568,9 @@ impl OrderStore {
     /// Checkouts (or compensations) whose claim ran out before they ended, on the database's
     /// clock.
     pub async fn abandoned(&self, limit: i64) -> Result<Vec<OrderProcessingId>, ApiError> {
-        let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(self.sql.abandoned.clone()))
-            .bind(limit)
-            .fetch_all(self.store.pool())
+        let rows: Vec<(String,)> = self
+            .store
+            .fetch_all(query_as(self.sql.abandoned.clone()).bind(limit))
             .await?;
         rows.into_iter()
             .map(|(id,)| OrderProcessingId::parse(&id).map_err(|_| corrupt("id")))
@@ -552,22 +585,30 @@ impl OrderStore {
         id: &OrderProcessingId,
     ) -> Result<Option<(Order, Claim, Vec<String>)>, ApiError> {
         self.before(SagaOp::Claim)?;
-        let mut tx = self.store.begin().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(self.sql.claim.clone()))
+        let take = query(self.sql.claim.clone())
             .bind(self.lease_ms)
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
+            .bind(id.as_str());
+        let key = id.clone();
+        let taken: Option<(Row, Vec<StepRow>)> = self
+            .store
+            .transact(move |tx| {
+                Box::pin(async move {
+                    let Some(row) = take.fetch_optional(tx).await? else {
+                        return Ok::<_, ApiError>(None);
+                    };
+                    let steps = load_steps(tx, &key).await?;
+                    Ok(Some((row, steps)))
+                })
+            })
             .await?;
-        let Some(row) = row else {
+        let Some((row, steps)) = taken else {
             return Ok(None);
         };
         let claim = Claim {
-            generation: row.try_get(ORDER_WIDTH)?,
-            now_ms: row.try_get(ORDER_WIDTH + 1)?,
-            started_ms: row.try_get::<Option<i64>, _>(ORDER_WIDTH + 2)?.unwrap_or(0),
+            generation: row.get(ORDER_WIDTH)?,
+            now_ms: row.get(ORDER_WIDTH + 1)?,
+            started_ms: row.get::<Option<i64>>(ORDER_WIDTH + 2)?.unwrap_or(0),
         };
-        let steps = load_steps(&mut tx, id).await?;
-        tx.commit().await?;
         let tokens = steps.iter().map(|s| s.6.clone()).collect();
         let order = order_from(id, &row, steps)?;
         self.after(SagaOp::Claim).await;
@@ -576,73 +617,85 @@ impl OrderStore {
 
     /// Failed checkouts a domain would not compensate, oldest first: for an operator.
     pub async fn needing_attention(&self, limit: i64) -> Result<Vec<Order>, ApiError> {
-        let ids: Vec<(String,)> = sqlx::query_as(
-            "SELECT id FROM orders WHERE needs_attention = 1 ORDER BY created_at LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(self.store.pool())
-        .await?;
-        let mut conn = self.store.pool().acquire().await?;
-        let mut orders = Vec::with_capacity(ids.len());
-        for (id,) in ids {
-            let id = OrderProcessingId::parse(&id).map_err(|_| corrupt("id"))?;
-            if let Some((order, _)) = load(&mut conn, &id).await? {
-                orders.push(order);
-            }
-        }
-        Ok(orders)
+        self.store
+            .transact(move |tx| {
+                Box::pin(async move {
+                    let ids: Vec<(String,)> = query_as(
+                        "SELECT id FROM orders WHERE needs_attention = 1 \
+                         ORDER BY created_at LIMIT $1",
+                    )
+                    .bind(limit)
+                    .fetch_all(tx)
+                    .await?;
+                    let mut orders = Vec::with_capacity(ids.len());
+                    for (id,) in ids {
+                        let id = OrderProcessingId::parse(&id).map_err(|_| corrupt("id"))?;
+                        if let Some((order, _)) = load(tx, &id).await? {
+                            orders.push(order);
+                        }
+                    }
+                    Ok(orders)
+                })
+            })
+            .await
     }
 
     /// How many orders need an operator's attention.
     pub async fn count_needing_attention(&self) -> Result<i64, ApiError> {
-        let (count,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM orders WHERE needs_attention = 1")
-                .fetch_one(self.store.pool())
-                .await?;
+        let (count,): (i64,) = self
+            .store
+            .fetch_one(query_as(
+                "SELECT COUNT(*) FROM orders WHERE needs_attention = 1",
+            ))
+            .await?;
         Ok(count)
     }
 
     /// Deletes retired orders (past their retention as of `now`, checkout ended, nothing
     /// needing attention) with their steps, and replay entries past their time on the
     /// database's clock (a replica whose clock runs ahead must not free a token early), in
-    /// bounded batches. The orders are chosen once, so their steps go with them.
+    /// bounded batches, in one transaction. The orders are chosen once, so their steps go
+    /// with them.
     pub async fn prune(&self, now: i64) -> Result<(), ApiError> {
         const RETIRED: &str = "forget_at <= $1 AND status <> 'checking_out' \
              AND compensation_pending = 0 AND needs_attention = 0";
-        let chosen: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT id FROM orders WHERE {RETIRED} ORDER BY forget_at LIMIT $2"
-        )))
-        .bind(now)
-        .bind(PRUNE_BATCH)
-        .fetch_all(self.store.pool())
-        .await?;
-        let mut tx = self.store.begin().await?;
-        if !chosen.is_empty() {
-            let ids = numbered(2, chosen.len());
-            let mut retire = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM orders WHERE id IN ({ids}) AND {RETIRED} RETURNING id"
-            )))
-            .bind(now);
-            for (id,) in &chosen {
-                retire = retire.bind(id.clone());
-            }
-            let retired: Vec<(String,)> = retire.fetch_all(&mut *tx).await?;
-            if !retired.is_empty() {
-                let ids = numbered(1, retired.len());
-                let mut steps = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DELETE FROM checkout_steps WHERE order_id IN ({ids})"
-                )));
-                for (id,) in retired {
-                    steps = steps.bind(id);
-                }
-                steps.execute(&mut *tx).await?;
-            }
-        }
-        sqlx::query(sqlx::AssertSqlSafe(self.sql.prune_replay.clone()))
-            .bind(PRUNE_BATCH)
-            .execute(&mut *tx)
+        let prune_replay = query(self.sql.prune_replay.clone()).bind(PRUNE_BATCH);
+        self.store
+            .transact(move |tx| {
+                Box::pin(async move {
+                    let chosen: Vec<(String,)> = query_as(format!(
+                        "SELECT id FROM orders WHERE {RETIRED} ORDER BY forget_at LIMIT $2"
+                    ))
+                    .bind(now)
+                    .bind(PRUNE_BATCH)
+                    .fetch_all(tx)
+                    .await?;
+                    if !chosen.is_empty() {
+                        let ids = numbered(2, chosen.len());
+                        let mut retire = query_as::<(String,)>(format!(
+                            "DELETE FROM orders WHERE id IN ({ids}) AND {RETIRED} RETURNING id"
+                        ))
+                        .bind(now);
+                        for (id,) in chosen {
+                            retire = retire.bind(id);
+                        }
+                        let retired = retire.fetch_all(tx).await?;
+                        if !retired.is_empty() {
+                            let ids = numbered(1, retired.len());
+                            let mut steps = query(format!(
+                                "DELETE FROM checkout_steps WHERE order_id IN ({ids})"
+                            ));
+                            for (id,) in retired {
+                                steps = steps.bind(id);
+                            }
+                            steps.execute(tx).await?;
+                        }
+                    }
+                    prune_replay.execute(tx).await?;
+                    Ok::<_, StoreError>(())
+                })
+            })
             .await?;
-        tx.commit().await?;
         self.recount().await
     }
 }

@@ -4,8 +4,7 @@
 use ctr_money::{Currency, Money};
 use ctr_relay_api::CallFailure;
 use ctr_service_kit::{ApiError, CustomerId, OrderProcessingId};
-use ctr_store::Conn;
-use ctr_store::sqlx::{self, Row as _};
+use ctr_store::{Conn, Query, Row, query, query_as};
 use uuid::Uuid;
 
 use crate::orders::{Failure, Order, OrderStatus, TokenOutcome, TokenRecord};
@@ -67,14 +66,10 @@ pub(super) fn money(amount: i64, currency: &str) -> Result<Money, ApiError> {
         .ok_or_else(|| corrupt("amount"))
 }
 
-/// Writes the outcomes of the steps at `positions` in one statement; `clear_tokens` also
-/// clears every step's token (the saga has ended: recovery needs them no more).
-pub(super) async fn write_steps(
-    conn: &mut Conn,
-    order: &Order,
-    positions: &[usize],
-    clear_tokens: bool,
-) -> Result<(), sqlx::Error> {
+/// The one statement that writes the outcomes of the steps at `positions`; `clear_tokens`
+/// also clears every step's token (the saga has ended: recovery needs them no more). None when
+/// there is nothing to write.
+pub(super) fn write_steps(order: &Order, positions: &[usize], clear_tokens: bool) -> Option<Query> {
     let positions: Vec<(i64, &'static str)> = positions
         .iter()
         .filter_map(|&p| {
@@ -85,7 +80,7 @@ pub(super) async fn write_steps(
         })
         .collect();
     if positions.is_empty() {
-        return Ok(());
+        return None;
     }
     let cases: String = (0..positions.len())
         .map(|i| format!(" WHEN ${} THEN ${}", 2 * i + 3, 2 * i + 4))
@@ -94,18 +89,17 @@ pub(super) async fn write_steps(
         .map(|i| format!("${}", 2 * i + 3))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut update = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let mut update = query(format!(
         "UPDATE checkout_steps SET outcome = CASE position{cases} END, \
          token = CASE WHEN $2 = 1 THEN '' ELSE token END \
          WHERE order_id = $1 AND position IN ({within})"
-    )))
-    .bind(order.id.as_str().to_owned())
-    .bind(i64::from(clear_tokens));
+    ))
+    .bind(order.id.as_str())
+    .bind(clear_tokens);
     for (position, outcome) in positions {
         update = update.bind(position).bind(outcome);
     }
-    update.execute(&mut *conn).await?;
-    Ok(())
+    Some(update)
 }
 
 /// The columns of an order row, in the order [`order_from`] reads them.
@@ -122,12 +116,12 @@ pub(super) async fn load_steps(
     conn: &mut Conn,
     id: &OrderProcessingId,
 ) -> Result<Vec<StepRow>, ApiError> {
-    Ok(sqlx::query_as(
+    Ok(query_as(
         "SELECT iss, jti, capability, settles_amount, settles_currency, outcome, token \
          FROM checkout_steps WHERE order_id = $1 ORDER BY position",
     )
     .bind(id.as_str())
-    .fetch_all(&mut *conn)
+    .fetch_all(conn)
     .await?)
 }
 
@@ -136,12 +130,10 @@ pub(super) async fn load(
     conn: &mut Conn,
     id: &OrderProcessingId,
 ) -> Result<Option<(Order, Vec<String>)>, ApiError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"
-    )))
-    .bind(id.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row = query(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await?;
     let Some(row) = row else {
         return Ok(None);
     };
@@ -152,16 +144,16 @@ pub(super) async fn load(
 
 pub(super) fn order_from(
     id: &OrderProcessingId,
-    row: &sqlx::any::AnyRow,
+    row: &Row,
     steps: Vec<StepRow>,
 ) -> Result<Order, ApiError> {
-    let customer: String = row.try_get(0)?;
-    let currency: String = row.try_get(1)?;
-    let total: i64 = row.try_get(2)?;
-    let status: String = row.try_get(3)?;
-    let failure_capability: Option<String> = row.try_get(7)?;
-    let failure_problem: Option<String> = row.try_get(8)?;
-    let failure_detail: Option<String> = row.try_get(9)?;
+    let customer: String = row.get(0)?;
+    let currency: String = row.get(1)?;
+    let total: i64 = row.get(2)?;
+    let status: String = row.get(3)?;
+    let failure_capability: Option<String> = row.get(7)?;
+    let failure_problem: Option<String> = row.get(8)?;
+    let failure_detail: Option<String> = row.get(9)?;
     let tokens = steps
         .into_iter()
         .map(|(iss, jti, capability, amount, currency, outcome, _)| {
@@ -184,17 +176,17 @@ pub(super) fn order_from(
             None => CallFailure::Unavailable,
         },
     });
-    let compensation_pending: i64 = row.try_get(6)?;
+    let compensation_pending: i64 = row.get(6)?;
     Ok(Order {
         id: id.clone(),
         customer_id: CustomerId::parse(&customer).map_err(|_| corrupt("customer"))?,
         total: money(total, &currency)?,
         status: OrderStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-        created_at: row.try_get(4)?,
-        expires_at: row.try_get(5)?,
+        created_at: row.get(4)?,
+        expires_at: row.get(5)?,
         tokens,
         failure,
         compensation_pending: compensation_pending != 0,
-        attention: row.try_get(10)?,
+        attention: row.get(10)?,
     })
 }

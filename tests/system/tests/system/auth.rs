@@ -11,24 +11,23 @@ const ORDER_BODY: fn() -> Value = || json!({"total": {"amount": 4999, "currency"
 
 /// Rows that any customer request could have written, across the four stores.
 async fn rows(world: &World) -> Vec<i64> {
-    use ctr_store::sqlx;
+    use ctr_store::query_as;
     let mut counts = Vec::new();
-    let relay = world.relay_state.orders.store().pool();
+    let relay = world.relay_state.orders.store();
     for table in ["orders", "checkout_steps", "replay"] {
-        let (n,): (i64,) =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-                .fetch_one(relay)
-                .await
-                .unwrap();
+        let (n,): (i64,) = relay
+            .fetch_one(query_as(format!("SELECT COUNT(*) FROM {table}")))
+            .await
+            .unwrap();
         counts.push(n);
     }
-    for pool in [
-        world.coupons.state.engine.store().pool(),
-        world.points.state.engine.store().pool(),
-        world.payments.state.engine.store().pool(),
+    for store in [
+        world.coupons.state.engine.store(),
+        world.points.state.engine.store(),
+        world.payments.state.engine.store(),
     ] {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM holds")
-            .fetch_one(pool)
+        let (n,): (i64,) = store
+            .fetch_one(query_as("SELECT COUNT(*) FROM holds"))
             .await
             .unwrap();
         counts.push(n);

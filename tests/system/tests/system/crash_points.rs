@@ -152,9 +152,14 @@ impl Harness {
             jtis.push(Uuid::parse_str(body["jti"].as_str().unwrap()).unwrap());
         }
         if let Scenario::HoldForgotten = self.scenario {
-            ctr_store::sqlx::query("DELETE FROM holds WHERE jti = $1")
-                .bind(jtis[2].to_string())
-                .execute(world.payments.state.engine.store().pool())
+            world
+                .payments
+                .state
+                .engine
+                .store()
+                .execute(
+                    ctr_store::query("DELETE FROM holds WHERE jti = $1").bind(jtis[2].to_string()),
+                )
                 .await
                 .unwrap();
         }

@@ -271,7 +271,8 @@ async fn a_capture_whose_token_settles_another_amount_than_the_authorization_is_
         .await;
     let jti = uuid::Uuid::parse_str(authorized["jti"].as_str().unwrap()).unwrap();
     // A token for the same hold that claims more, signed with the payments key itself: what a
-    // bug or a stolen key could produce. The capture takes only the authorized amount.
+    // bug or a stolen key could produce. A domain redeems only the very token it issued for
+    // the hold (its SHA-256 is kept with it): this one is refused, and nothing is captured.
     let more = Settlement::pays(Money::checked(4999, Currency::parse("EUR").unwrap()).unwrap());
     let forged = world
         .payments
@@ -292,7 +293,7 @@ async fn a_capture_whose_token_settles_another_amount_than_the_authorization_is_
         .await;
     assert_eq!(
         (status, problem_type(&body)),
-        (409, "settlement-mismatch"),
+        (401, "token-not-issued"),
         "{body}"
     );
     assert_eq!(

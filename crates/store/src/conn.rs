@@ -1,0 +1,268 @@
+//! A connection inside one transaction, and the statements run on it. The shape follows
+//! sqlx's (`query("...").bind(x).execute(conn)`), so store code reads the same on both engines.
+
+use std::borrow::Cow;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use sqlx::{Column as _, Row as _, TypeInfo as _, ValueRef as _};
+
+use crate::value::{FromRow, Param, Row, Value};
+use crate::{Backend, StoreError};
+
+/// The connection an operation runs on, inside the transaction [`crate::Store::transact`]
+/// opened. On SQLite every call completes at once on the store's owner thread; on PostgreSQL
+/// it is a round trip.
+pub struct Conn {
+    inner: Inner,
+}
+
+enum Inner {
+    Sqlite(Arc<Mutex<rusqlite::Connection>>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Conn {
+    pub(crate) fn sqlite(conn: Arc<Mutex<rusqlite::Connection>>) -> Self {
+        Self {
+            inner: Inner::Sqlite(conn),
+        }
+    }
+
+    pub(crate) fn postgres(tx: sqlx::Transaction<'static, sqlx::Postgres>) -> Self {
+        Self {
+            inner: Inner::Postgres(tx),
+        }
+    }
+
+    pub(crate) fn into_postgres(self) -> Option<sqlx::Transaction<'static, sqlx::Postgres>> {
+        match self.inner {
+            Inner::Postgres(tx) => Some(tx),
+            Inner::Sqlite(_) => None,
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.inner {
+            Inner::Sqlite(_) => Backend::Sqlite,
+            Inner::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Runs several `;`-separated statements without parameters (migrations).
+    pub async fn execute_script(&mut self, sql: &str) -> Result<(), StoreError> {
+        match &mut self.inner {
+            Inner::Sqlite(conn) => Ok(conn.lock().execute_batch(sql)?),
+            Inner::Postgres(tx) => {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn execute(
+        &mut self,
+        sql: Cow<'static, str>,
+        params: Vec<Param>,
+    ) -> Result<u64, StoreError> {
+        match &mut self.inner {
+            Inner::Sqlite(conn) => {
+                let conn = conn.lock();
+                let mut statement = conn.prepare_cached(&sql)?;
+                bind_sqlite(&mut statement, &params)?;
+                // Stepped to the end rather than `execute`d: a statement with RETURNING
+                // answers rows and still counts its changes.
+                let mut rows = statement.raw_query();
+                while rows.next()?.is_some() {}
+                drop(rows);
+                Ok(conn.changes())
+            }
+            Inner::Postgres(tx) => Ok(pg_query(sql, params)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()),
+        }
+    }
+
+    async fn fetch(
+        &mut self,
+        sql: Cow<'static, str>,
+        params: Vec<Param>,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
+        match &mut self.inner {
+            Inner::Sqlite(conn) => {
+                let conn = conn.lock();
+                let mut statement = conn.prepare_cached(&sql)?;
+                bind_sqlite(&mut statement, &params)?;
+                let width = statement.column_count();
+                let mut rows = statement.raw_query();
+                let mut answered = Vec::new();
+                while let Some(row) = rows.next()? {
+                    if answered.len() < limit {
+                        let values = (0..width)
+                            .map(|i| row.get_ref(i).map(Value::from))
+                            .collect::<Result<_, _>>()?;
+                        answered.push(Row(values));
+                    }
+                }
+                Ok(answered)
+            }
+            Inner::Postgres(tx) => {
+                let rows = pg_query(sql, params).fetch_all(&mut **tx).await?;
+                rows.iter().take(limit).map(pg_row).collect()
+            }
+        }
+    }
+}
+
+/// Binds `params` to SQLite's `$n` parameters by their number, as PostgreSQL reads them
+/// (SQLite itself numbers `$n` names in order of first appearance).
+fn bind_sqlite(
+    statement: &mut rusqlite::Statement<'_>,
+    params: &[Param],
+) -> Result<(), StoreError> {
+    for index in 1..=statement.parameter_count() {
+        let number = statement
+            .parameter_name(index)
+            .and_then(|name| name.strip_prefix('$'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(index);
+        let param = params.get(number - 1).ok_or_else(|| {
+            StoreError::Decode(format!("the statement uses ${number}, which is not bound"))
+        })?;
+        statement.raw_bind_parameter(index, param)?;
+    }
+    Ok(())
+}
+
+fn pg_query(
+    sql: Cow<'static, str>,
+    params: Vec<Param>,
+) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for param in params {
+        query = match param {
+            Param::Int(v) => query.bind(v),
+            Param::Real(v) => query.bind(v),
+            Param::Text(v) => query.bind(v),
+            Param::Blob(v) => query.bind(v),
+        };
+    }
+    query
+}
+
+fn pg_row(row: &sqlx::postgres::PgRow) -> Result<Row, StoreError> {
+    let mut values = Vec::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        if row.try_get_raw(i)?.is_null() {
+            values.push(Value::Null);
+            continue;
+        }
+        values.push(match column.type_info().name() {
+            "INT8" => Value::Int(row.try_get::<i64, _>(i)?),
+            "INT4" => Value::Int(i64::from(row.try_get::<i32, _>(i)?)),
+            "INT2" => Value::Int(i64::from(row.try_get::<i16, _>(i)?)),
+            "BOOL" => Value::Int(i64::from(row.try_get::<bool, _>(i)?)),
+            "FLOAT8" => Value::Real(row.try_get::<f64, _>(i)?),
+            "FLOAT4" => Value::Real(f64::from(row.try_get::<f32, _>(i)?)),
+            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => Value::Text(row.try_get::<String, _>(i)?),
+            "BYTEA" => Value::Blob(row.try_get::<Vec<u8>, _>(i)?),
+            other => {
+                return Err(StoreError::Decode(format!(
+                    "column {i} ({}) has the type {other}, which store code does not read; cast it",
+                    column.name()
+                )));
+            }
+        });
+    }
+    Ok(Row(values))
+}
+
+/// A statement with its parameters: `query("UPDATE ... WHERE id = $1").bind(id)`.
+#[must_use = "a query does nothing until it is executed or fetched"]
+#[derive(Debug, Clone)]
+pub struct Query {
+    sql: Cow<'static, str>,
+    params: Vec<Param>,
+}
+
+/// A statement whose rows are read as `R` (a tuple of columns, or [`Row`]).
+#[must_use = "a query does nothing until it is fetched"]
+#[derive(Debug, Clone)]
+pub struct QueryAs<R> {
+    query: Query,
+    row: PhantomData<fn() -> R>,
+}
+
+/// A statement in PostgreSQL's dialect of parameters (`$1`, `$2`), valid on both engines.
+pub fn query(sql: impl Into<Cow<'static, str>>) -> Query {
+    Query {
+        sql: sql.into(),
+        params: Vec::new(),
+    }
+}
+
+/// A statement whose rows are read as `R`.
+pub fn query_as<R: FromRow>(sql: impl Into<Cow<'static, str>>) -> QueryAs<R> {
+    QueryAs {
+        query: query(sql),
+        row: PhantomData,
+    }
+}
+
+impl Query {
+    /// Binds the next parameter (`$1`, then `$2`...).
+    pub fn bind(mut self, value: impl Into<Param>) -> Self {
+        self.params.push(value.into());
+        self
+    }
+
+    /// Runs it; answers how many rows it changed.
+    pub async fn execute(self, conn: &mut Conn) -> Result<u64, StoreError> {
+        conn.execute(self.sql, self.params).await
+    }
+
+    pub async fn fetch_all(self, conn: &mut Conn) -> Result<Vec<Row>, StoreError> {
+        conn.fetch(self.sql, self.params, usize::MAX).await
+    }
+
+    pub async fn fetch_optional(self, conn: &mut Conn) -> Result<Option<Row>, StoreError> {
+        Ok(conn.fetch(self.sql, self.params, 1).await?.pop())
+    }
+
+    pub async fn fetch_one(self, conn: &mut Conn) -> Result<Row, StoreError> {
+        self.fetch_optional(conn).await?.ok_or(StoreError::NoRow)
+    }
+}
+
+impl<R: FromRow> QueryAs<R> {
+    pub fn bind(mut self, value: impl Into<Param>) -> Self {
+        self.query = self.query.bind(value);
+        self
+    }
+
+    pub async fn fetch_all(self, conn: &mut Conn) -> Result<Vec<R>, StoreError> {
+        self.query
+            .fetch_all(conn)
+            .await?
+            .into_iter()
+            .map(R::from_row)
+            .collect()
+    }
+
+    pub async fn fetch_optional(self, conn: &mut Conn) -> Result<Option<R>, StoreError> {
+        self.query
+            .fetch_optional(conn)
+            .await?
+            .map(R::from_row)
+            .transpose()
+    }
+
+    pub async fn fetch_one(self, conn: &mut Conn) -> Result<R, StoreError> {
+        R::from_row(self.query.fetch_one(conn).await?)
+    }
+}
