@@ -63,7 +63,7 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     write_seeds: Option<PathBuf>,
     /// The in-process services' stores, comma-separated, each run in turn and compared with
-    /// the first: `memory` (SQLite in memory), `sqlite` (a file per service, as users run it)
+    /// the first: `memory` (SQLite in memory), `sqlite` (a file per service, as users run it; `sqlite-normal` the same with synchronous=NORMAL)
     /// or a `postgres://` URL (a database per service on that server).
     #[arg(long, value_delimiter = ',', default_value = "sqlite")]
     store: Vec<stack::StoreChoice>,
@@ -305,6 +305,23 @@ fn process_cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// Context switches of this process's threads so far (Linux: /proc/self/task/*/status),
+/// voluntary and not: each hand-off between threads costs one.
+fn context_switches() -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue; // the thread ended meanwhile
+        };
+        total += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Some(total)
+}
+
 /// One line a second on stderr while flows run: done, failed, rate, time left.
 async fn progress(
     store: String,
@@ -337,6 +354,8 @@ async fn drive(
     runtime: &tokio::runtime::Handle,
 ) -> serde_json::Value {
     let cpu_before = process_cpu_seconds();
+    let switches_before = context_switches();
+    let store_before = ctr_store::stats();
     let budget = Arc::new(AtomicUsize::new(cli.flows));
     let deadline = Instant::now() + Duration::from_secs(cli.seconds);
     let started = Instant::now();
@@ -378,7 +397,12 @@ async fn drive(
     let cpu = process_cpu_seconds()
         .zip(cpu_before)
         .map(|(after, before)| after - before);
+    let switches = context_switches()
+        .zip(switches_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let store_work = ctr_store::stats() - store_before;
     reporter.abort();
+    let per_flow = |n: u64| n as f64 / outcomes.len().max(1) as f64;
 
     let steps = flow::by_step(&outcomes, elapsed);
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
@@ -395,9 +419,17 @@ async fn drive(
         "flows_per_second": achieved,
         "crypto_bound": bound,
         "achieved_over_bound": achieved / bound.flows_per_second,
+        "achieved_over_own_bound": achieved / bound.own_flows_per_second,
         // This process's CPU time while the flows ran (services and customers in process;
         // the customers alone against a deployment), per flow.
         "process_cpu_ms_per_flow": cpu.map(|cpu| 1e3 * cpu / outcomes.len().max(1) as f64),
+        "context_switches_per_flow": switches.map(per_flow),
+        // What the in-process services asked of their stores (nothing against a deployment).
+        "store_per_flow": {
+            "transactions": per_flow(store_work.transactions),
+            "statements": per_flow(store_work.statements),
+            "commits": per_flow(store_work.commits),
+        },
         "steps": steps,
         "errors": errors,
     })
@@ -421,6 +453,20 @@ fn print_report(r: &serde_json::Value) {
         f(&r["crypto_bound"]["signs_per_second_per_core"]),
         f(&r["crypto_bound"]["verifies_per_second_per_core"])
     );
+    println!(
+        "the flow's own crypto (3 signs, 3 verifies): bound {:.1}/s, achieved / it: {:.3}",
+        f(&r["crypto_bound"]["own_flows_per_second"]),
+        f(&r["achieved_over_own_bound"])
+    );
+    if let Some(cpu) = r["process_cpu_ms_per_flow"].as_f64() {
+        println!(
+            "per flow: {cpu:.2} ms CPU, {:.0} context switches, store: {:.1} transactions, {:.1} statements, {:.2} commits",
+            f(&r["context_switches_per_flow"]),
+            f(&r["store_per_flow"]["transactions"]),
+            f(&r["store_per_flow"]["statements"]),
+            f(&r["store_per_flow"]["commits"])
+        );
+    }
     println!(
         "{:<9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "step", "count", "per s", "p50 ms", "p90 ms", "p99 ms", "max ms"

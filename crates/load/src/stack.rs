@@ -70,8 +70,12 @@ fn run(app: App, stops: &mut Vec<CancellationToken>) -> (String, String) {
 pub enum StoreChoice {
     /// SQLite in memory: the durable code path without a file (the baseline).
     Memory,
-    /// An SQLite file per service in a temporary directory: what a user runs.
+    /// An SQLite file per service in a temporary directory: what a user runs
+    /// (`synchronous = FULL`, the default).
     Sqlite,
+    /// The same with `synchronous = NORMAL` (`sqlite-normal`): what it costs to sync at every
+    /// COMMIT.
+    SqliteNormal,
     /// A fresh database per service on this PostgreSQL server (a database of a role that
     /// may create databases).
     Postgres(String),
@@ -84,11 +88,12 @@ impl std::str::FromStr for StoreChoice {
         match s {
             "memory" => Ok(Self::Memory),
             "sqlite" => Ok(Self::Sqlite),
+            "sqlite-normal" => Ok(Self::SqliteNormal),
             url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 Ok(Self::Postgres(url.to_owned()))
             }
             other => Err(format!(
-                "`{other}`: the store is memory, sqlite or a postgres:// URL"
+                "`{other}`: the store is memory, sqlite, sqlite-normal or a postgres:// URL"
             )),
         }
     }
@@ -100,6 +105,7 @@ impl StoreChoice {
         match self {
             Self::Memory => "memory",
             Self::Sqlite => "sqlite",
+            Self::SqliteNormal => "sqlite-normal",
             Self::Postgres(_) => "postgres",
         }
     }
@@ -108,6 +114,10 @@ impl StoreChoice {
         match self {
             Self::Memory => Ok("sqlite::memory:".into()),
             Self::Sqlite => Ok(pki.server_config(service).store_url),
+            Self::SqliteNormal => Ok(format!(
+                "{}&synchronous=normal",
+                pki.server_config(service).store_url
+            )),
             Self::Postgres(admin) => {
                 let database = format!(
                     "ctr_load_{}_{}",

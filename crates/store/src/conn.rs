@@ -21,6 +21,18 @@ pub struct Conn {
 enum Inner {
     Sqlite(Arc<Mutex<rusqlite::Connection>>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    /// One statement in autocommit: no BEGIN and COMMIT round trips around it.
+    PostgresAutocommit(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+impl Inner {
+    fn pg(&mut self) -> Option<&mut sqlx::PgConnection> {
+        match self {
+            Self::Postgres(tx) => Some(&mut **tx),
+            Self::PostgresAutocommit(conn) => Some(&mut **conn),
+            Self::Sqlite(_) => None,
+        }
+    }
 }
 
 impl Conn {
@@ -36,17 +48,23 @@ impl Conn {
         }
     }
 
+    pub(crate) fn postgres_autocommit(conn: sqlx::pool::PoolConnection<sqlx::Postgres>) -> Self {
+        Self {
+            inner: Inner::PostgresAutocommit(conn),
+        }
+    }
+
     pub(crate) fn into_postgres(self) -> Option<sqlx::Transaction<'static, sqlx::Postgres>> {
         match self.inner {
             Inner::Postgres(tx) => Some(tx),
-            Inner::Sqlite(_) => None,
+            Inner::Sqlite(_) | Inner::PostgresAutocommit(_) => None,
         }
     }
 
     pub fn backend(&self) -> Backend {
         match self.inner {
             Inner::Sqlite(_) => Backend::Sqlite,
-            Inner::Postgres(_) => Backend::Postgres,
+            Inner::Postgres(_) | Inner::PostgresAutocommit(_) => Backend::Postgres,
         }
     }
 
@@ -54,9 +72,10 @@ impl Conn {
     pub async fn execute_script(&mut self, sql: &str) -> Result<(), StoreError> {
         match &mut self.inner {
             Inner::Sqlite(conn) => Ok(conn.lock().execute_batch(sql)?),
-            Inner::Postgres(tx) => {
+            pg => {
+                let conn = pg.pg().ok_or(StoreError::Closed)?;
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-                    .execute(&mut **tx)
+                    .execute(conn)
                     .await?;
                 Ok(())
             }
@@ -68,6 +87,7 @@ impl Conn {
         sql: Cow<'static, str>,
         params: Vec<Param>,
     ) -> Result<u64, StoreError> {
+        crate::stats::statement();
         match &mut self.inner {
             Inner::Sqlite(conn) => {
                 let conn = conn.lock();
@@ -80,10 +100,10 @@ impl Conn {
                 drop(rows);
                 Ok(conn.changes())
             }
-            Inner::Postgres(tx) => Ok(pg_query(sql, params)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected()),
+            pg => {
+                let conn = pg.pg().ok_or(StoreError::Closed)?;
+                Ok(pg_query(sql, params).execute(conn).await?.rows_affected())
+            }
         }
     }
 
@@ -93,6 +113,7 @@ impl Conn {
         params: Vec<Param>,
         limit: usize,
     ) -> Result<Vec<Row>, StoreError> {
+        crate::stats::statement();
         match &mut self.inner {
             Inner::Sqlite(conn) => {
                 let conn = conn.lock();
@@ -111,8 +132,9 @@ impl Conn {
                 }
                 Ok(answered)
             }
-            Inner::Postgres(tx) => {
-                let rows = pg_query(sql, params).fetch_all(&mut **tx).await?;
+            pg => {
+                let conn = pg.pg().ok_or(StoreError::Closed)?;
+                let rows = pg_query(sql, params).fetch_all(conn).await?;
                 rows.iter().take(limit).map(pg_row).collect()
             }
         }

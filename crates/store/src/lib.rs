@@ -45,6 +45,7 @@
 mod conn;
 mod migrate;
 mod sqlite;
+mod stats;
 mod value;
 
 use std::sync::Arc;
@@ -55,6 +56,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 pub use conn::{Conn, Query, QueryAs, query, query_as};
 pub use migrate::Migration;
+pub use stats::{StoreStats, stats};
 pub use value::{FromRow, FromValue, Param, Row, Value};
 
 /// Which engine a store runs on.
@@ -185,6 +187,7 @@ impl Store {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        stats::transaction();
         match &self.engine {
             Engine::Sqlite(writer) => writer.transact(op).await,
             Engine::Postgres(pool) => {
@@ -196,6 +199,7 @@ impl Store {
                 };
                 match result {
                     Ok(answer) => {
+                        stats::commit();
                         tx.commit().await.map_err(StoreError::from)?;
                         Ok(answer)
                     }
@@ -210,27 +214,53 @@ impl Store {
         }
     }
 
-    /// One statement as a transaction of its own; answers how many rows it changed.
-    pub async fn execute(&self, statement: Query) -> Result<u64, StoreError> {
-        self.transact(move |tx| Box::pin(statement.execute(tx)))
-            .await
+    /// One statement on its own (on PostgreSQL in autocommit, one round trip; on SQLite a
+    /// transaction of the group like any other).
+    async fn single<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        stats::transaction();
+        match &self.engine {
+            Engine::Sqlite(writer) => writer.transact(op).await,
+            Engine::Postgres(pool) => {
+                stats::commit();
+                let mut conn = Conn::postgres_autocommit(pool.acquire().await?);
+                op(&mut conn).await
+            }
+        }
     }
 
-    /// One query as a transaction of its own.
+    /// One statement on its own; answers how many rows it changed.
+    pub async fn execute(&self, statement: Query) -> Result<u64, StoreError> {
+        self.single(move |tx| Box::pin(statement.execute(tx))).await
+    }
+
+    /// One query on its own.
     pub async fn fetch_all<R: FromRow + Send + 'static>(
         &self,
         statement: QueryAs<R>,
     ) -> Result<Vec<R>, StoreError> {
-        self.transact(move |tx| Box::pin(statement.fetch_all(tx)))
+        self.single(move |tx| Box::pin(statement.fetch_all(tx)))
             .await
     }
 
-    /// One query answering one row, as a transaction of its own.
+    /// One query answering at most one row, on its own.
+    pub async fn fetch_optional<R: FromRow + Send + 'static>(
+        &self,
+        statement: QueryAs<R>,
+    ) -> Result<Option<R>, StoreError> {
+        self.single(move |tx| Box::pin(statement.fetch_optional(tx)))
+            .await
+    }
+
+    /// One query answering one row, on its own.
     pub async fn fetch_one<R: FromRow + Send + 'static>(
         &self,
         statement: QueryAs<R>,
     ) -> Result<R, StoreError> {
-        self.transact(move |tx| Box::pin(statement.fetch_one(tx)))
+        self.single(move |tx| Box::pin(statement.fetch_one(tx)))
             .await
     }
 

@@ -262,6 +262,7 @@ fn own(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>) {
                 tracing::error!(%error, "a savepoint could not end");
             }
         }
+        crate::stats::commit();
         let committed = exec("COMMIT").map_err(|error| {
             tracing::error!(%error, "the store could not commit; nothing of this group is kept");
             let _ = exec("ROLLBACK");

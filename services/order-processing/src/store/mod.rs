@@ -202,43 +202,42 @@ impl OrderStore {
                 });
             }
         }
-        // One statement checks the customer's open orders and inserts; when it refuses, the
-        // same transaction reads when the first of them expires.
-        let insert = query(
-            "INSERT INTO orders (id, customer_id, total_amount, currency, status, created_at, \
-             expires_at, forget_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
-             WHERE (SELECT COUNT(*) FROM orders WHERE customer_id = $2 AND status = 'open' \
-             AND expires_at > $9) < $10",
-        )
-        .bind(order.id.as_str())
-        .bind(order.customer_id.as_str())
-        .bind(amount_to_sql(order.total.amount))
-        .bind(order.total.currency.as_str())
-        .bind(order.status.as_str())
-        .bind(order.created_at)
-        .bind(order.expires_at)
-        .bind(order.expires_at.saturating_add(self.retention))
-        .bind(now)
-        .bind(i64::try_from(self.per_customer).unwrap_or(i64::MAX));
-        let first_open = query_as::<(Option<i64>,)>(
-            "SELECT MIN(expires_at) FROM orders \
-             WHERE customer_id = $1 AND status = 'open' AND expires_at > $2",
-        )
-        .bind(order.customer_id.as_str())
-        .bind(now);
-        let refused: Option<Option<i64>> = self
+        // One statement checks the customer's open orders and inserts.
+        let inserted = self
             .store
-            .transact(move |tx| {
-                Box::pin(async move {
-                    if insert.execute(tx).await? == 1 {
-                        return Ok::<_, StoreError>(None);
-                    }
-                    Ok(Some(first_open.fetch_one(tx).await?.0))
-                })
-            })
+            .execute(
+                query(
+                    "INSERT INTO orders (id, customer_id, total_amount, currency, status, \
+                     created_at, expires_at, forget_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+                     WHERE (SELECT COUNT(*) FROM orders WHERE customer_id = $2 \
+                     AND status = 'open' AND expires_at > $9) < $10",
+                )
+                .bind(order.id.as_str())
+                .bind(order.customer_id.as_str())
+                .bind(amount_to_sql(order.total.amount))
+                .bind(order.total.currency.as_str())
+                .bind(order.status.as_str())
+                .bind(order.created_at)
+                .bind(order.expires_at)
+                .bind(order.expires_at.saturating_add(self.retention))
+                .bind(now)
+                .bind(i64::try_from(self.per_customer).unwrap_or(i64::MAX)),
+            )
             .await
             .map_err(|e| InsertError::Store(e.into()))?;
-        if let Some(first) = refused {
+        if inserted != 1 {
+            let (first,): (Option<i64>,) = self
+                .store
+                .fetch_one(
+                    query_as(
+                        "SELECT MIN(expires_at) FROM orders \
+                         WHERE customer_id = $1 AND status = 'open' AND expires_at > $2",
+                    )
+                    .bind(order.customer_id.as_str())
+                    .bind(now),
+                )
+                .await
+                .map_err(|e| InsertError::Store(e.into()))?;
             return Err(InsertError::CustomerLimit {
                 limit: self.per_customer,
                 retry_after: seconds_until(first, now),
@@ -267,41 +266,34 @@ impl OrderStore {
         now: i64,
     ) -> Result<Result<(Order, Claim), BeginError>, ApiError> {
         self.before(SagaOp::Begin)?;
-        // The winner reads the order back from the update (an open order has no steps yet);
-        // a loser reads why in the same transaction.
-        let begin = query(self.sql.begin.clone())
-            .bind(self.lease_ms)
-            .bind(id.as_str())
-            .bind(now)
-            .bind(customer.as_str());
-        let (id, customer) = (id.clone(), customer.clone());
-        let begun = self
+        // The winner reads the order back from the update (an open order has no steps yet).
+        let moved = self
             .store
-            .transact(move |tx| {
-                Box::pin(async move {
-                    if let Some(row) = begin.fetch_optional(tx).await? {
-                        let order = order_from(&id, &row, Vec::new())?;
-                        let claim = Claim {
-                            generation: row.get(ORDER_WIDTH)?,
-                            started_ms: 0,
-                            now_ms: row.get(ORDER_WIDTH + 1)?,
-                        };
-                        return Ok::<_, ApiError>(Ok((order, claim)));
-                    }
-                    Ok(match load(tx, &id).await? {
-                        // Another customer's order is not theirs to know of.
-                        Some((order, _)) if order.customer_id == customer => {
-                            Err(BeginError::NotOpen(order.status_at(now)))
-                        }
-                        _ => Err(BeginError::NotFound),
-                    })
-                })
-            })
+            .fetch_optional(
+                query_as::<Row>(self.sql.begin.clone())
+                    .bind(self.lease_ms)
+                    .bind(id.as_str())
+                    .bind(now)
+                    .bind(customer.as_str()),
+            )
             .await?;
-        if begun.is_ok() {
+        if let Some(row) = moved {
+            let order = order_from(id, &row, Vec::new())?;
+            let claim = Claim {
+                generation: row.get(ORDER_WIDTH)?,
+                started_ms: 0,
+                now_ms: row.get(ORDER_WIDTH + 1)?,
+            };
             self.after(SagaOp::Begin).await;
+            return Ok(Ok((order, claim)));
         }
-        Ok(begun)
+        Ok(match self.get(id).await? {
+            // Another customer's order is not theirs to know of.
+            Some(order) if order.customer_id == *customer => {
+                Err(BeginError::NotOpen(order.status_at(now)))
+            }
+            _ => Err(BeginError::NotFound),
+        })
     }
 
     /// Gives an order whose checkout was refused before anything was consumed back to `open`.
