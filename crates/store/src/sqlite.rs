@@ -8,6 +8,7 @@
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -176,6 +177,8 @@ where
 #[derive(Debug)]
 pub(crate) struct Writer {
     jobs: mpsc::Sender<Box<dyn Job>>,
+    /// COMMITs done by the owner thread so far.
+    commits: Arc<AtomicU64>,
     /// Dropped with the writer, which stops the checkpointer.
     _checkpoints: Option<std::sync::mpsc::Sender<()>>,
 }
@@ -190,15 +193,22 @@ impl Writer {
     pub(crate) fn start(url: &SqliteUrl) -> Result<Self, rusqlite::Error> {
         let conn = open_connection(url)?;
         let (jobs, queue) = mpsc::channel(QUEUE);
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = commits.clone();
         std::thread::Builder::new()
             .name("ctr-store".into())
-            .spawn(move || own(conn, queue))
+            .spawn(move || own(conn, queue, &counted))
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let checkpoints = url.path.as_ref().map(|_| spawn_checkpointer(url.clone()));
         Ok(Self {
             jobs,
+            commits,
             _checkpoints: checkpoints,
         })
+    }
+
+    pub(crate) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     pub(crate) async fn transact<T, E, F>(&self, op: F) -> Result<T, E>
@@ -221,7 +231,7 @@ impl Writer {
 }
 
 /// The owner thread: takes every transaction waiting, runs them under one COMMIT.
-fn own(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>) {
+fn own(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>, commits: &AtomicU64) {
     let shared = Arc::new(Mutex::new(conn));
     let mut conn = Conn::sqlite(shared.clone());
     let exec = |sql: &str| shared.lock().execute_batch(sql);
@@ -263,6 +273,7 @@ fn own(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>) {
             }
         }
         crate::stats::commit();
+        commits.fetch_add(1, Ordering::Relaxed);
         let committed = exec("COMMIT").map_err(|error| {
             tracing::error!(%error, "the store could not commit; nothing of this group is kept");
             let _ = exec("ROLLBACK");
