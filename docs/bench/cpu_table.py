@@ -2,7 +2,8 @@
 """Sorts `perf script -F comm,ip,sym,dso` samples of a ctr-load run into where a flow's CPU goes.
 
 Reads the samples on stdin, prints a Markdown table. The thread tells the load generator
-(`ctr-load-gen`) and SQLite's worker threads (`sqlx-sqlite-*`) apart from the services
+(`ctr-load-gen`) and the stores' SQLite threads (`ctr-store`, the owner of each database, and
+`ctr-store-checkpoint`; `sqlx-sqlite-*` in profiles of earlier versions) apart from the services
 (`ctr-services`); the main thread (the crypto bound, start-up) is left out. On the services'
 threads the symbol a sample landed in says what it was doing.
 """
@@ -65,7 +66,7 @@ def categorize(comm, dso, sym):
     if comm.startswith("ctr-load-gen"):
         return "load generator (all of it)"
     kernel = "kernel" in dso or dso.startswith("[k")
-    if comm.startswith("sqlx-sqlite"):
+    if comm.startswith(("ctr-store", "sqlx-sqlite")):
         if kernel:
             return "store: kernel on SQLite's threads (hand-offs, WAL writes)"
         return "store: SQLite engine and sqlx on SQLite's threads"
