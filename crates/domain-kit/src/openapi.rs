@@ -162,8 +162,10 @@ pub fn openapi<L: Ledger>(reads: impl FnOnce(&mut ApiDoc)) -> OpenApi {
         path: format!("{base}/redemptions"),
         operation_id: "redeem".into(),
         summary: "Redeem a token (the relay only, over mutual TLS)",
-        description: "Verifies the token again, then makes its hold final, once. A retry answers \
-                      the first redemption with `replayed: true`.",
+        description: "Finds the hold by the token's `jti` and compares the token's SHA-256 with \
+                      the one kept when the domain issued it (constant time): only that very \
+                      token redeems. Then makes the hold final, once. A retry answers the first \
+                      redemption with `replayed: true`.",
         params: vec![],
         request: Some(redeem),
         success: (
@@ -172,7 +174,7 @@ pub fn openapi<L: Ledger>(reads: impl FnOnce(&mut ApiDoc)) -> OpenApi {
             hold.clone(),
         ),
         problems: vec![
-            (401, vec!["client-certificate-required"]),
+            (401, vec!["client-certificate-required", "token-not-issued"]),
             (402, vec!["payment-declined"]),
             (403, vec!["caller-not-authorized"]),
             (404, vec!["hold-not-found"]),
@@ -180,8 +182,6 @@ pub fn openapi<L: Ledger>(reads: impl FnOnce(&mut ApiDoc)) -> OpenApi {
                 409,
                 vec![
                     "customer-mismatch",
-                    "settlement-mismatch",
-                    "hold-mismatch",
                     "hold-released",
                     "hold-contended",
                     "token-replayed",
@@ -190,7 +190,7 @@ pub fn openapi<L: Ledger>(reads: impl FnOnce(&mut ApiDoc)) -> OpenApi {
             (410, vec!["hold-expired"]),
             (413, vec!["token-too-large"]),
             (422, token_problems),
-            (503, vec!["issuer-keys-unavailable"]),
+            (503, vec!["store-unavailable"]),
         ],
     });
     doc.endpoint(Endpoint {
