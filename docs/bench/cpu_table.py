@@ -20,7 +20,7 @@ RULES = [
      r"ctr_token|ctr_kms"),
     ("TLS record layer (AES-GCM, rustls)",
      r"aes|gcm|GCM|AES|chacha|poly1305|rustls|ghash|CRYPTO_"),
-    ("store (sqlx, SQLite)", r"sqlx|sqlite|ctr_store|ledger|orders::"),
+    ("store (SQL and its code on the services' threads)", r"sqlx|sqlite|ctr_store|ledger|orders::"),
     ("logging and tracing", r"tracing|opentelemetry|telemetry|fmt::write|core::fmt"),
     ("HTTP and JSON (hyper, axum, serde)",
      r"hyper|h2::|http::|axum|tower|serde|reqwest|httparse|matchit|base64|uuid|ctr_|"
@@ -53,9 +53,9 @@ SUMMARY = {
     RULES[1][0]: "TLS record layer",
     "HTTP and JSON (hyper, axum, serde)": "HTTP and JSON",
     "kernel: loopback TCP": "HTTP and JSON",
-    "store (sqlx, SQLite)": "store",
-    "store: SQLite engine and sqlx on SQLite's threads": "store",
-    "store: kernel on SQLite's threads (hand-offs, WAL writes)": "store",
+    "store (SQL and its code on the services' threads)": "store",
+    "store: SQLite and the operations on the store's threads": "store",
+    "store: kernel on the store's threads (hand-offs, WAL writes and syncs)": "store",
     "kernel: files (SQLite's writes, WAL, fsync)": "store",
     "logging and tracing": "logging",
     "load generator (all of it)": "load generator",
@@ -68,8 +68,8 @@ def categorize(comm, dso, sym):
     kernel = "kernel" in dso or dso.startswith("[k")
     if comm.startswith(("ctr-store", "sqlx-sqlite")):
         if kernel:
-            return "store: kernel on SQLite's threads (hand-offs, WAL writes)"
-        return "store: SQLite engine and sqlx on SQLite's threads"
+            return "store: kernel on the store's threads (hand-offs, WAL writes and syncs)"
+        return "store: SQLite and the operations on the store's threads"
     text = f"{dso} {sym}"
     if kernel:
         for category, pattern in KERNEL:
