@@ -12,7 +12,9 @@ use crate::{CustomerId, HoldState};
 
 /// A domain's resources (coupons, balances, payment methods) and the rules that guard them.
 /// Every method runs inside the engine's transaction; a reservation is a conditional update
-/// (never a read-then-write), so it holds across processes sharing one store.
+/// (never a read-then-write), so it holds across processes sharing one store. On SQLite the
+/// transaction runs on the store's owner thread: a method awaits its statements and nothing
+/// else (no network, no timer).
 #[async_trait]
 pub trait Ledger: Send + Sync + 'static {
     /// The issuer name and URL segment: `coupons`.
