@@ -97,6 +97,8 @@ pub enum StoreError {
     Commit(String),
     #[error("the store was closed")]
     Closed,
+    #[error("a store operation waited for something other than its statements")]
+    WouldWait,
     #[error("the statement answered no row")]
     NoRow,
     #[error("a stored value could not be read: {0}")]
@@ -459,6 +461,23 @@ mod tests {
             })
             .await;
         assert!(matches!(answer, Err(StoreError::Closed)), "{answer:?}");
+        store.execute(insert(2, "kept")).await.unwrap();
+        assert_eq!(bodies(&store).await, ["kept"]);
+    }
+
+    #[tokio::test]
+    async fn an_operation_that_waits_for_anything_but_its_statements_fails_and_stalls_nothing() {
+        let store = Store::open("sqlite::memory:", &[V1]).await.unwrap();
+        let answer = store
+            .transact(|tx| {
+                Box::pin(async move {
+                    insert(1, "lost").execute(tx).await?;
+                    tokio::task::yield_now().await;
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .await;
+        assert!(matches!(answer, Err(StoreError::WouldWait)), "{answer:?}");
         store.execute(insert(2, "kept")).await.unwrap();
         assert_eq!(bodies(&store).await, ["kept"]);
     }

@@ -5,6 +5,7 @@
 //! over a transaction rather than each statement costs two thread wake-ups per transaction
 //! instead of per statement, and the shared COMMIT makes `synchronous = FULL` affordable.
 
+use std::future::Future as _;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -163,8 +164,20 @@ where
 {
     fn run(self: Box<Self>, conn: &mut Conn) -> (bool, Box<dyn Reply>) {
         let Self { op, reply } = *self;
-        // Every statement on this connection completes at once: the future never waits.
-        let result = futures::executor::block_on(op(conn));
+        // Every statement on this connection completes at once, so one poll runs the whole
+        // operation. An operation that waits for anything else would stall every transaction
+        // of the service: it fails (and is rolled back) instead.
+        let mut operation = std::pin::pin!(op(conn));
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        let result = match operation.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => {
+                tracing::error!(
+                    "a store operation waited for something other than its statements; it was rolled back"
+                );
+                Err(StoreError::WouldWait.into())
+            }
+        };
         (result.is_ok(), Box::new(Answer { result, reply }))
     }
 
