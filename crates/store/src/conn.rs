@@ -91,8 +91,7 @@ impl Conn {
         match &mut self.inner {
             Inner::Sqlite(conn) => {
                 let conn = conn.lock();
-                let mut statement = conn.prepare_cached(&sql)?;
-                bind_sqlite(&mut statement, &params)?;
+                let mut statement = prepare_sqlite(&conn, &sql, &params)?;
                 // Stepped to the end rather than `execute`d: a statement with RETURNING
                 // answers rows and still counts its changes.
                 let mut rows = statement.raw_query();
@@ -117,8 +116,7 @@ impl Conn {
         match &mut self.inner {
             Inner::Sqlite(conn) => {
                 let conn = conn.lock();
-                let mut statement = conn.prepare_cached(&sql)?;
-                bind_sqlite(&mut statement, &params)?;
+                let mut statement = prepare_sqlite(&conn, &sql, &params)?;
                 let width = statement.column_count();
                 let mut rows = statement.raw_query();
                 let mut answered = Vec::new();
@@ -141,12 +139,14 @@ impl Conn {
     }
 }
 
-/// Binds `params` to SQLite's `$n` parameters by their number, as PostgreSQL reads them
-/// (SQLite itself numbers `$n` names in order of first appearance).
-fn bind_sqlite(
-    statement: &mut rusqlite::Statement<'_>,
+/// The statement from the connection's cache, its `$n` parameters bound by their number, as
+/// PostgreSQL reads them (SQLite itself numbers `$n` names in order of first appearance).
+fn prepare_sqlite<'c>(
+    conn: &'c rusqlite::Connection,
+    sql: &str,
     params: &[Param],
-) -> Result<(), StoreError> {
+) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
     for index in 1..=statement.parameter_count() {
         let number = statement
             .parameter_name(index)
@@ -158,7 +158,7 @@ fn bind_sqlite(
         })?;
         statement.raw_bind_parameter(index, param)?;
     }
-    Ok(())
+    Ok(statement)
 }
 
 fn pg_query(
