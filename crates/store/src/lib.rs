@@ -140,9 +140,7 @@ impl Store {
         };
         let engine = if url.starts_with("sqlite:") {
             let parsed = sqlite::SqliteUrl::parse(url).map_err(&open)?;
-            Engine::Sqlite(Arc::new(
-                sqlite::Writer::start(&parsed).map_err(|e| open(e.to_string()))?,
-            ))
+            Engine::Sqlite(Arc::new(sqlite::Writer::start(&parsed).map_err(open)?))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = PgPoolOptions::new()
                 .max_connections(16)

@@ -203,15 +203,15 @@ impl std::fmt::Debug for dyn Job {
 }
 
 impl Writer {
-    pub(crate) fn start(url: &SqliteUrl) -> Result<Self, rusqlite::Error> {
-        let conn = open_connection(url)?;
+    pub(crate) fn start(url: &SqliteUrl) -> Result<Self, String> {
+        let conn = open_connection(url).map_err(|e| e.to_string())?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         let commits = Arc::new(AtomicU64::new(0));
         let counted = commits.clone();
         std::thread::Builder::new()
             .name("ctr-store".into())
             .spawn(move || own(conn, queue, &counted))
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            .map_err(|e| format!("the store's thread could not start: {e}"))?;
         let checkpoints = url.path.as_ref().map(|_| spawn_checkpointer(url.clone()));
         Ok(Self {
             jobs,
@@ -250,6 +250,7 @@ fn own(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>, commits: &Atom
     let exec = |sql: &str| shared.lock().execute_batch(sql);
     let mut group = Vec::with_capacity(MAX_GROUP);
     let mut replies = Vec::with_capacity(MAX_GROUP);
+    let mut broken = None;
     while let Some(first) = queue.blocking_recv() {
         group.push(first);
         while group.len() < MAX_GROUP {
@@ -281,13 +282,21 @@ fn own(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>, commits: &Atom
                 exec("ROLLBACK TO op; RELEASE op")
             };
             replies.push(reply);
+            // A savepoint that did not end leaves no telling what the group holds (a failed
+            // transaction's writes, perhaps): the whole group is rolled back, its callers told.
             if let Err(error) = ended {
-                tracing::error!(%error, "a savepoint could not end");
+                broken.get_or_insert(error);
             }
         }
-        crate::stats::commit();
-        commits.fetch_add(1, Ordering::Relaxed);
-        let committed = exec("COMMIT").map_err(|error| {
+        let committed = match broken.take() {
+            None => {
+                crate::stats::commit();
+                commits.fetch_add(1, Ordering::Relaxed);
+                exec("COMMIT")
+            }
+            Some(error) => Err(error),
+        }
+        .map_err(|error| {
             tracing::error!(%error, "the store could not commit; nothing of this group is kept");
             let _ = exec("ROLLBACK");
             error.to_string()

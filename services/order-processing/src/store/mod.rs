@@ -376,11 +376,6 @@ impl OrderStore {
                 .bind(token.token())
                 .bind(record.outcome.as_str());
         }
-        /// What the admission's transaction found.
-        enum Admission {
-            Admitted(i64),
-            Replayed(usize),
-        }
         /// A replay rolls the transaction back: the other tokens stay unconsumed.
         enum Refused {
             Replayed(usize),
@@ -391,7 +386,7 @@ impl OrderStore {
                 Self::Write(error.into())
             }
         }
-        let admitted = self
+        let admitted: Result<i64, Refused> = self
             .store
             .transact(move |tx| {
                 Box::pin(async move {
@@ -412,17 +407,14 @@ impl OrderStore {
                         return Err(Refused::Replayed(replayed.unwrap_or(0)));
                     }
                     log.execute(tx).await?;
-                    Ok(Admission::Admitted(started_ms))
+                    Ok(started_ms)
                 })
             })
-            .await
-            .or_else(|refused| match refused {
-                Refused::Replayed(index) => Ok(Admission::Replayed(index)),
-                Refused::Write(error) => Err(error),
-            })?;
+            .await;
         let started_ms = match admitted {
-            Admission::Admitted(started_ms) => started_ms,
-            Admission::Replayed(index) => return Ok(Err(index)),
+            Ok(started_ms) => started_ms,
+            Err(Refused::Replayed(index)) => return Ok(Err(index)),
+            Err(Refused::Write(error)) => return Err(error),
         };
         order.tokens = records;
         claim.started_ms = started_ms;
