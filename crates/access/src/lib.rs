@@ -5,6 +5,7 @@
 //! The crate knows nothing of HTTP servers: the service kit turns an [`AccessError`] into a
 //! problem with `WWW-Authenticate` and hands handlers the verified [`Access`].
 
+pub mod dpop;
 mod error;
 mod grant;
 mod keys;

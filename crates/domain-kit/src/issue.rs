@@ -12,7 +12,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use ctr_token::{
-    ALGORITHM, Audience, Claims, Clock, Constraints, Jwk, JwkSet, JwksError, Settlement,
+    ALGORITHM, Audience, Claims, Clock, Confirmation, Constraints, Jwk, JwkSet, JwksError, Settlement,
     TOKEN_TYPE, VerifierPolicy,
 };
 
@@ -108,6 +108,7 @@ impl TokenIssuer {
         self.issue_with_jti(
             Uuid::now_v7(),
             sub,
+            None,
             order_processing_id,
             settlement,
             constraints,
@@ -115,11 +116,14 @@ impl TokenIssuer {
         .await
     }
 
-    /// As [`Self::issue`], with the `jti` chosen by the caller (a domain keys its hold by it).
+    /// As [`Self::issue`], with the `jti` chosen by the caller (a domain keys its hold by it)
+    /// and, for a customer whose access token is DPoP-bound, `cnf.jkt`: the thumbprint of the
+    /// key a checkout must prove.
     pub async fn issue_with_jti<C: Serialize>(
         &self,
         jti: Uuid,
         sub: &str,
+        jkt: Option<&str>,
         order_processing_id: &str,
         settlement: Settlement,
         constraints: &C,
@@ -139,6 +143,9 @@ impl TokenIssuer {
             settles: settlement.settles,
             priced_on: settlement.priced_on,
             constraints: Constraints::from_value(constraints)?,
+            cnf: jkt.map(|jkt| Confirmation {
+                jkt: jkt.to_owned(),
+            }),
         };
         let (token, kid) = self.sign_claims(&claims).await?;
         Ok(IssuedToken {

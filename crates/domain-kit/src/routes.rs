@@ -99,6 +99,7 @@ async fn confirm<L: Ledger>(
         .transpose()?;
     customer.is(named.as_ref())?;
     let order = OrderProcessingId::parse(&request.order_processing_id)?;
+    let key = customer.key_thumbprint().map(str::to_owned);
     let customer = customer.id().clone();
     state.rate.check(&customer)?;
     let record = state
@@ -110,6 +111,7 @@ async fn confirm<L: Ledger>(
         .issue(
             record.jti,
             customer.as_str(),
+            key.as_deref(),
             order.as_str(),
             L::settlement(&record.hold),
             &L::constraints(&record.hold),

@@ -49,12 +49,13 @@ impl Signer {
         &self,
         jti: Uuid,
         sub: &str,
+        jkt: Option<&str>,
         order: &str,
         settlement: Settlement,
         constraints: &C,
     ) -> Result<IssuedToken, ApiError> {
         self.issuer
-            .issue_with_jti(jti, sub, order, settlement, constraints)
+            .issue_with_jti(jti, sub, jkt, order, settlement, constraints)
             .await
             .map_err(ApiError::internal)
     }

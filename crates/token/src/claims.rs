@@ -25,6 +25,25 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priced_on: Option<Money>,
     pub constraints: Constraints,
+    /// When the customer's access token was DPoP-bound: the key the checkout must prove (RFC
+    /// 7800's confirmation claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// `cnf`: the one confirmation method a capability token carries, the RFC 7638 thumbprint
+/// of the customer's DPoP key (RFC 9449 section 6.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confirmation {
+    pub jkt: String,
+}
+
+impl Claims {
+    /// The thumbprint of the key this token is bound to, if it is.
+    pub fn bound_key(&self) -> Option<&str> {
+        self.cnf.as_ref().map(|c| c.jkt.as_str())
+    }
 }
 
 /// The signed business values of a token: what it settles toward the order and, for a

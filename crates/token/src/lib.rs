@@ -56,7 +56,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use cache::{CachePolicy, CacheStatus, JwksFetcher, KeySetCache};
-pub use claims::{Audience, Claims, Constraints, Settlement};
+pub use claims::{Audience, Claims, Confirmation, Constraints, Settlement};
 pub use clock::{Clock, FakeClock, SystemClock, secs};
 pub use compact::{ALGORITHM, MAX_TOKEN_BYTES, SIGNATURE_BYTES, TOKEN_TYPE, UnverifiedToken};
 pub use error::{KeyError, VerifyError};

@@ -72,6 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             priced_on,
             constraints: Constraints::from_value(&json!({"ref": format!("{iss}-ref")}))
                 .unwrap_or_else(|_| unreachable!()),
+            cnf: None,
         };
         let base = (n as u64) * 16;
         let (valid, _) = issuer.sign_claims(&claims(base + 1, ORDER, NOW)).await?;

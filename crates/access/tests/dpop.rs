@@ -1,0 +1,404 @@
+//! DPoP proofs: the RFC 9449 and RFC 7638 examples as test vectors, proofs this crate makes,
+//! and every hostile proof refused with its own reason.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ctr_access::dpop::{
+    DpopError, ProofKey, ProofRequest, ProofVerifier, access_token_hash, thumbprint,
+};
+use jsonwebtoken::Algorithm;
+use jsonwebtoken::jwk::Jwk;
+use reqwest::Url;
+use serde_json::{Value, json};
+
+/// RFC 9449 section 4.1, figure 2 (a proof for the token endpoint).
+const RFC_TOKEN_PROOF: &str = "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2IiwiandrIjp7Imt0eSI6IkVDIiwieCI6Imw4dEZyaHgtMzR0VjNoUklDUkRZOXpDa0RscEJoRjQyVVFVZldWQVdCRnMiLCJ5IjoiOVZFNGpmX09rX282NHpiVFRsY3VOSmFqSG10NnY5VERWclUwQ2R2R1JEQSIsImNydiI6IlAtMjU2In19.eyJqdGkiOiItQndDM0VTYzZhY2MybFRjIiwiaHRtIjoiUE9TVCIsImh0dSI6Imh0dHBzOi8vc2VydmVyLmV4YW1wbGUuY29tL3Rva2VuIiwiaWF0IjoxNTYyMjYyNjE2fQ.2-GxA6T8lP4vfrg8v-FdWP0A0zdrj8igiMLvqRMUvwnQg4PtFLbdLXiOSsX0x7NVY-FNyJK70nfbV37xRZT3Lg";
+
+/// RFC 9449 section 7.1, figure 13 (a proof for a protected resource, with `ath`).
+const RFC_RESOURCE_PROOF: &str = "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2IiwiandrIjp7Imt0eSI6IkVDIiwieCI6Imw4dEZyaHgtMzR0VjNoUklDUkRZOXpDa0RscEJoRjQyVVFVZldWQVdCRnMiLCJ5IjoiOVZFNGpmX09rX282NHpiVFRsY3VOSmFqSG10NnY5VERWclUwQ2R2R1JEQSIsImNydiI6IlAtMjU2In19.eyJqdGkiOiJlMWozVl9iS2ljOC1MQUVCIiwiaHRtIjoiR0VUIiwiaHR1IjoiaHR0cHM6Ly9yZXNvdXJjZS5leGFtcGxlLm9yZy9wcm90ZWN0ZWRyZXNvdXJjZSIsImlhdCI6MTU2MjI2MjYxOCwiYXRoIjoiZlVIeU8ycjJaM0RaNTNFc05yV0JiMHhXWG9hTnk1OUlpS0NBcWtzbVFFbyJ9.2oW9RP35yRqzhrtNP86L-Ey71EOptxRimPPToA1plemAgR6pxHF8y6-yqyVnmcw6Fy1dqd-jfxSYoMxhAJpLjA";
+/// The access token of figure 13 and its `ath`.
+const RFC_ACCESS_TOKEN: &str = "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU";
+const RFC_ATH: &str = "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo";
+/// The thumbprint of the examples' key (RFC 9449 section 6.1).
+const RFC_JKT: &str = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+
+fn verifier() -> ProofVerifier {
+    ProofVerifier::new(
+        vec![
+            Algorithm::ES256,
+            Algorithm::ES384,
+            Algorithm::EdDSA,
+            Algorithm::RS256,
+            Algorithm::PS256,
+        ],
+        60,
+        5,
+        Vec::new(),
+    )
+}
+
+fn url(s: &str) -> Url {
+    Url::parse(s).unwrap()
+}
+
+#[test]
+fn rfc_7638_example_thumbprint() {
+    let jwk: Jwk = serde_json::from_value(json!({
+        "kty": "RSA",
+        "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+        "e": "AQAB",
+        "alg": "RS256",
+        "kid": "2011-04-29"
+    }))
+    .unwrap();
+    assert_eq!(
+        thumbprint(&jwk).unwrap(),
+        "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+    );
+}
+
+#[test]
+fn rfc_9449_examples_verify() {
+    let v = verifier();
+    let token_endpoint = url("https://server.example.com/token");
+    let proof = v
+        .verify(
+            RFC_TOKEN_PROOF,
+            &ProofRequest {
+                method: "POST",
+                url: &token_endpoint,
+                access_token: None,
+            },
+            1562262616,
+        )
+        .unwrap();
+    assert_eq!(proof.jkt, RFC_JKT);
+    assert_eq!(proof.jti, "-BwC3ESc6acc2lTc");
+
+    assert_eq!(access_token_hash(RFC_ACCESS_TOKEN), RFC_ATH);
+    let resource = url("https://resource.example.org/protectedresource");
+    let request = ProofRequest {
+        method: "GET",
+        url: &resource,
+        access_token: Some(RFC_ACCESS_TOKEN),
+    };
+    let proof = v.verify(RFC_RESOURCE_PROOF, &request, 1562262618).unwrap();
+    assert_eq!(proof.jkt, RFC_JKT);
+    assert_eq!(proof.jti, "e1j3V_bKic8-LAEB");
+    // The same proof for another access token, method, URL or time is refused.
+    let other = ProofRequest {
+        access_token: Some("another-token"),
+        ..request
+    };
+    assert_eq!(
+        v.verify(RFC_RESOURCE_PROOF, &other, 1562262618),
+        Err(DpopError::AccessTokenHash)
+    );
+    let post = ProofRequest {
+        method: "POST",
+        ..request
+    };
+    assert_eq!(
+        v.verify(RFC_RESOURCE_PROOF, &post, 1562262618),
+        Err(DpopError::Method)
+    );
+    let elsewhere = url("https://resource.example.org/other");
+    let moved = ProofRequest {
+        url: &elsewhere,
+        ..request
+    };
+    assert_eq!(
+        v.verify(RFC_RESOURCE_PROOF, &moved, 1562262618),
+        Err(DpopError::Url)
+    );
+    assert_eq!(
+        v.verify(RFC_RESOURCE_PROOF, &request, 1562262618 + 120),
+        Err(DpopError::Expired)
+    );
+    assert_eq!(
+        v.verify(RFC_RESOURCE_PROOF, &request, 1562262618 - 60),
+        Err(DpopError::FromFuture)
+    );
+}
+
+#[test]
+fn htu_is_compared_normalised_without_query_or_fragment() {
+    let v = verifier();
+    let key = ProofKey::generate(Algorithm::ES256).unwrap();
+    let served = url("https://localhost:8443/service/v1/orders");
+    let now = 1_800_000_000;
+    for htu in [
+        "https://localhost:8443/service/v1/orders",
+        "HTTPS://LOCALHOST:8443/service/v1/orders",
+        "https://localhost:8443/service/v1/./orders?x=1#f",
+    ] {
+        let proof = key.proof_at("POST", htu, Some("at"), now).unwrap();
+        let request = ProofRequest {
+            method: "POST",
+            url: &served,
+            access_token: Some("at"),
+        };
+        assert!(v.verify(&proof, &request, now).is_ok(), "{htu}");
+    }
+    let default_port = url("https://shop.example/service/v1/orders");
+    let proof = key
+        .proof_at(
+            "POST",
+            "https://shop.example:443/service/v1/orders",
+            None,
+            now,
+        )
+        .unwrap();
+    let request = ProofRequest {
+        method: "POST",
+        url: &default_port,
+        access_token: None,
+    };
+    assert!(v.verify(&proof, &request, now).is_ok());
+    for htu in [
+        "http://localhost:8443/service/v1/orders",
+        "https://localhost:8444/service/v1/orders",
+        "https://evil.example:8443/service/v1/orders",
+        "https://localhost:8443/service/v1/orders/",
+        "/service/v1/orders",
+    ] {
+        let proof = key.proof_at("POST", htu, None, now).unwrap();
+        let request = ProofRequest {
+            method: "POST",
+            url: &served,
+            access_token: None,
+        };
+        assert_eq!(
+            v.verify(&proof, &request, now),
+            Err(DpopError::Url),
+            "{htu}"
+        );
+    }
+    // With configured origins, only those (and the request's path).
+    let public = ProofVerifier::new(
+        vec![Algorithm::ES256],
+        60,
+        5,
+        vec![url("https://shop.example")],
+    );
+    let inside = url("https://order-processing:8443/service/v1/orders");
+    let request = ProofRequest {
+        method: "POST",
+        url: &inside,
+        access_token: None,
+    };
+    let ok = key
+        .proof_at("POST", "https://shop.example/service/v1/orders", None, now)
+        .unwrap();
+    assert!(public.verify(&ok, &request, now).is_ok());
+    let host = key
+        .proof_at(
+            "POST",
+            "https://order-processing:8443/service/v1/orders",
+            None,
+            now,
+        )
+        .unwrap();
+    assert_eq!(public.verify(&host, &request, now), Err(DpopError::Url));
+}
+
+#[test]
+fn keys_round_trip_and_prove() {
+    let v = verifier();
+    let served = url("https://localhost:8443/x");
+    let now = 1_800_000_000;
+    for alg in [Algorithm::ES256, Algorithm::ES384] {
+        let key = ProofKey::generate(alg).unwrap();
+        let again = ProofKey::from_pem(key.pem()).unwrap();
+        assert_eq!(again.thumbprint(), key.thumbprint());
+        assert_eq!(again.algorithm(), alg);
+        assert!(!format!("{key:?}").contains("PRIVATE"));
+        let proof = again
+            .proof_at("GET", "https://localhost:8443/x", Some("t"), now)
+            .unwrap();
+        let verified = v
+            .verify(
+                &proof,
+                &ProofRequest {
+                    method: "GET",
+                    url: &served,
+                    access_token: Some("t"),
+                },
+                now,
+            )
+            .unwrap();
+        assert_eq!(verified.jkt, key.thumbprint());
+        assert_eq!(verified.replay_key().len(), 64);
+    }
+    assert!(ProofKey::from_pem("not a key").is_err());
+}
+
+/// Rebuilds a proof with `edit` applied to its header and claims, signed again by `key` (a
+/// P-256 key) or left with the original signature when `resign` is false.
+fn edited(
+    key: &ProofKey,
+    proof: &str,
+    edit: impl FnOnce(&mut Value, &mut Value),
+    resign: bool,
+) -> String {
+    let parts: Vec<&str> = proof.split('.').collect();
+    let decode = |part: &str| -> Value {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    };
+    let (mut header, mut claims) = (decode(parts[0]), decode(parts[1]));
+    edit(&mut header, &mut claims);
+    let head = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap());
+    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+    if !resign {
+        return format!("{head}.{body}.{}", parts[2]);
+    }
+    let signing = format!("{head}.{body}");
+    let secret: p256::SecretKey = p256::pkcs8::DecodePrivateKey::from_pkcs8_pem(key.pem()).unwrap();
+    let signer = p256::ecdsa::SigningKey::from(secret);
+    let signature: p256::ecdsa::Signature =
+        p256::ecdsa::signature::Signer::sign(&signer, signing.as_bytes());
+    format!("{signing}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+}
+
+fn remove(value: &mut Value, name: &str) {
+    value.as_object_mut().unwrap().remove(name);
+}
+
+#[test]
+fn hostile_proofs_are_refused_each_for_its_reason() {
+    let v = verifier();
+    let key = ProofKey::generate(Algorithm::ES256).unwrap();
+    let served = url("https://localhost:8443/x");
+    let now = 1_800_000_000;
+    let request = ProofRequest {
+        method: "POST",
+        url: &served,
+        access_token: Some("t"),
+    };
+    let good = key
+        .proof_at("POST", "https://localhost:8443/x", Some("t"), now)
+        .unwrap();
+    assert!(v.verify(&good, &request, now).is_ok());
+    // The re-signing helper itself makes proofs that pass.
+    assert!(
+        v.verify(&edited(&key, &good, |_, _| {}, true), &request, now)
+            .is_ok()
+    );
+    let refuse = |proof: &str| v.verify(proof, &request, now).unwrap_err();
+
+    assert!(matches!(refuse("a.b"), DpopError::Malformed(_)));
+    assert!(matches!(refuse(&"a".repeat(5000)), DpopError::Malformed(_)));
+    assert_eq!(
+        refuse(&edited(&key, &good, |h, _| h["typ"] = json!("JWT"), true)),
+        DpopError::Type
+    );
+    assert_eq!(
+        refuse(&edited(&key, &good, |h, _| remove(h, "typ"), true)),
+        DpopError::Type
+    );
+    // `none` with no signature, and HMAC (keyed with anything).
+    let none = edited(&key, &good, |h, _| h["alg"] = json!("none"), false);
+    let none = format!("{}.", none.rsplit_once('.').unwrap().0);
+    assert_eq!(refuse(&none), DpopError::Algorithm("none".into()));
+    assert_eq!(
+        refuse(&edited(
+            &key,
+            &good,
+            |h, _| h["alg"] = json!("HS256"),
+            false
+        )),
+        DpopError::Algorithm("HS256".into())
+    );
+    for name in ["jku", "x5u", "x5c", "crit"] {
+        let proof = edited(
+            &key,
+            &good,
+            |h, _| h[name] = json!("https://evil.example/k"),
+            true,
+        );
+        assert_eq!(refuse(&proof), DpopError::Header(name), "{name}");
+    }
+    assert_eq!(
+        refuse(&edited(&key, &good, |h, _| remove(h, "jwk"), true)),
+        DpopError::Header("no jwk")
+    );
+    assert_eq!(
+        refuse(&edited(
+            &key,
+            &good,
+            |h, _| h["jwk"]["d"] = json!("AAAA"),
+            true
+        )),
+        DpopError::PrivateKey("d")
+    );
+    // A P-384 key under ES256, and another key than the signer's.
+    let p384 = ProofKey::generate(Algorithm::ES384).unwrap();
+    let p384_jwk = serde_json::to_value(p384.jwk()).unwrap();
+    assert!(matches!(
+        refuse(&edited(&key, &good, |h, _| h["jwk"] = p384_jwk, true)),
+        DpopError::Key(_)
+    ));
+    let other = ProofKey::generate(Algorithm::ES256).unwrap();
+    let other_jwk = serde_json::to_value(other.jwk()).unwrap();
+    assert_eq!(
+        refuse(&edited(&key, &good, |h, _| h["jwk"] = other_jwk, false)),
+        DpopError::Signature
+    );
+    assert_eq!(
+        refuse(&edited(&key, &good, |_, c| c["htm"] = json!("GET"), false)),
+        DpopError::Signature
+    );
+    assert_eq!(
+        refuse(&edited(&key, &good, |_, c| c["htm"] = json!("GET"), true)),
+        DpopError::Method
+    );
+    assert_eq!(
+        refuse(&edited(
+            &key,
+            &good,
+            |_, c| c["htu"] = json!("https://localhost:8443/y"),
+            true
+        )),
+        DpopError::Url
+    );
+    assert_eq!(
+        refuse(&edited(
+            &key,
+            &good,
+            |_, c| c["iat"] = json!(now - 600),
+            true
+        )),
+        DpopError::Expired
+    );
+    assert_eq!(
+        refuse(&edited(
+            &key,
+            &good,
+            |_, c| c["iat"] = json!(now + 600),
+            true
+        )),
+        DpopError::FromFuture
+    );
+    assert_eq!(
+        refuse(&edited(
+            &key,
+            &good,
+            |_, c| c["ath"] = json!(access_token_hash("other")),
+            true
+        )),
+        DpopError::AccessTokenHash
+    );
+    assert_eq!(
+        refuse(&edited(&key, &good, |_, c| remove(c, "ath"), true)),
+        DpopError::AccessTokenHash
+    );
+    for claim in ["jti", "htm", "htu", "iat"] {
+        let proof = edited(&key, &good, |_, c| remove(c, claim), true);
+        assert!(matches!(refuse(&proof), DpopError::Malformed(_)), "{claim}");
+    }
+    // Every slug is distinct and listed.
+    let mut slugs = DpopError::SLUGS.to_vec();
+    slugs.sort_unstable();
+    slugs.dedup();
+    assert_eq!(slugs.len(), DpopError::SLUGS.len());
+}
