@@ -15,5 +15,5 @@ mod verify;
 pub use error::AccessError;
 pub use grant::{GrantError, client_credentials};
 pub use keys::{IssuerKey, IssuerKeys, KeysError};
-pub use settings::{AccessSettings, DEFAULT_ALGORITHMS, SettingError};
+pub use settings::{AccessSettings, DEFAULT_ALGORITHMS, DEFAULT_DPOP_ALGORITHMS, SettingError};
 pub use verify::{Access, AccessVerifier, MAX_TOKEN_BYTES};

@@ -57,6 +57,7 @@ pub async fn build<L: Ledger>(
     let mut migrations = engine::MIGRATIONS.to_vec();
     migrations.extend_from_slice(L::MIGRATIONS);
     let store = open_store(server, &migrations, &health).await?;
+    customers.remember_proofs_in(&store);
     let ledger = Arc::new(ledger);
     let seeding = ledger.clone();
     store

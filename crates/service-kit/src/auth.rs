@@ -1,15 +1,21 @@
 //! Customers, authenticated: every customer-facing route takes a [`Customer`], which extracts
 //! only with a valid access token from the configured issuer (`CTR_AUTH_*`, verified by
 //! ctr-access) and before the body is read, so a refused request does no work and counts
-//! against no customer.
+//! against no customer. A DPoP-bound token (`cnf.jkt`) must come with a proof of its key
+//! (RFC 9449), each proof used once across every replica (the store remembers them).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use ctr_access::dpop::{DpopError, ProofRequest, ProofVerifier};
 use ctr_access::{Access, AccessError, AccessVerifier};
+use ctr_store::Store;
+use reqwest::Url;
+
+use crate::proofs::{SeenProofs, now_secs};
 
 use crate::config::ConfigError;
 use crate::{ApiError, CustomerId, Health, ServerConfig, StartError};
@@ -45,16 +51,30 @@ const REALM: &str = "ctr";
 /// How often the issuer's keys are tried at start until they load.
 const KEYS_RETRY: Duration = Duration::from_secs(1);
 
-/// The access-token verifier a service's customer routes share (an axum `Extension`).
+/// The access-token verifier a service's customer routes share (an axum `Extension`), with
+/// the DPoP proof verifier and the replay cache proofs are recorded in.
 #[derive(Clone)]
 pub struct CustomerAuth {
     verifier: Arc<AccessVerifier>,
+    proofs: Arc<ProofVerifier>,
+    allow_bearer: bool,
+    seen: Arc<OnceLock<SeenProofs>>,
+}
+
+impl std::fmt::Debug for CustomerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomerAuth")
+            .field("issuer", &self.verifier.issuer())
+            .field("allow_bearer", &self.allow_bearer)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CustomerAuth {
     /// The verifier for `CTR_AUTH_*`: its HTTPS client trusts `CTR_AUTH_CA_FILE` (or the web
     /// roots), TLS 1.3 only. The issuer's keys are fetched in the background until they load;
-    /// until then the `customer-issuer` readiness check fails.
+    /// until then the `customer-issuer` readiness check fails. DPoP proofs need the store:
+    /// hand it over with [`Self::remember_proofs_in`] once it is open.
     pub fn from_config(config: &ServerConfig, health: &Health) -> Result<Self, StartError> {
         let settings = &config.access;
         let invalid = |e: ctr_access::SettingError| {
@@ -65,6 +85,7 @@ impl CustomerAuth {
         };
         let http = issuer_client(settings.auth_ca_file.as_deref(), config.request_timeout)?;
         let verifier = Arc::new(AccessVerifier::new(settings, http).map_err(invalid)?);
+        let proofs = Arc::new(settings.proof_verifier().map_err(invalid)?);
         let loading = Arc::downgrade(&verifier);
         tokio::spawn(async move {
             while let Some(verifier) = loading.upgrade() {
@@ -84,13 +105,171 @@ impl CustomerAuth {
             Some(v) => Err(format!("the keys of {} are not loaded yet", v.issuer())),
             None => Err("stopped".into()),
         });
-        Ok(Self { verifier })
+        Ok(Self {
+            verifier,
+            proofs,
+            allow_bearer: settings.auth_allow_bearer,
+            seen: Arc::new(OnceLock::new()),
+        })
+    }
+
+    /// Records accepted DPoP proofs in `store` (shared by every replica) from now on.
+    pub fn remember_proofs_in(&self, store: &Store) {
+        self.seen.get_or_init(|| SeenProofs::new(store.clone()));
+    }
+
+    /// Whether access tokens that are not DPoP-bound are accepted (`CTR_AUTH_ALLOW_BEARER`).
+    pub fn allows_bearer(&self) -> bool {
+        self.allow_bearer
     }
 
     /// The layer that makes [`Customer`] extract on a router's routes.
     pub fn layer(&self) -> axum::Extension<Self> {
         axum::Extension(self.clone())
     }
+
+    /// The `WWW-Authenticate` value for `refusal`: the scheme the request used (RFC 6750
+    /// for `Bearer`, RFC 9449 section 7.1 for `DPoP`, with the accepted proof algorithms),
+    /// and both schemes when no token was sent and bearer tokens are accepted.
+    fn challenge(&self, refusal: &Refusal) -> String {
+        let dpop = |code: Option<&str>, description: &str| {
+            let mut c = format!("DPoP realm=\"{REALM}\"");
+            if let Some(code) = code {
+                c.push_str(&format!(", error=\"{code}\", error_description=\"{}\"", description.replace(['`', '"'], "'")));
+            }
+            c.push_str(&format!(", algs=\"{}\"", self.proofs.algs()));
+            c
+        };
+        match refusal {
+            Refusal::Access(error @ AccessError::Missing, _) if self.allow_bearer => {
+                format!("{}, {}", error.challenge(REALM), dpop(None, ""))
+            }
+            Refusal::Access(AccessError::Missing, _) => dpop(None, ""),
+            Refusal::Access(error, Scheme::Bearer) => error.challenge(REALM),
+            Refusal::Access(error, Scheme::Dpop) => {
+                dpop(error.rfc6750_code(), &error.to_string())
+            }
+            Refusal::Dpop(error) => dpop(Some(error.code()), &error.to_string()),
+        }
+    }
+
+    /// The problem answering `refusal`, with its challenge.
+    fn refused(&self, refusal: Refusal) -> ApiError {
+        let challenge = self.challenge(&refusal);
+        let mut problem = match refusal {
+            Refusal::Access(error, _) => {
+                let status =
+                    StatusCode::from_u16(error.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+                let title = match status {
+                    StatusCode::FORBIDDEN => "Forbidden",
+                    StatusCode::BAD_REQUEST => "Bad request",
+                    StatusCode::SERVICE_UNAVAILABLE => "Issuer unavailable",
+                    _ => "Unauthorized",
+                };
+                let problem = ApiError::new(status, error.slug(), title, error.to_string());
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    problem.retry_after(1)
+                } else {
+                    problem
+                }
+            }
+            Refusal::Dpop(error) => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                error.slug(),
+                "Unauthorized",
+                error.to_string(),
+            ),
+        };
+        problem.challenge = Some(challenge.into());
+        problem
+    }
+
+    /// Authenticates a request: its access token, and for a DPoP-bound one the proof, the
+    /// binding and the proof's first use.
+    async fn authenticate(&self, parts: &Parts) -> Result<Access, ApiError> {
+        let (scheme, token) =
+            authorization(parts).map_err(|e| self.refused(Refusal::Access(e, Scheme::Bearer)))?;
+        let access = self.verifier.verify(token).await.map_err(|error| {
+            tracing::info!(problem = error.slug(), "access token refused");
+            self.refused(Refusal::Access(error, scheme))
+        })?;
+        let refuse = |error: DpopError| {
+            tracing::info!(problem = error.slug(), client_id = %access.client_id, "DPoP refused");
+            self.refused(Refusal::Dpop(error))
+        };
+        let jkt = match (scheme, access.jkt.as_deref()) {
+            (Scheme::Bearer, Some(_)) => return Err(refuse(DpopError::BoundTokenAsBearer)),
+            (Scheme::Bearer, None) if self.allow_bearer => return Ok(access),
+            (Scheme::Bearer, None) => return Err(refuse(DpopError::BearerRefused)),
+            (Scheme::Dpop, None) => return Err(refuse(DpopError::TokenUnbound)),
+            (Scheme::Dpop, Some(jkt)) => jkt,
+        };
+        let mut headers = parts.headers.get_all(DPOP).iter();
+        let proof = match (headers.next(), headers.next()) {
+            (None, _) => return Err(refuse(DpopError::Missing)),
+            (Some(_), Some(_)) => return Err(refuse(DpopError::Multiple)),
+            (Some(proof), None) => proof
+                .to_str()
+                .map_err(|_| refuse(DpopError::Malformed("not ASCII")))?,
+        };
+        let url = request_url(parts).ok_or_else(|| refuse(DpopError::Url))?;
+        let request = ProofRequest {
+            method: parts.method.as_str(),
+            url: &url,
+            access_token: Some(token),
+        };
+        let proof = self
+            .proofs
+            .verify(proof, &request, now_secs())
+            .map_err(refuse)?;
+        if proof.jkt != jkt {
+            return Err(refuse(DpopError::KeyMismatch));
+        }
+        let Some(seen) = self.seen.get() else {
+            return Err(ApiError::internal(
+                "DPoP proofs arrive before the replay cache's store is open",
+            ));
+        };
+        if !seen
+            .first_use(&proof.replay_key(), self.proofs.remember_until(&proof))
+            .await?
+        {
+            return Err(refuse(DpopError::Replayed));
+        }
+        Ok(access)
+    }
+}
+
+/// Why a request was not authenticated.
+enum Refusal {
+    /// The access token (or its header), under the scheme the request used.
+    Access(AccessError, Scheme),
+    /// The DPoP proof or the token's binding.
+    Dpop(DpopError),
+}
+
+/// The authorization scheme of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+/// The header a DPoP proof travels in.
+const DPOP: &str = "dpop";
+
+/// The URL a client addressed: `https://` + the `Host` (or HTTP/2 `:authority`) + the path as
+/// received (before any router nesting).
+fn request_url(parts: &Parts) -> Option<Url> {
+    let host = match parts.headers.get(header::HOST) {
+        Some(host) => host.to_str().ok()?,
+        None => parts.uri.authority()?.as_str(),
+    };
+    let path = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or(parts.uri.path(), |original| original.0.path());
+    Url::parse(&format!("https://{host}{path}")).ok()
 }
 
 /// The HTTPS client for the issuer's metadata and keys.
@@ -131,6 +310,7 @@ fn issuer_client(
 pub struct Customer {
     id: CustomerId,
     access: Access,
+    auth: CustomerAuth,
 }
 
 impl Customer {
@@ -144,14 +324,21 @@ impl Customer {
         &self.access.client_id
     }
 
-    /// `cnf.jkt` when the token is bound to a key (DPoP).
+    /// `cnf.jkt` when the token is bound to a key: the request proved it holds that key
+    /// (a DPoP proof that verified, matched and was used once).
     pub fn key_thumbprint(&self) -> Option<&str> {
         self.access.jkt.as_deref()
     }
 
     /// The customer, when the token grants `scope`; 403 `insufficient-scope` otherwise.
     pub fn scoped(self, scope: &'static str) -> Result<Self, ApiError> {
-        self.access.require(scope).map_err(refused)?;
+        let scheme = match self.access.jkt {
+            Some(_) => Scheme::Dpop,
+            None => Scheme::Bearer,
+        };
+        self.access
+            .require(scope)
+            .map_err(|e| self.auth.refused(Refusal::Access(e, scheme)))?;
         Ok(self)
     }
 
@@ -170,23 +357,6 @@ impl Customer {
     }
 }
 
-/// The problem answering a refused access token, with its `WWW-Authenticate` challenge.
-fn refused(error: AccessError) -> ApiError {
-    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-    let title = match status {
-        StatusCode::FORBIDDEN => "Forbidden",
-        StatusCode::BAD_REQUEST => "Bad request",
-        StatusCode::SERVICE_UNAVAILABLE => "Issuer unavailable",
-        _ => "Unauthorized",
-    };
-    let mut problem = ApiError::new(status, error.slug(), title, error.to_string());
-    problem.challenge = Some(error.challenge(REALM).into());
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        problem = problem.retry_after(1);
-    }
-    problem
-}
-
 impl<S: Send + Sync> FromRequestParts<S> for Customer {
     type Rejection = ApiError;
 
@@ -197,23 +367,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Customer {
                 "a customer route without CustomerAuth's layer",
             ));
         };
-        let token = bearer(parts).map_err(refused)?;
-        let access = auth.verifier.verify(token).await.map_err(|error| {
-            tracing::info!(problem = error.slug(), "access token refused");
-            refused(error)
-        })?;
+        let access = auth.authenticate(parts).await?;
         let id = CustomerId::parse(&access.customer).map_err(|_| {
-            refused(AccessError::Claims(
+            auth.refused(Refusal::Access(AccessError::Claims(
                 "the customer claim is not a customer id this API accepts (1 to 64 letters, digits, '_' or '-')".into(),
-            ))
+            ), Scheme::Bearer))
         })?;
-        tracing::debug!(customer_id = %id, client_id = %access.client_id, jti = %access.jti, "customer authenticated");
-        Ok(Self { id, access })
+        tracing::debug!(customer_id = %id, client_id = %access.client_id, jti = %access.jti, bound = access.jkt.is_some(), "customer authenticated");
+        Ok(Self { id, access, auth })
     }
 }
 
-/// The token of the one `Authorization: Bearer <token>` header (RFC 6750 section 2.1).
-fn bearer(parts: &Parts) -> Result<&str, AccessError> {
+/// The scheme and token of the one `Authorization: Bearer <token>` (RFC 6750 section 2.1) or
+/// `Authorization: DPoP <token>` (RFC 9449 section 7.1) header.
+fn authorization(parts: &Parts) -> Result<(Scheme, &str), AccessError> {
     let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return match parts.headers.contains_key(header::AUTHORIZATION) {
@@ -223,13 +390,17 @@ fn bearer(parts: &Parts) -> Result<&str, AccessError> {
     };
     let value = value.to_str().map_err(|_| AccessError::BadHeader)?;
     let (scheme, token) = value.split_once(' ').ok_or(AccessError::BadHeader)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        // Another scheme (Basic, DPoP...) is not a bearer token: challenge for one.
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
+        // Another scheme (Basic...) carries no access token: challenge for one.
         return Err(AccessError::Missing);
-    }
+    };
     let token = token.trim();
     if token.is_empty() || token.contains(' ') {
         return Err(AccessError::BadHeader);
     }
-    Ok(token)
+    Ok((scheme, token))
 }

@@ -27,6 +27,7 @@ mod main_with;
 mod metrics;
 pub mod openapi;
 mod problem;
+mod proofs;
 pub mod request_id;
 mod serve;
 mod store;

@@ -12,7 +12,9 @@ use utoipa::ToSchema;
 use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, HttpMethod, InfoBuilder, OpenApi, OpenApiBuilder, PathItem,
     PathsBuilder, Ref, RefOr, Required, ResponseBuilder,
@@ -101,8 +103,12 @@ pub struct ApiDoc {
     customers: bool,
 }
 
-/// The security scheme of the customer endpoints.
+/// The security scheme of the customer endpoints: a bearer access token...
 pub const CUSTOMER_SCHEME: &str = "customerAccessToken";
+/// ... or a DPoP-bound one (`Authorization: DPoP <token>`, RFC 9449 section 7.1) ...
+pub const CUSTOMER_DPOP_SCHEME: &str = "customerDpopAccessToken";
+/// ... with its proof in the `DPoP` header.
+pub const DPOP_PROOF_SCHEME: &str = "dpopProof";
 
 impl ApiDoc {
     pub fn new(service: &str, description: &'static str) -> Self {
@@ -138,19 +144,24 @@ impl ApiDoc {
         e.problems.extend([
             (400, vec!["authorization-header-invalid"]),
             (401, ctr_access::AccessError::UNAUTHORIZED.to_vec()),
+            (401, ctr_access::dpop::DpopError::SLUGS.to_vec()),
             (403, vec!["insufficient-scope"]),
-            (503, vec!["auth-issuer-unavailable"]),
+            (503, vec!["auth-issuer-unavailable", "store-unavailable"]),
         ]);
-        let requirement = SecurityRequirement::new(CUSTOMER_SCHEME, [scope]);
-        self.add(e, Some(requirement));
+        let requirements = vec![
+            SecurityRequirement::new(CUSTOMER_SCHEME, [scope]),
+            SecurityRequirement::new(CUSTOMER_DPOP_SCHEME, [scope])
+                .add(DPOP_PROOF_SCHEME, Vec::<String>::new()),
+        ];
+        self.add(e, requirements);
     }
 
     /// A public endpoint (no access token).
     pub fn endpoint(&mut self, e: Endpoint) {
-        self.add(e, None);
+        self.add(e, Vec::new());
     }
 
-    fn add(&mut self, e: Endpoint, security: Option<SecurityRequirement>) {
+    fn add(&mut self, e: Endpoint, security: Vec<SecurityRequirement>) {
         let mut op = OperationBuilder::new()
             .operation_id(Some(e.operation_id))
             .summary(Some(e.summary))
@@ -165,7 +176,7 @@ impl ApiDoc {
                     .schema(Some(param.schema)),
             );
         }
-        if let Some(requirement) = security {
+        for requirement in security {
             op = op.security(requirement);
         }
         let mut problems = e.problems;
@@ -232,10 +243,34 @@ impl ApiDoc {
                         .description(Some(
                             "An OAuth 2.0 access token (RFC 9068, `typ: at+jwt`) from the \
                              issuer in `CTR_AUTH_ISSUER`, for this API's audience; its `sub` is \
-                             the customer. The scopes each operation needs are listed with it.",
+                             the customer. The scopes each operation needs are listed with it. \
+                             A DPoP-bound token (`cnf.jkt`) is refused here: send it with the \
+                             DPoP scheme.",
                         ))
                         .build(),
                 ),
+            );
+            components = components.security_scheme(
+                CUSTOMER_DPOP_SCHEME,
+                SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                    "Authorization",
+                    "`DPoP <access token>` (RFC 9449 section 7.1): an access token bound to \
+                     the client's key (`cnf.jkt`), from the same issuer and with the same \
+                     scopes as the bearer scheme; OpenAPI has no `http` scheme for DPoP, so \
+                     the header is described here. Requires a `DPoP` proof with every request.",
+                ))),
+            );
+            components = components.security_scheme(
+                DPOP_PROOF_SCHEME,
+                SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                    "DPoP",
+                    "A DPoP proof (RFC 9449 section 4): a JWT with `typ: dpop+jwt`, an \
+                     asymmetric `alg` (ES256, ES384, EdDSA, PS256, RS256 by default), the \
+                     public `jwk` of the key the access token is bound to, `htm` and `htu` of \
+                     this request, a fresh `iat` and `jti` (each proof is accepted once, by \
+                     any replica), and `ath`, the base64url SHA-256 of the access token. No \
+                     server nonce is asked for.",
+                ))),
             );
         }
         OpenApiBuilder::new()

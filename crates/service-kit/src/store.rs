@@ -20,9 +20,11 @@ pub async fn open_store(
     migrations: &[Migration],
     health: &Health,
 ) -> Result<Store, StartError> {
+    // The kit's own tables (the DPoP replay cache) with the service's.
+    let migrations = [migrations, crate::proofs::MIGRATIONS].concat();
     let mut backoff = Duration::from_millis(250);
     let store = loop {
-        match Store::open(&server.store_url, migrations).await {
+        match Store::open(&server.store_url, &migrations).await {
             Ok(store) => break store,
             Err(error @ StoreError::Open { .. }) if server.store_url.starts_with("postgres") => {
                 tracing::warn!(%error, retry_in = ?backoff, "the store is unreachable; retrying");

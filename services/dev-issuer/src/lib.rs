@@ -8,6 +8,7 @@
 mod keys;
 mod routes;
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use ctr_service_kit::{
     App, ClientAuth, ConfigError, Health, Metrics, ServerConfig, Service, ServiceSettings,
     StartError,
 };
+use ctr_access::dpop::ProofVerifier;
 use serde::{Deserialize, Serialize};
 
 pub use keys::SigningKey;
@@ -100,6 +102,11 @@ pub struct Issuer {
     url: OnceLock<String>,
     key: SigningKey,
     settings: DevIssuerSettings,
+    /// Checks the DPoP proofs clients present at the token endpoint.
+    proofs: ProofVerifier,
+    /// The proofs accepted, until they are too old to be accepted again (in memory: this
+    /// issuer runs as one process).
+    seen: parking_lot::Mutex<HashMap<String, i64>>,
 }
 
 impl Issuer {
@@ -111,10 +118,20 @@ impl Issuer {
     /// An access token for `customer` granting `scopes`, valid for `ttl`: what the token
     /// endpoint answers, for tests and tools that hold this issuer in process.
     pub fn mint(&self, customer: &str, scopes: &[&str], ttl: Duration) -> String {
+        self.mint_bound(customer, scopes, ttl, None)
+    }
+
+    /// As [`Self::mint`], bound to the DPoP key with thumbprint `jkt` when given (`cnf.jkt`,
+    /// RFC 9449 section 6.1).
+    pub fn mint_bound(
+        &self,
+        customer: &str,
+        scopes: &[&str],
+        ttl: Duration,
+        jkt: Option<&str>,
+    ) -> String {
         let now = unix_now();
-        self.sign(
-            &serde_json::json!({"typ": "at+jwt"}),
-            &serde_json::json!({
+        let mut claims = serde_json::json!({
                 "iss": self.url(),
                 "sub": customer,
                 "aud": self.settings.dev_issuer_audience,
@@ -123,8 +140,11 @@ impl Issuer {
                 "iat": now,
                 "exp": now + ttl.as_secs() as i64,
                 "jti": uuid::Uuid::now_v7().to_string(),
-            }),
-        )
+        });
+        if let Some(jkt) = jkt {
+            claims["cnf"] = serde_json::json!({ "jkt": jkt });
+        }
+        self.sign(&serde_json::json!({"typ": "at+jwt"}), &claims)
     }
 
     /// Signs `claims` under `header` (whose `alg` and `kid` are set here) with this issuer's
@@ -164,6 +184,10 @@ pub async fn build(
         url: OnceLock::new(),
         key,
         settings: settings.clone(),
+        proofs: ctr_access::AccessSettings::default()
+            .proof_verifier()
+            .map_err(|e| StartError::Service(e.to_string()))?,
+        seen: parking_lot::Mutex::new(HashMap::new()),
     });
     let health = Health::default();
     let kid = issuer.key.kid().to_owned();

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use ctr_access::dpop::{DpopError, ProofRequest, Url};
 use ctr_service_kit::scopes;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -36,6 +37,7 @@ async fn metadata(State(issuer): State<Arc<Issuer>>) -> Json<Value> {
         "response_types_supported": ["token"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256"],
+        "dpop_signing_alg_values_supported": ctr_access::DEFAULT_DPOP_ALGORITHMS.split(',').collect::<Vec<_>>(),
         "service_documentation": "https://github.com/ctr/ctr#authentication (development issuer: not for production)",
     }))
 }
@@ -86,6 +88,7 @@ fn credentials(headers: &HeaderMap, form: &TokenRequest) -> Option<(String, Stri
 
 async fn token(
     State(issuer): State<Arc<Issuer>>,
+    uri: Uri,
     headers: HeaderMap,
     Form(form): Form<TokenRequest>,
 ) -> Response {
@@ -127,17 +130,65 @@ async fn token(
             "a requested scope is not one this issuer grants",
         );
     };
+    let jkt = match issuer.proved_key(&uri, &headers) {
+        Ok(jkt) => jkt,
+        Err(error) => {
+            tracing::info!(client_id = %client, problem = error.slug(), "dev-issuer: DPoP proof refused");
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_dpop_proof",
+                &error.to_string(),
+            );
+        }
+    };
     let ttl = issuer.settings.dev_issuer_token_ttl;
-    let access_token = issuer.mint(&client, &granted, ttl);
-    tracing::info!(client_id = %client, "dev-issuer: access token issued");
+    let access_token = issuer.mint_bound(&client, &granted, ttl, jkt.as_deref());
+    tracing::info!(client_id = %client, bound = jkt.is_some(), "dev-issuer: access token issued");
     (
         [(header::CACHE_CONTROL, "no-store")],
         Json(json!({
             "access_token": access_token,
-            "token_type": "Bearer",
+            "token_type": if jkt.is_some() { "DPoP" } else { "Bearer" },
             "expires_in": ttl.as_secs(),
             "scope": granted.join(" "),
         })),
     )
         .into_response()
+}
+
+impl Issuer {
+    /// The thumbprint of the key the client proved with a `DPoP` header (RFC 9449 section 5),
+    /// or none when it sent no proof (a bearer token is issued).
+    fn proved_key(&self, uri: &Uri, headers: &HeaderMap) -> Result<Option<String>, DpopError> {
+        let mut proofs = headers.get_all("dpop").iter();
+        let proof = match (proofs.next(), proofs.next()) {
+            (None, _) => return Ok(None),
+            (Some(_), Some(_)) => return Err(DpopError::Multiple),
+            (Some(proof), None) => proof
+                .to_str()
+                .map_err(|_| DpopError::Malformed("not ASCII"))?,
+        };
+        // The token endpoint as this client addressed it (`Host`, or HTTP/2's `:authority`).
+        let host = match headers.get(header::HOST) {
+            Some(host) => host.to_str().map_err(|_| DpopError::Url)?,
+            None => uri.authority().ok_or(DpopError::Url)?.as_str(),
+        };
+        let url = Url::parse(&format!("https://{host}/token")).map_err(|_| DpopError::Url)?;
+        let request = ProofRequest {
+            method: "POST",
+            url: &url,
+            access_token: None,
+        };
+        let now = crate::unix_now();
+        let proof = self.proofs.verify(proof, &request, now)?;
+        let mut seen = self.seen.lock();
+        seen.retain(|_, until| *until >= now);
+        if seen
+            .insert(proof.replay_key(), self.proofs.remember_until(&proof))
+            .is_some()
+        {
+            return Err(DpopError::Replayed);
+        }
+        Ok(Some(proof.jkt))
+    }
 }

@@ -33,6 +33,8 @@ pub struct Relay {
     pub metrics: crate::RelayMetrics,
     /// The sagas this process drives (checkouts and recoveries), drained at shutdown.
     pub sagas: TaskTracker,
+    /// Whether capability tokens without `cnf` are checked out (`CTR_AUTH_ALLOW_BEARER`).
+    pub unbound_tokens: bool,
     /// Cancelled when the relay shuts down: no new checkout is admitted or claimed.
     pub stopping: CancellationToken,
     /// How many recovered checkouts this process drives at once.
@@ -55,6 +57,36 @@ fn refused(slug: &'static str, detail: String) -> ApiError {
     ApiError::invalid(slug, detail)
 }
 
+/// A token bound to a key (`cnf.jkt`) the checkout request did not prove: 401 with a DPoP
+/// challenge (RFC 9449 section 7.1), as for a proof that does not fit the access token.
+fn key_not_proved(index: usize) -> ApiError {
+    let detail = format!(
+        "token {index} is bound to a key (cnf.jkt) that this request's DPoP proof does not prove"
+    );
+    let mut problem = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "capability-key-mismatch",
+        "Unauthorized",
+        detail.clone(),
+    )
+    .with("token_index", index);
+    problem.challenge = Some(
+        format!(
+            "DPoP realm=\"ctr\", error=\"invalid_dpop_proof\", error_description=\"{detail}\""
+        )
+        .into(),
+    );
+    problem
+}
+
+/// Who checks out: the authenticated customer and, when its access token is DPoP-bound, the
+/// thumbprint of the key its request proved.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub customer: CustomerId,
+    pub key: Option<String>,
+}
+
 /// How a checkout request ends: the saga finished within the deadline, or it still runs.
 #[derive(Debug)]
 pub enum CheckoutOutcome {
@@ -71,7 +103,7 @@ impl Relay {
     pub async fn checkout(
         self: &Arc<Self>,
         id: OrderProcessingId,
-        customer: CustomerId,
+        caller: Caller,
         tokens: Vec<String>,
     ) -> Result<CheckoutOutcome, ApiError> {
         let deadline = tokio::time::Instant::now() + self.settings.checkout_deadline;
@@ -89,7 +121,7 @@ impl Relay {
             // The checkout outlives the request if it must; its span stays in the request's
             // trace. A panic in it leaves the log to the recovery worker.
             let task = self.sagas.spawn(
-                async move { relay.run_checkout(order, customer, tokens).await }
+                async move { relay.run_checkout(order, caller, tokens).await }
                     .instrument(tracing::info_span!("checkout.saga", order_processing_id = %id)),
             );
             match tokio::time::timeout_at(deadline, task).await {
@@ -131,7 +163,7 @@ impl Relay {
     async fn run_checkout(
         self: &Arc<Self>,
         id: OrderProcessingId,
-        customer: CustomerId,
+        caller: Caller,
         tokens: Vec<String>,
     ) -> Result<CheckoutOutcome, ApiError> {
         if tokens.is_empty() || tokens.len() > self.settings.max_tokens {
@@ -145,7 +177,7 @@ impl Relay {
         }
         let (mut order, mut claim) = self
             .orders
-            .begin_checkout(&id, &customer, self.clock.now_secs())
+            .begin_checkout(&id, &caller.customer, self.clock.now_secs())
             .await?
             .map_err(|e| match e {
                 BeginError::NotFound => ApiError::not_found("order-not-found", "no such order"),
@@ -159,7 +191,7 @@ impl Relay {
                 ),
             })?;
         let verified = match self
-            .admit(&order, &tokens)
+            .admit(&order, caller.key.as_deref(), &tokens)
             .instrument(tracing::info_span!("checkout.admit", order_processing_id = %id, tokens = tokens.len()))
             .await
         {
@@ -228,6 +260,7 @@ impl Relay {
     async fn admit(
         &self,
         order: &Order,
+        key: Option<&str>,
         tokens: &[String],
     ) -> Result<Vec<VerifiedToken>, ApiError> {
         let mut seen = HashSet::new();
@@ -252,6 +285,20 @@ impl Relay {
                     format!("token {index} was confirmed for another customer"),
                 )
                 .with("token_index", index));
+            }
+            match claims.bound_key() {
+                Some(bound) if key == Some(bound) => {}
+                Some(_) => return Err(key_not_proved(index)),
+                None if self.unbound_tokens => {}
+                None => {
+                    return Err(refused(
+                        "capability-unbound",
+                        format!(
+                            "token {index} is not bound to the customer's key (no cnf.jkt), and this deployment accepts bound tokens only"
+                        ),
+                    )
+                    .with("token_index", index));
+                }
             }
             if claims.capabilities.len() != 1 {
                 return Err(refused(

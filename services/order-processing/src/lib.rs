@@ -120,10 +120,12 @@ pub async fn build_with_faults(
     // Before the store: a missing or bad CTR_AUTH_* stops the relay first.
     let customers = CustomerAuth::from_config(server, &health)?;
     let store = open_store(server, store::MIGRATIONS, &health).await?;
+    customers.remember_proofs_in(&store);
     let metrics = Metrics::default();
     let relay = Arc::new(Relay {
         metrics: RelayMetrics::register(&metrics),
         settings: settings.clone(),
+        unbound_tokens: customers.allows_bearer(),
         verifier: Verifier::new(policy, keys, clock.clone()),
         orders: OrderStore::new(
             store,

@@ -15,7 +15,7 @@ use ctr_service_kit::{
 use ctr_token::secs;
 use serde::Deserialize;
 
-use crate::checkout::{CheckoutOutcome, Relay, failure_problem};
+use crate::checkout::{Caller, CheckoutOutcome, Relay, failure_problem};
 use crate::orders::{Order, OrderView};
 use crate::store::InsertError;
 
@@ -87,6 +87,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         "settlement-sum-mismatch",
         "settlement-currency-mismatch",
         "settlement-priced-on-other-total",
+        "capability-unbound",
     ]);
     let id = || Param::new("id", "The order's `order_processing_id`", doc_id.clone());
     doc.customer_endpoint(Endpoint {
@@ -128,12 +129,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         summary: "Check an order out with its tokens",
         description: "Verifies every token's envelope (signature by its issuer's JWKS, audience, \
                       times, single use, the order it is bound to) and that the amounts add up to \
-                      the total, then redeems each with its domain. 202 while the redemptions \
-                      still run at the deadline (follow `Location`).",
+                      the total, then redeems each with its domain. A token bound to the \
+                      customer's key (`cnf.jkt`) is checked out only by a request whose DPoP proof \
+                      proves that key. 202 while the redemptions still run at the deadline \
+                      (follow `Location`).",
         params: vec![id()],
         request: Some(checkout),
         success: (200, "The completed order", order.clone()),
         problems: vec![
+            (401, vec!["capability-key-mismatch"]),
             (404, vec!["order-not-found"]),
             (
                 409,
@@ -242,9 +246,11 @@ async fn checkout(
 ) -> Result<Response, ApiError> {
     let customer = customer.scoped(scopes::ORDERS_WRITE)?;
     let id = OrderProcessingId::parse(&id)?;
-    let outcome = relay
-        .checkout(id, customer.id().clone(), request.tokens)
-        .await?;
+    let caller = Caller {
+        customer: customer.id().clone(),
+        key: customer.key_thumbprint().map(str::to_owned),
+    };
+    let outcome = relay.checkout(id, caller, request.tokens).await?;
     let now = relay.clock.now_secs();
     match outcome {
         CheckoutOutcome::Running(id, order) => {
