@@ -17,13 +17,15 @@ pub enum GrantError {
 }
 
 /// An access token for `client_id` from `token_endpoint`, for `scope` (space-separated) if
-/// given, else whatever the issuer grants by default.
+/// given, else whatever the issuer grants by default. With `dpop`, the request carries a
+/// proof of that key and the issuer binds the token to it (RFC 9449 section 5).
 pub async fn client_credentials(
     http: &reqwest::Client,
     token_endpoint: &str,
     client_id: &str,
     secret: &str,
     scope: Option<&str>,
+    dpop: Option<&crate::dpop::ProofKey>,
 ) -> Result<String, GrantError> {
     let mut form = reqwest::Url::parse("https://form.invalid/")
         .map_err(|e| GrantError::Unreachable(e.to_string()))?;
@@ -32,8 +34,14 @@ pub async fn client_credentials(
     if let Some(scope) = scope {
         form.query_pairs_mut().append_pair("scope", scope);
     }
-    let response = http
-        .post(token_endpoint)
+    let mut request = http.post(token_endpoint);
+    if let Some(key) = dpop {
+        let proof = key
+            .proof("POST", token_endpoint, None)
+            .map_err(|e| GrantError::Unreachable(e.to_string()))?;
+        request = request.header("DPoP", proof);
+    }
+    let response = request
         .basic_auth(client_id, Some(secret))
         .header(
             reqwest::header::CONTENT_TYPE,

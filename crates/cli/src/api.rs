@@ -2,7 +2,11 @@
 //! answers as (status, JSON body).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use ctr_access::dpop::ProofKey;
+use jsonwebtoken::Algorithm;
 
 use serde_json::{Value, json};
 
@@ -72,6 +76,57 @@ pub struct Endpoints {
     /// in nowhere. Only from the environment, so that it never shows in a process list.
     #[arg(skip = std::env::var("CTR_ACCESS_TOKEN").ok().filter(|t| !t.trim().is_empty()))]
     pub access_token: Option<String>,
+    /// The key `ctr` proves with (DPoP, RFC 9449): each login binds its access token to a
+    /// new key of this kind and every request carries a proof signed with it; `off` asks for
+    /// bearer tokens (where the stack accepts them).
+    #[arg(
+        long,
+        env = "CTR_DPOP",
+        value_enum,
+        default_value = "es256",
+        global = true
+    )]
+    pub dpop: DpopMode,
+    /// Where `ctr login` keeps the DPoP key of each token it prints (`<thumbprint>.pem`, mode
+    /// 0600), and where a DPoP-bound CTR_ACCESS_TOKEN's key is looked up.
+    #[arg(long, env = "CTR_DPOP_KEY_DIR", global = true)]
+    pub dpop_key_dir: Option<PathBuf>,
+}
+
+/// The kind of DPoP key a login binds its token to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DpopMode {
+    /// P-256, ES256 proofs.
+    Es256,
+    /// P-384, ES384 proofs.
+    Es384,
+    /// No key: bearer tokens.
+    Off,
+}
+
+/// An access token and, when it is DPoP-bound, the key that proves it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub token: String,
+    pub key: Option<Arc<ProofKey>>,
+}
+
+impl Endpoints {
+    /// The DPoP key directory: `--dpop-key-dir`, else `$XDG_CONFIG_HOME/ctr/dpop`, else
+    /// `~/.config/ctr/dpop`.
+    pub fn key_dir(&self) -> Result<PathBuf, Unreachable> {
+        if let Some(dir) = &self.dpop_key_dir {
+            return Ok(dir.clone());
+        }
+        let config = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))
+            .ok_or_else(|| {
+                Unreachable("set --dpop-key-dir (no HOME to keep DPoP keys in)".into())
+            })?;
+        Ok(config.join("ctr").join("dpop"))
+    }
 }
 
 /// `endpoint`'s path and query on `base`'s origin, when the two origins differ.
@@ -125,8 +180,8 @@ impl Answer {
 pub struct Stack {
     pub endpoints: Endpoints,
     client: reqwest::Client,
-    /// The customer's access token, fetched at the first request that needs it.
-    token: tokio::sync::OnceCell<String>,
+    /// The customer's access token (and key), fetched at the first request that needs it.
+    session: tokio::sync::OnceCell<Session>,
 }
 
 /// A domain the customer confirms a choice with.
@@ -163,8 +218,17 @@ impl Stack {
         Ok(Self {
             endpoints,
             client,
-            token: tokio::sync::OnceCell::new(),
+            session: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// This stack acting as `session`'s customer.
+    pub fn acting_as(&self, session: Session) -> Self {
+        Self {
+            endpoints: self.endpoints.clone(),
+            client: self.client.clone(),
+            session: tokio::sync::OnceCell::new_with(Some(session)),
+        }
     }
 
     /// The customer this stack acts as: the access token's `sub` when one is given.
@@ -176,9 +240,37 @@ impl Stack {
             .unwrap_or_else(|| self.endpoints.customer.clone())
     }
 
+    /// A session for `customer`: with `--dpop` on, a new key and a token bound to it.
+    pub async fn login(&self, customer: &str) -> Result<Session, Unreachable> {
+        let key = match self.endpoints.dpop {
+            DpopMode::Off => None,
+            DpopMode::Es256 => Some(ProofKey::generate(Algorithm::ES256)),
+            DpopMode::Es384 => Some(ProofKey::generate(Algorithm::ES384)),
+        }
+        .transpose()
+        .map_err(|e| Unreachable(e.to_string()))?;
+        self.login_with(customer, key).await
+    }
+
+    /// A session for `customer` whose token is bound to `key` (none: a bearer token).
+    pub async fn login_with(
+        &self,
+        customer: &str,
+        key: Option<ProofKey>,
+    ) -> Result<Session, Unreachable> {
+        let key = key.map(Arc::new);
+        let token = self.token_for(customer, key.as_deref()).await?;
+        Ok(Session { token, key })
+    }
+
     /// An access token for `customer` from the issuer: OpenID Connect discovery names the
-    /// token endpoint; the client-credentials grant with the customer's client.
-    pub async fn login(&self, customer: &str) -> Result<String, Unreachable> {
+    /// token endpoint; the client-credentials grant with the customer's client, proving
+    /// `key` when given.
+    async fn token_for(
+        &self,
+        customer: &str,
+        key: Option<&ProofKey>,
+    ) -> Result<String, Unreachable> {
         let issuer = self.endpoints.issuer_url.trim_end_matches('/');
         let discovery = self
             .send(
@@ -197,7 +289,7 @@ impl Stack {
             .to_owned();
         let secret = &self.endpoints.client_secret;
         let grant = |url: String| async move {
-            ctr_access::client_credentials(&self.client, &url, customer, secret, None).await
+            ctr_access::client_credentials(&self.client, &url, customer, secret, None, key).await
         };
         let token = match grant(endpoint.clone()).await {
             // The metadata names the issuer as its services reach it (compose: dev-issuer:8443);
@@ -216,17 +308,92 @@ impl Stack {
         })
     }
 
-    /// The token requests carry: CTR_ACCESS_TOKEN, else one logged in for the customer.
-    async fn bearer(&self) -> Result<&str, Unreachable> {
-        self.token
+    /// The session requests carry: CTR_ACCESS_TOKEN (with its key, found by its `cnf.jkt`,
+    /// when it is DPoP-bound), else one logged in for the customer.
+    async fn session(&self) -> Result<&Session, Unreachable> {
+        self.session
             .get_or_try_init(|| async {
                 match &self.endpoints.access_token {
-                    Some(token) => Ok(token.clone()),
+                    Some(token) => Ok(Session {
+                        token: token.clone(),
+                        key: self.key_of(token)?.map(Arc::new),
+                    }),
                     None => self.login(&self.endpoints.customer).await,
                 }
             })
             .await
-            .map(String::as_str)
+    }
+
+    /// The key a DPoP-bound `token` needs, from the key directory; none for a bearer token.
+    fn key_of(&self, token: &str) -> Result<Option<ProofKey>, Unreachable> {
+        let Some(jkt) = crate::token::bound_key(token) else {
+            return Ok(None);
+        };
+        let dir = self.endpoints.key_dir()?;
+        let file = dir.join(format!("{jkt}.pem"));
+        let pem = std::fs::read_to_string(&file).map_err(|e| {
+            Unreachable(format!(
+                "CTR_ACCESS_TOKEN is DPoP-bound, but its key is not at {}: {e} (log in with `ctr login` on this machine, or pass --dpop-key-dir)",
+                file.display()
+            ))
+        })?;
+        ProofKey::from_pem(&pem)
+            .map(Some)
+            .map_err(|e| Unreachable(format!("{}: {e}", file.display())))
+    }
+
+    /// Keeps `session`'s key where a later `ctr` finds it by the token's `cnf.jkt`: the
+    /// directory `0700`, the file `0600`, written before it is readable under its name.
+    pub fn keep_key(&self, session: &Session) -> Result<Option<PathBuf>, Unreachable> {
+        let Some(key) = &session.key else {
+            return Ok(None);
+        };
+        let dir = self.endpoints.key_dir()?;
+        let fail = |e: std::io::Error| Unreachable(format!("{}: {e}", dir.display()));
+        std::fs::create_dir_all(&dir).map_err(fail)?;
+        let file = dir.join(format!("{}.pem", key.thumbprint()));
+        let staging = dir.join(format!(".{}.pem.tmp", key.thumbprint()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&staging)
+                .map_err(fail)?;
+            std::io::Write::write_all(&mut out, key.pem().as_bytes()).map_err(fail)?;
+            out.sync_all().map_err(fail)?;
+        }
+        #[cfg(not(unix))]
+        std::fs::write(&staging, key.pem()).map_err(fail)?;
+        std::fs::rename(&staging, &file).map_err(fail)?;
+        Ok(Some(file))
+    }
+
+    /// `request` with the session's credentials: `Bearer`, or `DPoP` and a fresh proof.
+    fn authorize(
+        request: reqwest::RequestBuilder,
+        method: &str,
+        url: &str,
+        session: &Session,
+    ) -> Result<reqwest::RequestBuilder, Unreachable> {
+        Ok(match &session.key {
+            None => request.bearer_auth(&session.token),
+            Some(key) => {
+                let proof = key
+                    .proof(method, url, Some(&session.token))
+                    .map_err(|e| Unreachable(e.to_string()))?;
+                request
+                    .header(
+                        reqwest::header::AUTHORIZATION,
+                        format!("DPoP {}", session.token),
+                    )
+                    .header("DPoP", proof)
+            }
+        })
     }
 
     fn base(&self, domain: Domain) -> &str {
@@ -254,22 +421,44 @@ impl Stack {
 
     /// POSTs `body` as the customer.
     pub async fn post(&self, url: String, body: &Value) -> Result<Answer, Unreachable> {
-        let token = self.bearer().await?;
-        self.send(self.client.post(url).bearer_auth(token).json(body))
-            .await
+        let session = self.session().await?;
+        let request = Self::authorize(self.client.post(&url), "POST", &url, session)?;
+        self.send(request.json(body)).await
+    }
+
+    /// POSTs `body` with `session`'s access token and a proof made by `prover` (another key
+    /// than the token's, for the demo's stolen-token scenario).
+    pub async fn post_proved_by(
+        &self,
+        url: String,
+        body: &Value,
+        session: &Session,
+        prover: ProofKey,
+    ) -> Result<Answer, Unreachable> {
+        let forged = Session {
+            token: session.token.clone(),
+            key: Some(Arc::new(prover)),
+        };
+        let request = Self::authorize(self.client.post(&url), "POST", &url, &forged)?;
+        self.send(request.json(body)).await
     }
 
     /// GETs `url` as the customer.
     pub async fn get(&self, url: String) -> Result<Answer, Unreachable> {
-        let token = self.bearer().await?;
-        self.send(self.client.get(url).bearer_auth(token)).await
+        let session = self.session().await?;
+        let request = Self::authorize(self.client.get(&url), "GET", &url, session)?;
+        self.send(request).await
     }
 
-    /// GETs `url` with `token` (none: no credential at all).
-    pub async fn get_with(&self, url: String, token: Option<&str>) -> Result<Answer, Unreachable> {
-        let request = self.client.get(url);
-        let request = match token {
-            Some(token) => request.bearer_auth(token),
+    /// GETs `url` as `session` (none: no credential at all).
+    pub async fn get_with(
+        &self,
+        url: String,
+        session: Option<&Session>,
+    ) -> Result<Answer, Unreachable> {
+        let request = self.client.get(&url);
+        let request = match session {
+            Some(session) => Self::authorize(request, "GET", &url, session)?,
             None => request,
         };
         self.send(request).await

@@ -4,6 +4,9 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use ctr_access::dpop::ProofKey;
+use jsonwebtoken::Algorithm;
+
 use crate::api::{Answer, Domain, Stack, Unreachable};
 
 /// Another demo customer, who must not see Alice's orders.
@@ -122,6 +125,10 @@ pub async fn run(stack: &Stack, quiet_stdout: bool) -> Result<Vec<Scenario>, Unr
             "customers",
             "without an access token nothing is answered; another customer cannot see the order",
         ),
+        (
+            "dpop",
+            "Alice's tokens checked out with another key's proof are refused and nothing is redeemed",
+        ),
     ] {
         let mut r = Recorder {
             steps: Vec::new(),
@@ -134,7 +141,8 @@ pub async fn run(stack: &Stack, quiet_stdout: bool) -> Result<Vec<Scenario>, Unr
             "tampered" => tampered(stack, &mut r, &mut carried).await?,
             "declined" => declined(stack, &mut r).await?,
             "settlement" => settlement(stack, &mut r, &mut carried).await?,
-            _ => customers(stack, &mut r, &carried).await?,
+            "customers" => customers(stack, &mut r, &carried).await?,
+            _ => dpop(stack, &mut r).await?,
         }
         let ok = !r.steps.is_empty() && r.steps.iter().all(|s| s.ok);
         scenarios.push(Scenario {
@@ -442,5 +450,73 @@ async fn customers(stack: &Stack, r: &mut Recorder, carried: &Carried) -> Outcom
         404,
         Some("order-not-found"),
     );
+    Ok(())
+}
+
+/// Sender-constrained tokens: Alice confirms with her own key (whatever `--dpop` says), and
+/// her access token and confirmation tokens are then presented twice without it: by a thief
+/// who has them all but signs the proof with his own key, and by a second login of Alice's
+/// whose token is bound to another key. Both are refused before anything is redeemed; then
+/// Alice checks out with her key.
+async fn dpop(stack: &Stack, r: &mut Recorder) -> Outcome {
+    let new_key = || ProofKey::generate(Algorithm::ES256).map_err(|e| Unreachable(e.to_string()));
+    let customer = stack.customer();
+    let alice = stack.login_with(&customer, Some(new_key()?)).await?;
+    let alice_stack = stack.acting_as(alice.clone());
+    let before = available_points(&alice_stack).await?;
+    let Some(order) = open_order(&alice_stack, r, TOTAL).await? else {
+        return Ok(());
+    };
+    let Some(tokens) = three_tokens(&alice_stack, r, &order, "SPRING10", "pm_alice_visa").await?
+    else {
+        return Ok(());
+    };
+    let bound = tokens
+        .iter()
+        .filter(|t| {
+            crate::token::bound_key(t).as_deref() == alice.key.as_ref().map(|k| k.thumbprint())
+        })
+        .count();
+    r.check(
+        "every confirmation token is bound to Alice's key (cnf.jkt)",
+        "3 of 3",
+        format!("{bound} of 3"),
+        bound == 3,
+    );
+    let url = format!(
+        "{}/service/v1/orders/{order}/checkout",
+        stack.endpoints.relay_url
+    );
+    let body = json!({ "tokens": tokens });
+    let stolen = stack
+        .post_proved_by(url.clone(), &body, &alice, new_key()?)
+        .await?;
+    r.answer(
+        "check out with Alice's stolen access and confirmation tokens and another key's proof",
+        &stolen,
+        401,
+        Some("dpop-key-mismatch"),
+    );
+    let second_login = stack.login_with(&customer, Some(new_key()?)).await?;
+    let elsewhere = stack
+        .acting_as(second_login)
+        .checkout(&order, &tokens)
+        .await?;
+    r.answer(
+        "check out Alice's tokens from a login bound to another key",
+        &elsewhere,
+        401,
+        Some("capability-key-mismatch"),
+    );
+    still_open(&alice_stack, r, &order).await?;
+    points_unchanged(
+        &alice_stack,
+        r,
+        "no points redeemed",
+        before.map(|p| p - POINTS),
+    )
+    .await?;
+    let answer = alice_stack.checkout(&order, &tokens).await?;
+    r.answer("Alice checks out with her key", &answer, 200, None);
     Ok(())
 }

@@ -72,7 +72,8 @@ enum Command {
     #[command(subcommand)]
     Token(TokenCommand),
     /// Get an access token for `--customer` from the issuer (client credentials) and print
-    /// it: `export CTR_ACCESS_TOKEN=$(ctr login --customer c_bob)`.
+    /// it: `export CTR_ACCESS_TOKEN=$(ctr login --customer c_bob)`. With DPoP (the default)
+    /// the token is bound to a new key kept in the key directory, where later commands find it.
     Login,
 }
 
@@ -233,7 +234,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Unreachable> {
         Command::Token(_) => ExitCode::SUCCESS,
         Command::Login => {
             let customer = stack.endpoints.customer.clone();
-            println!("{}", stack.login(&customer).await?);
+            let session = stack.login(&customer).await?;
+            if let Some(file) = stack.keep_key(&session)? {
+                eprintln!("DPoP key kept at {}", file.display());
+            }
+            println!("{}", session.token);
             ExitCode::SUCCESS
         }
     })

@@ -59,6 +59,19 @@ pub fn subject(token: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The `cnf.jkt` of a DPoP-bound token, read without trusting it (which key proves it).
+pub fn bound_key(token: &str) -> Option<String> {
+    inspect(token).ok()?["claims"]["cnf"]["jkt"]
+        .as_str()
+        .filter(|jkt| {
+            !jkt.is_empty()
+                && jkt
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]

@@ -12,8 +12,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use ctr_token::{
-    ALGORITHM, Audience, Claims, Clock, Confirmation, Constraints, Jwk, JwkSet, JwksError, Settlement,
-    TOKEN_TYPE, VerifierPolicy,
+    ALGORITHM, Audience, Claims, Clock, Confirmation, Constraints, Jwk, JwkSet, JwksError,
+    Settlement, TOKEN_TYPE, VerifierPolicy,
 };
 
 #[derive(Debug, Clone)]

@@ -192,6 +192,7 @@ async fn log_in(client: &reqwest::Client, cli: &Cli) -> Result<Vec<String>, Stri
             &client_id,
             &cli.client_secret,
             None,
+            None,
         )
         .await
         .map_err(|e| format!("{issuer}: {e}"))?;

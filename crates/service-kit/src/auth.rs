@@ -135,7 +135,10 @@ impl CustomerAuth {
         let dpop = |code: Option<&str>, description: &str| {
             let mut c = format!("DPoP realm=\"{REALM}\"");
             if let Some(code) = code {
-                c.push_str(&format!(", error=\"{code}\", error_description=\"{}\"", description.replace(['`', '"'], "'")));
+                c.push_str(&format!(
+                    ", error=\"{code}\", error_description=\"{}\"",
+                    description.replace(['`', '"'], "'")
+                ));
             }
             c.push_str(&format!(", algs=\"{}\"", self.proofs.algs()));
             c
@@ -146,9 +149,7 @@ impl CustomerAuth {
             }
             Refusal::Access(AccessError::Missing, _) => dpop(None, ""),
             Refusal::Access(error, Scheme::Bearer) => error.challenge(REALM),
-            Refusal::Access(error, Scheme::Dpop) => {
-                dpop(error.rfc6750_code(), &error.to_string())
-            }
+            Refusal::Access(error, Scheme::Dpop) => dpop(error.rfc6750_code(), &error.to_string()),
             Refusal::Dpop(error) => dpop(Some(error.code()), &error.to_string()),
         }
     }

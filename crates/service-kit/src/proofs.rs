@@ -29,8 +29,8 @@ impl SeenProofs {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(SWEEP_EVERY).await;
-                let statement = query("DELETE FROM dpop_proofs WHERE expires_at < $1")
-                    .bind(now_secs());
+                let statement =
+                    query("DELETE FROM dpop_proofs WHERE expires_at < $1").bind(now_secs());
                 match sweeping.execute(statement).await {
                     Ok(_) => {}
                     Err(StoreError::Closed) => return,

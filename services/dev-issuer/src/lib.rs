@@ -12,11 +12,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use ctr_access::dpop::ProofVerifier;
 use ctr_service_kit::{
     App, ClientAuth, ConfigError, Health, Metrics, ServerConfig, Service, ServiceSettings,
     StartError,
 };
-use ctr_access::dpop::ProofVerifier;
 use serde::{Deserialize, Serialize};
 
 pub use keys::SigningKey;

@@ -71,10 +71,8 @@ fn key_not_proved(index: usize) -> ApiError {
     )
     .with("token_index", index);
     problem.challenge = Some(
-        format!(
-            "DPoP realm=\"ctr\", error=\"invalid_dpop_proof\", error_description=\"{detail}\""
-        )
-        .into(),
+        format!("DPoP realm=\"ctr\", error=\"invalid_dpop_proof\", error_description=\"{detail}\"")
+            .into(),
     );
     problem
 }

@@ -77,6 +77,7 @@ pub async fn token_from(client: &reqwest::Client, issuer: &str, customer: &str) 
         customer,
         DEMO_SECRET,
         None,
+        None,
     )
     .await
     .unwrap_or_else(|e| panic!("no access token for {customer}: {e}"))

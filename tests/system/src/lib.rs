@@ -617,6 +617,33 @@ impl World {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Rows that any customer request could have written, across the four stores: orders,
+    /// checkout steps and consumed tokens at the relay, holds in each domain.
+    pub async fn customer_rows(&self) -> Vec<i64> {
+        use ctr_store::query_as;
+        let mut counts = Vec::new();
+        let relay = self.relay_state.orders.store();
+        for table in ["orders", "checkout_steps", "replay"] {
+            let (n,): (i64,) = relay
+                .fetch_one(query_as(format!("SELECT COUNT(*) FROM {table}")))
+                .await
+                .unwrap();
+            counts.push(n);
+        }
+        for store in [
+            self.coupons.state.engine.store(),
+            self.points.state.engine.store(),
+            self.payments.state.engine.store(),
+        ] {
+            let (n,): (i64,) = store
+                .fetch_one(query_as("SELECT COUNT(*) FROM holds"))
+                .await
+                .unwrap();
+            counts.push(n);
+        }
+        counts
+    }
+
     /// A client with no credential at all.
     pub fn anonymous(&self) -> reqwest::Client {
         self.anonymous.clone()

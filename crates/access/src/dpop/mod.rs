@@ -9,8 +9,8 @@ mod key;
 mod verify;
 
 pub use error::DpopError;
-pub use reqwest::Url;
 pub use key::{KeyError, ProofKey};
+pub use reqwest::Url;
 pub use verify::{
     MAX_PROOF_BYTES, Proof, ProofRequest, ProofVerifier, access_token_hash, thumbprint,
 };

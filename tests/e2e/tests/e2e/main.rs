@@ -388,6 +388,7 @@ fn the_ctr_demo_runs_every_scenario_as_expected(stack: &Stack) {
             ("declined", true),
             ("settlement", true),
             ("customers", true),
+            ("dpop", true),
         ],
         "{stdout}\n{stderr}"
     );

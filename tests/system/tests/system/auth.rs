@@ -9,32 +9,6 @@ use serde_json::{Value, json};
 
 const ORDER_BODY: fn() -> Value = || json!({"total": {"amount": 4999, "currency": "EUR"}});
 
-/// Rows that any customer request could have written, across the four stores.
-async fn rows(world: &World) -> Vec<i64> {
-    use ctr_store::query_as;
-    let mut counts = Vec::new();
-    let relay = world.relay_state.orders.store();
-    for table in ["orders", "checkout_steps", "replay"] {
-        let (n,): (i64,) = relay
-            .fetch_one(query_as(format!("SELECT COUNT(*) FROM {table}")))
-            .await
-            .unwrap();
-        counts.push(n);
-    }
-    for store in [
-        world.coupons.state.engine.store(),
-        world.points.state.engine.store(),
-        world.payments.state.engine.store(),
-    ] {
-        let (n,): (i64,) = store
-            .fetch_one(query_as("SELECT COUNT(*) FROM holds"))
-            .await
-            .unwrap();
-        counts.push(n);
-    }
-    counts
-}
-
 /// Every customer endpoint of the world, with a body that would do something.
 fn customer_endpoints(
     world: &World,
@@ -160,7 +134,7 @@ async fn without_a_valid_token_every_customer_endpoint_answers_401_with_a_challe
     let (status, hold) = world.confirm_points(&order, "c_alice", 100).await;
     assert_eq!(status, 201, "{hold}");
     let jti = hold["jti"].as_str().unwrap().to_owned();
-    let before = rows(&world).await;
+    let before = world.customer_rows().await;
     let balance = world.balance("c_alice").await;
 
     for (method, url, body) in customer_endpoints(&world, &order, &jti) {
@@ -207,7 +181,7 @@ async fn without_a_valid_token_every_customer_endpoint_answers_401_with_a_challe
     }
 
     assert_eq!(
-        rows(&world).await,
+        world.customer_rows().await,
         before,
         "a refused request wrote something"
     );
@@ -228,7 +202,7 @@ async fn without_a_valid_token_every_customer_endpoint_answers_401_with_a_challe
 async fn nobody_acts_as_another_customer() {
     let world = World::start().await;
     let bob = world.token("c_bob");
-    let before = rows(&world).await;
+    let before = world.customer_rows().await;
     // An order in Alice's name, with Bob's token.
     let body = json!({"customer_id": "c_alice", "total": {"amount": 4999, "currency": "EUR"}});
     let (status, answer) = world
@@ -242,7 +216,7 @@ async fn nobody_acts_as_another_customer() {
 
     // Confirmations of Alice's coupon, points and card, with Bob's token.
     let order = world.open_order("c_alice", 4999).await;
-    let after_order = rows(&world).await;
+    let after_order = world.customer_rows().await;
     let bodies = [
         (
             "coupons",
@@ -304,7 +278,7 @@ async fn nobody_acts_as_another_customer() {
     }
     assert_eq!(before.len(), after_order.len());
     assert_eq!(
-        rows(&world).await,
+        world.customer_rows().await,
         after_order,
         "Bob's attempts placed holds"
     );
@@ -679,7 +653,7 @@ async fn hostile_access_tokens_each_get_a_problem_of_their_own_and_change_nothin
     let jwks = world.issuer.issuer.signing_key().jwks().to_string();
     let kid = world.issuer.issuer.signing_key().kid().to_owned();
     let url = world.relay.url("/service/v1/orders");
-    let before = rows(&world).await;
+    let before = world.customer_rows().await;
     for (case, token, status, expected) in hostile_tokens(&sign, &claims(&world), &jwks, &kid) {
         let (got, challenge, text) = send(
             &world,
@@ -710,7 +684,7 @@ async fn hostile_access_tokens_each_get_a_problem_of_their_own_and_change_nothin
             "{case}: the token is echoed"
         );
     }
-    assert_eq!(rows(&world).await, before);
+    assert_eq!(world.customer_rows().await, before);
     // The valid one is served.
     let token = world
         .issuer

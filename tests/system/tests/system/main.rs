@@ -4,6 +4,7 @@ mod auth;
 mod checkout;
 mod crash_points;
 mod domains;
+mod dpop;
 mod durability;
 mod echo;
 mod fuzz;

@@ -73,6 +73,7 @@ async fn token(world: &World, fixture: &Authlib, client: &str, scope: Option<&st
         client,
         "fixture-secret",
         scope,
+        None,
     )
     .await
     .unwrap_or_else(|e| panic!("no token for {client}: {e}"))

@@ -278,7 +278,7 @@ async fn a_capture_whose_token_settles_another_amount_than_the_authorization_is_
         .payments
         .state
         .signer
-        .issue(jti, "c_alice", &order, more, &json!({}))
+        .issue(jti, "c_alice", None, &order, more, &json!({}))
         .await
         .unwrap();
     let (status, body) = world
