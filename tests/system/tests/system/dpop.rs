@@ -13,13 +13,13 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
 /// A customer's client: an access token bound to its key.
-struct Holder {
-    token: String,
-    key: ProofKey,
+pub(crate) struct Holder {
+    pub(crate) token: String,
+    pub(crate) key: ProofKey,
 }
 
 impl Holder {
-    fn new(world: &World, customer: &str) -> Self {
+    pub(crate) fn new(world: &World, customer: &str) -> Self {
         Self::with(
             world,
             customer,
@@ -70,14 +70,14 @@ impl Holder {
 
 /// An answer: status, body and its `WWW-Authenticate` challenge.
 #[derive(Debug)]
-struct Answer {
-    status: u16,
-    body: Value,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) body: Value,
     challenge: String,
     raw: String,
 }
 
-async fn send(
+pub(crate) async fn send(
     world: &World,
     method: &str,
     url: &str,

@@ -231,3 +231,46 @@ async fn a_stalled_drivers_late_writes_are_refused_and_the_new_owners_decision_s
         "the points came back once"
     );
 }
+
+/// A DPoP proof is accepted once across replicas: the replay cache is the shared store.
+/// Behind one public origin (`CTR_AUTH_DPOP_ORIGINS`, what a load balancer in front of the
+/// relays needs), the same proof sent to both relays at once creates one order.
+#[tokio::test]
+async fn a_dpop_proof_replayed_at_another_relay_replica_is_refused() {
+    if !replicas_run("a_dpop_proof_replayed_at_another_relay_replica_is_refused") {
+        return;
+    }
+    const ORIGIN: &str = "https://shop.example";
+    let world = World::start_tuned(
+        ctr_system_tests::domain_settings(),
+        |_| {},
+        |server| server.access.auth_dpop_origins = Some(ORIGIN.into()),
+    )
+    .await;
+    let mut replica = world.replica_server("order-processing");
+    replica.access.auth_dpop_origins = Some(ORIGIN.into());
+    let second = CrashableRelay::start(replica, world.relay_settings.clone(), world.clock.clone()).await;
+    world.wait_until_admin_ready(second.admin).await;
+    let alice = crate::dpop::Holder::new(&world, "c_alice");
+    let path = "/service/v1/orders";
+    let authorization = format!("DPoP {}", alice.token);
+    let body = json!({"total": {"amount": 100, "currency": "EUR"}});
+    let (one, two) = (world.relay.url(path), second.url(path));
+    for round in 0..5 {
+        let proof = alice.key.proof("POST", &format!("{ORIGIN}{path}"), Some(&alice.token)).unwrap();
+        let (first, second_answer) = tokio::join!(
+            crate::dpop::send(&world, "POST", &one, Some(body.clone()), Some(&authorization), std::slice::from_ref(&proof)),
+            crate::dpop::send(&world, "POST", &two, Some(body.clone()), Some(&authorization), std::slice::from_ref(&proof)),
+        );
+        let mut statuses = [
+            (first.status, problem_type(&first.body).to_owned()),
+            (second_answer.status, problem_type(&second_answer.body).to_owned()),
+        ];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [(201, String::new()), (401, "dpop-proof-replayed".to_owned())],
+            "round {round}: {first:?} {second_answer:?}"
+        );
+    }
+}
