@@ -731,3 +731,155 @@ async fn the_dev_issuer_binds_a_token_to_the_key_its_client_proves() {
     assert_eq!(answers[0], (200, json!("DPoP"), Value::Null));
     assert_eq!(answers[1], (400, Value::Null, json!("invalid_dpop_proof")));
 }
+
+/// Runs tests/oidc/dpop_client.py (Authlib's JOSE) with `args`; its stdout. `None` when no
+/// interpreter is configured outside CI (under CI it must run).
+fn authlib(args: &[&str]) -> Option<String> {
+    let Some(python) = std::env::var_os("CTR_TEST_AUTHLIB_PYTHON") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the Authlib DPoP interop test: set CTR_TEST_AUTHLIB_PYTHON=$(tests/oidc/setup.sh)"
+        );
+        eprintln!(
+            "NOT RUN: set CTR_TEST_AUTHLIB_PYTHON=$(tests/oidc/setup.sh) to run the Authlib DPoP interop test"
+        );
+        return None;
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../oidc/dpop_client.py");
+    let output = std::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "dpop_client.py {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(String::from_utf8(output.stdout).unwrap().trim().to_owned())
+}
+
+#[tokio::test]
+async fn proofs_made_by_authlib_are_accepted_and_ours_verify_with_authlib() {
+    let Some(made) = authlib(&["keygen", "--crv", "P-256"]) else {
+        return;
+    };
+    let world = World::start().await;
+    for (curve, made) in [("P-256", Some(made)), ("P-384", None)] {
+        let made: Value = match made {
+            Some(made) => serde_json::from_str(&made).unwrap(),
+            None => serde_json::from_str(&authlib(&["keygen", "--crv", curve]).unwrap()).unwrap(),
+        };
+        let jwk = made["jwk"].to_string();
+        let jkt = made["jkt"].as_str().unwrap();
+        // Authlib's RFC 7638 thumbprint is ours.
+        let mut public = made["jwk"].clone();
+        public.as_object_mut().unwrap().remove("d");
+        let public: jsonwebtoken::jwk::Jwk = serde_json::from_value(public).unwrap();
+        assert_eq!(
+            ctr_access::dpop::thumbprint(&public).unwrap(),
+            jkt,
+            "{curve}"
+        );
+
+        let token = world.issuer.issuer.mint_bound(
+            "c_alice",
+            &ctr_service_kit::scopes::ALL,
+            Duration::from_secs(600),
+            Some(jkt),
+        );
+        let ath = access_token_hash(&token);
+        let authorization = format!("DPoP {token}");
+        let prove = |htm: &str, htu: &str| {
+            authlib(&[
+                "proof", "--jwk", &jwk, "--htm", htm, "--htu", htu, "--ath", &ath,
+            ])
+            .unwrap()
+        };
+        let orders = world.relay.url("/service/v1/orders");
+        let proof = prove("POST", &orders);
+        let opened = send(
+            &world,
+            "POST",
+            &orders,
+            Some(json!({"total": eur(4999)})),
+            Some(&authorization),
+            std::slice::from_ref(&proof),
+        )
+        .await;
+        assert_eq!(opened.status, 201, "{curve}: {:?}", opened.body);
+        let replayed = send(
+            &world,
+            "POST",
+            &orders,
+            Some(json!({"total": eur(4999)})),
+            Some(&authorization),
+            &[proof],
+        )
+        .await;
+        assert_eq!(
+            (replayed.status, problem_type(&replayed.body)),
+            (401, "dpop-proof-replayed")
+        );
+        let wrong_method = send(
+            &world,
+            "POST",
+            &orders,
+            Some(json!({"total": eur(4999)})),
+            Some(&authorization),
+            &[prove("GET", &orders)],
+        )
+        .await;
+        assert_eq!(
+            (wrong_method.status, problem_type(&wrong_method.body)),
+            (401, "dpop-proof-method")
+        );
+        let order = opened.body["order_processing_id"].as_str().unwrap();
+        let points = world.points.running.url("/service/v1/points/confirmations");
+        let confirmed = send(
+            &world,
+            "POST",
+            &points,
+            Some(json!({"order_processing_id": order, "points": 10, "currency": "EUR"})),
+            Some(&authorization),
+            &[prove("POST", &points)],
+        )
+        .await;
+        assert_eq!(confirmed.status, 201, "{curve}: {:?}", confirmed.body);
+        assert_eq!(
+            claims(confirmed.body["token"].as_str().unwrap())["cnf"]["jkt"],
+            jkt
+        );
+        let shown_url = world.relay.url(&format!("/service/v1/orders/{order}"));
+        let shown = send(
+            &world,
+            "GET",
+            &shown_url,
+            None,
+            Some(&authorization),
+            &[prove("GET", &shown_url)],
+        )
+        .await;
+        assert_eq!(shown.status, 200, "{curve}: {:?}", shown.body);
+    }
+    // And Authlib verifies the proofs ctr's clients make, with the same thumbprint.
+    for alg in [Algorithm::ES256, Algorithm::ES384] {
+        let key = ProofKey::generate(alg).unwrap();
+        let proof = key
+            .proof(
+                "POST",
+                "https://localhost:8443/service/v1/orders",
+                Some("at"),
+            )
+            .unwrap();
+        let checked: Value =
+            serde_json::from_str(&authlib(&["verify", "--proof", &proof]).unwrap()).unwrap();
+        assert_eq!(checked["jkt"], key.thumbprint());
+        assert_eq!(
+            checked["claims"]["htu"],
+            "https://localhost:8443/service/v1/orders"
+        );
+        assert_eq!(checked["claims"]["ath"], access_token_hash("at"));
+        assert_eq!(checked["header"]["typ"], "dpop+jwt");
+    }
+}

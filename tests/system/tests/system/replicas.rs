@@ -249,7 +249,8 @@ async fn a_dpop_proof_replayed_at_another_relay_replica_is_refused() {
     .await;
     let mut replica = world.replica_server("order-processing");
     replica.access.auth_dpop_origins = Some(ORIGIN.into());
-    let second = CrashableRelay::start(replica, world.relay_settings.clone(), world.clock.clone()).await;
+    let second =
+        CrashableRelay::start(replica, world.relay_settings.clone(), world.clock.clone()).await;
     world.wait_until_admin_ready(second.admin).await;
     let alice = crate::dpop::Holder::new(&world, "c_alice");
     let path = "/service/v1/orders";
@@ -257,19 +258,42 @@ async fn a_dpop_proof_replayed_at_another_relay_replica_is_refused() {
     let body = json!({"total": {"amount": 100, "currency": "EUR"}});
     let (one, two) = (world.relay.url(path), second.url(path));
     for round in 0..5 {
-        let proof = alice.key.proof("POST", &format!("{ORIGIN}{path}"), Some(&alice.token)).unwrap();
+        let proof = alice
+            .key
+            .proof("POST", &format!("{ORIGIN}{path}"), Some(&alice.token))
+            .unwrap();
         let (first, second_answer) = tokio::join!(
-            crate::dpop::send(&world, "POST", &one, Some(body.clone()), Some(&authorization), std::slice::from_ref(&proof)),
-            crate::dpop::send(&world, "POST", &two, Some(body.clone()), Some(&authorization), std::slice::from_ref(&proof)),
+            crate::dpop::send(
+                &world,
+                "POST",
+                &one,
+                Some(body.clone()),
+                Some(&authorization),
+                std::slice::from_ref(&proof)
+            ),
+            crate::dpop::send(
+                &world,
+                "POST",
+                &two,
+                Some(body.clone()),
+                Some(&authorization),
+                std::slice::from_ref(&proof)
+            ),
         );
         let mut statuses = [
             (first.status, problem_type(&first.body).to_owned()),
-            (second_answer.status, problem_type(&second_answer.body).to_owned()),
+            (
+                second_answer.status,
+                problem_type(&second_answer.body).to_owned(),
+            ),
         ];
         statuses.sort();
         assert_eq!(
             statuses,
-            [(201, String::new()), (401, "dpop-proof-replayed".to_owned())],
+            [
+                (201, String::new()),
+                (401, "dpop-proof-replayed".to_owned())
+            ],
             "round {round}: {first:?} {second_answer:?}"
         );
     }
