@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::Targets;
+use crate::{Credential, Targets};
 
 pub const STEPS: [&str; 6] = ["order", "coupon", "points", "payment", "checkout", "flow"];
 
@@ -16,18 +16,29 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-/// A virtual customer's client and access token.
+/// A virtual customer's client and credentials.
 #[derive(Clone, Copy)]
 struct Caller<'a> {
     client: &'a reqwest::Client,
-    token: &'a str,
+    credential: &'a Credential,
 }
 
 async fn post(caller: Caller<'_>, url: String, body: Value) -> Result<Value, String> {
-    let response = caller
-        .client
-        .post(url)
-        .bearer_auth(caller.token)
+    let token = &caller.credential.token;
+    let request = match &caller.credential.key {
+        None => caller.client.post(url).bearer_auth(token),
+        Some(key) => {
+            let proof = key
+                .proof("POST", &url, Some(token))
+                .map_err(|e| format!("proof: {e}"))?;
+            caller
+                .client
+                .post(url)
+                .header(reqwest::header::AUTHORIZATION, format!("DPoP {token}"))
+                .header("DPoP", proof)
+        }
+    };
+    let response = request
         .json(&body)
         .send()
         .await
@@ -64,7 +75,7 @@ pub async fn run(client: &reqwest::Client, targets: &Targets, customer: usize) -
     let started = Instant::now();
     let caller = Caller {
         client,
-        token: &targets.tokens[customer % targets.tokens.len().max(1)],
+        credential: &targets.tokens[customer % targets.tokens.len().max(1)],
     };
     let outcome = steps(caller, targets, customer, &mut latencies).await;
     if outcome.is_ok() {

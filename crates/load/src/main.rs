@@ -24,8 +24,44 @@ pub struct Targets {
     pub coupons: String,
     pub points: String,
     pub payments: String,
-    /// Each virtual customer's access token (`c_load_<i>`), by index.
-    pub tokens: std::sync::Arc<Vec<String>>,
+    /// Each virtual customer's credentials (`c_load_<i>`), by index.
+    pub tokens: std::sync::Arc<Vec<Credential>>,
+}
+
+/// A virtual customer's access token and, when it is DPoP-bound, its key.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub token: String,
+    pub key: Option<std::sync::Arc<ctr_access::dpop::ProofKey>>,
+}
+
+/// How the virtual customers authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Auth {
+    /// Bearer access tokens.
+    Bearer,
+    /// DPoP-bound access tokens (a P-256 key each) and a proof with every request.
+    Dpop,
+}
+
+impl Auth {
+    /// A new key for a customer, when this mode has one.
+    pub fn key(self) -> Result<Option<std::sync::Arc<ctr_access::dpop::ProofKey>>, String> {
+        match self {
+            Self::Bearer => Ok(None),
+            Self::Dpop => ctr_access::dpop::ProofKey::generate(jsonwebtoken::Algorithm::ES256)
+                .map(|k| Some(std::sync::Arc::new(k)))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The suffix of a run's name.
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Bearer => "",
+            Self::Dpop => "+dpop",
+        }
+    }
 }
 
 #[derive(Parser)]
@@ -67,6 +103,11 @@ struct Cli {
     /// or a `postgres://` URL (a database per service on that server).
     #[arg(long, value_delimiter = ',', default_value = "sqlite")]
     store: Vec<stack::StoreChoice>,
+    /// How the virtual customers authenticate, comma-separated, each run in turn for every
+    /// store: `bearer` tokens, or `dpop` (tokens bound to a key per customer, a proof signed
+    /// per request and checked, and recorded once, by every service).
+    #[arg(long, value_delimiter = ',', default_value = "bearer")]
+    auth: Vec<Auth>,
     /// Run the virtual customers on a runtime of their own (threads `ctr-load-gen`), for
     /// profiles (docs/bench/profile.sh); slower than the default shared runtime.
     #[arg(long)]
@@ -180,23 +221,29 @@ fn main() -> ExitCode {
 }
 
 /// Runs every requested store and reports; answers how many flows failed in all.
-/// Each virtual customer's access token from `--issuer` (client credentials).
-async fn log_in(client: &reqwest::Client, cli: &Cli) -> Result<Vec<String>, String> {
+/// Each virtual customer's access token from `--issuer` (client credentials), bound to a key
+/// of its own under `auth`.
+async fn log_in(
+    client: &reqwest::Client,
+    cli: &Cli,
+    auth: Auth,
+) -> Result<Vec<Credential>, String> {
     let issuer = cli.issuer.trim_end_matches('/');
     let mut tokens = Vec::with_capacity(cli.customers);
     for customer in 0..cli.customers {
         let client_id = format!("c_load_{customer}");
+        let key = auth.key()?;
         let token = ctr_access::client_credentials(
             client,
             &format!("{issuer}/token"),
             &client_id,
             &cli.client_secret,
             None,
-            None,
+            key.as_deref(),
         )
         .await
         .map_err(|e| format!("{issuer}: {e}"))?;
-        tokens.push(token);
+        tokens.push(Credential { token, key });
     }
     Ok(tokens)
 }
@@ -218,26 +265,34 @@ async fn run(cli: Cli, customers: tokio::runtime::Handle) -> Result<u64, String>
             }
             let client = ctr_service_kit::https_client(ca, None, Duration::from_secs(30))
                 .map_err(|e| e.to_string())?;
-            let targets = Targets {
-                relay: urls[0].clone(),
-                coupons: urls[1].clone(),
-                points: urls[2].clone(),
-                payments: urls[3].clone(),
-                tokens: std::sync::Arc::new(log_in(&client, &cli).await?),
-            };
-            reports.push(drive(&cli, "deployment", &targets, &client, &bound, &customers).await);
+            for &auth in &cli.auth {
+                let targets = Targets {
+                    relay: urls[0].clone(),
+                    coupons: urls[1].clone(),
+                    points: urls[2].clone(),
+                    payments: urls[3].clone(),
+                    tokens: std::sync::Arc::new(log_in(&client, &cli, auth).await?),
+                };
+                let name = format!("deployment{}", auth.suffix());
+                reports.push(drive(&cli, &name, &targets, &client, &bound, &customers).await);
+            }
         }
         (Some(_), None) => return Err("--targets needs --ca".into()),
         _ => {
-            for store in &cli.store {
-                let stack = stack::InProcess::start(cli.customers, store)
+            for (store, &auth) in cli
+                .store
+                .iter()
+                .flat_map(|store| cli.auth.iter().map(move |auth| (store, auth)))
+            {
+                let stack = stack::InProcess::start(cli.customers, store, auth)
                     .await
                     .map_err(|e| e.to_string())?;
                 let client = stack.pki.client(None);
+                let name = format!("{}{}", store.name(), auth.suffix());
                 reports.push(
                     drive(
                         &cli,
-                        store.name(),
+                        &name,
                         &stack.targets,
                         &client,
                         &bound,

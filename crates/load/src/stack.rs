@@ -137,7 +137,11 @@ impl StoreChoice {
 }
 
 impl InProcess {
-    pub async fn start(customers: usize, store: &StoreChoice) -> Result<Self, StartError> {
+    pub async fn start(
+        customers: usize,
+        store: &StoreChoice,
+        auth: crate::Auth,
+    ) -> Result<Self, StartError> {
         let pki = TestPki::new();
         // The customers' issuer first: every service's config trusts it.
         let issuer = dev_issuer::build(
@@ -151,13 +155,16 @@ impl InProcess {
         pki.trust_customer_issuer(issuer.issuer.url());
         let tokens = (0..customers)
             .map(|i| {
-                issuer.issuer.mint(
+                let key = auth.key().map_err(StartError::Service)?;
+                let token = issuer.issuer.mint_bound(
                     &format!("c_load_{i}"),
                     &ctr_service_kit::scopes::ALL,
                     Duration::from_secs(24 * 3600),
-                )
+                    key.as_ref().map(|k| k.thumbprint()),
+                );
+                Ok(crate::Credential { token, key })
             })
-            .collect();
+            .collect::<Result<Vec<_>, StartError>>()?;
         let mut stops = Vec::new();
         run(issuer.app, &mut stops);
         let mut servers = std::collections::HashMap::new();
