@@ -1,5 +1,6 @@
 //! DPoP proofs: the RFC 9449 and RFC 7638 examples as test vectors, proofs this crate makes,
 //! and every hostile proof refused with its own reason.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

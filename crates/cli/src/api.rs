@@ -342,6 +342,18 @@ impl Stack {
             .map_err(|e| Unreachable(format!("{}: {e}", file.display())))
     }
 
+    /// A DPoP proof for one request with CTR_ACCESS_TOKEN and its key.
+    pub fn proof(&self, method: &str, url: &str) -> Result<String, Unreachable> {
+        let token = self.endpoints.access_token.as_deref().ok_or_else(|| {
+            Unreachable("set CTR_ACCESS_TOKEN first: export CTR_ACCESS_TOKEN=$(ctr login)".into())
+        })?;
+        let key = self.key_of(token)?.ok_or_else(|| {
+            Unreachable("CTR_ACCESS_TOKEN is a bearer token (no cnf.jkt): it needs no proof".into())
+        })?;
+        key.proof(method, url, Some(token))
+            .map_err(|e| Unreachable(e.to_string()))
+    }
+
     /// Keeps `session`'s key where a later `ctr` finds it by the token's `cnf.jkt`: the
     /// directory `0700`, the file `0600`, written before it is readable under its name.
     pub fn keep_key(&self, session: &Session) -> Result<Option<PathBuf>, Unreachable> {

@@ -75,6 +75,14 @@ enum Command {
     /// it: `export CTR_ACCESS_TOKEN=$(ctr login --customer c_bob)`. With DPoP (the default)
     /// the token is bound to a new key kept in the key directory, where later commands find it.
     Login,
+    /// Print a DPoP proof for one request with CTR_ACCESS_TOKEN's key (found by its
+    /// `cnf.jkt` in the key directory), for curl: `-H "DPoP: $(ctr proof POST <url>)"`.
+    Proof {
+        /// The request's method (`POST`).
+        method: String,
+        /// The request's URL, exactly as the request addresses it.
+        url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -232,6 +240,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Unreachable> {
             report(&stack.checkout(&order, &tokens).await?, None)
         }
         Command::Token(_) => ExitCode::SUCCESS,
+        Command::Proof { method, url } => {
+            println!("{}", stack.proof(&method.to_ascii_uppercase(), &url)?);
+            ExitCode::SUCCESS
+        }
         Command::Login => {
             let customer = stack.endpoints.customer.clone();
             let session = stack.login(&customer).await?;

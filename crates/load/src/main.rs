@@ -289,17 +289,7 @@ async fn run(cli: Cli, customers: tokio::runtime::Handle) -> Result<u64, String>
                     .map_err(|e| e.to_string())?;
                 let client = stack.pki.client(None);
                 let name = format!("{}{}", store.name(), auth.suffix());
-                reports.push(
-                    drive(
-                        &cli,
-                        &name,
-                        &stack.targets,
-                        &client,
-                        &bound,
-                        &customers,
-                    )
-                    .await,
-                );
+                reports.push(drive(&cli, &name, &stack.targets, &client, &bound, &customers).await);
             }
         }
     }
