@@ -98,7 +98,7 @@ async fn customers_are_who_their_access_token_says(stack: &Stack, order: &str) {
     assert_eq!(response.status(), 401);
     assert_eq!(
         response.headers()["www-authenticate"].to_str().unwrap(),
-        "Bearer realm=\"ctr\""
+        "Bearer realm=\"ctr\", DPoP realm=\"ctr\", algs=\"ES256 ES384 EdDSA PS256 RS256\""
     );
     let bob = stack.token("c_bob").await;
     let response = stack

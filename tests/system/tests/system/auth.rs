@@ -154,7 +154,12 @@ async fn without_a_valid_token_every_customer_endpoint_answers_401_with_a_challe
                         (401, "access-token-missing"),
                         "{method} {url}: {text}"
                     );
-                    assert_eq!(challenge, "Bearer realm=\"ctr\"", "{method} {url}");
+                    // Both schemes are offered (RFC 9449 section 7.1), no error code.
+                    assert_eq!(
+                        challenge,
+                        "Bearer realm=\"ctr\", DPoP realm=\"ctr\", algs=\"ES256 ES384 EdDSA PS256 RS256\"",
+                        "{method} {url}"
+                    );
                 }
                 Some("Bearer") => {
                     assert_eq!(
