@@ -234,8 +234,8 @@ fn keys_round_trip_and_prove() {
     assert!(ProofKey::from_pem("not a key").is_err());
 }
 
-/// Rebuilds a proof with `edit` applied to its header and claims, signed again by `key` (a
-/// P-256 key) or left with the original signature when `resign` is false.
+/// Rebuilds a proof with `edit` applied to its header and claims, signed again by `key`
+/// or left with the original signature when `resign` is false.
 fn edited(
     key: &ProofKey,
     proof: &str,
@@ -248,17 +248,12 @@ fn edited(
     };
     let (mut header, mut claims) = (decode(parts[0]), decode(parts[1]));
     edit(&mut header, &mut claims);
+    if resign {
+        return key.sign_raw(&header, &claims).unwrap();
+    }
     let head = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap());
     let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
-    if !resign {
-        return format!("{head}.{body}.{}", parts[2]);
-    }
-    let signing = format!("{head}.{body}");
-    let secret: p256::SecretKey = p256::pkcs8::DecodePrivateKey::from_pkcs8_pem(key.pem()).unwrap();
-    let signer = p256::ecdsa::SigningKey::from(secret);
-    let signature: p256::ecdsa::Signature =
-        p256::ecdsa::signature::Signer::sign(&signer, signing.as_bytes());
-    format!("{signing}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+    format!("{head}.{body}.{}", parts[2])
 }
 
 fn remove(value: &mut Value, name: &str) {

@@ -110,6 +110,25 @@ impl ProofKey {
         &self.jkt
     }
 
+    /// Signs `header` and `claims` exactly as given, in compact form. For tests and tools that
+    /// must make hostile proofs with valid signatures; clients use [`Self::proof`].
+    pub fn sign_raw(
+        &self,
+        header: &serde_json::Value,
+        claims: &serde_json::Value,
+    ) -> Result<String, KeyError> {
+        use base64::Engine as _;
+        let encode = |value: &serde_json::Value| {
+            serde_json::to_vec(value)
+                .map(|json| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
+                .map_err(|e| KeyError::Sign(e.to_string()))
+        };
+        let signing = format!("{}.{}", encode(header)?, encode(claims)?);
+        let signature = jsonwebtoken::crypto::sign(signing.as_bytes(), &self.encoding, self.alg)
+            .map_err(|e| KeyError::Sign(e.to_string()))?;
+        Ok(format!("{signing}.{signature}"))
+    }
+
     /// A proof for one request: `method` and `url` (query and fragment are dropped), and
     /// the access token it accompanies (none at a token endpoint).
     pub fn proof(

@@ -308,8 +308,8 @@ async fn a_stolen_confirmation_token_is_refused_and_nothing_is_redeemed() {
     assert_eq!(outcomes(&done.body), ["redeemed", "redeemed", "redeemed"]);
 }
 
-/// Rebuilds `proof` with `edit` applied to header and claims, signed again with `key` (a
-/// P-256 key), or keeping its signature when `resign` is false.
+/// Rebuilds `proof` with `edit` applied to header and claims, signed again with `key`,
+/// or keeping its signature when `resign` is false.
 fn edited(
     key: &ProofKey,
     proof: &str,
@@ -322,17 +322,12 @@ fn edited(
     };
     let (mut header, mut claims) = (decode(parts[0]), decode(parts[1]));
     edit(&mut header, &mut claims);
+    if resign {
+        return key.sign_raw(&header, &claims).unwrap();
+    }
     let head = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap());
     let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
-    if !resign {
-        return format!("{head}.{body}.{}", parts[2]);
-    }
-    let signing = format!("{head}.{body}");
-    let secret: p256::SecretKey = p256::pkcs8::DecodePrivateKey::from_pkcs8_pem(key.pem()).unwrap();
-    let signer = p256::ecdsa::SigningKey::from(secret);
-    let signature: p256::ecdsa::Signature =
-        p256::ecdsa::signature::Signer::sign(&signer, signing.as_bytes());
-    format!("{signing}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+    format!("{head}.{body}.{}", parts[2])
 }
 
 #[tokio::test]
