@@ -76,9 +76,9 @@ pub struct Endpoints {
     /// in nowhere. Only from the environment, so that it never shows in a process list.
     #[arg(skip = std::env::var("CTR_ACCESS_TOKEN").ok().filter(|t| !t.trim().is_empty()))]
     pub access_token: Option<String>,
-    /// The key `ctr` proves with (DPoP, RFC 9449): each login binds its access token to a
-    /// new key of this kind and every request carries a proof signed with it; `off` asks for
-    /// bearer tokens (where the stack accepts them).
+    /// The key `ctr` proves with (DPoP, RFC 9449): logins bind the access token to the
+    /// customer's key of this kind and every request carries a proof signed with it; `off`
+    /// asks for bearer tokens (where the stack accepts them).
     #[arg(
         long,
         env = "CTR_DPOP",
@@ -87,8 +87,8 @@ pub struct Endpoints {
         global = true
     )]
     pub dpop: DpopMode,
-    /// Where `ctr login` keeps the DPoP key of each token it prints (`<thumbprint>.pem`, mode
-    /// 0600), and where a DPoP-bound CTR_ACCESS_TOKEN's key is looked up.
+    /// Where each customer's DPoP key is kept (`<customer>-es256.pem`, mode 0600), and where
+    /// a DPoP-bound CTR_ACCESS_TOKEN's key is looked up by its thumbprint.
     #[arg(long, env = "CTR_DPOP_KEY_DIR", global = true)]
     pub dpop_key_dir: Option<PathBuf>,
 }
@@ -244,11 +244,17 @@ impl Stack {
     pub async fn login(&self, customer: &str) -> Result<Session, Unreachable> {
         let key = match self.endpoints.dpop {
             DpopMode::Off => None,
-            DpopMode::Es256 => Some(ProofKey::generate(Algorithm::ES256)),
-            DpopMode::Es384 => Some(ProofKey::generate(Algorithm::ES384)),
-        }
-        .transpose()
-        .map_err(|e| Unreachable(e.to_string()))?;
+            DpopMode::Es256 => Some(customer_key(
+                self.endpoints.key_dir().ok(),
+                customer,
+                Algorithm::ES256,
+            )?),
+            DpopMode::Es384 => Some(customer_key(
+                self.endpoints.key_dir().ok(),
+                customer,
+                Algorithm::ES384,
+            )?),
+        };
         self.login_with(customer, key).await
     }
 
@@ -324,22 +330,19 @@ impl Stack {
             .await
     }
 
-    /// The key a DPoP-bound `token` needs, from the key directory; none for a bearer token.
+    /// The key a DPoP-bound `token` needs: the key in the key directory whose thumbprint is
+    /// the token's `cnf.jkt`; none for a bearer token.
     fn key_of(&self, token: &str) -> Result<Option<ProofKey>, Unreachable> {
         let Some(jkt) = crate::token::bound_key(token) else {
             return Ok(None);
         };
         let dir = self.endpoints.key_dir()?;
-        let file = dir.join(format!("{jkt}.pem"));
-        let pem = std::fs::read_to_string(&file).map_err(|e| {
+        key_in(&dir, &jkt).map(Some).ok_or_else(|| {
             Unreachable(format!(
-                "CTR_ACCESS_TOKEN is DPoP-bound, but its key is not at {}: {e} (log in with `ctr login` on this machine, or pass --dpop-key-dir)",
-                file.display()
+                "CTR_ACCESS_TOKEN is DPoP-bound, but its key is not in {} (log in with `ctr login` on this machine, or pass --dpop-key-dir)",
+                dir.display()
             ))
-        })?;
-        ProofKey::from_pem(&pem)
-            .map(Some)
-            .map_err(|e| Unreachable(format!("{}: {e}", file.display())))
+        })
     }
 
     /// A DPoP proof for one request with CTR_ACCESS_TOKEN and its key.
@@ -352,37 +355,6 @@ impl Stack {
         })?;
         key.proof(method, url, Some(token))
             .map_err(|e| Unreachable(e.to_string()))
-    }
-
-    /// Keeps `session`'s key where a later `ctr` finds it by the token's `cnf.jkt`: the
-    /// directory `0700`, the file `0600`, written before it is readable under its name.
-    pub fn keep_key(&self, session: &Session) -> Result<Option<PathBuf>, Unreachable> {
-        let Some(key) = &session.key else {
-            return Ok(None);
-        };
-        let dir = self.endpoints.key_dir()?;
-        let fail = |e: std::io::Error| Unreachable(format!("{}: {e}", dir.display()));
-        std::fs::create_dir_all(&dir).map_err(fail)?;
-        let file = dir.join(format!("{}.pem", key.thumbprint()));
-        let staging = dir.join(format!(".{}.pem.tmp", key.thumbprint()));
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
-            let mut out = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&staging)
-                .map_err(fail)?;
-            std::io::Write::write_all(&mut out, key.pem().as_bytes()).map_err(fail)?;
-            out.sync_all().map_err(fail)?;
-        }
-        #[cfg(not(unix))]
-        std::fs::write(&staging, key.pem()).map_err(fail)?;
-        std::fs::rename(&staging, &file).map_err(fail)?;
-        Ok(Some(file))
     }
 
     /// `request` with the session's credentials: `Bearer`, or `DPoP` and a fresh proof.
@@ -533,5 +505,131 @@ impl Stack {
             self.customer()
         ))
         .await
+    }
+}
+
+/// The customer's DPoP key of kind `alg`, kept in the key directory `dir`
+/// (`<customer>-es256.pem`) so that every `ctr` run for the customer proves the same key:
+/// tokens confirmed by one command check out with the next. Made on first use; where it
+/// cannot be kept (no directory, a customer name that is no file name, a read-only disk), a
+/// key for this run only, with a warning.
+fn customer_key(
+    dir: Option<PathBuf>,
+    customer: &str,
+    alg: Algorithm,
+) -> Result<ProofKey, Unreachable> {
+    let fresh = || ProofKey::generate(alg).map_err(|e| Unreachable(e.to_string()));
+    let name_ok = !customer.is_empty()
+        && customer
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let Some(dir) = dir.filter(|_| name_ok) else {
+        return fresh();
+    };
+    let kind = format!("{alg:?}").to_ascii_lowercase();
+    let file = dir.join(format!("{customer}-{kind}.pem"));
+    match std::fs::read_to_string(&file) {
+        Ok(pem) => {
+            return ProofKey::from_pem(&pem)
+                .map_err(|e| Unreachable(format!("{}: {e}", file.display())));
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Unreachable(format!("{}: {e}", file.display())));
+        }
+        Err(_) => {}
+    }
+    let key = fresh()?;
+    if let Err(error) = write_private(&dir, &file, key.pem()) {
+        eprintln!(
+            "ctr: the DPoP key could not be kept in {} ({error}); tokens confirmed in this run check out only in this run",
+            dir.display()
+        );
+    }
+    Ok(key)
+}
+
+/// The key in `dir` whose RFC 7638 thumbprint is `jkt`.
+fn key_in(dir: &std::path::Path, jkt: &str) -> Option<ProofKey> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|entry| entry.path().extension().is_some_and(|e| e == "pem"))
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .filter_map(|pem| ProofKey::from_pem(&pem).ok())
+        .find(|key| key.thumbprint() == jkt)
+}
+
+/// Writes `contents` to `file` in `dir` readable by its owner only: the directory `0700`, the
+/// file `0600`, synced under a temporary name and then renamed, so that it is never readable
+/// half-written or by others.
+fn write_private(
+    dir: &std::path::Path,
+    file: &std::path::Path,
+    contents: &str,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let staging = file.with_extension("pem.tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&staging)?;
+        std::io::Write::write_all(&mut out, contents.as_bytes())?;
+        out.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    std::fs::write(&staging, contents)?;
+    std::fs::rename(&staging, file)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    #[test]
+    fn a_customer_keeps_one_private_key_that_its_tokens_find() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("dpop");
+        let first = customer_key(Some(keys.clone()), "c_alice", Algorithm::ES256).unwrap();
+        let again = customer_key(Some(keys.clone()), "c_alice", Algorithm::ES256).unwrap();
+        assert_eq!(
+            first.thumbprint(),
+            again.thumbprint(),
+            "the same key every run"
+        );
+        let p384 = customer_key(Some(keys.clone()), "c_alice", Algorithm::ES384).unwrap();
+        assert_eq!(p384.algorithm(), Algorithm::ES384);
+        let bob = customer_key(Some(keys.clone()), "c_bob", Algorithm::ES256).unwrap();
+        assert_ne!(bob.thumbprint(), first.thumbprint());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode =
+                |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&keys), 0o700);
+            assert_eq!(mode(&keys.join("c_alice-es256.pem")), 0o600);
+        }
+        assert_eq!(
+            key_in(&keys, first.thumbprint()).map(|k| k.thumbprint().to_owned()),
+            Some(first.thumbprint().to_owned())
+        );
+        assert!(key_in(&keys, "unknown").is_none());
+        // A name that is no file name, or no directory: a key for this run only.
+        let odd = customer_key(Some(keys.clone()), "../x", Algorithm::ES256).unwrap();
+        assert_ne!(
+            odd.thumbprint(),
+            customer_key(Some(keys.clone()), "../x", Algorithm::ES256)
+                .unwrap()
+                .thumbprint()
+        );
+        assert!(customer_key(None, "c_alice", Algorithm::ES256).is_ok());
+        assert_eq!(std::fs::read_dir(&keys).unwrap().count(), 3);
     }
 }

@@ -73,7 +73,8 @@ enum Command {
     Token(TokenCommand),
     /// Get an access token for `--customer` from the issuer (client credentials) and print
     /// it: `export CTR_ACCESS_TOKEN=$(ctr login --customer c_bob)`. With DPoP (the default)
-    /// the token is bound to a new key kept in the key directory, where later commands find it.
+    /// the token is bound to the customer's key in the key directory, where later commands
+    /// find it.
     Login,
     /// Print a DPoP proof for one request with CTR_ACCESS_TOKEN's key (found by its
     /// `cnf.jkt` in the key directory), for curl: `-H "DPoP: $(ctr proof POST <url>)"`.
@@ -246,11 +247,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Unreachable> {
         }
         Command::Login => {
             let customer = stack.endpoints.customer.clone();
-            let session = stack.login(&customer).await?;
-            if let Some(file) = stack.keep_key(&session)? {
-                eprintln!("DPoP key kept at {}", file.display());
-            }
-            println!("{}", session.token);
+            println!("{}", stack.login(&customer).await?.token);
             ExitCode::SUCCESS
         }
     })
