@@ -25,6 +25,7 @@
 
 mod config;
 mod mock;
+mod vault;
 
 use std::fmt;
 
@@ -32,6 +33,7 @@ use async_trait::async_trait;
 
 pub use config::{KmsConfig, Seed};
 pub use mock::MockKms;
+pub use vault::{VaultKms, VaultSettings};
 
 /// The version of a key, unique across key ids (it becomes a token's `kid`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -85,6 +87,9 @@ pub enum KmsError {
     KeyDerivation(String),
     #[error("the KMS backend failed: {0}")]
     Backend(String),
+    /// The KMS could not be reached or did not answer in time: worth retrying later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A key management service. Usable as `Arc<dyn Kms>`.

