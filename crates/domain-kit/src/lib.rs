@@ -64,9 +64,7 @@ pub async fn build<L: Ledger>(
         .transact(move |tx| Box::pin(async move { seeding.seed(tx).await }))
         .await
         .map_err(|e| StartError::Store(format!("the seed data could not be loaded: {e}")))?;
-    let kms = kms(&settings.kms, &store)
-        .await
-        .map_err(|e| StartError::Store(format!("the mock KMS seed: {e}")))?;
+    let kms = kms(&settings.kms, &store).await?;
     let signer = Signer::new(
         L::DOMAIN,
         L::CAPABILITY,
@@ -108,8 +106,18 @@ pub async fn build<L: Ledger>(
             }
         }
     });
-    let key_id = state.signer.key_id().to_owned();
-    health.register("signing-key", move || Ok(format!("{key_id} in the KMS")));
+    let (signing, backend) = (Arc::downgrade(&state), settings.kms.backend());
+    health.register("kms", move || match signing.upgrade() {
+        Some(state) if state.signer.ready() => Ok(format!(
+            "{} signs through the {backend} KMS",
+            state.signer.key_id()
+        )),
+        Some(state) => Err(format!(
+            "the {backend} KMS has not signed with {} yet",
+            state.signer.key_id()
+        )),
+        None => Err("stopped".into()),
+    });
     let router = routes(state.clone())
         .merge(extra(state.clone()))
         .layer(customers.layer())
@@ -123,34 +131,47 @@ pub async fn build<L: Ledger>(
 }
 
 /// The configured KMS. A mock without a configured seed takes the seed kept in the store
-/// (drawn at random the first time), so its keys survive restarts and agree across replicas.
+/// (drawn at random the first time), so its keys survive restarts and agree across replicas;
+/// it says at start that it is not for production.
 async fn kms(
     config: &KmsConfig,
     store: &ctr_store::Store,
-) -> Result<Arc<dyn ctr_kms::Kms>, ctr_store::StoreError> {
+) -> Result<Arc<dyn ctr_kms::Kms>, StartError> {
     use ctr_store::{query, query_as};
+    let invalid = |e: ctr_kms::KmsError| StartError::Service(format!("CTR_KMS__*: {e}"));
+    if matches!(config, KmsConfig::Mock { .. }) {
+        tracing::warn!(
+            "the mock KMS keeps this domain's signing key material in process and in its store: for development only, never production (set CTR_KMS__BACKEND=vault)"
+        );
+    }
     match config {
-        KmsConfig::Mock { seed: Some(_) } => Ok(config.build()),
         KmsConfig::Mock { seed: None } => {
-            let mut drawn = [0_u8; 32];
-            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut drawn);
-            let drawn: String = drawn.iter().map(|b| format!("{b:02x}")).collect();
-            store
-                .execute(
-                    query(
-                        "INSERT INTO mock_kms_seed (id, seed) VALUES (1, $1) \
-                         ON CONFLICT (id) DO NOTHING",
+            let seed = async {
+                let mut drawn = [0_u8; 32];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut drawn);
+                let drawn: String = drawn.iter().map(|b| format!("{b:02x}")).collect();
+                store
+                    .execute(
+                        query(
+                            "INSERT INTO mock_kms_seed (id, seed) VALUES (1, $1) \
+                             ON CONFLICT (id) DO NOTHING",
+                        )
+                        .bind(drawn),
                     )
-                    .bind(drawn),
-                )
-                .await?;
-            let (seed,): (String,) = store
-                .fetch_one(query_as("SELECT seed FROM mock_kms_seed WHERE id = 1"))
-                .await?;
-            Ok(KmsConfig::Mock {
+                    .await?;
+                let (seed,): (String,) = store
+                    .fetch_one(query_as("SELECT seed FROM mock_kms_seed WHERE id = 1"))
+                    .await?;
+                Ok::<_, ctr_store::StoreError>(seed)
+            }
+            .await
+            .map_err(|e| StartError::Store(format!("the mock KMS seed: {e}")))?;
+            KmsConfig::Mock {
                 seed: Some(Seed::new(seed)),
             }
-            .build())
+            .build()
+            .map_err(invalid)
         }
+        other => other.build().map_err(invalid),
     }
 }

@@ -10,17 +10,54 @@ use ctr_token::{Clock, JwkSet, Settlement, VerifyError};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::issue::{IssuedToken, IssuerConfig, TokenIssuer};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::http::StatusCode;
+use tokio::sync::Semaphore;
+
+use crate::issue::{IssueError, IssuedToken, IssuerConfig, TokenIssuer};
+
+/// Makes sure the KMS holds `key_id` (creating it when missing) and signs with it.
+async fn probe(kms: &dyn Kms, key_id: &str) -> Result<(), ctr_kms::KmsError> {
+    let version = match kms.primary_version(key_id).await {
+        Ok(version) => version,
+        Err(ctr_kms::KmsError::KeyNotFound(_)) => kms.create_key(key_id).await?,
+        Err(error) => return Err(error),
+    };
+    kms.sign(key_id, &version, b"readiness").await.map(|_| ())
+}
+
+/// 503 `kms-unavailable`: nothing was signed, and the caller may retry.
+fn kms_unavailable(detail: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "kms-unavailable",
+        "KMS unavailable",
+        detail,
+    )
+    .retry_after(1)
+}
 
 /// The audience of every token: the relay.
 pub const AUDIENCE: &str = "order-processing";
 
+/// How many signatures may wait on the KMS at once: a slow KMS makes confirmations answer
+/// 503 instead of piling up requests.
+const KMS_IN_FLIGHT: usize = 64;
+
 /// Signs this domain's tokens.
 pub struct Signer {
     issuer: TokenIssuer,
+    /// Whether the KMS holds the signing key and signed with it (readiness).
+    ready: Arc<AtomicBool>,
+    in_flight: Arc<Semaphore>,
 }
 
 impl Signer {
+    /// The signer for `domain`'s key in `kms`. The key is made (or found) and a test
+    /// signature made now; if the KMS cannot, again in the background until it answers, and
+    /// meanwhile the `kms` readiness check fails and confirmations answer 503
+    /// `kms-unavailable`.
     pub async fn new(
         domain: &'static str,
         capability: &'static str,
@@ -29,10 +66,34 @@ impl Signer {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, String> {
         let key_id = format!("{domain}-signing");
-        if kms.primary_version(&key_id).await.is_err() {
-            kms.create_key(&key_id)
-                .await
-                .map_err(|e| format!("the signing key could not be created: {e}"))?;
+        let ready = Arc::new(AtomicBool::new(false));
+        match probe(kms.as_ref(), &key_id).await {
+            Ok(()) => ready.store(true, Ordering::Relaxed),
+            Err(error) => {
+                tracing::warn!(key_id = %key_id, %error, "the KMS cannot sign yet; retrying in the background");
+                let (kms, flag, key) = (kms.clone(), Arc::downgrade(&ready), key_id.clone());
+                tokio::spawn(async move {
+                    let mut backoff = Duration::from_millis(200);
+                    loop {
+                        tokio::time::sleep(backoff).await;
+                        let outcome = probe(kms.as_ref(), &key).await;
+                        let Some(flag) = flag.upgrade() else {
+                            return;
+                        };
+                        match outcome {
+                            Ok(()) => {
+                                flag.store(true, Ordering::Relaxed);
+                                tracing::info!(key_id = %key, "the KMS signs with the domain's key");
+                                return;
+                            }
+                            Err(error) => {
+                                tracing::warn!(key_id = %key, %error, retry_in = ?backoff, "the KMS cannot sign yet");
+                            }
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                });
+            }
         }
         let config = IssuerConfig {
             iss: domain.into(),
@@ -42,7 +103,16 @@ impl Signer {
             ttl,
         };
         let issuer = TokenIssuer::new(kms, config, clock).map_err(|e| e.to_string())?;
-        Ok(Self { issuer })
+        Ok(Self {
+            issuer,
+            ready,
+            in_flight: Arc::new(Semaphore::new(KMS_IN_FLIGHT)),
+        })
+    }
+
+    /// Whether the KMS has signed with the domain's key since start.
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
     }
 
     pub async fn issue<C: Serialize>(
@@ -54,14 +124,31 @@ impl Signer {
         settlement: Settlement,
         constraints: &C,
     ) -> Result<IssuedToken, ApiError> {
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            return Err(kms_unavailable(
+                "too many signatures are waiting on the KMS",
+            ));
+        };
         self.issuer
             .issue_with_jti(jti, sub, jkt, order, settlement, constraints)
             .await
-            .map_err(ApiError::internal)
+            .map_err(|error| match error {
+                IssueError::Kms(error) => {
+                    tracing::warn!(key_id = self.key_id(), %error, "the KMS did not sign");
+                    kms_unavailable("the key management service did not sign; retry shortly")
+                }
+                other => ApiError::internal(other),
+            })
     }
 
     pub async fn jwks(&self) -> Result<JwkSet, ApiError> {
-        self.issuer.jwks().await.map_err(ApiError::internal)
+        self.issuer.jwks().await.map_err(|error| match error {
+            IssueError::Kms(error) => {
+                tracing::warn!(key_id = self.key_id(), %error, "the KMS did not answer the public keys");
+                kms_unavailable("the key management service did not answer; retry shortly")
+            }
+            other => ApiError::internal(other),
+        })
     }
 
     pub fn kms(&self) -> &Arc<dyn Kms> {

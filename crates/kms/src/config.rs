@@ -3,17 +3,20 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::{Kms, MockKms};
+use crate::{Kms, KmsError, MockKms, VaultKms, VaultSettings};
 
-/// Which KMS backend to use. The mock is the default and what compose runs.
+/// Which KMS backend to use (`CTR_KMS__BACKEND`). The mock is the default and what compose
+/// runs; it is for development only.
 #[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
-#[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "backend", rename_all = "snake_case")]
 pub enum KmsConfig {
     /// P-384 keys held in process: random, or derived from `seed` when one is set.
     Mock {
         #[serde(default)]
         seed: Option<Seed>,
     },
+    /// HashiCorp Vault or OpenBao, the transit secrets engine.
+    Vault(VaultSettings),
 }
 
 impl Default for KmsConfig {
@@ -23,10 +26,38 @@ impl Default for KmsConfig {
 }
 
 impl KmsConfig {
-    pub fn build(&self) -> Arc<dyn Kms> {
-        match self {
+    /// The backend these settings describe; a network backend's calls time out after
+    /// `timeout`. Fails on settings that cannot work (validated as at start).
+    pub fn build_with_timeout(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<Arc<dyn Kms>, KmsError> {
+        Ok(match self {
             Self::Mock { seed: Some(seed) } => Arc::new(MockKms::from_seed(seed.expose())),
             Self::Mock { seed: None } => Arc::new(MockKms::random()),
+            Self::Vault(settings) => {
+                settings.validate().map_err(KmsError::Backend)?;
+                let http = ctr_pki::reqwest_builder_for(settings.ca_file.as_deref())
+                    .map_err(|e| KmsError::Backend(format!("CTR_KMS__CA_FILE: {e}")))?
+                    .timeout(timeout)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| KmsError::Backend(e.to_string()))?;
+                Arc::new(VaultKms::new(settings.clone(), http))
+            }
+        })
+    }
+
+    /// As [`Self::build_with_timeout`], calls timing out after 5 seconds.
+    pub fn build(&self) -> Result<Arc<dyn Kms>, KmsError> {
+        self.build_with_timeout(std::time::Duration::from_secs(5))
+    }
+
+    /// The backend's name, for logs and readiness.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Mock { .. } => "mock",
+            Self::Vault(_) => "vault",
         }
     }
 }

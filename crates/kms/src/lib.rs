@@ -9,7 +9,7 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! use ctr_kms::{Kms, KmsConfig};
 //!
-//! let kms = KmsConfig::Mock { seed: None }.build();
+//! let kms = KmsConfig::Mock { seed: None }.build()?;
 //! kms.create_key("coupons-signing").await?;
 //! let version = kms.primary_version("coupons-signing").await?;
 //! let der = kms.sign("coupons-signing", &version, b"header.payload").await?;
@@ -25,6 +25,7 @@
 
 mod config;
 mod mock;
+pub mod testing;
 mod vault;
 
 use std::fmt;

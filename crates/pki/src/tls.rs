@@ -109,6 +109,28 @@ pub fn reqwest_builder(
         .tls_backend_preconfigured(client_config(root, identity)?))
 }
 
+/// A reqwest client builder for a server outside the deployment (an OAuth issuer, a KMS):
+/// HTTPS only, TLS 1.3, trusting the PEM bundle `ca` when given (a private CA), else the
+/// web's root CAs (webpki-roots). No client certificate.
+pub fn reqwest_builder_for(ca: Option<&Path>) -> Result<reqwest::ClientBuilder, PkiError> {
+    match ca {
+        Some(ca) => reqwest_builder(ca, None),
+        None => {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let tls = ClientConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .map_err(PkiError::Tls)?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Ok(reqwest::Client::builder()
+                .https_only(true)
+                .tls_backend_preconfigured(tls))
+        }
+    }
+}
+
 /// Whether a certificate (already verified by the TLS handshake) names `name` as a DNS SAN.
 pub fn certificate_names(cert: &CertificateDer<'_>, name: &str) -> bool {
     let Ok(end_entity) = webpki::EndEntityCert::try_from(cert) else {

@@ -278,28 +278,13 @@ fn issuer_client(
     ca_file: Option<&std::path::Path>,
     timeout: Duration,
 ) -> Result<reqwest::Client, StartError> {
-    let builder = match ca_file {
-        Some(ca) => ctr_pki::reqwest_builder(ca, None).map_err(|e| {
+    ctr_pki::reqwest_builder_for(ca_file)
+        .map_err(|e| {
             StartError::Config(ConfigError::Setting {
                 setting: "CTR_AUTH_CA_FILE",
                 reason: e.to_string(),
             })
-        })?,
-        None => {
-            let roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            };
-            let tls = rustls::ClientConfig::builder_with_provider(ctr_pki::provider())
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .map_err(|e| StartError::Service(e.to_string()))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            reqwest::Client::builder()
-                .https_only(true)
-                .tls_backend_preconfigured(tls)
-        }
-    };
-    builder
+        })?
         .timeout(timeout.min(Duration::from_secs(10)))
         .redirect(reqwest::redirect::Policy::none())
         .build()

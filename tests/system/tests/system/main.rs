@@ -8,6 +8,7 @@ mod dpop;
 mod durability;
 mod echo;
 mod fuzz;
+mod kms;
 mod limits;
 mod oidc_interop;
 mod openapi;

