@@ -155,6 +155,7 @@ pub fn openapi<L: Ledger>(reads: impl FnOnce(&mut ApiDoc)) -> OpenApi {
             ),
             (403, vec!["customer-mismatch"]),
             (429, vec!["rate-limited", "too-many-holds"]),
+            (503, vec!["kms-unavailable"]),
         ],
     }, L::CONFIRM_SCOPE);
     doc.endpoint(Endpoint {
@@ -241,7 +242,7 @@ pub fn openapi<L: Ledger>(reads: impl FnOnce(&mut ApiDoc)) -> OpenApi {
         params: vec![],
         request: None,
         success: (200, "The key set", jwks),
-        problems: vec![],
+        problems: vec![(503, vec!["kms-unavailable"])],
     });
     reads(&mut doc);
     doc.build()

@@ -8,7 +8,7 @@ use crate::{Kms, KmsError, MockKms, VaultKms, VaultSettings};
 /// Which KMS backend to use (`CTR_KMS__BACKEND`). The mock is the default and what compose
 /// runs; it is for development only.
 #[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
-#[serde(tag = "backend", rename_all = "snake_case")]
+#[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
 pub enum KmsConfig {
     /// P-384 keys held in process: random, or derived from `seed` when one is set.
     Mock {
@@ -80,5 +80,40 @@ impl Seed {
 impl fmt::Debug for Seed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Seed(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    #[test]
+    fn each_backend_parses_and_unknown_settings_are_refused() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<KmsConfig>(v);
+        assert_eq!(
+            parse(serde_json::json!({"backend": "mock"})).unwrap(),
+            KmsConfig::Mock { seed: None }
+        );
+        assert!(parse(serde_json::json!({"backend": "mock", "seeds": "x"})).is_err());
+        let vault = parse(serde_json::json!({
+            "backend": "vault", "addr": "https://bao:8200", "token_file": "/run/secrets/bao"
+        }))
+        .unwrap();
+        let KmsConfig::Vault(settings) = &vault else {
+            panic!("{vault:?}");
+        };
+        assert_eq!(
+            (settings.mount.as_str(), settings.approle_mount.as_str()),
+            ("transit", "approle")
+        );
+        assert!(settings.validate().is_ok());
+        assert!(
+            parse(serde_json::json!({"backend": "vault", "addr": "https://x", "token": "t"}))
+                .is_err()
+        );
+        assert!(parse(serde_json::json!({"backend": "hsm"})).is_err());
+        assert_eq!(vault.backend(), "vault");
     }
 }

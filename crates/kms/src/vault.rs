@@ -52,11 +52,11 @@ fn default_approle() -> String {
 }
 
 impl VaultSettings {
-    /// The settings checked as at start: an http(s) address, one way to log in.
+    /// The settings checked as at start: an https address, one way to log in.
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.addr.starts_with("https://") || self.addr.starts_with("http://")) {
+        if !self.addr.starts_with("https://") {
             return Err(format!(
-                "CTR_KMS__ADDR: `{}` is not an http(s) URL",
+                "CTR_KMS__ADDR: `{}` is not an https URL (every client speaks TLS 1.3)",
                 self.addr
             ));
         }

@@ -170,14 +170,13 @@ async fn settings_that_cannot_log_in_are_refused_and_an_unreachable_server_is_un
         ca_file: None,
     };
     assert!(base.validate().is_ok());
-    assert!(
-        VaultSettings {
-            addr: "vault:8200".into(),
+    for addr in ["vault:8200", "http://vault:8200"] {
+        let settings = VaultSettings {
+            addr: addr.into(),
             ..base.clone()
-        }
-        .validate()
-        .is_err()
-    );
+        };
+        assert!(settings.validate().is_err(), "{addr}");
+    }
     assert!(
         VaultSettings {
             token_file: None,
