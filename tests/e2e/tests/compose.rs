@@ -74,3 +74,27 @@ fn the_observability_override_validates_and_wires_traces_and_metrics() {
         "{config}"
     );
 }
+
+#[test]
+fn the_openbao_override_validates_and_points_every_domain_at_it() {
+    let config = config(&["compose.yaml", "deployments/openbao/compose.yaml"]);
+    // The three domains sign through OpenBao over TLS with its CA and a token file; the relay
+    // does not (it cannot sign at all).
+    assert_eq!(config.matches("CTR_KMS__BACKEND: vault").count(), 3, "{config}");
+    assert_eq!(
+        config.matches("CTR_KMS__ADDR: https://openbao:8200").count(),
+        3,
+        "{config}"
+    );
+    assert_eq!(
+        config
+            .matches("CTR_KMS__TOKEN_FILE: /run/secrets/openbao-token")
+            .count(),
+        3
+    );
+    // The service itself, and each domain waiting for it to have mounted transit.
+    assert_eq!(config.matches("openbao-init:").count(), 4, "{config}");
+    assert!(config.contains("\n  openbao:\n"), "{config}");
+    // OpenBao is not published on the host.
+    assert!(!config.contains("8200/tcp") && !config.contains("published: \"8200\""), "{config}");
+}
