@@ -12,7 +12,9 @@ use crate::{Kms, KmsError, MockKms, VaultKms, VaultSettings};
 pub enum KmsConfig {
     /// P-384 keys held in process: random, or derived from `seed` when one is set.
     Mock {
-        #[serde(default)]
+        // Not serialized when unset, so that the compiled-in default (`mock`) merged with
+        // another backend's settings leaves no mock setting behind.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         seed: Option<Seed>,
     },
     /// HashiCorp Vault or OpenBao, the transit secrets engine.

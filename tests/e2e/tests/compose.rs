@@ -80,9 +80,15 @@ fn the_openbao_override_validates_and_points_every_domain_at_it() {
     let config = config(&["compose.yaml", "deployments/openbao/compose.yaml"]);
     // The three domains sign through OpenBao over TLS with its CA and a token file; the relay
     // does not (it cannot sign at all).
-    assert_eq!(config.matches("CTR_KMS__BACKEND: vault").count(), 3, "{config}");
     assert_eq!(
-        config.matches("CTR_KMS__ADDR: https://openbao:8200").count(),
+        config.matches("CTR_KMS__BACKEND: vault").count(),
+        3,
+        "{config}"
+    );
+    assert_eq!(
+        config
+            .matches("CTR_KMS__ADDR: https://openbao:8200")
+            .count(),
         3,
         "{config}"
     );
@@ -96,5 +102,8 @@ fn the_openbao_override_validates_and_points_every_domain_at_it() {
     assert_eq!(config.matches("openbao-init:").count(), 4, "{config}");
     assert!(config.contains("\n  openbao:\n"), "{config}");
     // OpenBao is not published on the host.
-    assert!(!config.contains("8200/tcp") && !config.contains("published: \"8200\""), "{config}");
+    assert!(
+        !config.contains("8200/tcp") && !config.contains("published: \"8200\""),
+        "{config}"
+    );
 }
