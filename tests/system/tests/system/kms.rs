@@ -19,6 +19,30 @@ fn kid(token: &str) -> String {
     header["kid"].as_str().unwrap().to_owned()
 }
 
+/// Authlib's verdict on `token` against `jwks` (tests/oidc/jws_verify.py): the header and
+/// claims as JSON, or its refusal. `None` without `CTR_TEST_AUTHLIB_PYTHON` outside CI.
+fn authlib_verify(jwks: &Value, token: &str) -> Option<Result<String, String>> {
+    let Some(python) = std::env::var_os("CTR_TEST_AUTHLIB_PYTHON") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must verify with Authlib: set CTR_TEST_AUTHLIB_PYTHON=$(tests/oidc/setup.sh)"
+        );
+        return None;
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../oidc/jws_verify.py");
+    let output = std::process::Command::new(python)
+        .arg(script)
+        .arg(jwks.to_string())
+        .arg(token)
+        .output()
+        .unwrap();
+    Some(if output.status.success() {
+        Ok(String::from_utf8(output.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    })
+}
+
 async fn held(world: &World) -> i64 {
     let (n,): (i64,) = world
         .payments
@@ -53,6 +77,23 @@ async fn domains_sign_through_openbao_rotate_there_and_survive_a_hung_kms() {
             "{}",
             kid(token)
         );
+    }
+    // Authlib's JOSE verifies them against the domain's JWKS too, and refuses a forgery.
+    let (_, coupons_jwks) = world
+        .get(world.coupons.running.url("/.well-known/jwks.json"))
+        .await;
+    if let Some(verified) = authlib_verify(&coupons_jwks, &old_tokens[0]) {
+        let verified: Value = serde_json::from_str(&verified.unwrap()).unwrap();
+        assert_eq!(verified["claims"]["iss"], "coupons");
+        assert_eq!(verified["header"]["alg"], "ES384");
+        let mut forged = old_tokens[0].clone();
+        forged.pop();
+        forged.push(if old_tokens[0].ends_with('A') {
+            'B'
+        } else {
+            'A'
+        });
+        assert!(authlib_verify(&coupons_jwks, &forged).unwrap().is_err());
     }
     let second = world.open_order("c_alice", 4999).await;
     let (status, body) = world.checkout(&first, &old_tokens).await;

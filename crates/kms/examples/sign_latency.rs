@@ -1,0 +1,77 @@
+//! Signing latency and throughput through each KMS backend against the mock, in one run:
+//!
+//!   export CTR_TEST_BAO=$(tests/kms/setup.sh)
+//!   cargo run --release -p ctr-kms --example sign_latency -- 2000
+//!
+//! For each backend: the p50 and p99 of one signature at a time, then signatures per second
+//! with 16 in flight, over a token-sized message. OpenBao runs in dev mode on this machine
+//! (TLS on loopback), so its figures are a floor for a network KMS.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ctr_kms::testing::OpenBao;
+use ctr_kms::{Kms, KmsConfig};
+
+const MESSAGE: &[u8] = b"eyJhbGciOiJFUzM4NCIsImtpZCI6ImNvdXBvbnMtc2lnbmluZy52MSIsInR5cCI6ImNhcCtqd3QifQ.eyJpc3MiOiJjb3Vwb25zIiwiYXVkIjoib3JkZXItcHJvY2Vzc2luZyIsInN1YiI6ImNfYWxpY2UiLCJpYXQiOjE3OTYwMDAwMDAsIm5iZiI6MTc5NjAwMDAwMCwiZXhwIjoxNzk2MDAwMTIwfQ";
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1000);
+    let mut backends: Vec<(&str, Arc<dyn Kms>)> = vec![("mock", KmsConfig::default().build()?)];
+    let bao = OpenBao::start().await;
+    if let Some(bao) = &bao {
+        backends.push(("openbao", KmsConfig::Vault(bao.settings()).build()?));
+    }
+    println!(
+        "{:<10} {:>9} {:>9} {:>12}",
+        "backend", "p50 ms", "p99 ms", "signs/s @16"
+    );
+    let mut mock_rate = None;
+    for (name, kms) in backends {
+        let version = kms.create_key("bench-signing").await?;
+        let mut latencies = Vec::with_capacity(n);
+        for _ in 0..n {
+            let started = Instant::now();
+            kms.sign("bench-signing", &version, MESSAGE).await?;
+            latencies.push(started.elapsed());
+        }
+        latencies.sort();
+        let at =
+            |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (kms, version) = (kms.clone(), version.clone());
+                tokio::spawn(async move {
+                    for _ in 0..n / 16 {
+                        kms.sign("bench-signing", &version, MESSAGE).await?;
+                    }
+                    Ok::<_, ctr_kms::KmsError>(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await??;
+        }
+        let rate = (n / 16 * 16) as f64 / started.elapsed().as_secs_f64();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let relative = match mock_rate {
+            None => {
+                mock_rate = Some(rate);
+                String::new()
+            }
+            Some(mock) => format!("  ({:.3} of the mock)", rate / mock),
+        };
+        println!(
+            "{name:<10} {:>9.3} {:>9.3} {:>12.0}{relative}",
+            ms(at(0.50)),
+            ms(at(0.99)),
+            rate
+        );
+    }
+    Ok(())
+}
