@@ -49,12 +49,15 @@ impl Default for DomainSettings {
 
 impl ServiceSettings for DomainSettings {
     fn validate(&self) -> Result<(), ConfigError> {
-        if let KmsConfig::Vault(vault) = &self.kms {
-            vault.validate().map_err(|reason| ConfigError::Setting {
-                setting: "CTR_KMS__*",
-                reason,
-            })?;
-        }
+        let kms = match &self.kms {
+            KmsConfig::Vault(vault) => vault.validate(),
+            KmsConfig::Pkcs11(token) => token.validate(),
+            KmsConfig::Mock { .. } => Ok(()),
+        };
+        kms.map_err(|reason| ConfigError::Setting {
+            setting: "CTR_KMS__*",
+            reason,
+        })?;
         if self.token_ttl < Duration::from_secs(1) || self.token_ttl > Duration::from_secs(300) {
             return Err(ConfigError::Setting {
                 setting: "CTR_TOKEN_TTL",

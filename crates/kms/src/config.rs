@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::{Kms, KmsError, MockKms, VaultKms, VaultSettings};
+use crate::{Kms, KmsError, MockKms, Pkcs11Kms, Pkcs11Settings, VaultKms, VaultSettings};
 
 /// Which KMS backend to use (`CTR_KMS__BACKEND`). The mock is the default and what compose
 /// runs; it is for development only.
@@ -19,6 +19,8 @@ pub enum KmsConfig {
     },
     /// HashiCorp Vault or OpenBao, the transit secrets engine.
     Vault(VaultSettings),
+    /// A PKCS#11 token (an HSM, SoftHSM2).
+    Pkcs11(Pkcs11Settings),
 }
 
 impl Default for KmsConfig {
@@ -47,6 +49,7 @@ impl KmsConfig {
                     .map_err(|e| KmsError::Backend(e.to_string()))?;
                 Arc::new(VaultKms::new(settings.clone(), http))
             }
+            Self::Pkcs11(settings) => Arc::new(Pkcs11Kms::open(settings)?),
         })
     }
 
@@ -60,6 +63,7 @@ impl KmsConfig {
         match self {
             Self::Mock { .. } => "mock",
             Self::Vault(_) => "vault",
+            Self::Pkcs11(_) => "pkcs11",
         }
     }
 }
@@ -116,6 +120,13 @@ mod tests {
                 .is_err()
         );
         assert!(parse(serde_json::json!({"backend": "hsm"})).is_err());
+        let hsm = parse(serde_json::json!({
+            "backend": "pkcs11", "module": "/usr/lib/softhsm/libsofthsm2.so",
+            "token_label": "ctr", "pin_file": "/run/secrets/pin"
+        }))
+        .unwrap();
+        assert_eq!(hsm.backend(), "pkcs11");
+        assert!(parse(serde_json::json!({"backend": "pkcs11", "module": "/x", "token_label": "t", "pin": "1234"})).is_err());
         assert_eq!(vault.backend(), "vault");
     }
 }

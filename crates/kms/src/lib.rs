@@ -25,6 +25,7 @@
 
 mod config;
 mod mock;
+mod pkcs11;
 pub mod testing;
 mod vault;
 
@@ -34,6 +35,7 @@ use async_trait::async_trait;
 
 pub use config::{KmsConfig, Seed};
 pub use mock::MockKms;
+pub use pkcs11::{Pkcs11Kms, Pkcs11Settings};
 pub use vault::{VaultKms, VaultSettings};
 
 /// The version of a key, unique across key ids (it becomes a token's `kid`).
