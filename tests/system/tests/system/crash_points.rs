@@ -207,7 +207,14 @@ impl Harness {
         let view = match fault {
             Fault::CrashAfter(_) if reached => {
                 relay.kill();
-                expire_claims(&self.server.store_url).await;
+                // SIGKILL stops every thread of a process; this in-process kill stops the
+                // relay's runtime but its store thread still lands what it was handed (a lease
+                // its recovery worker was taking, say), which could outlive one expiry and
+                // keep the recovering relay out for a whole lease. Expire until that is past.
+                for _ in 0..5 {
+                    expire_claims(&self.server.store_url).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 let recovering = self.relay(None).await;
                 let view = self.world.ended(recovering.url(&path)).await;
                 recovering.kill();
