@@ -50,6 +50,32 @@ impl KeyVersion {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Version `number` of `key_id` whose public key is `sec1`, as the network backends name
+    /// it: `<key>.v<n>.<fingerprint>`, unique across keys and across a key deleted and made
+    /// again (the fingerprint is the first 4 bytes of the point's SHA-256).
+    pub fn numbered(key_id: &str, number: u64, sec1: &[u8]) -> Self {
+        use sha2::Digest as _;
+        let fingerprint: String = sha2::Sha256::digest(sec1)[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Self(format!("{key_id}.v{number}.{fingerprint}"))
+    }
+
+    /// The `n` of a `<key>.v<n>.<fingerprint>` version of `key_id`; `VersionNotFound` for a
+    /// version of another key or another form.
+    pub fn number_in(&self, key_id: &str) -> Result<u64, KmsError> {
+        self.0
+            .strip_prefix(key_id)
+            .and_then(|rest| rest.strip_prefix(".v"))
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| KmsError::VersionNotFound {
+                key_id: key_id.to_owned(),
+                version: self.0.clone(),
+            })
+    }
 }
 
 impl fmt::Display for KeyVersion {

@@ -15,7 +15,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256, Sha384};
+use sha2::{Digest, Sha384};
 
 use crate::{KeyVersion, Kms, KmsError, PublicKey};
 
@@ -192,27 +192,6 @@ fn unwrap_octet_string(der: &[u8]) -> Result<Vec<u8>, KmsError> {
     Ok(point.to_vec())
 }
 
-fn version_id(key_id: &str, number: u64, sec1: &[u8]) -> KeyVersion {
-    let fingerprint: String = Sha256::digest(sec1)[..4]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    KeyVersion::new(format!("{key_id}.v{number}.{fingerprint}"))
-}
-
-fn number(key_id: &str, version: &KeyVersion) -> Result<u64, KmsError> {
-    version
-        .as_str()
-        .strip_prefix(key_id)
-        .and_then(|rest| rest.strip_prefix(".v"))
-        .and_then(|rest| rest.split('.').next())
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| KmsError::VersionNotFound {
-            key_id: key_id.to_owned(),
-            version: version.to_string(),
-        })
-}
-
 /// The private key object of a version.
 fn private_key(session: &Session, label: &str) -> Result<Option<ObjectHandle>, KmsError> {
     Ok(session
@@ -253,7 +232,7 @@ fn generate(session: &Session, key_id: &str, number: u64) -> Result<(), KmsError
 fn primary(key_id: &str, versions: &[(u64, Vec<u8>)]) -> Result<KeyVersion, KmsError> {
     versions
         .first()
-        .map(|(n, sec1)| version_id(key_id, *n, sec1))
+        .map(|(n, sec1)| KeyVersion::numbered(key_id, *n, sec1))
         .ok_or_else(|| KmsError::KeyNotFound(key_id.to_owned()))
 }
 
@@ -284,7 +263,7 @@ impl Kms for Pkcs11Kms {
         version: &KeyVersion,
         message: &[u8],
     ) -> Result<Vec<u8>, KmsError> {
-        let number = number(key_id, version)?;
+        let number = version.number_in(key_id)?;
         let digest = Sha384::digest(message).to_vec();
         let (key_id, version) = (key_id.to_owned(), version.clone());
         self.with(move |session| {
@@ -296,7 +275,7 @@ impl Kms for Pkcs11Kms {
             let published = versions(session, &key_id)?;
             if !published
                 .iter()
-                .any(|(n, sec1)| *n == number && version_id(&key_id, *n, sec1) == version)
+                .any(|(n, sec1)| *n == number && KeyVersion::numbered(&key_id, *n, sec1) == version)
             {
                 return Err(not_found());
             }
@@ -322,7 +301,7 @@ impl Kms for Pkcs11Kms {
             Ok(published
                 .into_iter()
                 .map(|(n, sec1)| PublicKey {
-                    version: version_id(&key_id, n, &sec1),
+                    version: KeyVersion::numbered(&key_id, n, &sec1),
                     sec1,
                 })
                 .collect())
@@ -345,7 +324,7 @@ impl Kms for Pkcs11Kms {
 
     /// Destroys the version's key pair; the primary cannot be disabled.
     async fn disable_version(&self, key_id: &str, version: &KeyVersion) -> Result<(), KmsError> {
-        let number = number(key_id, version)?;
+        let number = version.number_in(key_id)?;
         let (key_id, version) = (key_id.to_owned(), version.clone());
         self.with(move |session| {
             let published = versions(session, &key_id)?;

@@ -129,7 +129,10 @@ impl OpenBao {
     /// A file holding `token`.
     #[allow(clippy::unwrap_used, reason = "a test harness fails loudly")]
     pub fn token_file(&self, token: &str) -> PathBuf {
-        let file = self.dir.path().join(format!("token-{}", uuid_like(token)));
+        let file = self
+            .dir
+            .path()
+            .join(format!("token-{}", short_digest(token)));
         std::fs::write(&file, token).unwrap();
         file
     }
@@ -168,7 +171,7 @@ fn signal(pid: u32, signal: &str) {
 }
 
 /// A short file-name-safe digest of `text`.
-fn uuid_like(text: &str) -> String {
+fn short_digest(text: &str) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(text.as_bytes())[..6]
         .iter()

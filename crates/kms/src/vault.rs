@@ -11,7 +11,6 @@ use base64::engine::general_purpose::STANDARD;
 use p384::pkcs8::DecodePublicKey;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::{KeyVersion, Kms, KmsError, PublicKey};
 
@@ -253,33 +252,11 @@ impl VaultKms {
         Ok(KeyInfo { latest, versions })
     }
 
-    /// `<key>.v<n>.<fingerprint>`: unique across keys, and across a key deleted and made again.
-    fn version_id(key_id: &str, number: u64, sec1: &[u8]) -> KeyVersion {
-        let fingerprint: String = Sha256::digest(sec1)[..4]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        KeyVersion::new(format!("{key_id}.v{number}.{fingerprint}"))
-    }
-
-    fn number(key_id: &str, version: &KeyVersion) -> Result<u64, KmsError> {
-        version
-            .as_str()
-            .strip_prefix(key_id)
-            .and_then(|rest| rest.strip_prefix(".v"))
-            .and_then(|rest| rest.split('.').next())
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| KmsError::VersionNotFound {
-                key_id: key_id.to_owned(),
-                version: version.to_string(),
-            })
-    }
-
     fn primary_of(key_id: &str, info: &KeyInfo) -> Result<KeyVersion, KmsError> {
         info.versions
             .iter()
             .find(|(n, _)| *n == info.latest)
-            .map(|(n, sec1)| Self::version_id(key_id, *n, sec1))
+            .map(|(n, sec1)| KeyVersion::numbered(key_id, *n, sec1))
             .ok_or_else(|| KmsError::NoEnabledVersion(key_id.to_owned()))
     }
 }
@@ -319,7 +296,7 @@ impl Kms for VaultKms {
         version: &KeyVersion,
         message: &[u8],
     ) -> Result<Vec<u8>, KmsError> {
-        let number = Self::number(key_id, version)?;
+        let number = version.number_in(key_id)?;
         let body = self
             .call(
                 reqwest::Method::POST,
@@ -355,7 +332,7 @@ impl Kms for VaultKms {
             .versions
             .iter()
             .map(|(n, sec1)| PublicKey {
-                version: Self::version_id(key_id, *n, sec1),
+                version: KeyVersion::numbered(key_id, *n, sec1),
                 sec1: sec1.clone(),
             })
             .collect())
@@ -374,7 +351,7 @@ impl Kms for VaultKms {
     /// Transit retires versions oldest first (`min_decryption_version`): only the oldest
     /// published version that is not the primary can be disabled.
     async fn disable_version(&self, key_id: &str, version: &KeyVersion) -> Result<(), KmsError> {
-        let number = Self::number(key_id, version)?;
+        let number = version.number_in(key_id)?;
         let info = self.key(key_id).await?;
         let oldest = info.versions.last().map(|(n, _)| *n);
         if oldest != Some(number) || number == info.latest {
