@@ -12,16 +12,12 @@ use jsonwebtoken::jwk::Jwk;
 use reqwest::Url;
 use serde_json::{Value, json};
 
-/// RFC 9449 section 4.1, figure 2 (a proof for the token endpoint).
-const RFC_TOKEN_PROOF: &str = "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2IiwiandrIjp7Imt0eSI6IkVDIiwieCI6Imw4dEZyaHgtMzR0VjNoUklDUkRZOXpDa0RscEJoRjQyVVFVZldWQVdCRnMiLCJ5IjoiOVZFNGpmX09rX282NHpiVFRsY3VOSmFqSG10NnY5VERWclUwQ2R2R1JEQSIsImNydiI6IlAtMjU2In19.eyJqdGkiOiItQndDM0VTYzZhY2MybFRjIiwiaHRtIjoiUE9TVCIsImh0dSI6Imh0dHBzOi8vc2VydmVyLmV4YW1wbGUuY29tL3Rva2VuIiwiaWF0IjoxNTYyMjYyNjE2fQ.2-GxA6T8lP4vfrg8v-FdWP0A0zdrj8igiMLvqRMUvwnQg4PtFLbdLXiOSsX0x7NVY-FNyJK70nfbV37xRZT3Lg";
-
-/// RFC 9449 section 7.1, figure 13 (a proof for a protected resource, with `ath`).
-const RFC_RESOURCE_PROOF: &str = "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2IiwiandrIjp7Imt0eSI6IkVDIiwieCI6Imw4dEZyaHgtMzR0VjNoUklDUkRZOXpDa0RscEJoRjQyVVFVZldWQVdCRnMiLCJ5IjoiOVZFNGpmX09rX282NHpiVFRsY3VOSmFqSG10NnY5VERWclUwQ2R2R1JEQSIsImNydiI6IlAtMjU2In19.eyJqdGkiOiJlMWozVl9iS2ljOC1MQUVCIiwiaHRtIjoiR0VUIiwiaHR1IjoiaHR0cHM6Ly9yZXNvdXJjZS5leGFtcGxlLm9yZy9wcm90ZWN0ZWRyZXNvdXJjZSIsImlhdCI6MTU2MjI2MjYxOCwiYXRoIjoiZlVIeU8ycjJaM0RaNTNFc05yV0JiMHhXWG9hTnk1OUlpS0NBcWtzbVFFbyJ9.2oW9RP35yRqzhrtNP86L-Ey71EOptxRimPPToA1plemAgR6pxHF8y6-yqyVnmcw6Fy1dqd-jfxSYoMxhAJpLjA";
-/// The access token of figure 13 and its `ath`.
-const RFC_ACCESS_TOKEN: &str = "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU";
-const RFC_ATH: &str = "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo";
-/// The thumbprint of the examples' key (RFC 9449 section 6.1).
-const RFC_JKT: &str = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+/// The RFC 9449 examples (tests/testdata/rfc9449.json): two proofs, the access token and `ath`
+/// of the second, and the thumbprint of their key.
+fn rfc9449(name: &str) -> String {
+    let vectors: Value = serde_json::from_str(include_str!("testdata/rfc9449.json")).unwrap();
+    vectors[name].as_str().unwrap().to_owned()
+}
 
 fn verifier() -> ProofVerifier {
     ProofVerifier::new(
@@ -64,7 +60,7 @@ fn rfc_9449_examples_verify() {
     let token_endpoint = url("https://server.example.com/token");
     let proof = v
         .verify(
-            RFC_TOKEN_PROOF,
+            &rfc9449("token_endpoint_proof"),
             &ProofRequest {
                 method: "POST",
                 url: &token_endpoint,
@@ -73,18 +69,19 @@ fn rfc_9449_examples_verify() {
             1562262616,
         )
         .unwrap();
-    assert_eq!(proof.jkt, RFC_JKT);
+    assert_eq!(proof.jkt, rfc9449("jkt"));
     assert_eq!(proof.jti, "-BwC3ESc6acc2lTc");
 
-    assert_eq!(access_token_hash(RFC_ACCESS_TOKEN), RFC_ATH);
+    let (resource_proof, access_token) = (rfc9449("resource_proof"), rfc9449("access_token"));
+    assert_eq!(access_token_hash(&access_token), rfc9449("ath"));
     let resource = url("https://resource.example.org/protectedresource");
     let request = ProofRequest {
         method: "GET",
         url: &resource,
-        access_token: Some(RFC_ACCESS_TOKEN),
+        access_token: Some(&access_token),
     };
-    let proof = v.verify(RFC_RESOURCE_PROOF, &request, 1562262618).unwrap();
-    assert_eq!(proof.jkt, RFC_JKT);
+    let proof = v.verify(&resource_proof, &request, 1562262618).unwrap();
+    assert_eq!(proof.jkt, rfc9449("jkt"));
     assert_eq!(proof.jti, "e1j3V_bKic8-LAEB");
     // The same proof for another access token, method, URL or time is refused.
     let other = ProofRequest {
@@ -92,7 +89,7 @@ fn rfc_9449_examples_verify() {
         ..request
     };
     assert_eq!(
-        v.verify(RFC_RESOURCE_PROOF, &other, 1562262618),
+        v.verify(&resource_proof, &other, 1562262618),
         Err(DpopError::AccessTokenHash)
     );
     let post = ProofRequest {
@@ -100,7 +97,7 @@ fn rfc_9449_examples_verify() {
         ..request
     };
     assert_eq!(
-        v.verify(RFC_RESOURCE_PROOF, &post, 1562262618),
+        v.verify(&resource_proof, &post, 1562262618),
         Err(DpopError::Method)
     );
     let elsewhere = url("https://resource.example.org/other");
@@ -109,15 +106,15 @@ fn rfc_9449_examples_verify() {
         ..request
     };
     assert_eq!(
-        v.verify(RFC_RESOURCE_PROOF, &moved, 1562262618),
+        v.verify(&resource_proof, &moved, 1562262618),
         Err(DpopError::Url)
     );
     assert_eq!(
-        v.verify(RFC_RESOURCE_PROOF, &request, 1562262618 + 120),
+        v.verify(&resource_proof, &request, 1562262618 + 120),
         Err(DpopError::Expired)
     );
     assert_eq!(
-        v.verify(RFC_RESOURCE_PROOF, &request, 1562262618 - 60),
+        v.verify(&resource_proof, &request, 1562262618 - 60),
         Err(DpopError::FromFuture)
     );
 }

@@ -66,7 +66,7 @@ async fn softhsm_keys_sign_rotate_and_retire_through_the_kms_trait() {
         first,
         "creating again changes nothing"
     );
-    let message = b"eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJjX2FsaWNlIn0";
+    let message = b"the header and claims a signature covers";
     let der = kms.sign(&key, &first, message).await.unwrap();
     let published = kms.public_keys(&key).await.unwrap();
     assert_eq!(published.len(), 1);

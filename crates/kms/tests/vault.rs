@@ -34,7 +34,7 @@ async fn transit_keys_sign_rotate_and_retire_through_the_kms_trait() {
         "creating again changes nothing"
     );
     assert_eq!(kms.primary_version("coupons-signing").await.unwrap(), first);
-    let message = b"eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJjX2FsaWNlIn0";
+    let message = b"the header and claims a signature covers";
     let der = kms.sign("coupons-signing", &first, message).await.unwrap();
     let published = kms.public_keys("coupons-signing").await.unwrap();
     assert_eq!(published.len(), 1);
