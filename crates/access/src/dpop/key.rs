@@ -110,20 +110,39 @@ impl ProofKey {
         &self.jkt
     }
 
-    /// Signs `header` and `claims` exactly as given, in compact form. For tests and tools that
-    /// must make hostile proofs with valid signatures; clients use [`Self::proof`].
-    pub fn sign_raw(
+    /// `proof` with `edit` applied to its header and claims, signed again with this key when
+    /// `resign`, else keeping its original signature (which then no longer covers it). For
+    /// tests and tools that must make hostile proofs; clients use [`Self::proof`].
+    pub fn edited(
         &self,
-        header: &serde_json::Value,
-        claims: &serde_json::Value,
+        proof: &str,
+        edit: impl FnOnce(&mut serde_json::Value, &mut serde_json::Value),
+        resign: bool,
     ) -> Result<String, KeyError> {
         use base64::Engine as _;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let malformed = || KeyError::Sign("not a compact JWS with JSON header and claims".into());
+        let mut parts = proof.split('.');
+        let (Some(header), Some(claims), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(malformed());
+        };
+        let decode = |part: &str| -> Result<serde_json::Value, KeyError> {
+            let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| malformed())?;
+            serde_json::from_slice(&bytes).map_err(|_| malformed())
+        };
+        let (mut header, mut claims) = (decode(header)?, decode(claims)?);
+        edit(&mut header, &mut claims);
         let encode = |value: &serde_json::Value| {
             serde_json::to_vec(value)
-                .map(|json| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
+                .map(|json| URL_SAFE_NO_PAD.encode(json))
                 .map_err(|e| KeyError::Sign(e.to_string()))
         };
-        let signing = format!("{}.{}", encode(header)?, encode(claims)?);
+        let signing = format!("{}.{}", encode(&header)?, encode(&claims)?);
+        if !resign {
+            return Ok(format!("{signing}.{signature}"));
+        }
         let signature = jsonwebtoken::crypto::sign(signing.as_bytes(), &self.encoding, self.alg)
             .map_err(|e| KeyError::Sign(e.to_string()))?;
         Ok(format!("{signing}.{signature}"))
