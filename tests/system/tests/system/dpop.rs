@@ -718,16 +718,7 @@ async fn the_dev_issuer_binds_a_token_to_the_key_its_client_proves() {
 /// Runs tests/oidc/dpop_client.py (Authlib's JOSE) with `args`; its stdout. `None` when no
 /// interpreter is configured outside CI (under CI it must run).
 fn authlib(args: &[&str]) -> Option<String> {
-    let Some(python) = std::env::var_os("CTR_TEST_AUTHLIB_PYTHON") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the Authlib DPoP interop test: set CTR_TEST_AUTHLIB_PYTHON=$(tests/oidc/setup.sh)"
-        );
-        eprintln!(
-            "NOT RUN: set CTR_TEST_AUTHLIB_PYTHON=$(tests/oidc/setup.sh) to run the Authlib DPoP interop test"
-        );
-        return None;
-    };
+    let python = ctr_system_tests::authlib_python("the Authlib DPoP interop test")?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../oidc/dpop_client.py");
     let output = std::process::Command::new(python)
         .arg(script)

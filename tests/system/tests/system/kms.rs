@@ -22,13 +22,7 @@ fn kid(token: &str) -> String {
 /// Authlib's verdict on `token` against `jwks` (tests/oidc/jws_verify.py): the header and
 /// claims as JSON, or its refusal. `None` without `CTR_TEST_AUTHLIB_PYTHON` outside CI.
 fn authlib_verify(jwks: &Value, token: &str) -> Option<Result<String, String>> {
-    let Some(python) = std::env::var_os("CTR_TEST_AUTHLIB_PYTHON") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must verify with Authlib: set CTR_TEST_AUTHLIB_PYTHON=$(tests/oidc/setup.sh)"
-        );
-        return None;
-    };
+    let python = ctr_system_tests::authlib_python("the Authlib check of KMS-signed tokens")?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../oidc/jws_verify.py");
     let output = std::process::Command::new(python)
         .arg(script)

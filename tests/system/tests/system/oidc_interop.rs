@@ -30,16 +30,7 @@ impl Drop for Authlib {
 /// Starts the fixture with `pki`'s `dev-issuer` leaf; `None` when no interpreter is configured
 /// outside CI.
 fn authlib(pki: &TestPki) -> Option<Authlib> {
-    let Some(python) = std::env::var_os("CTR_TEST_AUTHLIB_PYTHON") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the Authlib interop test: set CTR_TEST_AUTHLIB_PYTHON=$(tests/oidc/setup.sh)"
-        );
-        eprintln!(
-            "NOT RUN: set CTR_TEST_AUTHLIB_PYTHON=$(tests/oidc/setup.sh) to run the Authlib interop test"
-        );
-        return None;
-    };
+    let python = ctr_system_tests::authlib_python("the Authlib interop test")?;
     let leaf = ctr_pki::IdentityFiles::server(pki.dir(), DEV_ISSUER);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../oidc/authlib_issuer.py");
     let mut child = Command::new(python)
