@@ -390,6 +390,23 @@ impl World {
         .await
     }
 
+    /// Another points process over this world's points store (a replica), with `domain` as
+    /// its domain settings, running on ports of its own.
+    pub async fn points_replica(&self, domain: DomainSettings) -> Running {
+        let settings = points::PointsSettings {
+            domain,
+            ..points::PointsSettings::default()
+        };
+        let built = points::build_with(
+            &self.replica_server("points"),
+            &settings,
+            self.clock.clone(),
+        )
+        .await
+        .unwrap();
+        Running::start(built.app)
+    }
+
     /// The server config of another process of service `name` over the same store as this
     /// world's one (a replica), on a port of its own.
     pub fn replica_server(&self, name: &str) -> ctr_service_kit::ServerConfig {

@@ -149,22 +149,12 @@ async fn a_domain_whose_kms_does_not_answer_at_start_is_unready_until_it_does() 
         return;
     };
     let world = World::start().await;
-    let settings = points::PointsSettings {
-        domain: ctr_domain_kit::DomainSettings {
-            kms: KmsConfig::Vault(bao.settings()),
-            ..world.domain_settings.clone()
-        },
-        ..points::PointsSettings::default()
+    let settings = ctr_domain_kit::DomainSettings {
+        kms: KmsConfig::Vault(bao.settings()),
+        ..world.domain_settings.clone()
     };
     bao.pause();
-    let replica = points::build_with(
-        &world.replica_server("points"),
-        &settings,
-        world.clock.clone(),
-    )
-    .await
-    .unwrap();
-    let replica = ctr_system_tests::Running::start(replica.app);
+    let replica = world.points_replica(settings).await;
     let readyz = format!("https://127.0.0.1:{}/admin/v1/readyz", replica.admin.port());
     let (status, body): (u16, Value) = {
         let response = world.anonymous().get(&readyz).send().await.unwrap();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use ctr_system_tests::faults::{Fault, Plan};
-use ctr_system_tests::{CrashableRelay, Running, World, blackhole, problem_type, replicas_run};
+use ctr_system_tests::{CrashableRelay, World, blackhole, problem_type, replicas_run};
 use ctr_token::{Clock, FakeClock};
 use order_processing::faults::SagaFaults;
 use serde_json::json;
@@ -48,18 +48,7 @@ async fn concurrent_holds_through_two_points_replicas_never_overdraw() {
         return;
     }
     let world = World::start().await;
-    let settings = points::PointsSettings {
-        domain: world.domain_settings.clone(),
-        ..points::PointsSettings::default()
-    };
-    let replica = points::build_with(
-        &world.replica_server("points"),
-        &settings,
-        world.clock.clone(),
-    )
-    .await
-    .unwrap();
-    let replica = Running::start(replica.app);
+    let replica = world.points_replica(world.domain_settings.clone()).await;
     let order = "op_0192f0c4-7f3a-7b11-9d55-0c2a3b4c5d6e";
     let path = "/service/v1/points/confirmations";
     let urls = [world.points.running.url(path), replica.url(path)];
