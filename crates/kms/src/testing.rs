@@ -55,12 +55,31 @@ impl OpenBao {
                 return None;
             }
         };
+        // The port is free when picked but another process may take it before bao binds it;
+        // a server that exits before it answers is started again on another port.
+        for _attempt in 0..3 {
+            if let Some(bao) = Self::spawn(&binary).await {
+                bao.root("POST", "sys/mounts/transit", json!({"type": "transit"}))
+                    .await;
+                return Some(bao);
+            }
+        }
+        panic!("bao server did not come up in three attempts");
+    }
+
+    /// One dev server on a free port: `None` when its process exits before it is healthy.
+    #[allow(
+        clippy::expect_used,
+        clippy::unwrap_used,
+        reason = "a test harness fails loudly"
+    )]
+    async fn spawn(binary: &std::path::Path) -> Option<Self> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let child = Command::new(binary)
+        let mut child = Command::new(binary)
             .args(["server", "-dev", "-dev-tls"])
             .arg(format!("-dev-tls-cert-dir={}", dir.path().display()))
             .arg(format!("-dev-root-token-id={ROOT_TOKEN}"))
@@ -71,17 +90,22 @@ impl OpenBao {
             .expect("bao server starts");
         let ca = dir.path().join("vault-ca.pem");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !ca.exists() {
-            assert!(Instant::now() < deadline, "bao wrote no CA");
+        // The CA file appears before it is whole: read it until it parses.
+        let builder = loop {
+            if let Ok(builder) = ctr_pki::reqwest_builder(&ca, None) {
+                break builder;
+            }
+            if child.try_wait().ok().flatten().is_some() {
+                return None;
+            }
+            assert!(Instant::now() < deadline, "bao wrote no usable CA");
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let http = ctr_pki::reqwest_builder(&ca, None)
-            .expect("the dev server's CA")
+        };
+        let http = builder
             .timeout(Duration::from_secs(5))
             .build()
             .expect("an HTTPS client");
-        let bao = Self {
+        let mut bao = Self {
             child,
             addr: format!("https://127.0.0.1:{port}"),
             ca,
@@ -95,16 +119,15 @@ impl OpenBao {
                 .send()
                 .await;
             if health.is_ok_and(|r| r.status().is_success()) {
-                break;
+                return Some(bao);
+            }
+            if bao.child.try_wait().ok().flatten().is_some() {
+                return None;
             }
             assert!(Instant::now() < deadline, "bao never became healthy");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        bao.root("POST", "sys/mounts/transit", json!({"type": "transit"}))
-            .await;
-        Some(bao)
     }
-
     /// A request with the root token; panics unless it succeeds.
     #[allow(clippy::unwrap_used, reason = "a test harness fails loudly")]
     pub async fn root(&self, method: &str, path: &str, body: Value) -> Value {
