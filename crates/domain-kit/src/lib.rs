@@ -64,7 +64,11 @@ pub async fn build<L: Ledger>(
         .transact(move |tx| Box::pin(async move { seeding.seed(tx).await }))
         .await
         .map_err(|e| StartError::Store(format!("the seed data could not be loaded: {e}")))?;
-    let kms = kms(&settings.kms, &store).await?;
+    let kms_config = settings
+        .kms
+        .as_ref()
+        .ok_or_else(|| StartError::Service("CTR_KMS__BACKEND is not set".into()))?;
+    let kms = kms(kms_config, &store).await?;
     let signer = Signer::new(
         L::DOMAIN,
         L::CAPABILITY,
@@ -106,7 +110,7 @@ pub async fn build<L: Ledger>(
             }
         }
     });
-    let (signing, backend) = (Arc::downgrade(&state), settings.kms.backend());
+    let (signing, backend) = (Arc::downgrade(&state), kms_config.backend());
     health.register("kms", move || match signing.upgrade() {
         Some(state) if state.signer.ready() => Ok(format!(
             "{} signs through the {backend} KMS",
@@ -170,8 +174,9 @@ async fn kms(
                 seed: Some(Seed::new(seed)),
             }
             .build()
+            .await
             .map_err(invalid)
         }
-        other => other.build().map_err(invalid),
+        other => other.build().await.map_err(invalid),
     }
 }

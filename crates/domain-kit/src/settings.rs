@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DomainSettings {
-    /// `CTR_KMS__BACKEND` (`mock`) and `CTR_KMS__SEED` (derive the mock's keys from a seed).
-    pub kms: KmsConfig,
+    /// `CTR_KMS__BACKEND` (`vault`, `aws`, `pkcs11`, or `mock` for development) and that
+    /// backend's `CTR_KMS__*` settings. Required: no backend is chosen for the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms: Option<KmsConfig>,
     /// `CTR_TOKEN_TTL`: lifetime of a confirmation token (at most 5 minutes).
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
@@ -36,7 +38,7 @@ pub struct DomainSettings {
 impl Default for DomainSettings {
     fn default() -> Self {
         Self {
-            kms: KmsConfig::default(),
+            kms: None,
             token_ttl: Duration::from_secs(120),
             hold_ttl: Duration::from_secs(600),
             hold_retention: Duration::from_secs(3600),
@@ -49,12 +51,13 @@ impl Default for DomainSettings {
 
 impl ServiceSettings for DomainSettings {
     fn validate(&self) -> Result<(), ConfigError> {
-        let kms = match &self.kms {
-            KmsConfig::Vault(vault) => vault.validate(),
-            KmsConfig::Pkcs11(token) => token.validate(),
-            KmsConfig::Mock { .. } => Ok(()),
+        let Some(kms) = &self.kms else {
+            return Err(ConfigError::Setting {
+                setting: "CTR_KMS__BACKEND",
+                reason: "not set: choose `vault`, `aws` or `pkcs11` (README: Signing keys and the KMS), or `mock` for development only".into(),
+            });
         };
-        kms.map_err(|reason| ConfigError::Setting {
+        kms.validate().map_err(|reason| ConfigError::Setting {
             setting: "CTR_KMS__*",
             reason,
         })?;
@@ -97,6 +100,14 @@ impl ServiceSettings for DomainSettings {
 }
 
 impl DomainSettings {
+    /// The defaults with the mock KMS chosen: for tests and the in-process load generator.
+    pub fn with_mock_kms() -> Self {
+        Self {
+            kms: Some(KmsConfig::Mock { seed: None }),
+            ..Self::default()
+        }
+    }
+
     /// The seed data: the file named by `CTR_SEED_FILE`, or the built-in demo data.
     pub fn seed<T: serde::de::DeserializeOwned>(&self, builtin: &str) -> Result<T, ConfigError> {
         let (text, origin) = match &self.seed_file {

@@ -40,10 +40,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1000);
-    let mut backends: Vec<(&str, Arc<dyn Kms>)> = vec![("mock", KmsConfig::default().build()?)];
+    let mut backends: Vec<(&str, Arc<dyn Kms>)> =
+        vec![("mock", KmsConfig::Mock { seed: None }.build().await?)];
     let bao = OpenBao::start().await;
     if let Some(bao) = &bao {
-        backends.push(("openbao", KmsConfig::Vault(bao.settings()).build()?));
+        backends.push(("openbao", KmsConfig::Vault(bao.settings()).build().await?));
     }
     println!(
         "{:<10} {:>9} {:>9} {:>12}",

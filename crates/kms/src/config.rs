@@ -3,10 +3,12 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::{Kms, KmsError, MockKms, Pkcs11Kms, Pkcs11Settings, VaultKms, VaultSettings};
+use crate::{
+    AwsKms, AwsSettings, Kms, KmsError, MockKms, Pkcs11Kms, Pkcs11Settings, VaultKms, VaultSettings,
+};
 
-/// Which KMS backend to use (`CTR_KMS__BACKEND`). The mock is the default and what compose
-/// runs; it is for development only.
+/// Which KMS backend to use (`CTR_KMS__BACKEND`). The mock is what compose and the tests
+/// choose; it is for development only.
 #[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
 pub enum KmsConfig {
@@ -19,20 +21,16 @@ pub enum KmsConfig {
     },
     /// HashiCorp Vault or OpenBao, the transit secrets engine.
     Vault(VaultSettings),
+    /// AWS KMS, credentials from the standard AWS chain.
+    Aws(AwsSettings),
     /// A PKCS#11 token (an HSM, SoftHSM2).
     Pkcs11(Pkcs11Settings),
-}
-
-impl Default for KmsConfig {
-    fn default() -> Self {
-        Self::Mock { seed: None }
-    }
 }
 
 impl KmsConfig {
     /// The backend these settings describe; a network backend's calls time out after
     /// `timeout`. Fails on settings that cannot work (validated as at start).
-    pub fn build_with_timeout(
+    pub async fn build_with_timeout(
         &self,
         timeout: std::time::Duration,
     ) -> Result<Arc<dyn Kms>, KmsError> {
@@ -49,13 +47,25 @@ impl KmsConfig {
                     .map_err(|e| KmsError::Backend(e.to_string()))?;
                 Arc::new(VaultKms::new(settings.clone(), http))
             }
+            Self::Aws(settings) => Arc::new(AwsKms::connect(settings, timeout).await?),
             Self::Pkcs11(settings) => Arc::new(Pkcs11Kms::open(settings)?),
         })
     }
 
     /// As [`Self::build_with_timeout`], calls timing out after 5 seconds.
-    pub fn build(&self) -> Result<Arc<dyn Kms>, KmsError> {
+    pub async fn build(&self) -> Result<Arc<dyn Kms>, KmsError> {
         self.build_with_timeout(std::time::Duration::from_secs(5))
+            .await
+    }
+
+    /// The settings checked as at start.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Self::Mock { .. } => Ok(()),
+            Self::Vault(settings) => settings.validate(),
+            Self::Aws(settings) => settings.validate(),
+            Self::Pkcs11(settings) => settings.validate(),
+        }
     }
 
     /// The backend's name, for logs and readiness.
@@ -63,6 +73,7 @@ impl KmsConfig {
         match self {
             Self::Mock { .. } => "mock",
             Self::Vault(_) => "vault",
+            Self::Aws(_) => "aws",
             Self::Pkcs11(_) => "pkcs11",
         }
     }
@@ -128,5 +139,28 @@ mod tests {
         assert_eq!(hsm.backend(), "pkcs11");
         assert!(parse(serde_json::json!({"backend": "pkcs11", "module": "/x", "token_label": "t", "pin": "1234"})).is_err());
         assert_eq!(vault.backend(), "vault");
+        let aws = parse(serde_json::json!({"backend": "aws", "region": "eu-west-1"})).unwrap();
+        let KmsConfig::Aws(settings) = &aws else {
+            panic!("{aws:?}");
+        };
+        assert_eq!(settings.alias_prefix, "alias/ctr/");
+        assert!(settings.validate().is_ok());
+        assert!(
+            parse(serde_json::json!({"backend": "aws", "access_key_id": "AKIA"})).is_err(),
+            "credentials come from the AWS chain, never from ctr's settings"
+        );
+        for (key, value) in [
+            ("endpoint_url", "http://kms.local"),
+            ("alias_prefix", "ctr/"),
+            ("alias_prefix", "alias/aws/"),
+            ("alias_prefix", "alias/ctr"),
+        ] {
+            let KmsConfig::Aws(bad) =
+                parse(serde_json::json!({"backend": "aws", key: value})).unwrap()
+            else {
+                panic!("aws");
+            };
+            assert!(bad.validate().is_err(), "{key}={value}");
+        }
     }
 }

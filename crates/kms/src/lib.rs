@@ -9,7 +9,7 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! use ctr_kms::{Kms, KmsConfig};
 //!
-//! let kms = KmsConfig::Mock { seed: None }.build()?;
+//! let kms = KmsConfig::Mock { seed: None }.build().await?;
 //! kms.create_key("coupons-signing").await?;
 //! let version = kms.primary_version("coupons-signing").await?;
 //! let der = kms.sign("coupons-signing", &version, b"header.payload").await?;
@@ -23,6 +23,7 @@
 //! # }).unwrap();
 //! ```
 
+mod aws;
 mod config;
 mod mock;
 mod pkcs11;
@@ -33,6 +34,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
+pub use aws::{AwsKms, AwsSettings};
 pub use config::{KmsConfig, Seed};
 pub use mock::MockKms;
 pub use pkcs11::{Pkcs11Kms, Pkcs11Settings};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::VaultSettings;
+use crate::{AwsSettings, VaultSettings};
 
 /// The dev server's root token.
 pub const ROOT_TOKEN: &str = "root-token-for-tests";
@@ -171,6 +171,134 @@ impl OpenBao {
             secret_id_file: None,
             approle_mount: "approle".into(),
             ca_file: Some(self.ca.clone()),
+        }
+    }
+
+    /// Stops the server's process (`SIGSTOP`): it keeps its port and state and answers
+    /// nothing, as a hung KMS does.
+    pub fn pause(&self) {
+        signal(self.child.id(), "-STOP");
+    }
+
+    /// Lets a paused server answer again.
+    pub fn resume(&self) {
+        signal(self.child.id(), "-CONT");
+    }
+}
+
+/// AWS KMS as moto's server mode emulates it (PyPI `moto[server]`; `tests/kms/setup.sh`
+/// installs it), on 127.0.0.1 over TLS with a certificate of its own test CA. Found through
+/// `CTR_TEST_MOTO`; the client's credentials come from the standard AWS chain, so the test
+/// process needs `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (moto takes any). Without
+/// them [`Moto::start`] answers `None` outside CI and fails under `CI=true`.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+    pub ca: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    /// Starts moto's server; `None` when `CTR_TEST_MOTO` or AWS credentials are missing
+    /// outside CI.
+    ///
+    /// # Panics
+    /// Under `CI=true` without them, or when the server does not come up.
+    #[allow(
+        clippy::expect_used,
+        clippy::unwrap_used,
+        reason = "a test harness fails loudly"
+    )]
+    pub async fn start() -> Option<Self> {
+        let binary = std::env::var_os("CTR_TEST_MOTO");
+        let credentials = std::env::var_os("AWS_ACCESS_KEY_ID").is_some()
+            && std::env::var_os("AWS_SECRET_ACCESS_KEY").is_some();
+        let Some(binary) = binary.filter(|_| credentials) else {
+            let how = "eval \"$(tests/kms/setup.sh)\" and export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing";
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the AWS KMS tests: {how}"
+            );
+            eprintln!("NOT RUN: {how} to run the AWS KMS tests against moto");
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let pki = ctr_pki::PkiSpec {
+            tiers: 2,
+            servers: vec![ctr_pki::LeafSpec::new("moto")],
+            ..ctr_pki::PkiSpec::default()
+        }
+        .generate()
+        .expect("a test PKI");
+        let (ca, chain, key) = (
+            dir.path().join("root.pem"),
+            dir.path().join("moto.pem"),
+            dir.path().join("moto.key"),
+        );
+        std::fs::write(&ca, &pki.root).unwrap();
+        std::fs::write(&chain, &pki.servers[0].1.chain).unwrap();
+        std::fs::write(&key, &pki.servers[0].1.key).unwrap();
+        let http = ctr_pki::reqwest_builder(&ca, None)
+            .expect("a client trusting the test CA")
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTPS client");
+        // The port is free when picked but may be taken before moto binds it: a server that
+        // exits before it answers is started again on another port.
+        for _attempt in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let mut child = Command::new(&binary)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .arg("-c")
+                .arg(&chain)
+                .arg("-k")
+                .arg(&key)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("moto_server starts");
+            let endpoint = format!("https://127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let answer = http.get(format!("{endpoint}/moto-api/")).send().await;
+                if answer.is_ok() {
+                    return Some(Self {
+                        child,
+                        endpoint,
+                        ca,
+                        dir,
+                    });
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "moto never answered");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        panic!("moto_server did not come up in three attempts");
+    }
+
+    /// Settings for this server: region `us-east-1`, its endpoint and CA, the ring listed
+    /// again after a second.
+    pub fn settings(&self) -> AwsSettings {
+        AwsSettings {
+            region: Some("us-east-1".into()),
+            profile: None,
+            endpoint_url: Some(self.endpoint.clone()),
+            ca_file: Some(self.ca.clone()),
+            alias_prefix: "alias/ctr/".into(),
+            refresh: Duration::from_secs(1),
         }
     }
 

@@ -181,7 +181,7 @@ impl InProcess {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let settings = |domain: &str| DomainSettings {
             seed_file: Some(seeds.path().join(format!("{domain}.json"))),
-            ..DomainSettings::default()
+            ..DomainSettings::with_mock_kms()
         };
         let (coupons, _) = run(
             coupons::build_with(&server("coupons"), &settings("coupons"), clock.clone())

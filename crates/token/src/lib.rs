@@ -14,7 +14,7 @@
 //! use ctr_domain_kit::{IssuerConfig, TokenIssuer};
 //! use ctr_token::{KeySet, Settlement, StaticKeys, SystemClock, Verifier, VerifierPolicy};
 //!
-//! let kms = ctr_kms::KmsConfig::default().build()?;
+//! let kms = ctr_kms::KmsConfig::Mock { seed: None }.build().await?;
 //! kms.create_key("coupons-signing").await?;
 //! let clock = Arc::new(SystemClock);
 //! let issuer = TokenIssuer::new(kms, IssuerConfig {

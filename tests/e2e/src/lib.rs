@@ -223,6 +223,7 @@ impl Stack {
                 .with_container_name(container_name(&id, domain))
                 .with_mount(pki_mount(domain))
                 .with_env_var("CTR_LOG_FORMAT", "json")
+                .with_env_var("CTR_KMS__BACKEND", "mock")
                 .with_startup_timeout(Duration::from_secs(60));
             let container = domain_env
                 .iter()

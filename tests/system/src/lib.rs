@@ -295,7 +295,7 @@ pub fn domain_settings() -> DomainSettings {
         token_ttl: Duration::from_secs(120),
         hold_ttl: Duration::from_secs(600),
         max_holds_per_customer: 1000,
-        ..DomainSettings::default()
+        ..DomainSettings::with_mock_kms()
     }
 }
 

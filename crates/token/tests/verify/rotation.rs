@@ -131,7 +131,7 @@ async fn no_secret_bearing_type_prints_its_secret() {
     let seed = "a seed nobody may read";
     let config: ctr_kms::KmsConfig =
         serde_json::from_value(serde_json::json!({"backend": "mock", "seed": seed})).unwrap();
-    let kms = config.build().unwrap();
+    let kms = config.build().await.unwrap();
     kms.create_key("coupons-signing").await.unwrap();
     let issuer = issuer(
         kms.clone(),

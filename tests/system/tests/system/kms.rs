@@ -1,17 +1,91 @@
-//! The domains sign through a real KMS: OpenBao's transit engine (`bao server -dev -dev-tls`,
-//! `ctr_kms::testing::OpenBao`). A whole checkout, a rotation done in OpenBao that the relay
-//! picks up, a KMS that hangs mid-run (503 `kms-unavailable`, no hold left placed, the domain
-//! signs again once it answers), and a domain that starts before its KMS answers (unready,
-//! naming `kms`, until it does). Needs `CTR_TEST_BAO` (`tests/kms/setup.sh`); CI sets it.
+//! The domains sign through real KMSs: OpenBao's transit engine (`bao server -dev -dev-tls`,
+//! `ctr_kms::testing::OpenBao`), AWS KMS as moto's server emulates it (`testing::Moto`) and
+//! a SoftHSM2 token through PKCS#11. For each: a whole checkout on tokens it signed (Authlib's
+//! JOSE verifies them against the domain's JWKS), a rotation done in the backend that the
+//! relay picks up while tokens signed before it still check out, and a KMS that stops
+//! answering mid-run (503 `kms-unavailable`, no hold left placed, signing again once it
+//! answers). A domain that starts before its KMS answers is unready, naming `kms`, until it
+//! does. Needs `CTR_TEST_BAO`, `CTR_TEST_MOTO` with AWS credentials, and `SOFTHSM2_CONF`
+//! (README: Testing); CI sets them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ctr_kms::KmsConfig;
-use ctr_kms::testing::OpenBao;
+use ctr_kms::testing::{Moto, OpenBao};
+use ctr_kms::{Kms, KmsConfig, Pkcs11Settings};
 use ctr_system_tests::{World, domain_settings, problem_type};
 use serde_json::{Value, json};
+
+/// A KMS the domains sign through, and what an operator does to it.
+enum Backend {
+    OpenBao(OpenBao),
+    Moto(Moto),
+    SoftHsm(Pkcs11Settings),
+}
+
+impl Backend {
+    fn config(&self) -> KmsConfig {
+        match self {
+            Self::OpenBao(bao) => KmsConfig::Vault(bao.settings()),
+            Self::Moto(moto) => KmsConfig::Aws(moto.settings()),
+            Self::SoftHsm(settings) => KmsConfig::Pkcs11(settings.clone()),
+        }
+    }
+
+    /// Rotates `key` as an operator would: in OpenBao its own `rotate`; in AWS and on the
+    /// token a new version made by a client of its own (what `<domain> keys rotate` runs).
+    async fn rotate(&self, key: &str) {
+        match self {
+            Self::OpenBao(bao) => {
+                bao.root("POST", &format!("transit/keys/{key}/rotate"), json!({}))
+                    .await;
+            }
+            other => {
+                let operator: Arc<dyn Kms> = other.config().build().await.unwrap();
+                operator.rotate(key).await.unwrap();
+            }
+        }
+    }
+
+    /// Makes the KMS stop answering; `None` where that cannot be done (a library in
+    /// process).
+    fn pause(&self) -> Option<()> {
+        match self {
+            Self::OpenBao(bao) => bao.pause(),
+            Self::Moto(moto) => moto.pause(),
+            Self::SoftHsm(_) => return None,
+        }
+        Some(())
+    }
+
+    fn resume(&self) {
+        match self {
+            Self::OpenBao(bao) => bao.resume(),
+            Self::Moto(moto) => moto.resume(),
+            Self::SoftHsm(_) => {}
+        }
+    }
+}
+
+/// SoftHSM2's token made by `tests/kms/softhsm.sh`, its PIN beside its config.
+fn softhsm() -> Option<Pkcs11Settings> {
+    let Some(conf) = std::env::var_os("SOFTHSM2_CONF") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the PKCS#11 tests: export SOFTHSM2_CONF=$(tests/kms/softhsm.sh)"
+        );
+        eprintln!("NOT RUN: export SOFTHSM2_CONF=$(tests/kms/softhsm.sh) for the PKCS#11 tests");
+        return None;
+    };
+    Some(Pkcs11Settings {
+        module: std::env::var_os("CTR_TEST_PKCS11_MODULE")
+            .map_or_else(|| "/usr/lib/softhsm/libsofthsm2.so".into(), Into::into),
+        token_label: "ctr-test".into(),
+        pin_file: std::path::PathBuf::from(conf).with_file_name("pin"),
+    })
+}
 
 fn kid(token: &str) -> String {
     let header = token.split('.').next().unwrap();
@@ -37,6 +111,16 @@ fn authlib_verify(jwks: &Value, token: &str) -> Option<Result<String, String>> {
     })
 }
 
+/// The `n` of a `<key>.v<n>.<fingerprint>` kid.
+fn version_number(kid: &str) -> u64 {
+    kid.split('.')
+        .nth(1)
+        .unwrap()
+        .trim_start_matches('v')
+        .parse()
+        .unwrap()
+}
+
 async fn held(world: &World) -> i64 {
     let (n,): (i64,) = world
         .payments
@@ -53,21 +137,38 @@ async fn held(world: &World) -> i64 {
 
 #[tokio::test]
 async fn domains_sign_through_openbao_rotate_there_and_survive_a_hung_kms() {
-    let Some(bao) = OpenBao::start().await else {
-        return;
-    };
+    if let Some(bao) = OpenBao::start().await {
+        signs_rotates_and_survives_a_hung_kms(Backend::OpenBao(bao)).await;
+    }
+}
+
+#[tokio::test]
+async fn domains_sign_through_aws_kms_rotate_there_and_survive_a_hung_kms() {
+    if let Some(moto) = Moto::start().await {
+        signs_rotates_and_survives_a_hung_kms(Backend::Moto(moto)).await;
+    }
+}
+
+#[tokio::test]
+async fn domains_sign_through_a_pkcs11_token_and_rotate_there() {
+    if let Some(settings) = softhsm() {
+        signs_rotates_and_survives_a_hung_kms(Backend::SoftHsm(settings)).await;
+    }
+}
+
+async fn signs_rotates_and_survives_a_hung_kms(backend: Backend) {
     let settings = ctr_domain_kit::DomainSettings {
-        kms: KmsConfig::Vault(bao.settings()),
+        kms: Some(backend.config()),
         ..domain_settings()
     };
     let world = World::start_custom(settings, |_| {}).await;
 
-    // A whole checkout on tokens OpenBao signed.
+    // A whole checkout on tokens the KMS signed.
     let first = world.open_order("c_alice", 4999).await;
     let old_tokens = world.three_tokens(&first, "c_alice", "pm_alice_visa").await;
     for (token, key) in old_tokens.iter().zip(["coupons", "points", "payments"]) {
         assert!(
-            kid(token).starts_with(&format!("{key}-signing.v1.")),
+            kid(token).starts_with(&format!("{key}-signing.v")),
             "{}",
             kid(token)
         );
@@ -89,7 +190,6 @@ async fn domains_sign_through_openbao_rotate_there_and_survive_a_hung_kms() {
         });
         assert!(authlib_verify(&coupons_jwks, &forged).unwrap().is_err());
     }
-    let second = world.open_order("c_alice", 4999).await;
     let (status, body) = world.checkout(&first, &old_tokens).await;
     assert_eq!(
         (status, body["status"].as_str()),
@@ -97,10 +197,20 @@ async fn domains_sign_through_openbao_rotate_there_and_survive_a_hung_kms() {
         "{body}"
     );
 
-    // Rotate the points key in OpenBao: its JWKS publishes both versions, new tokens carry
-    // v2, and the relay verifies them after its unknown-kid refetch.
-    bao.root("POST", "transit/keys/points-signing/rotate", json!({}))
+    // Tokens confirmed before the rotation, checked out after it.
+    let second = world.open_order("c_alice", 4999).await;
+    let before_rotation = world
+        .three_tokens(&second, "c_alice", "pm_alice_visa")
         .await;
+    let old_kid = kid(&before_rotation[1]);
+    let n = version_number(&old_kid);
+
+    // Rotate the points key in the backend: its JWKS publishes the new version first and
+    // keeps the old one, new tokens carry the new version, and the relay verifies them after
+    // its unknown-kid refetch. (A SoftHSM2 token outlives one run of the suite: versions are
+    // counted from the one found.)
+    backend.rotate("points-signing").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // AWS: the ring's refresh (1 s)
     let (_, jwks) = world
         .get(world.points.running.url("/.well-known/jwks.json"))
         .await;
@@ -110,25 +220,31 @@ async fn domains_sign_through_openbao_rotate_there_and_survive_a_hung_kms() {
         .iter()
         .map(|k| k["kid"].as_str().unwrap())
         .collect();
-    assert_eq!(kids.len(), 2, "{jwks}");
-    assert!(kids[0].starts_with("points-signing.v2.") && kids[1].starts_with("points-signing.v1."));
-    let new_tokens = world
-        .three_tokens(&second, "c_alice", "pm_alice_visa")
-        .await;
-    assert!(kid(&new_tokens[1]).starts_with("points-signing.v2."));
+    assert_eq!(version_number(kids[0]), n + 1, "{jwks}");
+    assert!(kids.contains(&old_kid.as_str()), "{jwks}");
+    let third = world.open_order("c_alice", 4999).await;
+    let new_tokens = world.three_tokens(&third, "c_alice", "pm_alice_visa").await;
+    assert_eq!(kid(&new_tokens[1]), kids[0]);
     world.clock.advance(Duration::from_secs(6)); // past the relay's JWKS refetch interval
-    let (status, body) = world.checkout(&second, &new_tokens).await;
-    assert_eq!(status, 200, "a v2 token after the relay's refetch: {body}");
+    let (status, body) = world.checkout(&third, &new_tokens).await;
+    assert_eq!(
+        status, 200,
+        "a new version's token after the relay's refetch: {body}"
+    );
+    let (status, body) = world.checkout(&second, &before_rotation).await;
+    assert_eq!(status, 200, "a token signed before the rotation: {body}");
 
     // The KMS hangs: the confirmation answers 503 `kms-unavailable` once the call times out,
     // and leaves no hold placed.
-    let third = world.open_order("c_alice", 4999).await;
+    let fourth = world.open_order("c_alice", 4999).await;
     let before = held(&world).await;
-    bao.pause();
+    if backend.pause().is_none() {
+        return;
+    }
     let (status, body) = world
-        .confirm_payment(&third, "c_alice", "pm_alice_visa", 4999)
+        .confirm_payment(&fourth, "c_alice", "pm_alice_visa", 4999)
         .await;
-    bao.resume();
+    backend.resume();
     assert_eq!(
         (status, problem_type(&body)),
         (503, "kms-unavailable"),
@@ -137,7 +253,7 @@ async fn domains_sign_through_openbao_rotate_there_and_survive_a_hung_kms() {
     assert_eq!(held(&world).await, before, "no hold left placed");
     // Once it answers again, the domain signs again.
     let (status, body) = world
-        .confirm_payment(&third, "c_alice", "pm_alice_visa", 4999)
+        .confirm_payment(&fourth, "c_alice", "pm_alice_visa", 4999)
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(held(&world).await, before + 1);
@@ -150,7 +266,7 @@ async fn a_domain_whose_kms_does_not_answer_at_start_is_unready_until_it_does() 
     };
     let world = World::start().await;
     let settings = ctr_domain_kit::DomainSettings {
-        kms: KmsConfig::Vault(bao.settings()),
+        kms: Some(KmsConfig::Vault(bao.settings())),
         ..world.domain_settings.clone()
     };
     bao.pause();
