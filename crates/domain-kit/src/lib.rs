@@ -4,6 +4,7 @@
 
 mod engine;
 mod issue;
+pub mod keys;
 mod ledger;
 mod openapi;
 mod routes;
@@ -30,6 +31,21 @@ pub use openapi::openapi;
 pub use routes::{DomainState, SharedState, hold_view, routes};
 pub use settings::DomainSettings;
 pub use signer::{AUDIENCE, Signer, token_problem};
+
+/// What every domain's `main` does: the service kit's commands (`serve`, `healthcheck`,
+/// `admin`), and `keys` for its signing key in the KMS ([`keys`]).
+pub fn main<S, F, Fut>(name: &'static str, defaults: S, start: F) -> std::process::ExitCode
+where
+    S: ctr_service_kit::ServiceSettings + AsRef<DomainSettings>,
+    F: FnOnce(ctr_service_kit::Config<S>) -> Fut,
+    Fut: std::future::Future<Output = Result<App, StartError>>,
+{
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("keys") {
+        return keys::main(name, defaults, &args[1..]);
+    }
+    ctr_service_kit::main_with(name, defaults, start)
+}
 
 /// A domain service ready to run, with handles tests and tools need.
 pub struct DomainApp<L: Ledger> {

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 pub struct DomainSettings {
     /// `CTR_KMS__BACKEND` (`vault`, `aws`, `pkcs11`, or `mock` for development) and that
     /// backend's `CTR_KMS__*` settings. Required: no backend is chosen for the operator.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Serialized even when unset (as an empty value), so that `CTR_KMS__*` is a known key.
+    #[serde(default)]
     pub kms: Option<KmsConfig>,
     /// `CTR_TOKEN_TTL`: lifetime of a confirmation token (at most 5 minutes).
     #[serde(with = "humantime_serde")]
@@ -46,6 +47,12 @@ impl Default for DomainSettings {
             max_holds_per_customer: 16,
             seed_file: None,
         }
+    }
+}
+
+impl AsRef<DomainSettings> for DomainSettings {
+    fn as_ref(&self) -> &DomainSettings {
+        self
     }
 }
 
@@ -124,5 +131,53 @@ impl DomainSettings {
             setting: "CTR_SEED_FILE",
             reason: format!("{origin}: {e}"),
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::result_large_err,
+    clippy::unwrap_used,
+    reason = "figment::Jail closures return figment::Error; tests fail loudly"
+)]
+mod tests {
+    use ctr_kms::KmsConfig;
+    use ctr_service_kit::Config;
+    use figment::Jail;
+
+    use super::DomainSettings;
+
+    fn load() -> Result<Config<DomainSettings>, String> {
+        Config::load("coupons", DomainSettings::default()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_kms_backend_is_chosen_explicitly() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let refused = load().unwrap_err();
+            assert!(refused.contains("CTR_KMS__BACKEND"), "{refused}");
+            jail.set_env("CTR_KMS__BACKEND", "mock");
+            assert_eq!(
+                load().unwrap().service.kms,
+                Some(KmsConfig::Mock { seed: None })
+            );
+            jail.set_env("CTR_KMS__BACKEND", "aws");
+            jail.set_env("CTR_KMS__REGION", "eu-central-1");
+            let Some(KmsConfig::Aws(aws)) = load().unwrap().service.kms else {
+                panic!("aws");
+            };
+            assert_eq!(aws.region.as_deref(), Some("eu-central-1"));
+            jail.set_env("CTR_KMS__ENDPOINT_URL", "http://kms.local");
+            let refused = load().unwrap_err();
+            assert!(refused.contains("https"), "{refused}");
+            jail.set_env("CTR_KMS__BACKEND", "mock");
+            let refused = load().unwrap_err();
+            assert!(
+                refused.contains("endpoint_url"),
+                "a mock with AWS settings: {refused}"
+            );
+            Ok(())
+        });
     }
 }

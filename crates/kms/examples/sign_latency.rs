@@ -1,17 +1,19 @@
 //! Signing latency and throughput through each KMS backend against the mock, in one run:
 //!
-//!   export CTR_TEST_BAO=$(tests/kms/setup.sh)
-//!   cargo run --release -p ctr-kms --example sign_latency -- 2000
+//!   eval "$(tests/kms/setup.sh)"; export SOFTHSM2_CONF=$(tests/kms/softhsm.sh)
+//!   AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+//!     cargo run --release -p ctr-kms --example sign_latency -- 2000
 //!
 //! For each backend: the p50 and p99 of one signature at a time, then signatures per second
-//! with 16 in flight, over a token-sized message. OpenBao runs in dev mode on this machine
-//! (TLS on loopback), so its figures are a floor for a network KMS.
+//! with 16 in flight, over a token-sized message. OpenBao (dev mode) and moto (AWS KMS
+//! emulated in Python) run on this machine over TLS on loopback, so their figures are a floor
+//! for a network KMS and say what the client side costs; SoftHSM2 is a library in process.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ctr_kms::testing::OpenBao;
-use ctr_kms::{Kms, KmsConfig};
+use ctr_kms::testing::{Moto, OpenBao};
+use ctr_kms::{Kms, KmsConfig, Pkcs11Settings};
 
 /// A token's signing input (`header.claims`, base64url), the size the domains sign.
 fn signing_input() -> Vec<u8> {
@@ -45,6 +47,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bao = OpenBao::start().await;
     if let Some(bao) = &bao {
         backends.push(("openbao", KmsConfig::Vault(bao.settings()).build().await?));
+    }
+    let moto = Moto::start().await;
+    if let Some(moto) = &moto {
+        backends.push(("aws/moto", KmsConfig::Aws(moto.settings()).build().await?));
+    }
+    if let Some(conf) = std::env::var_os("SOFTHSM2_CONF") {
+        let token = Pkcs11Settings {
+            module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            token_label: "ctr-test".into(),
+            pin_file: std::path::PathBuf::from(conf).with_file_name("pin"),
+        };
+        backends.push(("softhsm2", KmsConfig::Pkcs11(token).build().await?));
     }
     println!(
         "{:<10} {:>9} {:>9} {:>12}",

@@ -108,9 +108,12 @@ impl Pkcs11Kms {
                 ))
             })?;
         let session = context.open_rw_session(slot).map_err(backend)?;
-        session
-            .login(UserType::User, Some(&AuthPin::new(pin.trim().into())))
-            .map_err(backend)?;
+        // Login is per application, not per session: another Pkcs11Kms in this process (the
+        // other domains of an in-process test, an operator's) may have logged in already.
+        match session.login(UserType::User, Some(&AuthPin::new(pin.trim().into()))) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(error) => return Err(backend(error)),
+        }
         Ok(Self {
             token: Arc::new(Mutex::new(Token {
                 _context: context,

@@ -5,7 +5,7 @@ use ctr_domain_kit::DomainSettings;
 use ctr_token::SystemClock;
 
 fn main() -> ExitCode {
-    ctr_service_kit::main_with("coupons", DomainSettings::default(), |config| async move {
+    ctr_domain_kit::main("coupons", DomainSettings::default(), |config| async move {
         Ok(coupons::build(&config, Arc::new(SystemClock)).await?.app)
     })
 }

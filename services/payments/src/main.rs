@@ -5,7 +5,7 @@ use ctr_domain_kit::DomainSettings;
 use ctr_token::SystemClock;
 
 fn main() -> ExitCode {
-    ctr_service_kit::main_with("payments", DomainSettings::default(), |config| async move {
+    ctr_domain_kit::main("payments", DomainSettings::default(), |config| async move {
         Ok(payments::build(&config, Arc::new(SystemClock)).await?.app)
     })
 }

@@ -5,7 +5,7 @@ use ctr_token::SystemClock;
 use points::PointsSettings;
 
 fn main() -> ExitCode {
-    ctr_service_kit::main_with("points", PointsSettings::default(), |config| async move {
+    ctr_domain_kit::main("points", PointsSettings::default(), |config| async move {
         Ok(points::build(&config, Arc::new(SystemClock)).await?.app)
     })
 }

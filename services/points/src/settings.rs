@@ -25,6 +25,12 @@ impl Default for PointsSettings {
     }
 }
 
+impl AsRef<DomainSettings> for PointsSettings {
+    fn as_ref(&self) -> &DomainSettings {
+        &self.domain
+    }
+}
+
 impl PointsSettings {
     /// The value of one point per currency. Environment keys arrive lowercased, so the code
     /// is matched without regard to case.
