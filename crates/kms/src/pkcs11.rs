@@ -12,7 +12,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::types::AuthPin;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha384};
@@ -63,28 +63,51 @@ struct Token {
     session: Session,
 }
 
-/// PKCS#11 behind the [`Kms`] trait.
+/// PKCS#11 behind the [`Kms`] trait. A session that lost its login is opened again, with a
+/// fresh login, before it is used; one the token no longer honours (the HSM restarted, a
+/// network HSM dropped the connection) fails that call as unavailable and is opened again by
+/// the next.
 pub struct Pkcs11Kms {
-    token: Arc<Mutex<Token>>,
-    label: String,
+    token: Arc<Mutex<Option<Token>>>,
+    settings: Pkcs11Settings,
 }
 
 impl std::fmt::Debug for Pkcs11Kms {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pkcs11Kms")
-            .field("token", &self.label)
+            .field("token", &self.settings.token_label)
             .finish_non_exhaustive()
     }
 }
 
 fn backend(error: CkError) -> KmsError {
-    KmsError::Backend(format!("PKCS#11: {error}"))
+    match &error {
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+            | RvError::SessionClosed
+            | RvError::DeviceRemoved
+            | RvError::DeviceError
+            | RvError::TokenNotPresent
+            | RvError::UserNotLoggedIn
+            | RvError::CryptokiNotInitialized,
+            _,
+        ) => KmsError::Unavailable(format!("PKCS#11: {error}")),
+        _ => KmsError::Backend(format!("PKCS#11: {error}")),
+    }
 }
 
 impl Pkcs11Kms {
     /// Loads the module, finds the token by label and logs in with the PIN from its file.
     pub fn open(settings: &Pkcs11Settings) -> Result<Self, KmsError> {
         settings.validate().map_err(KmsError::Backend)?;
+        Ok(Self {
+            token: Arc::new(Mutex::new(Some(Self::connect(settings)?))),
+            settings: settings.clone(),
+        })
+    }
+
+    /// A logged-in session on the token.
+    fn connect(settings: &Pkcs11Settings) -> Result<Token, KmsError> {
         let pin = std::fs::read_to_string(&settings.pin_file)
             .map_err(|e| KmsError::Backend(format!("{}: {e}", settings.pin_file.display())))?;
         let context = Pkcs11::new(&settings.module).map_err(backend)?;
@@ -114,12 +137,9 @@ impl Pkcs11Kms {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
             Err(error) => return Err(backend(error)),
         }
-        Ok(Self {
-            token: Arc::new(Mutex::new(Token {
-                _context: context,
-                session,
-            })),
-            label: settings.token_label.clone(),
+        Ok(Token {
+            _context: context,
+            session,
         })
     }
 
@@ -128,12 +148,34 @@ impl Pkcs11Kms {
         &self,
         work: impl FnOnce(&Session) -> Result<T, KmsError> + Send + 'static,
     ) -> Result<T, KmsError> {
-        let token = self.token.clone();
+        let (token, settings) = (self.token.clone(), self.settings.clone());
         tokio::task::spawn_blocking(move || {
-            let token = token
+            let mut token = token
                 .lock()
                 .map_err(|_| KmsError::Backend("the PKCS#11 session was poisoned".into()))?;
-            work(&token.session)
+            // A session that lost its login (the token restarted, a network HSM dropped the
+            // connection) is replaced before it is used.
+            let logged_in = token.as_ref().is_some_and(|t| {
+                t.session.get_session_info().is_ok_and(|info| {
+                    matches!(
+                        info.session_state(),
+                        SessionState::RoUser | SessionState::RwUser
+                    )
+                })
+            });
+            if !logged_in {
+                *token = None;
+                *token = Some(Self::connect(&settings)?);
+            }
+            let session = &token
+                .as_ref()
+                .ok_or_else(|| KmsError::Backend("no session".into()))?
+                .session;
+            let outcome = work(session);
+            if matches!(outcome, Err(KmsError::Unavailable(_))) {
+                *token = None;
+            }
+            outcome
         })
         .await
         .map_err(|e| KmsError::Backend(format!("the PKCS#11 call did not finish: {e}")))?

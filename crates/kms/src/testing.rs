@@ -314,6 +314,28 @@ impl Moto {
     }
 }
 
+/// Logs the process out of the PKCS#11 token of `settings` (login is per application, so
+/// every session of every [`crate::Pkcs11Kms`] here loses it), as a restarted HSM or a
+/// dropped connection to a network HSM does.
+///
+/// # Panics
+/// When the token cannot be found or the logout fails.
+#[allow(clippy::unwrap_used, reason = "a test harness fails loudly")]
+pub fn pkcs11_log_out(settings: &crate::Pkcs11Settings) {
+    let context = cryptoki::context::Pkcs11::new(&settings.module).unwrap();
+    let slot = context
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|slot| {
+            context
+                .get_token_info(*slot)
+                .is_ok_and(|info| info.label() == settings.token_label)
+        })
+        .unwrap();
+    context.open_ro_session(slot).unwrap().logout().unwrap();
+}
+
 fn signal(pid: u32, signal: &str) {
     let _ = Command::new("kill")
         .arg(signal)
