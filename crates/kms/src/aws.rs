@@ -94,13 +94,16 @@ struct Version {
     target: String,
 }
 
+/// A key's versions, newest first, and when they were listed.
+type Ring = (Instant, Arc<Vec<Version>>);
+
 /// AWS KMS behind the [`Kms`] trait.
 pub struct AwsKms {
     client: Client,
     prefix: String,
     refresh: Duration,
     /// Per key id: when its aliases were listed, and its versions, newest first.
-    rings: Mutex<HashMap<String, (Instant, Arc<Vec<Version>>)>>,
+    rings: Mutex<HashMap<String, Ring>>,
     /// SEC1 points by AWS key id: a key's public half never changes.
     points: Mutex<HashMap<String, Vec<u8>>>,
 }
@@ -239,7 +242,7 @@ impl AwsKms {
                 })
             })
             .collect();
-        versions.sort_by(|a, b| b.number.cmp(&a.number));
+        versions.sort_by_key(|v| std::cmp::Reverse(v.number));
         let ring = Arc::new(versions);
         self.rings
             .lock()

@@ -47,11 +47,9 @@ impl OpenBao {
             None => {
                 assert!(
                     std::env::var_os("CI").is_none(),
-                    "CI must run the OpenBao tests: export CTR_TEST_BAO=$(tests/kms/setup.sh)"
+                    "CI must run the OpenBao tests: eval \"$(tests/kms/setup.sh)\""
                 );
-                eprintln!(
-                    "NOT RUN: export CTR_TEST_BAO=$(tests/kms/setup.sh) to run the OpenBao tests"
-                );
+                eprintln!("NOT RUN: eval \"$(tests/kms/setup.sh)\" to run the OpenBao tests");
                 return None;
             }
         };

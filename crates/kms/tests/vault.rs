@@ -1,5 +1,5 @@
 //! `VaultKms` against the real OpenBao server (`ctr_kms::testing::OpenBao`: `bao server -dev
-//! -dev-tls` over TLS with the CA it writes). `export CTR_TEST_BAO=$(tests/kms/setup.sh)`;
+//! -dev-tls` over TLS with the CA it writes). `eval "$(tests/kms/setup.sh)"`;
 //! under `CI=true` the tests fail without it.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 

@@ -81,6 +81,7 @@ mod tests {
     fn point_values_and_domain_settings_come_from_the_environment() {
         Jail::expect_with(|jail| {
             jail.clear_env();
+            jail.set_env("CTR_KMS__BACKEND", "mock");
             jail.set_env("CTR_POINT_VALUES__EUR", "2");
             jail.set_env("CTR_TOKEN_TTL", "90s");
             let config =
@@ -109,6 +110,7 @@ mod tests {
         ] {
             Jail::expect_with(|jail| {
                 jail.clear_env();
+                jail.set_env("CTR_KMS__BACKEND", "mock");
                 jail.set_env(variable, "2");
                 let error = Config::load("points", PointsSettings::default())
                     .unwrap_err()
@@ -122,8 +124,8 @@ mod tests {
     #[test]
     fn point_values_are_read_case_blind_and_refused_when_zero_or_unknown() {
         let mut settings = PointsSettings {
+            domain: DomainSettings::with_mock_kms(),
             point_values: [("eur".to_owned(), 2)].into(),
-            ..PointsSettings::default()
         };
         let values = settings.point_values().unwrap();
         assert_eq!(values[&Currency::parse("EUR").unwrap()].amount, 2);
