@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ctr_kms::testing::{Moto, OpenBao};
-use ctr_kms::{Kms, KmsConfig, Pkcs11Settings};
+use ctr_kms::{Kms, KmsConfig};
 
 /// A token's signing input (`header.claims`, base64url), the size the domains sign.
 fn signing_input() -> Vec<u8> {
@@ -52,12 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(moto) = &moto {
         backends.push(("aws/moto", KmsConfig::Aws(moto.settings()).build().await?));
     }
-    if let Some(conf) = std::env::var_os("SOFTHSM2_CONF") {
-        let token = Pkcs11Settings {
-            module: "/usr/lib/softhsm/libsofthsm2.so".into(),
-            token_label: "ctr-test".into(),
-            pin_file: std::path::PathBuf::from(conf).with_file_name("pin"),
-        };
+    if let Some(token) = ctr_kms::testing::softhsm() {
         backends.push(("softhsm2", KmsConfig::Pkcs11(token).build().await?));
     }
     println!(

@@ -334,6 +334,42 @@ pub fn pkcs11_log_out(settings: &crate::Pkcs11Settings) {
     context.open_ro_session(slot).unwrap().logout().unwrap();
 }
 
+/// The SoftHSM2 token `tests/kms/softhsm.sh` made, found through `SOFTHSM2_CONF` (its PIN
+/// file lies beside the config; `CTR_TEST_PKCS11_MODULE` names another module). `None`
+/// without it outside CI.
+///
+/// # Panics
+/// Under `CI=true` without `SOFTHSM2_CONF`.
+pub fn softhsm() -> Option<crate::Pkcs11Settings> {
+    let Some(conf) = std::env::var_os("SOFTHSM2_CONF") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the PKCS#11 tests: export SOFTHSM2_CONF=$(tests/kms/softhsm.sh)"
+        );
+        eprintln!("NOT RUN: export SOFTHSM2_CONF=$(tests/kms/softhsm.sh) for the PKCS#11 tests");
+        return None;
+    };
+    Some(crate::Pkcs11Settings {
+        module: std::env::var_os("CTR_TEST_PKCS11_MODULE")
+            .map_or_else(|| "/usr/lib/softhsm/libsofthsm2.so".into(), PathBuf::from),
+        token_label: "ctr-test".into(),
+        pin_file: PathBuf::from(conf).with_file_name("pin"),
+    })
+}
+
+/// Whether `der` is a signature over `message` by the P-384 point `sec1`, checked with
+/// RustCrypto's P-384 (not the KMS's code).
+///
+/// # Panics
+/// When `sec1` is not a P-384 point or `der` not a DER signature.
+#[allow(clippy::unwrap_used, reason = "a test helper fails loudly")]
+pub fn verifies(sec1: &[u8], message: &[u8], der: &[u8]) -> bool {
+    use p384::ecdsa::signature::Verifier as _;
+    let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(sec1).unwrap();
+    let signature = p384::ecdsa::Signature::from_der(der).unwrap();
+    key.verify(message, &signature).is_ok()
+}
+
 fn signal(pid: u32, signal: &str) {
     let _ = Command::new("kill")
         .arg(signal)

@@ -5,15 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use ctr_kms::testing::Moto;
+use ctr_kms::testing::{Moto, verifies};
 use ctr_kms::{AwsSettings, KmsConfig, KmsError};
-use p384::ecdsa::signature::Verifier as _;
-
-fn verifies(sec1: &[u8], message: &[u8], der: &[u8]) -> bool {
-    let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(sec1).unwrap();
-    let signature = p384::ecdsa::Signature::from_der(der).unwrap();
-    key.verify(message, &signature).is_ok()
-}
 
 #[tokio::test]
 async fn aws_keys_sign_rotate_behind_aliases_and_retire() {

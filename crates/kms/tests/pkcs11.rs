@@ -4,38 +4,12 @@
 //! initialised once per process.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-use std::path::PathBuf;
-
+use ctr_kms::testing::{softhsm, verifies};
 use ctr_kms::{Kms, KmsError, Pkcs11Kms, Pkcs11Settings};
-use p384::ecdsa::signature::Verifier as _;
-
-fn settings() -> Option<Pkcs11Settings> {
-    let Some(conf) = std::env::var_os("SOFTHSM2_CONF") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the PKCS#11 test: export SOFTHSM2_CONF=$(tests/kms/softhsm.sh)"
-        );
-        eprintln!("NOT RUN: export SOFTHSM2_CONF=$(tests/kms/softhsm.sh) to run the PKCS#11 test");
-        return None;
-    };
-    let conf = PathBuf::from(conf);
-    Some(Pkcs11Settings {
-        module: std::env::var_os("CTR_TEST_PKCS11_MODULE")
-            .map_or_else(|| "/usr/lib/softhsm/libsofthsm2.so".into(), PathBuf::from),
-        token_label: "ctr-test".into(),
-        pin_file: conf.with_file_name("pin"),
-    })
-}
-
-fn verifies(sec1: &[u8], message: &[u8], der: &[u8]) -> bool {
-    let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(sec1).unwrap();
-    let signature = p384::ecdsa::Signature::from_der(der).unwrap();
-    key.verify(message, &signature).is_ok()
-}
 
 #[tokio::test]
 async fn softhsm_keys_sign_rotate_and_retire_through_the_kms_trait() {
-    let Some(settings) = settings() else {
+    let Some(settings) = softhsm() else {
         return;
     };
     assert!(settings.validate().is_ok());

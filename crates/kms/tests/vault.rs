@@ -3,20 +3,12 @@
 //! under `CI=true` the tests fail without it.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-use ctr_kms::testing::OpenBao;
+use ctr_kms::testing::{OpenBao, verifies};
 use ctr_kms::{Kms, KmsError, VaultKms, VaultSettings};
-use p384::ecdsa::signature::Verifier as _;
 use serde_json::{Value, json};
 
 fn vault(bao: &OpenBao, settings: VaultSettings) -> VaultKms {
     VaultKms::new(settings, bao.http.clone())
-}
-
-/// Checks a DER signature over `message` with RustCrypto's P-384 (not the KMS's code).
-fn verifies(sec1: &[u8], message: &[u8], der: &[u8]) -> bool {
-    let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(sec1).unwrap();
-    let signature = p384::ecdsa::Signature::from_der(der).unwrap();
-    key.verify(message, &signature).is_ok()
 }
 
 #[tokio::test]

@@ -69,24 +69,6 @@ impl Backend {
     }
 }
 
-/// SoftHSM2's token made by `tests/kms/softhsm.sh`, its PIN beside its config.
-fn softhsm() -> Option<Pkcs11Settings> {
-    let Some(conf) = std::env::var_os("SOFTHSM2_CONF") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the PKCS#11 tests: export SOFTHSM2_CONF=$(tests/kms/softhsm.sh)"
-        );
-        eprintln!("NOT RUN: export SOFTHSM2_CONF=$(tests/kms/softhsm.sh) for the PKCS#11 tests");
-        return None;
-    };
-    Some(Pkcs11Settings {
-        module: std::env::var_os("CTR_TEST_PKCS11_MODULE")
-            .map_or_else(|| "/usr/lib/softhsm/libsofthsm2.so".into(), Into::into),
-        token_label: "ctr-test".into(),
-        pin_file: std::path::PathBuf::from(conf).with_file_name("pin"),
-    })
-}
-
 fn kid(token: &str) -> String {
     let header = token.split('.').next().unwrap();
     let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
@@ -151,7 +133,7 @@ async fn domains_sign_through_aws_kms_rotate_there_and_survive_a_hung_kms() {
 
 #[tokio::test]
 async fn domains_sign_through_a_pkcs11_token_rotate_there_and_survive_a_lost_login() {
-    if let Some(settings) = softhsm() {
+    if let Some(settings) = ctr_kms::testing::softhsm() {
         signs_rotates_and_survives_a_hung_kms(Backend::SoftHsm(settings)).await;
     }
 }
