@@ -347,9 +347,10 @@ impl AwsKms {
 #[async_trait]
 impl Kms for AwsKms {
     async fn create_key(&self, key_id: &str) -> Result<KeyVersion, KmsError> {
-        if self.ring(key_id, true).await?.is_empty() {
-            self.add_version(key_id, 1).await?;
+        if let Some(newest) = self.ring(key_id, true).await?.first() {
+            return self.kid(key_id, newest).await;
         }
+        self.add_version(key_id, 1).await?;
         self.newest(key_id, true).await
     }
 
@@ -366,10 +367,7 @@ impl Kms for AwsKms {
         message: &[u8],
     ) -> Result<Vec<u8>, KmsError> {
         let number = version.number_in(key_id)?;
-        let missing = || KmsError::VersionNotFound {
-            key_id: key_id.to_owned(),
-            version: version.to_string(),
-        };
+        let missing = || version.not_found_in(key_id);
         let signed = self
             .client
             .sign()
@@ -417,10 +415,7 @@ impl Kms for AwsKms {
     async fn disable_version(&self, key_id: &str, version: &KeyVersion) -> Result<(), KmsError> {
         let number = version.number_in(key_id)?;
         let ring = self.ring(key_id, true).await?;
-        let missing = || KmsError::VersionNotFound {
-            key_id: key_id.to_owned(),
-            version: version.to_string(),
-        };
+        let missing = || version.not_found_in(key_id);
         let found = ring
             .iter()
             .find(|v| v.number == number)

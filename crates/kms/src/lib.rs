@@ -73,10 +73,15 @@ impl KeyVersion {
             .and_then(|rest| rest.strip_prefix(".v"))
             .and_then(|rest| rest.split('.').next())
             .and_then(|n| n.parse().ok())
-            .ok_or_else(|| KmsError::VersionNotFound {
-                key_id: key_id.to_owned(),
-                version: self.0.clone(),
-            })
+            .ok_or_else(|| self.not_found_in(key_id))
+    }
+
+    /// `VersionNotFound` for this version of `key_id`.
+    pub fn not_found_in(&self, key_id: &str) -> KmsError {
+        KmsError::VersionNotFound {
+            key_id: key_id.to_owned(),
+            version: self.0.clone(),
+        }
     }
 }
 

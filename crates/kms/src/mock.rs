@@ -166,10 +166,7 @@ impl Kms for MockKms {
             .versions
             .iter()
             .find(|v| &v.id == version && v.enabled)
-            .ok_or_else(|| KmsError::VersionNotFound {
-                key_id: key_id.into(),
-                version: version.to_string(),
-            })?;
+            .ok_or_else(|| version.not_found_in(key_id))?;
         let signature = key
             .signer
             .sign(&aws_lc_rs::rand::SystemRandom::new(), message)
@@ -220,10 +217,7 @@ impl Kms for MockKms {
             .versions
             .iter_mut()
             .find(|v| &v.id == version)
-            .ok_or_else(|| KmsError::VersionNotFound {
-                key_id: key_id.into(),
-                version: version.to_string(),
-            })?;
+            .ok_or_else(|| version.not_found_in(key_id))?;
         entry.enabled = false;
         Ok(())
     }

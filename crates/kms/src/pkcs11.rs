@@ -312,10 +312,7 @@ impl Kms for Pkcs11Kms {
         let digest = Sha384::digest(message).to_vec();
         let (key_id, version) = (key_id.to_owned(), version.clone());
         self.with(move |session| {
-            let not_found = || KmsError::VersionNotFound {
-                key_id: key_id.clone(),
-                version: version.to_string(),
-            };
+            let not_found = || version.not_found_in(&key_id);
             // The version must be the one the caller names, fingerprint included.
             let published = versions(session, &key_id)?;
             if !published
@@ -379,10 +376,7 @@ impl Kms for Pkcs11Kms {
                 ));
             }
             if !published.iter().any(|(n, _)| *n == number) {
-                return Err(KmsError::VersionNotFound {
-                    key_id: key_id.clone(),
-                    version: version.to_string(),
-                });
+                return Err(version.not_found_in(&key_id));
             }
             let label = format!("{key_id}.v{number}").into_bytes();
             for object in session

@@ -42,17 +42,12 @@ impl OpenBao {
         reason = "a test harness fails loudly"
     )]
     pub async fn start() -> Option<Self> {
-        let binary: PathBuf = match std::env::var_os("CTR_TEST_BAO") {
-            Some(path) => path.into(),
-            None => {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "CI must run the OpenBao tests: eval \"$(tests/kms/setup.sh)\""
-                );
-                eprintln!("NOT RUN: eval \"$(tests/kms/setup.sh)\" to run the OpenBao tests");
-                return None;
-            }
-        };
+        let binary: PathBuf = fixture(
+            "CTR_TEST_BAO",
+            "eval \"$(tests/kms/setup.sh)\"",
+            "the OpenBao tests",
+        )?
+        .into();
         // The port is free when picked but another process may take it before bao binds it;
         // a server that exits before it answers is started again on another port.
         for _attempt in 0..3 {
@@ -73,10 +68,7 @@ impl OpenBao {
     )]
     async fn spawn(binary: &std::path::Path) -> Option<Self> {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let mut child = Command::new(binary)
             .args(["server", "-dev", "-dev-tls"])
             .arg(format!("-dev-tls-cert-dir={}", dir.path().display()))
@@ -215,18 +207,11 @@ impl Moto {
         reason = "a test harness fails loudly"
     )]
     pub async fn start() -> Option<Self> {
-        let binary = std::env::var_os("CTR_TEST_MOTO");
-        let credentials = std::env::var_os("AWS_ACCESS_KEY_ID").is_some()
-            && std::env::var_os("AWS_SECRET_ACCESS_KEY").is_some();
-        let Some(binary) = binary.filter(|_| credentials) else {
-            let how = "eval \"$(tests/kms/setup.sh)\" and export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing";
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run the AWS KMS tests: {how}"
-            );
-            eprintln!("NOT RUN: {how} to run the AWS KMS tests against moto");
-            return None;
-        };
+        let what = "the AWS KMS tests against moto";
+        let binary = fixture("CTR_TEST_MOTO", "eval \"$(tests/kms/setup.sh)\"", what)?;
+        let credentials = "export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing";
+        fixture("AWS_ACCESS_KEY_ID", credentials, what)?;
+        fixture("AWS_SECRET_ACCESS_KEY", credentials, what)?;
         let dir = tempfile::tempdir().expect("a temporary directory");
         let pki = ctr_pki::PkiSpec {
             tiers: 2,
@@ -251,10 +236,7 @@ impl Moto {
         // The port is free when picked but may be taken before moto binds it: a server that
         // exits before it answers is started again on another port.
         for _attempt in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
+            let port = free_port();
             let mut child = Command::new(&binary)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .arg("-c")
@@ -334,6 +316,33 @@ pub fn pkcs11_log_out(settings: &crate::Pkcs11Settings) {
     context.open_ro_session(slot).unwrap().logout().unwrap();
 }
 
+/// The value of `variable`, which names a test fixture: when it is unset, `None` outside CI
+/// (saying how to set it up) and a failure under `CI=true`, so that CI cannot skip what needs
+/// it.
+///
+/// # Panics
+/// Under `CI=true` when `variable` is unset.
+pub fn fixture(variable: &str, setup: &str, what: &str) -> Option<std::ffi::OsString> {
+    let value = std::env::var_os(variable);
+    if value.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run {what}: {setup}"
+        );
+        eprintln!("NOT RUN: {setup} to run {what}");
+    }
+    value
+}
+
+/// A port free on 127.0.0.1 when asked (another process may take it before it is bound).
+#[allow(clippy::expect_used, reason = "a test harness fails loudly")]
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// The SoftHSM2 token `tests/kms/softhsm.sh` made, found through `SOFTHSM2_CONF` (its PIN
 /// file lies beside the config; `CTR_TEST_PKCS11_MODULE` names another module). `None`
 /// without it outside CI.
@@ -341,14 +350,11 @@ pub fn pkcs11_log_out(settings: &crate::Pkcs11Settings) {
 /// # Panics
 /// Under `CI=true` without `SOFTHSM2_CONF`.
 pub fn softhsm() -> Option<crate::Pkcs11Settings> {
-    let Some(conf) = std::env::var_os("SOFTHSM2_CONF") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the PKCS#11 tests: export SOFTHSM2_CONF=$(tests/kms/softhsm.sh)"
-        );
-        eprintln!("NOT RUN: export SOFTHSM2_CONF=$(tests/kms/softhsm.sh) for the PKCS#11 tests");
-        return None;
-    };
+    let conf = fixture(
+        "SOFTHSM2_CONF",
+        "export SOFTHSM2_CONF=$(tests/kms/softhsm.sh)",
+        "the PKCS#11 tests",
+    )?;
     Some(crate::Pkcs11Settings {
         module: std::env::var_os("CTR_TEST_PKCS11_MODULE")
             .map_or_else(|| "/usr/lib/softhsm/libsofthsm2.so".into(), PathBuf::from),

@@ -309,10 +309,7 @@ impl Kms for VaultKms {
             )
             .await
             .map_err(|e| match e {
-                KmsError::VersionNotFound { .. } => KmsError::VersionNotFound {
-                    key_id: key_id.to_owned(),
-                    version: version.to_string(),
-                },
+                KmsError::VersionNotFound { .. } => version.not_found_in(key_id),
                 other => other,
             })?;
         let signature = body["data"]["signature"]
