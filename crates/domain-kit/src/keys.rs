@@ -41,9 +41,12 @@ pub fn main<S: ServiceSettings + AsRef<DomainSettings>>(
             return ExitCode::from(2);
         }
     };
-    let Some(kms) = config.service.as_ref().kms.clone() else {
-        eprintln!("{name}: CTR_KMS__BACKEND is not set");
-        return ExitCode::from(2);
+    let kms = match config.service.as_ref().kms_backend() {
+        Ok(kms) => kms.clone(),
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            return ExitCode::from(2);
+        }
     };
     if matches!(kms, KmsConfig::Mock { .. }) {
         eprintln!(

@@ -80,10 +80,7 @@ pub async fn build<L: Ledger>(
         .transact(move |tx| Box::pin(async move { seeding.seed(tx).await }))
         .await
         .map_err(|e| StartError::Store(format!("the seed data could not be loaded: {e}")))?;
-    let kms_config = settings
-        .kms
-        .as_ref()
-        .ok_or_else(|| StartError::Service("CTR_KMS__BACKEND is not set".into()))?;
+    let kms_config = settings.kms_backend()?;
     let kms = kms(kms_config, &store).await?;
     let signer = Signer::new(
         L::DOMAIN,

@@ -58,16 +58,12 @@ impl AsRef<DomainSettings> for DomainSettings {
 
 impl ServiceSettings for DomainSettings {
     fn validate(&self) -> Result<(), ConfigError> {
-        let Some(kms) = &self.kms else {
-            return Err(ConfigError::Setting {
-                setting: "CTR_KMS__BACKEND",
-                reason: "not set: choose `vault`, `aws` or `pkcs11` (README: Signing keys and the KMS), or `mock` for development only".into(),
-            });
-        };
-        kms.validate().map_err(|reason| ConfigError::Setting {
-            setting: "CTR_KMS__*",
-            reason,
-        })?;
+        self.kms_backend()?
+            .validate()
+            .map_err(|reason| ConfigError::Setting {
+                setting: "CTR_KMS__*",
+                reason,
+            })?;
         if self.token_ttl < Duration::from_secs(1) || self.token_ttl > Duration::from_secs(300) {
             return Err(ConfigError::Setting {
                 setting: "CTR_TOKEN_TTL",
@@ -107,6 +103,14 @@ impl ServiceSettings for DomainSettings {
 }
 
 impl DomainSettings {
+    /// The KMS backend chosen with `CTR_KMS__BACKEND`; unset is refused (there is no default).
+    pub fn kms_backend(&self) -> Result<&KmsConfig, ConfigError> {
+        self.kms.as_ref().ok_or_else(|| ConfigError::Setting {
+            setting: "CTR_KMS__BACKEND",
+            reason: "not set: choose `vault`, `aws` or `pkcs11` (README: Signing keys and the KMS), or `mock` for development only".into(),
+        })
+    }
+
     /// The defaults with the mock KMS chosen: for tests and the in-process load generator.
     pub fn with_mock_kms() -> Self {
         Self {
