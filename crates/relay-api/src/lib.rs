@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn a_redeem_request_never_prints_its_token() {
         let request = RedeemRequest {
-            token: "eyJhbGciOiJFUzM4NCJ9.secret.sig".into(),
+            token: "header.secret.signature".into(),
             order_processing_id: "op_x".into(),
             customer_id: "c_alice".into(),
         };

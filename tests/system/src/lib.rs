@@ -288,6 +288,22 @@ fn domain<L: Ledger>(built: DomainApp<L>) -> Domain<L> {
     }
 }
 
+/// The JSON of a compact JWS's header (`0`) or claims (`1`), read without verifying it: for
+/// tests that look inside the tokens they were given.
+///
+/// # Panics
+/// When that part is missing or not base64url JSON.
+pub fn jws_part(token: &str, index: usize) -> Value {
+    use base64::Engine as _;
+    let part = token.split('.').nth(index).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 /// Settings every test domain shares: a short token and hold lifetime, and room for the
 /// races of one customer (the per-customer cap has a test of its own).
 pub fn domain_settings() -> DomainSettings {

@@ -5,10 +5,8 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ctr_access::dpop::{ProofKey, access_token_hash};
-use ctr_system_tests::{World, outcomes, problem_type};
+use ctr_system_tests::{World, jws_part, outcomes, problem_type};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
@@ -163,11 +161,6 @@ async fn order_with_tokens(world: &World, holder: &Holder) -> (String, Vec<Strin
     (order, tokens)
 }
 
-fn claims(token: &str) -> Value {
-    let part = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
-}
-
 fn checkout_url(world: &World, order: &str) -> String {
     world
         .relay
@@ -181,10 +174,10 @@ async fn a_dpop_bound_customer_checks_out_with_tokens_bound_to_its_key() {
     let (order, tokens) = order_with_tokens(&world, &alice).await;
     for token in &tokens {
         assert_eq!(
-            claims(token)["cnf"]["jkt"],
+            jws_part(token, 1)["cnf"]["jkt"],
             alice.key.thumbprint(),
             "{}",
-            claims(token)
+            jws_part(token, 1)
         );
     }
     let shown = alice
@@ -661,7 +654,7 @@ async fn the_dev_issuer_binds_a_token_to_the_key_its_client_proves() {
     )
     .await
     .unwrap();
-    assert_eq!(claims(&token)["cnf"]["jkt"], key.thumbprint());
+    assert_eq!(jws_part(&token, 1)["cnf"]["jkt"], key.thumbprint());
     let holder = Holder { token, key };
     let answer = holder
         .post(
@@ -821,7 +814,7 @@ async fn proofs_made_by_authlib_are_accepted_and_ours_verify_with_authlib() {
         .await;
         assert_eq!(confirmed.status, 201, "{curve}: {:?}", confirmed.body);
         assert_eq!(
-            claims(confirmed.body["token"].as_str().unwrap())["cnf"]["jkt"],
+            jws_part(confirmed.body["token"].as_str().unwrap(), 1)["cnf"]["jkt"],
             jkt
         );
         let shown_url = world.relay.url(&format!("/service/v1/orders/{order}"));

@@ -12,8 +12,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ctr_kms::testing::{Moto, OpenBao};
 use ctr_kms::{Kms, KmsConfig, Pkcs11Settings};
 use ctr_system_tests::{World, domain_settings, problem_type};
@@ -70,9 +68,10 @@ impl Backend {
 }
 
 fn kid(token: &str) -> String {
-    let header = token.split('.').next().unwrap();
-    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
-    header["kid"].as_str().unwrap().to_owned()
+    ctr_system_tests::jws_part(token, 0)["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Authlib's verdict on `token` against `jwks` (tests/oidc/jws_verify.py): the header and
