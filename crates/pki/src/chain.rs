@@ -2,7 +2,7 @@
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P384_SHA384,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P384_SHA384,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -17,8 +17,10 @@ pub struct PkiSpec {
     pub servers: Vec<LeafSpec>,
     /// Client (mTLS) leaves.
     pub clients: Vec<LeafSpec>,
-    /// Lifetime of the leaves; CAs live ten times longer.
+    /// Lifetime of the leaves.
     pub leaf_validity: Duration,
+    /// Lifetime of the root and the CAs below it.
+    pub ca_validity: Duration,
 }
 
 impl Default for PkiSpec {
@@ -28,6 +30,7 @@ impl Default for PkiSpec {
             servers: Vec::new(),
             clients: Vec::new(),
             leaf_validity: Duration::days(90),
+            ca_validity: Duration::days(3650),
         }
     }
 }
@@ -58,12 +61,22 @@ pub struct PemPair {
     pub key: String,
 }
 
+/// Whether a leaf serves (server authentication) or calls (client authentication, mTLS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafKind {
+    Server,
+    Client,
+}
+
 /// Everything a deployment needs.
 #[derive(Debug, Clone)]
 pub struct GeneratedPki {
     pub root: String,
     /// The CA certificates between the root and the leaves, issuing CA first.
     pub intermediates: String,
+    /// The issuing CA's certificate alone and its key: what renews the leaves. Only the
+    /// PKI's own directory keeps it; no service is ever given it.
+    pub issuer: PemPair,
     pub servers: Vec<(String, PemPair)>,
     pub clients: Vec<(String, PemPair)>,
 }
@@ -102,17 +115,27 @@ fn ca_params(
     Ok(params)
 }
 
+impl LeafSpec {
+    /// The subject alternative names its certificate carries, in order.
+    pub fn subject_alt_names(&self, kind: LeafKind) -> Vec<String> {
+        let mut names = vec![self.name.clone()];
+        names.extend(self.dns_names.iter().cloned());
+        if kind == LeafKind::Server {
+            names.extend(["localhost".to_owned(), "127.0.0.1".to_owned()]);
+        }
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|n| seen.insert(n.clone()));
+        names
+    }
+}
+
 fn leaf_params(
     leaf: &LeafSpec,
-    server: bool,
+    kind: LeafKind,
     validity: Duration,
 ) -> Result<CertificateParams, PkiError> {
-    let mut names = vec![leaf.name.clone()];
-    names.extend(leaf.dns_names.iter().cloned());
-    if server {
-        names.extend(["localhost".to_owned(), "127.0.0.1".to_owned()]);
-    }
-    names.dedup();
+    let server = kind == LeafKind::Server;
+    let names = leaf.subject_alt_names(kind);
     let mut params =
         CertificateParams::new(names).map_err(|e| PkiError::Generate("leaf subject names", e))?;
     params.distinguished_name = name(&leaf.name);
@@ -135,10 +158,9 @@ impl PkiSpec {
         if !(2..=5).contains(&self.tiers) {
             return Err(PkiError::Tiers(self.tiers));
         }
-        let ca_validity = self.leaf_validity * 10;
         let cas_below_root = self.tiers - 2;
         let root: Ca = CertifiedIssuer::self_signed(
-            ca_params("ctr root CA", cas_below_root, ca_validity)?,
+            ca_params("ctr root CA", cas_below_root, self.ca_validity)?,
             new_key()?,
         )
         .map_err(|e| PkiError::Generate("the root CA", e))?;
@@ -152,7 +174,7 @@ impl PkiSpec {
             };
             let parent = chain.last().unwrap_or(&root);
             let ca = CertifiedIssuer::signed_by(
-                ca_params(&label, path_len, ca_validity)?,
+                ca_params(&label, path_len, self.ca_validity)?,
                 new_key()?,
                 parent,
             )
@@ -161,33 +183,76 @@ impl PkiSpec {
         }
         let issuing = chain.last().unwrap_or(&root);
         let intermediates: String = chain.iter().rev().map(|ca| ca.pem()).collect();
-
-        let leaf = |spec: &LeafSpec, server: bool| -> Result<(String, PemPair), PkiError> {
-            let key = new_key()?;
-            let cert = leaf_params(spec, server, self.leaf_validity)?
-                .signed_by(&key, issuing)
-                .map_err(|e| PkiError::Generate("a leaf certificate", e))?;
-            Ok((
-                spec.name.clone(),
-                PemPair {
-                    chain: cert.pem() + &intermediates,
-                    key: key.serialize_pem(),
-                },
-            ))
+        let ca = IssuingCa {
+            issuer: Issuer::from_ca_cert_der(issuing.der(), issuing_key(issuing)?)
+                .map_err(|e| PkiError::Generate("the issuing CA", e))?,
+            intermediates: intermediates.clone(),
+        };
+        let leaves = |specs: &[LeafSpec], kind| -> Result<Vec<(String, PemPair)>, PkiError> {
+            specs
+                .iter()
+                .map(|spec| Ok((spec.name.clone(), ca.issue(spec, kind, self.leaf_validity)?)))
+                .collect()
         };
         Ok(GeneratedPki {
             root: root.pem(),
-            intermediates: intermediates.clone(),
-            servers: self
-                .servers
-                .iter()
-                .map(|s| leaf(s, true))
-                .collect::<Result<_, _>>()?,
-            clients: self
-                .clients
-                .iter()
-                .map(|c| leaf(c, false))
-                .collect::<Result<_, _>>()?,
+            intermediates,
+            issuer: PemPair {
+                chain: issuing.pem(),
+                key: issuing.key().serialize_pem(),
+            },
+            servers: leaves(&self.servers, LeafKind::Server)?,
+            clients: leaves(&self.clients, LeafKind::Client)?,
+        })
+    }
+}
+
+/// A copy of the issuing CA's key pair (rcgen's issuer owns its key).
+fn issuing_key(ca: &Ca) -> Result<KeyPair, PkiError> {
+    KeyPair::from_pem(&ca.key().serialize_pem())
+        .map_err(|e| PkiError::Generate("the issuing CA's key", e))
+}
+
+/// The CA that signs leaves, with the chain a leaf is sent with.
+pub struct IssuingCa {
+    issuer: Issuer<'static, KeyPair>,
+    /// The CA certificates between the root and the leaves, issuing CA first.
+    intermediates: String,
+}
+
+impl std::fmt::Debug for IssuingCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuingCa").finish_non_exhaustive()
+    }
+}
+
+impl IssuingCa {
+    /// The issuing CA from its certificate and key (PEM), with the intermediates a leaf is
+    /// sent with.
+    pub fn from_pem(cert: &str, key: &str, intermediates: String) -> Result<Self, PkiError> {
+        let key = KeyPair::from_pem(key).map_err(|e| PkiError::Generate("the issuing CA's key", e))?;
+        let issuer = Issuer::from_ca_cert_pem(cert, key)
+            .map_err(|e| PkiError::Generate("the issuing CA", e))?;
+        Ok(Self {
+            issuer,
+            intermediates,
+        })
+    }
+
+    /// A new key and a certificate for `leaf`, valid for `validity` from now.
+    pub fn issue(
+        &self,
+        leaf: &LeafSpec,
+        kind: LeafKind,
+        validity: Duration,
+    ) -> Result<PemPair, PkiError> {
+        let key = new_key()?;
+        let cert = leaf_params(leaf, kind, validity)?
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| PkiError::Generate("a leaf certificate", e))?;
+        Ok(PemPair {
+            chain: cert.pem() + &self.intermediates,
+            key: key.serialize_pem(),
         })
     }
 }

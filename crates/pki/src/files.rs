@@ -7,7 +7,12 @@
 //! DIR/<name>/server.key         its PKCS#8 key
 //! DIR/<name>/client.pem         client (mTLS) leaf + intermediates
 //! DIR/<name>/client.key         its PKCS#8 key
+//! DIR/ca/issuing.pem            the issuing CA's certificate alone
+//! DIR/ca/issuing.key            its key: what renews leaves (never delivered)
 //! ```
+//!
+//! Every file is written whole or not at all (a temporary file renamed over it), so that a
+//! service reading its files while they are renewed sees the old or the new contents.
 //!
 //! [`deliver`] copies one identity's part of that layout (the trust anchors, its own
 //! directory) into a directory of its own, with the same paths: what one service's container
@@ -19,10 +24,12 @@ use std::path::{Path, PathBuf};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::{GeneratedPki, PemPair, PkiError};
+use crate::{GeneratedPki, LeafKind, PemPair, PkiError};
 
 pub const ROOT_FILE: &str = "root.pem";
 pub const INTERMEDIATES_FILE: &str = "intermediates.pem";
+/// The directory of the issuing CA's certificate and key: not a service's name.
+pub const ISSUER_DIR: &str = "ca";
 
 /// The paths of one identity's certificate chain and key.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -45,6 +52,28 @@ impl IdentityFiles {
             key: dir.join(name).join("client.key"),
         }
     }
+
+    /// The files of a leaf of `kind`.
+    pub fn leaf(dir: &Path, name: &str, kind: LeafKind) -> Self {
+        match kind {
+            LeafKind::Server => Self::server(dir, name),
+            LeafKind::Client => Self::client(dir, name),
+        }
+    }
+
+    /// The issuing CA's certificate and key.
+    pub fn issuer(dir: &Path) -> Self {
+        Self {
+            cert: dir.join(ISSUER_DIR).join("issuing.pem"),
+            key: dir.join(ISSUER_DIR).join("issuing.key"),
+        }
+    }
+
+    /// Writes `pair`, the key first; the key readable by its owner only.
+    pub fn write(&self, pair: &PemPair) -> Result<(), PkiError> {
+        write(&self.key, &pair.key, true)?;
+        write(&self.cert, &pair.chain, false)
+    }
 }
 
 impl GeneratedPki {
@@ -61,39 +90,32 @@ impl GeneratedPki {
                     .iter()
                     .map(|(name, pair)| (IdentityFiles::client(dir, name), pair)),
             );
-        for (files, PemPair { chain, key }) in identities {
-            write(&files.cert, chain, false)?;
-            write(&files.key, key, true)?;
+        for (files, pair) in identities {
+            files.write(pair)?;
         }
-        Ok(())
+        IdentityFiles::issuer(dir).write(&self.issuer)
     }
 }
 
 /// Copies into `to` what service `name` may see of the PKI in `from`, and removes anything
 /// else `to` holds: the root and intermediates, and `name/` (its server and client leaves and
-/// keys). Keys stay readable by their owner only.
+/// keys). Keys stay readable by their owner only. Each file is replaced whole, and what is no
+/// longer delivered is removed last, so that a service running on `to` never reads a
+/// missing or half-written file.
 pub fn deliver(from: &Path, name: &str, to: &Path) -> Result<(), PkiError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| PkiError::Io { path, source }
     };
     let own = from.join(name);
-    if !own.is_dir() {
+    if name == ISSUER_DIR || !own.is_dir() {
         return Err(PkiError::Io {
             path: own.clone(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such identity"),
         });
     }
     fs::create_dir_all(to).map_err(io(to))?;
-    for entry in fs::read_dir(to).map_err(io(to))? {
-        let path = entry.map_err(io(to))?.path();
-        let removed = if path.is_dir() {
-            fs::remove_dir_all(&path)
-        } else {
-            fs::remove_file(&path)
-        };
-        removed.map_err(io(&path))?;
-    }
+    let mut delivered = vec![to.join(ROOT_FILE), to.join(INTERMEDIATES_FILE), to.join(name)];
     for file in [ROOT_FILE, INTERMEDIATES_FILE] {
         let contents = fs::read_to_string(from.join(file)).map_err(io(&from.join(file)))?;
         write(&to.join(file), &contents, false)?;
@@ -105,30 +127,51 @@ pub fn deliver(from: &Path, name: &str, to: &Path) -> Result<(), PkiError> {
         };
         let contents = fs::read_to_string(&path).map_err(io(&path))?;
         let secret = path.extension().is_some_and(|e| e == "key");
-        write(&to.join(name).join(file), &contents, secret)?;
+        let target = to.join(name).join(file);
+        write(&target, &contents, secret)?;
+        delivered.push(target);
+    }
+    for dir in [to.to_owned(), to.join(name)] {
+        for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+            let path = entry.map_err(io(&dir))?.path();
+            if delivered.contains(&path) {
+                continue;
+            }
+            let removed = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.map_err(io(&path))?;
+        }
     }
     Ok(())
 }
 
+/// Writes `contents` to a temporary file beside `path` and renames it over `path`.
 fn write(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
     let io = |source| PkiError::Io {
         path: path.to_owned(),
         source,
     };
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(io)?;
-    }
-    fs::write(path, contents).map_err(io)?;
+    let parent = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(io)?;
+    let file = tempfile::Builder::new()
+        .prefix(".writing-")
+        .tempfile_in(parent)
+        .map_err(io)?;
+    fs::write(file.path(), contents).map_err(io)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = if secret { 0o600 } else { 0o644 };
-        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io)?;
+        fs::set_permissions(file.path(), fs::Permissions::from_mode(mode)).map_err(io)?;
     }
+    file.persist(path).map_err(|e| io(e.error))?;
     Ok(())
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
     fs::read(path).map_err(|source| PkiError::Io {
         path: path.to_owned(),
         source,
@@ -137,8 +180,20 @@ fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
 
 /// Every certificate in a PEM file, in order.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
-    let bytes = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+    parse_certs(path, &read(path)?)
+}
+
+/// The one private key in a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PkiError> {
+    parse_key(path, &read(path)?)
+}
+
+/// Every certificate in the PEM `bytes` read from `path`, in order; at least one.
+pub(crate) fn parse_certs(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+    let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| PkiError::Pem {
             path: path.to_owned(),
@@ -153,10 +208,9 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError>
     Ok(certs)
 }
 
-/// The one private key in a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PkiError> {
-    let bytes = read(path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| PkiError::Pem {
+/// The one private key in the PEM `bytes` read from `path`.
+pub(crate) fn parse_key(path: &Path, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, PkiError> {
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|e| PkiError::Pem {
         path: path.to_owned(),
         reason: e.to_string(),
     })

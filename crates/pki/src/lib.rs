@@ -23,15 +23,21 @@
 
 mod chain;
 mod files;
+mod reload;
+mod renew;
 mod tls;
 
 use std::path::PathBuf;
 
-pub use chain::{GeneratedPki, LeafSpec, PemPair, PkiSpec};
-pub use files::{INTERMEDIATES_FILE, IdentityFiles, ROOT_FILE, deliver, load_certs, load_key};
+pub use chain::{GeneratedPki, IssuingCa, LeafKind, LeafSpec, PemPair, PkiSpec};
+pub use files::{
+    INTERMEDIATES_FILE, ISSUER_DIR, IdentityFiles, ROOT_FILE, deliver, load_certs, load_key,
+};
+pub use renew::{LeafOutcome, Renewal};
+pub use reload::{CertificateInfo, CertificateRole, TlsFiles, certificate_info};
 pub use tls::{
     ClientAuth, certificate_names, client_config, provider, reqwest_builder, reqwest_builder_for,
-    root_store, server_config,
+    reqwest_builder_following, root_store, server_config,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -53,4 +59,8 @@ pub enum PkiError {
     Tls(#[source] rustls::Error),
     #[error("the client certificate verifier could not be built: {0}")]
     Verifier(String),
+    #[error(
+        "{path} is missing: this PKI was made without keeping its issuing CA's key, so its leaves cannot be renewed; replace it (ctr-pki init --force) and give clients the new root"
+    )]
+    NoIssuer { path: PathBuf },
 }

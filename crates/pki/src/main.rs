@@ -1,10 +1,12 @@
-//! `ctr-pki init`: writes a deployment's CA chain, server and client certificates.
+//! `ctr-pki init`: writes a deployment's CA chain, server and client certificates, or renews
+//! the leaves of the one already there.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
-use ctr_pki::{LeafSpec, PkiSpec, ROOT_FILE};
+use ctr_pki::{LeafKind, LeafOutcome, LeafSpec, PkiSpec, ROOT_FILE};
 
 #[derive(Parser)]
 #[command(version, about = "The private PKI of a ctr deployment")]
@@ -15,7 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate a CA chain and leaves into DIR (kept as is if DIR already holds a root).
+    /// Generate a CA chain and leaves into DIR; when DIR already holds one, renew its leaves
+    /// that expire within --renew-within (or name other hosts), and issue missing ones.
     Init {
         /// Where to write the files.
         #[arg(long, env = "CTR_PKI_OUT")]
@@ -29,9 +32,18 @@ enum Command {
         /// A client (mTLS) leaf named NAME.
         #[arg(long = "client", value_name = "NAME")]
         clients: Vec<String>,
-        /// Replace an existing PKI in DIR.
+        /// Replace an existing PKI in DIR (a new root: every client must trust it).
         #[arg(long)]
         force: bool,
+        /// How long a new leaf is valid (e.g. 90d, 12h, 1m).
+        #[arg(long, default_value = "90d", value_parser = humantime::parse_duration, env = "CTR_PKI_LEAF_VALIDITY")]
+        leaf_validity: Duration,
+        /// Renew an existing leaf that expires within this long.
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration, env = "CTR_PKI_RENEW_WITHIN")]
+        renew_within: Duration,
+        /// Renew every leaf now, however long it has left (new keys too).
+        #[arg(long, env = "CTR_PKI_RENEW_ALL")]
+        renew_all: bool,
         /// Give every written file to UID:GID (containers that run as a non-root user).
         #[arg(long, value_name = "UID:GID", env = "CTR_PKI_CHOWN")]
         chown: Option<String>,
@@ -70,6 +82,9 @@ fn main() -> ExitCode {
         services,
         clients,
         force,
+        leaf_validity,
+        renew_within,
+        renew_all,
         chown,
         export_root,
         export_owner,
@@ -107,19 +122,42 @@ fn main() -> ExitCode {
         }
         Ok(())
     };
-    if out.join(ROOT_FILE).exists() && !force {
-        println!(
-            "{} already holds a PKI; keeping it (use --force to replace it)",
-            out.display()
-        );
-        return report(finish());
-    }
     let spec = PkiSpec {
         tiers,
         servers: services.iter().map(|s| leaf(s)).collect(),
         clients: clients.iter().map(|c| leaf(c)).collect(),
+        leaf_validity: match time::Duration::try_from(leaf_validity) {
+            Ok(validity) => validity,
+            Err(_) => return report(Err(format!("--leaf-validity {leaf_validity:?} is too long"))),
+        },
         ..PkiSpec::default()
     };
+    if out.join(ROOT_FILE).exists() && !force {
+        let within = if renew_all { Duration::MAX } else { renew_within };
+        return match spec.renew(&out, within, SystemTime::now()) {
+            Ok(renewals) => {
+                for renewal in renewals {
+                    let kind = match renewal.kind {
+                        LeafKind::Server => "server",
+                        LeafKind::Client => "client",
+                    };
+                    let name = renewal.name;
+                    match renewal.outcome {
+                        LeafOutcome::Kept { not_after } => println!(
+                            "kept {name}'s {kind} certificate: valid until {}",
+                            humantime::format_rfc3339_seconds(not_after)
+                        ),
+                        LeafOutcome::Issued => println!("issued {name}'s {kind} certificate"),
+                        LeafOutcome::Renewed { reason } => {
+                            println!("renewed {name}'s {kind} certificate: {reason}");
+                        }
+                    }
+                }
+                report(finish())
+            }
+            Err(e) => report(Err(e.to_string())),
+        };
+    }
     match spec.generate().and_then(|pki| pki.write_to(&out)) {
         Ok(()) => {
             println!(

@@ -4,11 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
-use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, ServerName};
 
-use crate::{IdentityFiles, PkiError, load_certs, load_key};
+use crate::{IdentityFiles, PkiError, TlsFiles, load_certs};
 
 /// The one crypto provider of the project, passed explicitly so that a second provider in
 /// the dependency tree can never make rustls guess.
@@ -42,39 +41,13 @@ pub fn root_store(root: &Path) -> Result<Arc<RootCertStore>, PkiError> {
 }
 
 /// A TLS 1.3-only server config presenting `identity`, with HTTP/2 and HTTP/1.1 offered.
+/// It follows the files when [`TlsFiles::reload`] is called on them; this one never is.
 pub fn server_config(
     identity: &IdentityFiles,
     client_auth: ClientAuth,
     root: &Path,
 ) -> Result<Arc<ServerConfig>, PkiError> {
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(PkiError::Tls)?;
-    let builder = match client_auth {
-        ClientAuth::None => builder.with_no_client_auth(),
-        ClientAuth::Optional | ClientAuth::Required => {
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(root_store(root)?, provider());
-            let verifier = if client_auth == ClientAuth::Optional {
-                verifier.allow_unauthenticated()
-            } else {
-                verifier
-            };
-            builder.with_client_cert_verifier(
-                verifier
-                    .build()
-                    .map_err(|e| PkiError::Verifier(e.to_string()))?,
-            )
-        }
-    };
-    let mut config = builder
-        .with_single_cert(load_certs(&identity.cert)?, load_key(&identity.key)?)
-        .map_err(|e| PkiError::Identity {
-            path: identity.cert.clone(),
-            reason: e.to_string(),
-        })?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    TlsFiles::load(root, Some(identity))?.server_config(client_auth)
 }
 
 /// A TLS 1.3-only client config trusting only `root`, presenting `identity` if given.
@@ -82,21 +55,7 @@ pub fn client_config(
     root: &Path,
     identity: Option<&IdentityFiles>,
 ) -> Result<ClientConfig, PkiError> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(PkiError::Tls)?
-        .with_root_certificates(root_store(root)?);
-    let mut config = match identity {
-        None => builder.with_no_client_auth(),
-        Some(files) => builder
-            .with_client_auth_cert(load_certs(&files.cert)?, load_key(&files.key)?)
-            .map_err(|e| PkiError::Identity {
-                path: files.cert.clone(),
-                reason: e.to_string(),
-            })?,
-    };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    TlsFiles::load(root, identity)?.client_config()
 }
 
 /// A reqwest client builder over [`client_config`]: HTTPS only, TLS 1.3, our root only.
@@ -104,9 +63,17 @@ pub fn reqwest_builder(
     root: &Path,
     identity: Option<&IdentityFiles>,
 ) -> Result<reqwest::ClientBuilder, PkiError> {
+    reqwest_builder_following(&TlsFiles::load(root, identity)?)
+}
+
+/// A reqwest client builder over `files`' [`TlsFiles::client_config`]: its handshakes use
+/// the root and identity of the last reload.
+pub fn reqwest_builder_following(
+    files: &Arc<TlsFiles>,
+) -> Result<reqwest::ClientBuilder, PkiError> {
     Ok(reqwest::Client::builder()
         .https_only(true)
-        .tls_backend_preconfigured(client_config(root, identity)?))
+        .tls_backend_preconfigured(files.client_config()?))
 }
 
 /// A reqwest client builder for a server outside the deployment (an OAuth issuer, a KMS):

@@ -28,16 +28,11 @@ pub(crate) fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// Alive while the process serves, draining included: only readiness fails on the way out,
+/// so that an orchestrator's liveness probe never kills a pod that is finishing its work.
 async fn livez(State(state): State<AdminState>) -> Response {
-    if state.health.is_shutting_down() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            ApiJson(json!({"status": "shutting_down"})),
-        )
-            .into_response()
-    } else {
-        ApiJson(json!({"status": "alive"})).into_response()
-    }
+    ApiJson(json!({"status": "alive", "draining": state.health.is_shutting_down()}))
+        .into_response()
 }
 
 async fn readyz(State(state): State<AdminState>) -> Result<ApiJson<serde_json::Value>, ApiError> {
@@ -78,7 +73,6 @@ async fn healthz(State(state): State<AdminState>) -> Response {
 
 async fn shutdown(State(state): State<AdminState>) -> Response {
     tracing::info!("shutdown requested on the admin listener");
-    state.health.begin_shutdown();
     state.shutdown.cancel();
     (
         StatusCode::ACCEPTED,

@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use ctr_pki::{ClientAuth, IdentityFiles, PkiError};
+use ctr_pki::{ClientAuth, IdentityFiles, PkiError, TlsFiles};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -60,7 +60,12 @@ pub struct App {
     /// `CTR_METRICS_ADDR`: the scrape listener and its router, when configured.
     scrape: Option<(TcpListener, Router)>,
     health: Health,
+    /// Cancelled when a stop is asked for (SIGTERM, Ctrl-C, `POST /admin/v1/shutdown`):
+    /// readiness fails at once, the listeners stop `delay` later.
+    requested: CancellationToken,
+    /// Cancelled when the public listeners stop accepting and drain.
     shutdown: CancellationToken,
+    delay: Duration,
     grace: Duration,
     limits: ConnectionLimits,
     /// What the service finishes after its listeners stopped, before the process exits.
@@ -109,8 +114,10 @@ impl App {
             cert: config.tls_cert.clone(),
             key: config.tls_key.clone(),
         };
-        let public_tls = ctr_pki::server_config(&identity, service.client_auth, &config.tls_root)?;
-        let admin_tls = ctr_pki::server_config(&identity, ClientAuth::None, &config.tls_root)?;
+        let tls = TlsFiles::load(&config.tls_root, Some(&identity))?;
+        let public_tls = tls.server_config(service.client_auth)?;
+        let admin_tls = tls.server_config(ClientAuth::None)?;
+        crate::watch_certificates("server", &tls, config, &health, &metrics);
         let public = bind(config.public_addr).await?;
         let admin = bind(config.admin_addr).await?;
         let scrape = match config.metrics_addr {
@@ -126,11 +133,12 @@ impl App {
             None => None,
         };
         let shutdown = CancellationToken::new();
+        let requested = CancellationToken::new();
         let admin_state = AdminState {
             service: service.name,
             health: health.clone(),
             metrics: metrics.clone(),
-            shutdown: shutdown.clone(),
+            shutdown: requested.clone(),
         };
         Ok(Self {
             service,
@@ -152,7 +160,9 @@ impl App {
             public_tls,
             admin_tls,
             health,
+            requested,
             shutdown,
+            delay: config.shutdown_delay,
             grace: config.shutdown_grace,
             limits: ConnectionLimits::from(config),
             drains: Vec::new(),
@@ -184,28 +194,43 @@ impl App {
         self.scrape.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
-    /// Cancelling this token shuts the service down, as `POST /admin/v1/shutdown` does.
+    /// Cancelled when the listeners stop accepting and drain; cancelling it stops them at
+    /// once, without `CTR_SHUTDOWN_DELAY`.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
 
-    /// Serves until SIGTERM, Ctrl-C or the shutdown token, then drains both listeners.
+    /// Serves until SIGTERM, Ctrl-C, `POST /admin/v1/shutdown` or the shutdown token, then
+    /// drains. A stop asked for fails readiness at once and keeps serving for
+    /// `CTR_SHUTDOWN_DELAY` (an orchestrator stops routing to it meanwhile); then the public
+    /// listener stops accepting and drains, the service's own drains run (the relay's
+    /// sagas), and the admin listener closes last: `livez` answers throughout, so a draining
+    /// process is never taken for a dead one.
     pub async fn run_until_stopped(self) -> Result<(), StartError> {
         let public_addr = self.public_addr();
         let admin_addr = self.admin_addr();
         tracing::info!(service = self.service.name, %public_addr, %admin_addr, "listening");
         let token = self.shutdown.clone();
+        let requested = self.requested.clone();
         let health = self.health.clone();
+        let delay = self.delay;
         let signals = tokio::spawn(async move {
             tokio::select! {
                 () = token.cancelled() => {}
-                () = termination() => {
-                    tracing::info!("termination signal received");
-                    health.begin_shutdown();
-                    token.cancel();
+                () = requested.cancelled() => {}
+                () = termination() => tracing::info!("termination signal received"),
+            }
+            health.begin_shutdown();
+            if !token.is_cancelled() && !delay.is_zero() {
+                tracing::info!(?delay, "not ready; serving on until the delay is over");
+                tokio::select! {
+                    () = token.cancelled() => {}
+                    () = tokio::time::sleep(delay) => {}
                 }
             }
+            token.cancel();
         });
+        let admin_stop = CancellationToken::new();
         let public = serve(
             "public",
             self.public,
@@ -221,7 +246,7 @@ impl App {
             self.admin_tls.clone(),
             self.admin_router,
             self.limits,
-            self.shutdown.clone(),
+            admin_stop.clone(),
             self.grace,
         );
         let scrape = async {
@@ -238,9 +263,14 @@ impl App {
                 .await;
             }
         };
-        tokio::join!(public, admin, scrape);
+        let drains = self.drains;
+        let public_side = async move {
+            tokio::join!(public, scrape);
+            futures::future::join_all(drains).await;
+            admin_stop.cancel();
+        };
+        tokio::join!(public_side, admin);
         signals.abort();
-        futures::future::join_all(self.drains).await;
         tracing::info!(service = self.service.name, "stopped");
         Ok(())
     }

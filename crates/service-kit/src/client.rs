@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ctr_pki::IdentityFiles;
+use std::sync::Arc;
+
+use ctr_pki::{IdentityFiles, TlsFiles};
 use tracing::Instrument as _;
 
 use crate::config::ConfigError;
@@ -16,7 +18,18 @@ pub fn https_client(
     identity: Option<&IdentityFiles>,
     timeout: Duration,
 ) -> Result<reqwest::Client, ConfigError> {
-    ctr_pki::reqwest_builder(root, identity)
+    let files = TlsFiles::load(root, identity).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    https_client_following(&files, timeout)
+}
+
+/// As [`https_client`], over TLS files that may be reloaded
+/// ([`crate::watch_certificates`]): each new connection uses the root and identity of the
+/// last reload.
+pub fn https_client_following(
+    files: &Arc<TlsFiles>,
+    timeout: Duration,
+) -> Result<reqwest::Client, ConfigError> {
+    ctr_pki::reqwest_builder_following(files)
         .map_err(|e| ConfigError::Invalid(e.to_string()))?
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))

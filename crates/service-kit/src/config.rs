@@ -65,6 +65,20 @@ pub struct ServerConfig {
     pub tls_cert: PathBuf,
     /// `CTR_TLS_KEY`: its PKCS#8 private key.
     pub tls_key: PathBuf,
+    /// `CTR_TLS_RELOAD_INTERVAL`: how often the TLS files are read again; a change (a renewed
+    /// certificate, key or root) is used from the next handshake on.
+    #[serde(with = "humantime_serde")]
+    pub tls_reload_interval: Duration,
+    /// `CTR_TLS_EXPIRY_WINDOW`: readiness fails once a certificate in use expires within this
+    /// long. Keep it well below the renewal window (cert-manager's `renewBefore`, pki-init's
+    /// `CTR_PKI_RENEW_WITHIN`): it is what catches a renewal that did not happen.
+    #[serde(with = "humantime_serde")]
+    pub tls_expiry_window: Duration,
+    /// `CTR_SHUTDOWN_DELAY`: on SIGTERM, how long the service keeps serving with readiness
+    /// failing before its listeners stop accepting, so that an orchestrator takes it out of
+    /// rotation first (Kubernetes: a few seconds; compose: none).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_delay: Duration,
     /// `CTR_SHUTDOWN_GRACE`: how long in-flight requests may take to drain.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -141,6 +155,9 @@ impl ServerConfig {
             tls_root: pki.join("root.pem"),
             tls_cert: pki.join(name).join("server.pem"),
             tls_key: pki.join(name).join("server.key"),
+            tls_reload_interval: Duration::from_secs(10),
+            tls_expiry_window: Duration::from_secs(24 * 3600),
+            shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(10),
             request_timeout: Duration::from_secs(15),
             body_limit_bytes: 64 * 1024,
@@ -187,6 +204,7 @@ impl ServerConfig {
         }
         let zero = [
             ("CTR_SHUTDOWN_GRACE", self.shutdown_grace.is_zero()),
+            ("CTR_TLS_RELOAD_INTERVAL", self.tls_reload_interval.is_zero()),
             ("CTR_REQUEST_TIMEOUT", self.request_timeout.is_zero()),
             ("CTR_MAX_CONNECTIONS", self.max_connections == 0),
             ("CTR_MAX_IN_FLIGHT", self.max_in_flight == 0),

@@ -43,6 +43,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
     problems: Family<ProblemLabels, Counter>,
+    pub(crate) certificate_expiry: crate::certificates::ExpiryFamily,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -73,11 +74,18 @@ impl Default for Metrics {
             "Problems (RFC 9457) answered, by status and type: every refusal and failure",
             problems.clone(),
         );
+        let certificate_expiry = crate::certificates::ExpiryFamily::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When each TLS certificate in use expires (Unix time), by the files it is in (server, client), its role (leaf, chain, root) and subject",
+            certificate_expiry.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             requests,
             latency,
             problems,
+            certificate_expiry,
         }
     }
 }

@@ -16,10 +16,10 @@ mod store;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ctr_pki::IdentityFiles;
+use ctr_pki::{IdentityFiles, TlsFiles};
 use ctr_service_kit::{
     App, ClientAuth, Config, ConfigError, CustomerAuth, CustomerRate, Health, Metrics,
-    ServerConfig, Service, StartError, https_client, open_store,
+    ServerConfig, Service, StartError, https_client_following, open_store, watch_certificates,
 };
 use ctr_token::{CachePolicy, Clock, KeySetCache, Verifier, VerifierPolicy, secs};
 use tokio::sync::Semaphore;
@@ -84,7 +84,10 @@ pub async fn build_with_faults(
         cert: settings.client_cert.clone(),
         key: settings.client_key.clone(),
     };
-    let client = https_client(&server.tls_root, Some(&identity), settings.call_timeout)?;
+    // The client certificate it presents to the domains, and the root it trusts them by,
+    // reloaded as they renew (watched below, once the health and metrics exist).
+    let tls = TlsFiles::load(&server.tls_root, Some(&identity))?;
+    let client = https_client_following(&tls, settings.call_timeout)?;
     let cache_policy = CachePolicy {
         max_age: settings.jwks_max_age,
         min_refetch_interval: settings.jwks_min_refetch,
@@ -122,6 +125,7 @@ pub async fn build_with_faults(
     let store = open_store(server, store::MIGRATIONS, &health).await?;
     customers.remember_proofs_in(&store);
     let metrics = Metrics::default();
+    watch_certificates("client", &tls, server, &health, &metrics);
     let relay = Arc::new(Relay {
         metrics: RelayMetrics::register(&metrics),
         settings: settings.clone(),
