@@ -230,7 +230,8 @@ impl IssuingCa {
     /// The issuing CA from its certificate and key (PEM), with the intermediates a leaf is
     /// sent with.
     pub fn from_pem(cert: &str, key: &str, intermediates: String) -> Result<Self, PkiError> {
-        let key = KeyPair::from_pem(key).map_err(|e| PkiError::Generate("the issuing CA's key", e))?;
+        let key =
+            KeyPair::from_pem(key).map_err(|e| PkiError::Generate("the issuing CA's key", e))?;
         let issuer = Issuer::from_ca_cert_pem(cert, key)
             .map_err(|e| PkiError::Generate("the issuing CA", e))?;
         Ok(Self {

@@ -115,7 +115,11 @@ pub fn deliver(from: &Path, name: &str, to: &Path) -> Result<(), PkiError> {
         });
     }
     fs::create_dir_all(to).map_err(io(to))?;
-    let mut delivered = vec![to.join(ROOT_FILE), to.join(INTERMEDIATES_FILE), to.join(name)];
+    let mut delivered = vec![
+        to.join(ROOT_FILE),
+        to.join(INTERMEDIATES_FILE),
+        to.join(name),
+    ];
     for file in [ROOT_FILE, INTERMEDIATES_FILE] {
         let contents = fs::read_to_string(from.join(file)).map_err(io(&from.join(file)))?;
         write(&to.join(file), &contents, false)?;

@@ -33,11 +33,11 @@ pub use chain::{GeneratedPki, IssuingCa, LeafKind, LeafSpec, PemPair, PkiSpec};
 pub use files::{
     INTERMEDIATES_FILE, ISSUER_DIR, IdentityFiles, ROOT_FILE, deliver, load_certs, load_key,
 };
-pub use renew::{LeafOutcome, Renewal};
 pub use reload::{CertificateInfo, CertificateRole, TlsFiles, certificate_info};
+pub use renew::{LeafOutcome, Renewal};
 pub use tls::{
-    ClientAuth, certificate_names, client_config, provider, reqwest_builder, reqwest_builder_for,
-    reqwest_builder_following, root_store, server_config,
+    ClientAuth, certificate_names, client_config, provider, reqwest_builder,
+    reqwest_builder_following, reqwest_builder_for, root_store, server_config,
 };
 
 #[derive(Debug, thiserror::Error)]

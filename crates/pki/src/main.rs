@@ -128,12 +128,20 @@ fn main() -> ExitCode {
         clients: clients.iter().map(|c| leaf(c)).collect(),
         leaf_validity: match time::Duration::try_from(leaf_validity) {
             Ok(validity) => validity,
-            Err(_) => return report(Err(format!("--leaf-validity {leaf_validity:?} is too long"))),
+            Err(_) => {
+                return report(Err(format!(
+                    "--leaf-validity {leaf_validity:?} is too long"
+                )));
+            }
         },
         ..PkiSpec::default()
     };
     if out.join(ROOT_FILE).exists() && !force {
-        let within = if renew_all { Duration::MAX } else { renew_within };
+        let within = if renew_all {
+            Duration::MAX
+        } else {
+            renew_within
+        };
         return match spec.renew(&out, within, SystemTime::now()) {
             Ok(renewals) => {
                 for renewal in renewals {

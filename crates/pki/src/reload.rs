@@ -7,6 +7,10 @@
 //! changes what the next handshake uses and nothing else: connections already open keep
 //! their session, and no listener or HTTP client is rebuilt.
 //!
+//! A client's TLS sessions are kept per reading of the files: a session resumed after a
+//! reload would present the identity of the session it resumes, so a reload starts with no
+//! session to resume.
+//!
 //! A reload that finds a half-written state (a certificate whose key has not been replaced
 //! yet, a truncated PEM file) is refused and the material in use is kept; the next reload
 //! takes the files once they are whole again.
@@ -20,13 +24,16 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, ResolvesClientCert, Resumption,
+    Tls12ClientSessionValue, Tls13ClientSessionValue, WebPkiServerVerifier,
+};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{
-    ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
-    SignatureScheme,
+    ClientConfig, DigitallySignedStruct, DistinguishedName, NamedGroup, RootCertStore,
+    ServerConfig, SignatureScheme,
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
@@ -110,6 +117,8 @@ struct Material {
     server_verifier: Arc<WebPkiServerVerifier>,
     client_verifier: Arc<dyn ClientCertVerifier>,
     certificates: Vec<CertificateInfo>,
+    /// The client's resumable sessions, made with this material's identity.
+    sessions: Arc<ClientSessionMemoryCache>,
 }
 
 /// A trust root and an optional identity, from files that may be replaced while in use.
@@ -148,8 +157,7 @@ impl TlsFiles {
     /// error when they changed into something unusable (the material in use is kept).
     pub fn reload(&self) -> Result<bool, PkiError> {
         let (digest, contents) = read_all(&self.root, self.identity.as_ref())?;
-        if digest == self.current.load().digest || digest == self.refused.load(Ordering::Relaxed)
-        {
+        if digest == self.current.load().digest || digest == self.refused.load(Ordering::Relaxed) {
             return Ok(false);
         }
         match Material::parse(&self.root, self.identity.as_ref(), digest, &contents) {
@@ -215,6 +223,7 @@ impl TlsFiles {
             None => builder.with_no_client_auth(),
             Some(_) => builder.with_client_cert_resolver(Arc::new(FollowingIdentity(self.clone()))),
         };
+        config.resumption = Resumption::store(Arc::new(FollowingSessions(self.clone())));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }
@@ -275,9 +284,10 @@ impl Material {
             })?;
         }
         let store = Arc::new(store);
-        let server_verifier = WebPkiServerVerifier::builder_with_provider(store.clone(), provider())
-            .build()
-            .map_err(|e| PkiError::Verifier(e.to_string()))?;
+        let server_verifier =
+            WebPkiServerVerifier::builder_with_provider(store.clone(), provider())
+                .build()
+                .map_err(|e| PkiError::Verifier(e.to_string()))?;
         let client_verifier = WebPkiClientVerifier::builder_with_provider(store, provider())
             .allow_unauthenticated()
             .build()
@@ -288,6 +298,7 @@ impl Material {
             server_verifier,
             client_verifier,
             certificates,
+            sessions: Arc::new(ClientSessionMemoryCache::new(256)),
         })
     }
 }
@@ -361,7 +372,11 @@ impl ServerCertVerifier for FollowingServerVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.current.load().server_verifier.supported_verify_schemes()
+        self.0
+            .current
+            .load()
+            .server_verifier
+            .supported_verify_schemes()
     }
 }
 
@@ -428,5 +443,52 @@ impl ClientCertVerifier for FollowingClientVerifier {
             .load()
             .client_verifier
             .supported_verify_schemes()
+    }
+}
+
+/// The client's sessions of the material in use: none survive a reload.
+#[derive(Debug)]
+struct FollowingSessions(Arc<TlsFiles>);
+
+impl FollowingSessions {
+    fn sessions(&self) -> Arc<ClientSessionMemoryCache> {
+        self.0.current.load().sessions.clone()
+    }
+}
+
+impl ClientSessionStore for FollowingSessions {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.sessions().set_kx_hint(server_name, group);
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.sessions().kx_hint(server_name)
+    }
+
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.sessions().set_tls12_session(server_name, value);
+    }
+
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.sessions().tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.sessions().remove_tls12_session(server_name);
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
+        self.sessions().insert_tls13_ticket(server_name, value);
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
+        self.sessions().take_tls13_ticket(server_name)
     }
 }

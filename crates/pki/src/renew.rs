@@ -121,7 +121,10 @@ fn renewal_reason(
         } else if within == Duration::MAX {
             "every leaf was to be renewed".to_owned()
         } else {
-            format!("it expires at {when}, within {}", humantime::format_duration(within))
+            format!(
+                "it expires at {when}, within {}",
+                humantime::format_duration(within)
+            )
         })));
     }
     let wanted: BTreeSet<String> = spec.subject_alt_names(kind).into_iter().collect();
@@ -160,8 +163,12 @@ fn subject_alt_names(
         .filter_map(|name| match name {
             GeneralName::DNSName(dns) => Some((*dns).to_owned()),
             GeneralName::IPAddress(bytes) => match bytes.len() {
-                4 => <[u8; 4]>::try_from(*bytes).ok().map(|b| IpAddr::from(b).to_string()),
-                16 => <[u8; 16]>::try_from(*bytes).ok().map(|b| IpAddr::from(b).to_string()),
+                4 => <[u8; 4]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| IpAddr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| IpAddr::from(b).to_string()),
                 _ => None,
             },
             _ => None,

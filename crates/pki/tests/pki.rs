@@ -250,3 +250,239 @@ fn a_delivery_holds_the_trust_anchors_and_the_services_own_files_only() {
         "an identity the PKI lacks is an error"
     );
 }
+
+fn not_after(pem_file: &Path) -> std::time::SystemTime {
+    let leaf = &load_certs(pem_file).unwrap()[0];
+    ctr_pki::certificate_info(leaf, ctr_pki::CertificateRole::Leaf, pem_file)
+        .unwrap()
+        .not_after
+}
+
+fn init(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ctr-pki"))
+        .args(["init", "--out"])
+        .arg(dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn init_on_an_existing_pki_renews_the_leaves_about_to_expire_and_keeps_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("pki");
+    let delivered = dir.path().join("coupons");
+    let deliver = format!("--deliver=coupons={}", delivered.display());
+    let stack = [
+        "--service=coupons",
+        "--service=points",
+        "--client=order-processing",
+    ];
+    let args = |extra: &[&str]| -> Vec<String> {
+        stack
+            .iter()
+            .chain(extra)
+            .map(|s| (*s).to_owned())
+            .chain([deliver.clone()])
+            .collect()
+    };
+    let run = |extra: &[&str], env: &[(&str, &str)]| {
+        let args = args(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        init(&master, &args, env)
+    };
+    // A stack whose leaves have ten minutes left.
+    let (ok, out) = run(&["--leaf-validity=10m"], &[]);
+    assert!(ok, "{out}");
+    let root = std::fs::read(master.join("root.pem")).unwrap();
+    let coupons = IdentityFiles::server(&master, "coupons");
+    let old_cert = std::fs::read(&coupons.cert).unwrap();
+    let old_key = std::fs::read(&coupons.key).unwrap();
+    assert!(
+        not_after(&coupons.cert)
+            < std::time::SystemTime::now() + std::time::Duration::from_secs(601)
+    );
+
+    // The next start renews every leaf (within the default 30 days), keeps the root and
+    // delivers the renewed files.
+    let (ok, out) = run(&[], &[]);
+    assert!(ok, "{out}");
+    for line in [
+        "renewed coupons's server certificate: it expires at",
+        "renewed points's server certificate",
+        "renewed order-processing's client certificate",
+    ] {
+        assert!(out.contains(line), "missing `{line}` in\n{out}");
+    }
+    assert_eq!(std::fs::read(master.join("root.pem")).unwrap(), root);
+    let new_cert = std::fs::read(&coupons.cert).unwrap();
+    assert_ne!(new_cert, old_cert);
+    assert_ne!(
+        std::fs::read(&coupons.key).unwrap(),
+        old_key,
+        "a renewal makes a new key"
+    );
+    assert!(
+        not_after(&coupons.cert)
+            > std::time::SystemTime::now() + std::time::Duration::from_secs(89 * 86_400)
+    );
+    for (leaf, purpose) in [
+        (coupons.cert.clone(), "sslserver"),
+        (
+            IdentityFiles::client(&master, "order-processing").cert,
+            "sslclient",
+        ),
+    ] {
+        let verified = openssl_verify(&master, &leaf, purpose);
+        assert!(
+            verified.status.success(),
+            "{}",
+            String::from_utf8_lossy(&verified.stdout)
+        );
+    }
+    assert_eq!(
+        std::fs::read(IdentityFiles::server(&delivered, "coupons").cert).unwrap(),
+        new_cert,
+        "the service's own volume gets the renewed certificate"
+    );
+
+    // Leaves with 90 days left are kept, byte for byte.
+    let (ok, out) = run(&[], &[]);
+    assert!(
+        ok && out.contains("kept coupons's server certificate: valid until"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(&coupons.cert).unwrap(), new_cert);
+
+    // A leaf whose names changed is reissued; CTR_PKI_RENEW_ALL renews every leaf.
+    let (ok, out) = run(&["--service=coupons=coupons.example"], &[]);
+    assert!(
+        ok && out.contains("renewed coupons's server certificate: it names"),
+        "{out}"
+    );
+    assert!(certificate_names(
+        &load_certs(&coupons.cert).unwrap()[0],
+        "coupons.example"
+    ));
+    let (ok, out) = run(
+        &["--service=coupons=coupons.example"],
+        &[("CTR_PKI_RENEW_ALL", "true")],
+    );
+    assert!(
+        ok && out.contains("renewed points's server certificate: every leaf"),
+        "{out}"
+    );
+    assert!(!out.contains("kept"), "{out}");
+    assert_eq!(std::fs::read(master.join("root.pem")).unwrap(), root);
+}
+
+#[test]
+fn the_issuing_key_stays_with_the_pki_and_without_it_renewal_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("pki");
+    let delivered = dir.path().join("coupons");
+    let deliver = format!("--deliver=coupons={}", delivered.display());
+    let (ok, out) = init(
+        &master,
+        &["--service=coupons", "--leaf-validity=10m", &deliver],
+        &[],
+    );
+    assert!(ok, "{out}");
+    assert!(master.join("ca/issuing.key").exists());
+    assert!(
+        files_under(&delivered)
+            .iter()
+            .all(|f| !f.starts_with("ca/")),
+        "no service is given the issuing CA"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(master.join("ca/issuing.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // A PKI made before the issuing key was kept: nothing to renew is fine, a renewal is not.
+    std::fs::remove_dir_all(master.join("ca")).unwrap();
+    let (ok, out) = init(&master, &["--service=coupons", "--renew-within=1m"], &[]);
+    assert!(ok, "{out}");
+    let (ok, out) = init(&master, &["--service=coupons"], &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("ca/issuing.key is missing") && out.contains("--force"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_reloaded_client_identity_is_presented_at_the_next_handshake() {
+    use std::sync::Arc;
+
+    use ctr_pki::{ClientAuth, TlsFiles};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = PkiSpec {
+        servers: vec![LeafSpec::new("coupons")],
+        clients: vec![LeafSpec::new("order-processing")],
+        ..PkiSpec::default()
+    };
+    spec.generate().unwrap().write_to(dir.path()).unwrap();
+    let root = dir.path().join("root.pem");
+    let server =
+        TlsFiles::load(&root, Some(&IdentityFiles::server(dir.path(), "coupons"))).unwrap();
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(server.server_config(ClientAuth::Required).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // The server answers each connection with the serial of the client certificate it verified.
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let Ok(mut tls) = acceptor.accept(stream).await else {
+                continue;
+            };
+            let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+            let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+            let serial = cert.raw_serial().to_vec();
+            let _ = tls.write_all(&serial).await;
+            let _ = tls.shutdown().await;
+        }
+    });
+    let client = TlsFiles::load(
+        &root,
+        Some(&IdentityFiles::client(dir.path(), "order-processing")),
+    )
+    .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client.client_config().unwrap()));
+    let presented = || async {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("coupons").unwrap();
+        let mut tls = connector.connect(name, stream).await.unwrap();
+        let mut serial = Vec::new();
+        tls.read_to_end(&mut serial).await.unwrap();
+        serial
+    };
+    let before = presented().await;
+    assert!(!client.reload().unwrap(), "nothing changed yet");
+    spec.renew(
+        dir.path(),
+        std::time::Duration::MAX,
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    assert!(client.reload().unwrap());
+    let after = presented().await;
+    assert_ne!(after, before, "the renewed client certificate is presented");
+    assert!(
+        server.reload().unwrap(),
+        "the server's renewed leaf is read too"
+    );
+    assert_eq!(presented().await.len(), after.len());
+}

@@ -31,8 +31,7 @@ pub(crate) fn router(state: AdminState) -> Router {
 /// Alive while the process serves, draining included: only readiness fails on the way out,
 /// so that an orchestrator's liveness probe never kills a pod that is finishing its work.
 async fn livez(State(state): State<AdminState>) -> Response {
-    ApiJson(json!({"status": "alive", "draining": state.health.is_shutting_down()}))
-        .into_response()
+    ApiJson(json!({"status": "alive", "draining": state.health.is_shutting_down()})).into_response()
 }
 
 async fn readyz(State(state): State<AdminState>) -> Result<ApiJson<serde_json::Value>, ApiError> {

@@ -58,7 +58,10 @@ pub fn watch_certificates(
                 Ok(false) => {}
                 Ok(true) => {
                     let certificates = files.certificates();
-                    for cert in certificates.iter().filter(|c| c.role != ctr_pki::CertificateRole::Root) {
+                    for cert in certificates
+                        .iter()
+                        .filter(|c| c.role != ctr_pki::CertificateRole::Root)
+                    {
                         tracing::info!(
                             tls,
                             file = %cert.file.display(),
@@ -147,7 +150,12 @@ mod tests {
 
     use super::*;
 
-    fn cert(role: CertificateRole, subject: &str, in_secs: u64, now: SystemTime) -> CertificateInfo {
+    fn cert(
+        role: CertificateRole,
+        subject: &str,
+        in_secs: u64,
+        now: SystemTime,
+    ) -> CertificateInfo {
         CertificateInfo {
             role,
             file: PathBuf::from("/pki/coupons/server.pem"),
@@ -167,10 +175,13 @@ mod tests {
         let pass = expiry_check(&certs, Duration::from_secs(day), now).unwrap();
         assert!(pass.contains("`coupons`"), "{pass}");
         let fail = expiry_check(&certs, Duration::from_secs(61 * day), now).unwrap_err();
-        assert!(fail.contains("leaf certificate `coupons` in /pki/coupons/server.pem"), "{fail}");
+        assert!(
+            fail.contains("leaf certificate `coupons` in /pki/coupons/server.pem"),
+            "{fail}"
+        );
         assert!(fail.contains("CTR_TLS_EXPIRY_WINDOW"), "{fail}");
-        let expired = expiry_check(&certs, Duration::ZERO, now + Duration::from_secs(61 * day))
-            .unwrap_err();
+        let expired =
+            expiry_check(&certs, Duration::ZERO, now + Duration::from_secs(61 * day)).unwrap_err();
         assert!(expired.contains("expired at"), "{expired}");
     }
 }

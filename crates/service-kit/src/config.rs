@@ -204,7 +204,10 @@ impl ServerConfig {
         }
         let zero = [
             ("CTR_SHUTDOWN_GRACE", self.shutdown_grace.is_zero()),
-            ("CTR_TLS_RELOAD_INTERVAL", self.tls_reload_interval.is_zero()),
+            (
+                "CTR_TLS_RELOAD_INTERVAL",
+                self.tls_reload_interval.is_zero(),
+            ),
             ("CTR_REQUEST_TIMEOUT", self.request_timeout.is_zero()),
             ("CTR_MAX_CONNECTIONS", self.max_connections == 0),
             ("CTR_MAX_IN_FLIGHT", self.max_in_flight == 0),

@@ -12,6 +12,7 @@ use crate::ServerConfig;
 /// relay's client leaf, plus a client leaf named `intruder` from the same CA.
 pub struct TestPki {
     dir: tempfile::TempDir,
+    spec: PkiSpec,
     /// The issuer of customers' access tokens the services of this PKI trust, once started.
     customer_issuer: std::sync::OnceLock<String>,
 }
@@ -23,8 +24,15 @@ pub const DEV_ISSUER: &str = "dev-issuer";
 
 impl TestPki {
     pub fn new() -> Self {
+        Self::with_leaf_validity(Duration::from_secs(90 * 86_400))
+    }
+
+    /// A PKI whose leaves are valid for `validity` only (certificate renewal tests).
+    pub fn with_leaf_validity(validity: Duration) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
         let spec = PkiSpec {
+            leaf_validity: time::Duration::try_from(validity)
+                .unwrap_or_else(|e| panic!("a leaf validity: {e}")),
             servers: SERVICES
                 .iter()
                 .chain([&DEV_ISSUER])
@@ -38,8 +46,21 @@ impl TestPki {
             .unwrap_or_else(|e| panic!("the test PKI: {e}"));
         Self {
             dir,
+            spec,
             customer_issuer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Renews every leaf on disk (new keys, valid for `validity`), as `ctr-pki init
+    /// --renew-all` does, with the issuing CA the PKI keeps; the root stays.
+    pub fn renew_leaves(&self, validity: Duration) {
+        let spec = PkiSpec {
+            leaf_validity: time::Duration::try_from(validity)
+                .unwrap_or_else(|e| panic!("a leaf validity: {e}")),
+            ..self.spec.clone()
+        };
+        spec.renew(self.dir.path(), Duration::MAX, std::time::SystemTime::now())
+            .unwrap_or_else(|e| panic!("renewing the test PKI: {e}"));
     }
 
     /// Every server config made from now on trusts `issuer` (an HTTPS URL whose certificate

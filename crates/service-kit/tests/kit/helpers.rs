@@ -62,7 +62,11 @@ impl TestApp {
 
     /// As [`Self::spawn`], with the server config adjusted by `tune` (its limits).
     pub async fn spawn_with(tune: fn(&mut ServerConfig)) -> Self {
-        let pki = TestPki::new();
+        Self::spawn_on(TestPki::new(), tune).await
+    }
+
+    /// As [`Self::spawn_with`], on `pki`.
+    pub async fn spawn_on(pki: TestPki, tune: fn(&mut ServerConfig)) -> Self {
         let health = Health::default();
         let ready = Arc::new(AtomicBool::new(false));
         let flag = ready.clone();

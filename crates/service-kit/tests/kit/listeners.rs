@@ -178,3 +178,66 @@ async fn an_in_flight_request_completes_after_shutdown_begins_and_new_connection
     );
     assert!(TcpStream::connect(app.admin).await.is_err());
 }
+
+#[tokio::test]
+async fn a_stop_fails_readiness_first_serves_on_for_the_delay_and_livez_answers_while_draining() {
+    let app = TestApp::spawn_with(|config| {
+        config.shutdown_delay = std::time::Duration::from_millis(1500);
+    })
+    .await;
+    app.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    let client = app.client();
+    let status = |path: String| {
+        let client = client.clone();
+        async move { client.get(path).send().await.map(|r| r.status().as_u16()) }
+    };
+    assert_eq!(
+        status(app.admin_url("/admin/v1/readyz")).await.unwrap(),
+        200
+    );
+    let slow = tokio::spawn(client.get(app.public_url("/service/v1/slow")).send());
+    app.entered.notified().await;
+    let stop = client
+        .post(app.admin_url("/admin/v1/shutdown"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stop.status(), 202);
+    // Within the delay: not ready, alive (draining), and the public listener still takes
+    // new connections and requests.
+    let ready = client
+        .get(app.admin_url("/admin/v1/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("shutdown"));
+    let live = client
+        .get(app.admin_url("/admin/v1/livez"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    assert_eq!(
+        live.json::<serde_json::Value>().await.unwrap()["draining"],
+        true
+    );
+    let fresh = app.pki.client(None);
+    let answered = fresh
+        .get(app.public_url("/service/v1/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answered.status(),
+        200,
+        "a new connection is served during the delay"
+    );
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
+    // Then the listeners stop.
+    tokio::time::timeout(std::time::Duration::from_secs(10), app.stopped)
+        .await
+        .expect("the service stops after the delay")
+        .unwrap();
+    assert!(TcpStream::connect(app.public).await.is_err());
+}

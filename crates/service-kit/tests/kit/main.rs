@@ -10,3 +10,4 @@ mod limits;
 mod listeners;
 mod probes;
 mod problems;
+mod renewal;
