@@ -19,47 +19,56 @@ struct Cli {
 enum Command {
     /// Generate a CA chain and leaves into DIR; when DIR already holds one, renew its leaves
     /// that expire within --renew-within (or name other hosts), and issue missing ones.
-    Init {
-        /// Where to write the files.
-        #[arg(long, env = "CTR_PKI_OUT")]
-        out: PathBuf,
-        /// Certificates in a chain, root and leaf included.
-        #[arg(long, default_value_t = 3, env = "CTR_PKI_TIERS")]
-        tiers: u8,
-        /// A server leaf: NAME or NAME=extra.dns,other.dns (SANs NAME, localhost, 127.0.0.1, extras).
-        #[arg(long = "service", value_name = "NAME[=DNS,...]")]
-        services: Vec<String>,
-        /// A client (mTLS) leaf named NAME.
-        #[arg(long = "client", value_name = "NAME")]
-        clients: Vec<String>,
-        /// Replace an existing PKI in DIR (a new root: every client must trust it).
-        #[arg(long)]
-        force: bool,
-        /// How long a new leaf is valid (e.g. 90d, 12h, 1m).
-        #[arg(long, default_value = "90d", value_parser = humantime::parse_duration, env = "CTR_PKI_LEAF_VALIDITY")]
-        leaf_validity: Duration,
-        /// Renew an existing leaf that expires within this long.
-        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration, env = "CTR_PKI_RENEW_WITHIN")]
-        renew_within: Duration,
-        /// Renew every leaf now, however long it has left (new keys too).
-        #[arg(long, env = "CTR_PKI_RENEW_ALL")]
-        renew_all: bool,
-        /// Give every written file to UID:GID (containers that run as a non-root user).
-        #[arg(long, value_name = "UID:GID", env = "CTR_PKI_CHOWN")]
-        chown: Option<String>,
-        /// Also copy the root CA certificate to this path (for curl on the host).
-        #[arg(long, value_name = "PATH", env = "CTR_PKI_EXPORT_ROOT")]
-        export_root: Option<PathBuf>,
-        /// Give the exported root CA and the directory it is in to UID:GID (the host user who
-        /// runs compose, so that they can read and delete it without root). It is always
-        /// readable by everyone: it is a public certificate.
-        #[arg(long, value_name = "UID:GID", env = "CTR_PKI_EXPORT_OWNER")]
-        export_owner: Option<String>,
-        /// Copy what service NAME may see into DIR, and nothing else: the trust anchors and
-        /// NAME's own certificates and keys (its volume; no container mounts the whole PKI).
-        #[arg(long = "deliver", value_name = "NAME=DIR")]
-        deliveries: Vec<String>,
-    },
+    Init(Init),
+}
+
+/// Generate a CA chain and leaves into DIR; when DIR already holds one, renew its leaves
+/// that expire within --renew-within (or name other hosts), and issue missing ones.
+#[derive(clap::Args)]
+struct Init {
+    /// Where to write the files.
+    #[arg(long, env = "CTR_PKI_OUT")]
+    out: PathBuf,
+    /// Certificates in a chain, root and leaf included.
+    #[arg(long, default_value_t = 3, env = "CTR_PKI_TIERS")]
+    tiers: u8,
+    /// A server leaf: NAME or NAME=extra.dns,other.dns (SANs NAME, localhost, 127.0.0.1, extras).
+    #[arg(long = "service", value_name = "NAME[=DNS,...]")]
+    services: Vec<String>,
+    /// A client (mTLS) leaf named NAME.
+    #[arg(long = "client", value_name = "NAME")]
+    clients: Vec<String>,
+    /// Replace an existing PKI in DIR (a new root: every client must trust it).
+    #[arg(long)]
+    force: bool,
+    /// How long a new leaf is valid (e.g. 90d, 12h, 1m).
+    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration, env = "CTR_PKI_LEAF_VALIDITY")]
+    leaf_validity: Duration,
+    /// Renew an existing leaf that expires within this long.
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration, env = "CTR_PKI_RENEW_WITHIN")]
+    renew_within: Duration,
+    /// Renew every leaf now, however long it has left (new keys too).
+    #[arg(long, env = "CTR_PKI_RENEW_ALL")]
+    renew_all: bool,
+    /// Keep running, and do all of the above again every DURATION (a renewer beside a
+    /// running stack).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, env = "CTR_PKI_EVERY")]
+    every: Option<Duration>,
+    /// Give every written file to UID:GID (containers that run as a non-root user).
+    #[arg(long, value_name = "UID:GID", env = "CTR_PKI_CHOWN")]
+    chown: Option<String>,
+    /// Also copy the root CA certificate to this path (for curl on the host).
+    #[arg(long, value_name = "PATH", env = "CTR_PKI_EXPORT_ROOT")]
+    export_root: Option<PathBuf>,
+    /// Give the exported root CA and the directory it is in to UID:GID (the host user who
+    /// runs compose, so that they can read and delete it without root). It is always
+    /// readable by everyone: it is a public certificate.
+    #[arg(long, value_name = "UID:GID", env = "CTR_PKI_EXPORT_OWNER")]
+    export_owner: Option<String>,
+    /// Copy what service NAME may see into DIR, and nothing else: the trust anchors and
+    /// NAME's own certificates and keys (its volume; no container mounts the whole PKI).
+    #[arg(long = "deliver", value_name = "NAME=DIR")]
+    deliveries: Vec<String>,
 }
 
 fn leaf(arg: &str) -> LeafSpec {
@@ -76,108 +85,134 @@ fn leaf(arg: &str) -> LeafSpec {
 }
 
 fn main() -> ExitCode {
-    let Command::Init {
-        out,
-        tiers,
-        services,
-        clients,
-        force,
-        leaf_validity,
-        renew_within,
-        renew_all,
-        chown,
-        export_root,
-        export_owner,
-        deliveries,
-    } = Cli::parse().command;
-    let finish = || -> Result<(), String> {
-        for delivery in &deliveries {
-            let (name, dir) = delivery
-                .split_once('=')
-                .ok_or_else(|| format!("--deliver wants NAME=DIR, not `{delivery}`"))?;
-            let dir = PathBuf::from(dir);
-            ctr_pki::deliver(&out, name, &dir).map_err(|e| e.to_string())?;
-            if let Some(owner) = &chown {
-                chown_tree(&dir, owner)?;
-            }
-            println!(
-                "delivered {name}'s certificates and keys to {}",
-                dir.display()
-            );
+    let Command::Init(init) = Cli::parse().command;
+    let Some(every) = init.every else {
+        return report(init.run());
+    };
+    if init.force {
+        return report(Err(
+            "--every renews; it cannot be combined with --force".into()
+        ));
+    }
+    // The renewer: a failed round is reported and tried again at the next.
+    loop {
+        if let Err(e) = init.run() {
+            eprintln!("ctr-pki: {e}");
         }
-        if let Some(owner) = &chown {
-            chown_tree(&out, owner)?;
-        }
-        if let Some(path) = &export_root {
-            std::fs::copy(out.join(ROOT_FILE), path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            make_public(path)?;
-            if let Some(owner) = &export_owner {
-                chown_one(path, owner)?;
-                if let Some(dir) = path.parent() {
-                    chown_one(dir, owner)?;
+        println!(
+            "next renewal check in {}",
+            humantime::format_duration(every)
+        );
+        std::thread::sleep(every);
+    }
+}
+
+impl Init {
+    /// One round: a new PKI, or the existing one renewed; then deliveries and exports.
+    fn run(&self) -> Result<(), String> {
+        let Self {
+            out,
+            tiers,
+            services,
+            clients,
+            force,
+            leaf_validity,
+            renew_within,
+            renew_all,
+            chown,
+            export_root,
+            export_owner,
+            deliveries,
+            every: _,
+        } = self;
+        let (tiers, force, renew_all) = (*tiers, *force, *renew_all);
+        let finish = || -> Result<(), String> {
+            for delivery in deliveries {
+                let (name, dir) = delivery
+                    .split_once('=')
+                    .ok_or_else(|| format!("--deliver wants NAME=DIR, not `{delivery}`"))?;
+                let dir = PathBuf::from(dir);
+                ctr_pki::deliver(out, name, &dir).map_err(|e| e.to_string())?;
+                if let Some(owner) = &chown {
+                    chown_tree(&dir, owner)?;
                 }
+                println!(
+                    "delivered {name}'s certificates and keys to {}",
+                    dir.display()
+                );
             }
-            println!("exported the root CA to {}", path.display());
-        }
-        Ok(())
-    };
-    let spec = PkiSpec {
-        tiers,
-        servers: services.iter().map(|s| leaf(s)).collect(),
-        clients: clients.iter().map(|c| leaf(c)).collect(),
-        leaf_validity: match time::Duration::try_from(leaf_validity) {
-            Ok(validity) => validity,
-            Err(_) => {
-                return report(Err(format!(
-                    "--leaf-validity {leaf_validity:?} is too long"
-                )));
+            if let Some(owner) = &chown {
+                chown_tree(out, owner)?;
             }
-        },
-        ..PkiSpec::default()
-    };
-    if out.join(ROOT_FILE).exists() && !force {
-        let within = if renew_all {
-            Duration::MAX
-        } else {
-            renew_within
-        };
-        return match spec.renew(&out, within, SystemTime::now()) {
-            Ok(renewals) => {
-                for renewal in renewals {
-                    let kind = match renewal.kind {
-                        LeafKind::Server => "server",
-                        LeafKind::Client => "client",
-                    };
-                    let name = renewal.name;
-                    match renewal.outcome {
-                        LeafOutcome::Kept { not_after } => println!(
-                            "kept {name}'s {kind} certificate: valid until {}",
-                            humantime::format_rfc3339_seconds(not_after)
-                        ),
-                        LeafOutcome::Issued => println!("issued {name}'s {kind} certificate"),
-                        LeafOutcome::Renewed { reason } => {
-                            println!("renewed {name}'s {kind} certificate: {reason}");
-                        }
+            if let Some(path) = &export_root {
+                std::fs::copy(out.join(ROOT_FILE), path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                make_public(path)?;
+                if let Some(owner) = &export_owner {
+                    chown_one(path, owner)?;
+                    if let Some(dir) = path.parent() {
+                        chown_one(dir, owner)?;
                     }
                 }
-                report(finish())
+                println!("exported the root CA to {}", path.display());
             }
-            Err(e) => report(Err(e.to_string())),
+            Ok(())
         };
-    }
-    match spec.generate().and_then(|pki| pki.write_to(&out)) {
-        Ok(()) => {
-            println!(
-                "wrote a {tiers}-tier PKI to {}: {} server and {} client certificates; trust {}",
-                out.display(),
-                spec.servers.len(),
-                spec.clients.len(),
-                out.join(ROOT_FILE).display()
-            );
-            report(finish())
+        let spec = PkiSpec {
+            tiers,
+            servers: services.iter().map(|s| leaf(s)).collect(),
+            clients: clients.iter().map(|c| leaf(c)).collect(),
+            leaf_validity: match time::Duration::try_from(*leaf_validity) {
+                Ok(validity) => validity,
+                Err(_) => {
+                    return Err(format!("--leaf-validity {leaf_validity:?} is too long"));
+                }
+            },
+            ..PkiSpec::default()
+        };
+        if out.join(ROOT_FILE).exists() && !force {
+            let within = if renew_all {
+                Duration::MAX
+            } else {
+                *renew_within
+            };
+            return match spec.renew(out, within, SystemTime::now()) {
+                Ok(renewals) => {
+                    for renewal in renewals {
+                        let kind = match renewal.kind {
+                            LeafKind::Server => "server",
+                            LeafKind::Client => "client",
+                        };
+                        let name = renewal.name;
+                        match renewal.outcome {
+                            LeafOutcome::Kept { not_after } => println!(
+                                "kept {name}'s {kind} certificate: valid until {}",
+                                humantime::format_rfc3339_seconds(not_after)
+                            ),
+                            LeafOutcome::Issued => println!("issued {name}'s {kind} certificate"),
+                            LeafOutcome::Renewed { reason } => {
+                                println!("renewed {name}'s {kind} certificate: {reason}");
+                            }
+                        }
+                    }
+                    finish()
+                }
+                Err(e) => Err(e.to_string()),
+            };
         }
-        Err(e) => report(Err(e.to_string())),
+        match spec.generate().and_then(|pki| pki.write_to(out)) {
+            Ok(()) => {
+                println!(
+                    "wrote a {tiers}-tier PKI to {}: {} server and {} client certificates; trust {}",
+                    out.display(),
+                    spec.servers.len(),
+                    spec.clients.len(),
+                    out.join(ROOT_FILE).display()
+                );
+                finish()
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 

@@ -486,3 +486,40 @@ async fn a_reloaded_client_identity_is_presented_at_the_next_handshake() {
     );
     assert_eq!(presented().await.len(), after.len());
 }
+
+#[test]
+fn the_renewer_renews_each_leaf_again_before_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("pki");
+    // Leaves of 3 s renewed within 2 s of their end, checked every 200 ms.
+    let mut renewer = Command::new(env!("CARGO_BIN_EXE_ctr-pki"))
+        .args(["init", "--out"])
+        .arg(&master)
+        .args([
+            "--service=coupons",
+            "--leaf-validity=3s",
+            "--renew-within=2s",
+            "--every=200ms",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let cert = IdentityFiles::server(&master, "coupons").cert;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cert.exists() {
+        assert!(std::time::Instant::now() < deadline, "no PKI was written");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut seen = vec![not_after(&cert)];
+    while seen.len() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let current = not_after(&cert);
+        if Some(&current) != seen.last() {
+            seen.push(current);
+        }
+    }
+    renewer.kill().unwrap();
+    let _ = renewer.wait();
+    assert!(seen.len() >= 3, "renewed {} times in 20 s", seen.len() - 1);
+    assert!(seen.windows(2).all(|w| w[1] > w[0]));
+}

@@ -103,8 +103,35 @@ impl Drop for Cleanup {
     }
 }
 
+/// The pki-init container of a stack, to run again.
+struct PkiInit {
+    network: String,
+    volume: String,
+    export: PathBuf,
+    args: Vec<String>,
+}
+
+impl PkiInit {
+    fn request(&self) -> testcontainers::ContainerRequest<GenericImage> {
+        let mut pki = GenericImage::new("ctr/pki", &tag())
+            .with_wait_for(WaitFor::exit(ExitWaitStrategy::new().with_exit_code(0)))
+            .with_user("0:0")
+            .with_network(&self.network)
+            .with_mount(Mount::volume_mount(&self.volume, "/pki"))
+            .with_mount(Mount::bind_mount(self.export.to_string_lossy(), "/export"));
+        for service in SERVICES {
+            pki = pki.with_mount(Mount::volume_mount(
+                format!("{}-{service}", self.volume),
+                format!("/deliver/{service}"),
+            ));
+        }
+        pki.with_cmd(self.args.clone())
+    }
+}
+
 pub struct Stack {
     pub id: String,
+    pki_init: PkiInit,
     _export: tempfile::TempDir,
     pub root: PathBuf,
     pub relay: ContainerAsync<GenericImage>,
@@ -169,28 +196,22 @@ impl Stack {
         // As compose does: the whole PKI stays in pki-init's volume; each service's own volume
         // gets the trust anchors and its own keys.
         let share = |service: &str| format!("{volume}-{service}");
-        let mut pki = GenericImage::new("ctr/pki", &tag())
-            .with_wait_for(WaitFor::exit(ExitWaitStrategy::new().with_exit_code(0)))
-            .with_user("0:0")
-            .with_network(&network)
-            .with_mount(Mount::volume_mount(&volume, "/pki"))
-            .with_mount(Mount::bind_mount(
-                export.path().to_string_lossy(),
-                "/export",
-            ));
         for service in SERVICES {
             init.push(format!("--deliver={service}=/deliver/{service}"));
-            pki = pki.with_mount(Mount::volume_mount(
-                share(service),
-                format!("/deliver/{service}"),
-            ));
         }
-        let pki = pki
-            .with_cmd(init)
-            .start()
-            .await
-            .expect("pki-init runs to completion");
-        drop(pki);
+        let pki_init = PkiInit {
+            network: network.clone(),
+            volume: volume.clone(),
+            export: export.path().to_owned(),
+            args: init,
+        };
+        drop(
+            pki_init
+                .request()
+                .start()
+                .await
+                .expect("pki-init runs to completion"),
+        );
 
         let pki_mount = |service: &str| {
             Mount::volume_mount(share(service), "/pki").with_access_mode(AccessMode::ReadOnly)
@@ -292,6 +313,7 @@ impl Stack {
         };
         Self {
             id,
+            pki_init,
             _cleanup,
             _export: export,
             root,
@@ -301,6 +323,37 @@ impl Stack {
             client,
             anonymous,
         }
+    }
+
+    /// Runs pki-init again on the running stack with `env` (`CTR_PKI_RENEW_ALL=true` renews
+    /// every leaf), as `docker compose run --rm pki-init` does; answers what it printed.
+    pub async fn run_pki_init(&self, env: &[(&str, &str)]) -> String {
+        let request = env.iter().fold(self.pki_init.request(), |r, (key, value)| {
+            r.with_env_var(*key, *value)
+        });
+        let container = request.start().await.expect("pki-init runs to completion");
+        let out = container.stdout_to_vec().await.unwrap_or_default();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// The certificate (DER) a new TLS handshake with `container`'s public
+    /// port is served (as a client trusting the stack's root sees it).
+    pub async fn served_certificate(&self, container: &ContainerAsync<GenericImage>) -> Vec<u8> {
+        let port = container.get_host_port_ipv4(8443).await.unwrap();
+        let config = ctr_pki::client_config(&self.root, None).unwrap();
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(
+                rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+                stream,
+            )
+            .await
+            .unwrap();
+        tls.get_ref().1.peer_certificates().unwrap()[0]
+            .as_ref()
+            .to_vec()
     }
 
     /// An access token for `customer` from the stack's development issuer (client

@@ -31,6 +31,7 @@ async fn the_containerised_system_checks_out_refuses_bad_tokens_compensates_and_
     every_container_reports_healthy(&stack);
     each_container_sees_only_the_trust_anchors_and_its_own_keys(&stack);
     let order = a_full_checkout_completes(&stack).await;
+    pki_init_renews_the_running_stack_and_every_service_serves_its_new_certificate(&stack).await;
     customers_are_who_their_access_token_says(&stack, &order).await;
     one_checkout_is_one_trace_with_spans_from_all_four_services(&receiver, &order).await;
     a_replayed_token_is_refused(&stack).await;
@@ -71,6 +72,41 @@ fn each_container_sees_only_the_trust_anchors_and_its_own_keys(stack: &Stack) {
     );
     expected.sort();
     assert_eq!(Stack::files_in(&stack.relay, "/pki"), expected);
+}
+
+/// `docker compose run --rm -e CTR_PKI_RENEW_ALL=true pki-init` on a running stack: every
+/// service serves its renewed certificate within its reload interval, stays healthy without
+/// a restart, and checkouts go on.
+async fn pki_init_renews_the_running_stack_and_every_service_serves_its_new_certificate(
+    stack: &Stack,
+) {
+    let mut containers = vec![
+        ("order-processing", &stack.relay),
+        ("dev-issuer", &stack.issuer),
+    ];
+    containers.extend(DOMAINS.map(|d| (d, stack.domain(d))));
+    let mut before = Vec::new();
+    for (_, container) in &containers {
+        before.push(stack.served_certificate(container).await);
+    }
+    let printed = stack.run_pki_init(&[("CTR_PKI_RENEW_ALL", "true")]).await;
+    assert!(
+        printed.contains("renewed coupons's server certificate: every leaf")
+            && printed.contains("renewed order-processing's client certificate"),
+        "{printed}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(45);
+    for ((name, container), old) in containers.iter().zip(before) {
+        while stack.served_certificate(container).await == old {
+            assert!(
+                Instant::now() < deadline,
+                "{name} still serves its old certificate"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert_eq!(Stack::health(container), "healthy", "{name}");
+    }
+    a_full_checkout_completes(stack).await;
 }
 
 async fn a_full_checkout_completes(stack: &Stack) -> String {
