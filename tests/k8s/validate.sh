@@ -9,8 +9,8 @@
 #
 #   tests/k8s/validate.sh
 set -euo pipefail
+binaries="${CTR_K8S_BINARIES:+$(realpath "$CTR_K8S_BINARIES")}"
 cd "$(dirname "$0")"
-binaries="${CTR_K8S_BINARIES:-}"
 if [[ -z "$binaries" ]]; then
     cargo build --quiet --locked -p order-processing -p coupons -p points -p payments -p dev-issuer
     binaries="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug"

@@ -60,6 +60,10 @@ struct Init {
     /// Also copy the root CA certificate to this path (for curl on the host).
     #[arg(long, value_name = "PATH", env = "CTR_PKI_EXPORT_ROOT")]
     export_root: Option<PathBuf>,
+    /// Also print the root CA certificate (PEM) on standard output, where no file can be
+    /// exported (a Kubernetes Job's log).
+    #[arg(long)]
+    print_root: bool,
     /// Give the exported root CA and the directory it is in to UID:GID (the host user who
     /// runs compose, so that they can read and delete it without root). It is always
     /// readable by everyone: it is a public certificate.
@@ -121,6 +125,7 @@ impl Init {
             renew_all,
             chown,
             export_root,
+            print_root,
             export_owner,
             deliveries,
             every: _,
@@ -155,6 +160,11 @@ impl Init {
                     }
                 }
                 println!("exported the root CA to {}", path.display());
+            }
+            if *print_root {
+                let root = std::fs::read_to_string(out.join(ROOT_FILE))
+                    .map_err(|e| format!("{}: {e}", out.join(ROOT_FILE).display()))?;
+                print!("the root CA:\n{root}");
             }
             Ok(())
         };
