@@ -31,7 +31,6 @@ async fn the_containerised_system_checks_out_refuses_bad_tokens_compensates_and_
     every_container_reports_healthy(&stack);
     each_container_sees_only_the_trust_anchors_and_its_own_keys(&stack);
     let order = a_full_checkout_completes(&stack).await;
-    pki_init_renews_the_running_stack_and_every_service_serves_its_new_certificate(&stack).await;
     customers_are_who_their_access_token_says(&stack, &order).await;
     one_checkout_is_one_trace_with_spans_from_all_four_services(&receiver, &order).await;
     a_replayed_token_is_refused(&stack).await;
@@ -41,6 +40,7 @@ async fn the_containerised_system_checks_out_refuses_bad_tokens_compensates_and_
     every_service_restarted_keeps_its_state_and_earlier_tokens_check_out_once(&stack).await;
     a_relay_killed_during_a_capture_finishes_the_checkout_after_it_restarts(&stack).await;
     the_ctr_demo_runs_every_scenario_as_expected(&stack);
+    pki_init_renews_the_running_stack_and_every_service_serves_its_new_certificate(&stack).await;
 }
 
 fn every_container_reports_healthy(stack: &Stack) {
@@ -106,7 +106,22 @@ async fn pki_init_renews_the_running_stack_and_every_service_serves_its_new_cert
         }
         assert_eq!(Stack::health(container), "healthy", "{name}");
     }
-    a_full_checkout_completes(stack).await;
+    // A card-only checkout: the relay captures at payments with its client certificate.
+    let order = stack.open_order("c_alice", 1999).await;
+    let (status, answer) = stack
+        .post(
+            stack.domain_url("payments", "/service/v1/payments/confirmations").await,
+            json!({"order_processing_id": order, "customer_id": "c_alice", "payment_method_id": "pm_alice_visa", "amount": {"amount": 1999, "currency": "EUR"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let token = answer["token"].as_str().unwrap().to_owned();
+    let (status, body) = stack.checkout(&order, &[token]).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("completed")),
+        "{body}"
+    );
 }
 
 async fn a_full_checkout_completes(stack: &Stack) -> String {
