@@ -60,7 +60,7 @@ pub fn watch_certificates(
                     let certificates = files.certificates();
                     for cert in certificates
                         .iter()
-                        .filter(|c| c.role != ctr_pki::CertificateRole::Root)
+                        .filter(|c| c.role == ctr_pki::CertificateRole::Leaf)
                     {
                         tracing::info!(
                             tls,
