@@ -287,3 +287,175 @@ async fn a_dpop_proof_replayed_at_another_relay_replica_is_refused() {
         );
     }
 }
+
+/// A rolling update of the relay, as Kubernetes runs one: two replicas behind a "Service"
+/// that routes each request to a replica whose readiness probe passed at its last poll. The
+/// old replica is told to stop (SIGTERM's path) with a shutdown delay: it fails readiness at
+/// once, serves on while the Service stops sending it requests, then drains. Clients keep
+/// checking out throughout; every checkout completes.
+#[tokio::test]
+async fn a_rolling_update_of_the_relay_loses_no_checkout() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    if !replicas_run("a_rolling_update_of_the_relay_loses_no_checkout") {
+        return;
+    }
+    let world = Arc::new(World::start().await);
+    let mut old_server = world.replica_server("order-processing");
+    old_server.shutdown_delay = Duration::from_millis(1500);
+    let old = CrashableRelay::start(
+        old_server,
+        world.relay_settings.clone(),
+        world.clock.clone(),
+    )
+    .await;
+    let new = CrashableRelay::start(
+        world.replica_server("order-processing"),
+        world.relay_settings.clone(),
+        world.clock.clone(),
+    )
+    .await;
+    world.wait_until_admin_ready(old.admin).await;
+    world.wait_until_admin_ready(new.admin).await;
+
+    // The endpoints: the old replica while its readiness passes, polled every 200 ms.
+    let old_ready = Arc::new(AtomicBool::new(true));
+    let (poller, poll_world, poll_ready) = (
+        old.admin_url("/admin/v1/readyz"),
+        world.clone(),
+        old_ready.clone(),
+    );
+    let polling = tokio::spawn(async move {
+        loop {
+            let ready = poll_world
+                .customer
+                .get(&poller)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            poll_ready.store(ready, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let (old_base, new_base) = (old.url(""), new.url(""));
+    let route = {
+        let old_ready = old_ready.clone();
+        move || {
+            if old_ready.load(Ordering::SeqCst) {
+                old_base.clone()
+            } else {
+                new_base.clone()
+            }
+        }
+    };
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let finish = Arc::new(AtomicBool::new(false));
+    let clients = (0..3).map(|_| {
+        let (world, route, done, finish) = (world.clone(), route.clone(), done.clone(), finish.clone());
+        tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            while !finish.load(Ordering::SeqCst) {
+                let order = world.open_order_at(&format!("{}/service/v1/orders", route()), "c_alice", 1000).await;
+                let (status, confirmed) = world
+                    .post(
+                        world.payments.running.url("/service/v1/payments/confirmations"),
+                        json!({"order_processing_id": order, "customer_id": "c_alice", "payment_method_id": "pm_alice_visa", "amount": {"amount": 1000, "currency": "EUR"}}),
+                    )
+                    .await;
+                assert_eq!(status, 201, "{confirmed}");
+                let relay = route();
+                let (status, body) = world
+                    .post(format!("{relay}/service/v1/orders/{order}/checkout"), json!({"tokens": [confirmed["token"]]}))
+                    .await;
+                outcomes.push((order, status, body));
+                done.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            outcomes
+        })
+    });
+    let clients: Vec<_> = clients.collect();
+    while done.load(Ordering::SeqCst) < 9 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The rollout reaches the old replica: SIGTERM's path.
+    let (status, _) = world
+        .post(old.admin_url("/admin/v1/shutdown"), json!({}))
+        .await;
+    assert_eq!(status, 202);
+    let stopped_at = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ready = world
+        .customer
+        .get(old.admin_url("/admin/v1/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        503,
+        "readiness fails as soon as the stop begins"
+    );
+    let live = world
+        .customer
+        .get(old.admin_url("/admin/v1/livez"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200, "liveness answers while it drains");
+    // Within the delay the old replica still answers new requests.
+    let (status, _) = world
+        .get(old.url("/service/v1/orders/op_0192f0c4-7f3a-7b11-9d55-0c2a3b4c5d6e"))
+        .await;
+    assert_eq!(
+        status, 404,
+        "a request reaching it during the delay is served"
+    );
+
+    // Clients go on until the old replica has closed its listener, and a while after.
+    let deadline = stopped_at + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(old.public).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old replica never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before_close = done.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    finish.store(true, Ordering::SeqCst);
+    let mut outcomes = Vec::new();
+    for client in clients {
+        outcomes.extend(client.await.unwrap());
+    }
+    polling.abort();
+    assert!(
+        before_close > 9 && outcomes.len() > before_close,
+        "checkouts ran through the stop: {before_close} before the close, {} in all",
+        outcomes.len()
+    );
+    for (order, status, body) in &outcomes {
+        let completed = match *status {
+            200 => body["status"] == "completed",
+            // Still running at the deadline: it completes through a replica that stays.
+            202 => {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+                loop {
+                    let (_, order_now) = world
+                        .get(new.url(&format!("/service/v1/orders/{order}")))
+                        .await;
+                    if order_now["status"] == "completed" {
+                        break true;
+                    }
+                    if tokio::time::Instant::now() > deadline {
+                        break false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            _ => false,
+        };
+        assert!(completed, "{order}: {status} {body}");
+    }
+}
