@@ -186,7 +186,20 @@ impl Init {
             } else {
                 *renew_within
             };
-            return match spec.renew(out, within, SystemTime::now()) {
+            let now = SystemTime::now();
+            let renewed = match spec.renew(out, within, now) {
+                // A PKI made before the issuing key was kept: while every leaf is still
+                // valid the stack starts, warned; once one has expired it cannot.
+                Err(error @ ctr_pki::PkiError::NoIssuer { .. }) => {
+                    let still_valid = spec.renew(out, Duration::ZERO, now);
+                    if still_valid.is_ok() {
+                        eprintln!("ctr-pki: warning: {error}");
+                    }
+                    still_valid.map_err(|_| error)
+                }
+                other => other,
+            };
+            return match renewed {
                 Ok(renewals) => {
                     for renewal in renewals {
                         let kind = match renewal.kind {

@@ -408,14 +408,28 @@ fn the_issuing_key_stays_with_the_pki_and_without_it_renewal_is_refused_by_name(
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    // A PKI made before the issuing key was kept: nothing to renew is fine, a renewal is not.
+    // A PKI made before the issuing key was kept: nothing to renew is fine; a renewal due is
+    // a warning naming the way out while the leaves are valid, and an error once one expired.
     std::fs::remove_dir_all(master.join("ca")).unwrap();
     let (ok, out) = init(&master, &["--service=coupons", "--renew-within=1m"], &[]);
-    assert!(ok, "{out}");
+    assert!(ok && !out.contains("warning"), "{out}");
     let (ok, out) = init(&master, &["--service=coupons"], &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warning: ")
+            && out.contains("ca/issuing.key is missing")
+            && out.contains("--force"),
+        "{out}"
+    );
+    let expired = dir.path().join("expired");
+    let (ok, out) = init(&expired, &["--service=coupons", "--leaf-validity=1s"], &[]);
+    assert!(ok, "{out}");
+    std::fs::remove_dir_all(expired.join("ca")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let (ok, out) = init(&expired, &["--service=coupons"], &[]);
     assert!(!ok, "{out}");
     assert!(
-        out.contains("ca/issuing.key is missing") && out.contains("--force"),
+        out.contains("ca/issuing.key is missing") && !out.contains("warning"),
         "{out}"
     );
 }
