@@ -250,7 +250,7 @@ fn usable_keys(set: &RawKeySet) -> (HashMap<String, IssuerKey>, Vec<IssuerKey>) 
 }
 
 fn issuer_key(jwk: &Jwk) -> Option<IssuerKey> {
-    let key = DecodingKey::from_jwk(jwk).ok()?;
+    let key = DecodingKey::from_jwk(&crate::jwk::with_full_coordinates(jwk)?).ok()?;
     if key.family() == jsonwebtoken::AlgorithmFamily::Hmac {
         // A symmetric "key" in a public set is never trusted.
         return None;

@@ -8,6 +8,7 @@
 pub mod dpop;
 mod error;
 mod grant;
+mod jwk;
 mod keys;
 mod settings;
 mod verify;

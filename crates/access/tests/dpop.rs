@@ -381,3 +381,68 @@ fn hostile_proofs_are_refused_each_for_its_reason() {
     slugs.dedup();
     assert_eq!(slugs.len(), DpopError::SLUGS.len());
 }
+
+/// RFC 7518 wants EC coordinates at full length; Authlib drops their leading zero bytes (about
+/// one P-256 key in a hundred). Such a proof verifies, and its thumbprint is of the JWK as
+/// sent: what its holder, and an issuer binding a token to it, computed. A coordinate longer
+/// than the curve's, or empty, is refused.
+#[test]
+fn a_coordinate_without_its_leading_zero_bytes_is_read_at_full_length() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    let v = verifier();
+    let served = url("https://localhost:8443/x");
+    let now = 1_800_000_000;
+    let request = ProofRequest {
+        method: "POST",
+        url: &served,
+        access_token: Some("t"),
+    };
+    let (key, member) = (0..20_000)
+        .find_map(|_| {
+            let key = ProofKey::generate(Algorithm::ES256).unwrap();
+            let jwk = serde_json::to_value(key.jwk()).unwrap();
+            ["x", "y"]
+                .into_iter()
+                .find_map(|member| {
+                    let bytes = URL_SAFE_NO_PAD
+                        .decode(jwk[member].as_str().unwrap())
+                        .unwrap();
+                    (bytes[0] == 0).then_some(member)
+                })
+                .map(|member| (key, member))
+        })
+        .unwrap();
+    let good = key
+        .proof_at("POST", "https://localhost:8443/x", Some("t"), now)
+        .unwrap();
+    let strip = |h: &mut Value| {
+        let full = URL_SAFE_NO_PAD
+            .decode(h["jwk"][member].as_str().unwrap())
+            .unwrap();
+        let short: Vec<u8> = full.into_iter().skip_while(|b| *b == 0).collect();
+        h["jwk"][member] = json!(URL_SAFE_NO_PAD.encode(short));
+    };
+    let short = edited(&key, &good, |h, _| strip(h), true);
+    let verified = v.verify(&short, &request, now).unwrap();
+    let mut sent = serde_json::to_value(key.jwk()).unwrap();
+    let mut header = json!({"jwk": sent.clone()});
+    strip(&mut header);
+    sent[member] = header["jwk"][member].clone();
+    let sent: Jwk = serde_json::from_value(sent).unwrap();
+    assert_eq!(verified.jkt, thumbprint(&sent).unwrap());
+    assert_ne!(
+        verified.jkt,
+        key.thumbprint(),
+        "another representation, another thumbprint"
+    );
+
+    for bad in [URL_SAFE_NO_PAD.encode([1u8; 33]), String::new()] {
+        let proof = edited(&key, &good, |h, _| h["jwk"][member] = json!(bad), true);
+        assert!(
+            matches!(v.verify(&proof, &request, now), Err(DpopError::Key(_))),
+            "{bad}"
+        );
+    }
+}

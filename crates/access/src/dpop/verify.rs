@@ -252,15 +252,17 @@ fn public_key(jwk: &Value, alg: Algorithm) -> Result<(DecodingKey, String), Dpop
         return Err(DpopError::PrivateKey(member));
     }
     let jwk: Jwk = serde_json::from_value(jwk.clone()).map_err(|_| DpopError::Key("not a JWK"))?;
+    let unfit = || DpopError::Key("the key's type or curve does not fit `alg`");
     let fits = match (&jwk.algorithm, alg) {
         (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256) => {
-            ec.curve == EllipticCurve::P256 && coordinate(&ec.x, 32) && coordinate(&ec.y, 32)
+            ec.curve == EllipticCurve::P256
         }
         (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES384) => {
-            ec.curve == EllipticCurve::P384 && coordinate(&ec.x, 48) && coordinate(&ec.y, 48)
+            ec.curve == EllipticCurve::P384
         }
         (AlgorithmParameters::OctetKeyPair(okp), Algorithm::EdDSA) => {
-            okp.curve == EllipticCurve::Ed25519 && coordinate(&okp.x, 32)
+            okp.curve == EllipticCurve::Ed25519
+                && URL_SAFE_NO_PAD.decode(&okp.x).is_ok_and(|x| x.len() == 32)
         }
         (AlgorithmParameters::RSA(rsa), alg) if alg.family() == AlgorithmFamily::Rsa => {
             URL_SAFE_NO_PAD
@@ -269,14 +271,12 @@ fn public_key(jwk: &Value, alg: Algorithm) -> Result<(DecodingKey, String), Dpop
         }
         _ => false,
     };
-    if !fits {
-        return Err(DpopError::Key("the key's type or curve does not fit `alg`"));
-    }
-    let key = DecodingKey::from_jwk(&jwk).map_err(|_| DpopError::Key("not a valid key"))?;
+    // The key is read with its coordinates at full length; the thumbprint is of the JWK as
+    // it was sent, as its holder (and the issuer that bound a token to it) computed it.
+    let full = fits
+        .then(|| crate::jwk::with_full_coordinates(&jwk))
+        .flatten()
+        .ok_or_else(unfit)?;
+    let key = DecodingKey::from_jwk(&full).map_err(|_| DpopError::Key("not a valid key"))?;
     Ok((key, thumbprint(&jwk)?))
-}
-
-/// A base64url field element of exactly `len` bytes.
-fn coordinate(value: &str, len: usize) -> bool {
-    URL_SAFE_NO_PAD.decode(value).is_ok_and(|v| v.len() == len)
 }
