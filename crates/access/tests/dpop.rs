@@ -405,11 +405,11 @@ fn a_coordinate_without_its_leading_zero_bytes_is_read_at_full_length() {
             let jwk = serde_json::to_value(key.jwk()).unwrap();
             ["x", "y"]
                 .into_iter()
-                .find_map(|member| {
+                .find(|member| {
                     let bytes = URL_SAFE_NO_PAD
-                        .decode(jwk[member].as_str().unwrap())
+                        .decode(jwk[*member].as_str().unwrap())
                         .unwrap();
-                    (bytes[0] == 0).then_some(member)
+                    bytes[0] == 0
                 })
                 .map(|member| (key, member))
         })
