@@ -28,6 +28,7 @@ use rustls::client::{
     ClientSessionMemoryCache, ClientSessionStore, ResolvesClientCert, Resumption,
     Tls12ClientSessionValue, Tls13ClientSessionValue, WebPkiServerVerifier,
 };
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -128,6 +129,9 @@ pub struct TlsFiles {
     current: ArcSwap<Material>,
     /// The digest of the last contents refused, so that a broken state is reported once.
     refused: AtomicU64,
+    /// The provider's signature algorithms: the handshake signatures of peers are checked
+    /// with them whatever the files hold (as the webpki verifiers do).
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl std::fmt::Debug for TlsFiles {
@@ -149,6 +153,7 @@ impl TlsFiles {
             identity: identity.cloned(),
             current: ArcSwap::from_pointee(material),
             refused: AtomicU64::new(0),
+            algorithms: provider().signature_verification_algorithms,
         }))
     }
 
@@ -351,11 +356,7 @@ impl ServerCertVerifier for FollowingServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .current
-            .load()
-            .server_verifier
-            .verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.0.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -364,19 +365,11 @@ impl ServerCertVerifier for FollowingServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .current
-            .load()
-            .server_verifier
-            .verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.0.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0
-            .current
-            .load()
-            .server_verifier
-            .supported_verify_schemes()
+        self.0.algorithms.supported_schemes()
     }
 }
 
@@ -417,11 +410,7 @@ impl ClientCertVerifier for FollowingClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.files
-            .current
-            .load()
-            .client_verifier
-            .verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.files.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -430,19 +419,11 @@ impl ClientCertVerifier for FollowingClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.files
-            .current
-            .load()
-            .client_verifier
-            .verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.files.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.files
-            .current
-            .load()
-            .client_verifier
-            .supported_verify_schemes()
+        self.files.algorithms.supported_schemes()
     }
 }
 
