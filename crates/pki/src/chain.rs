@@ -4,7 +4,9 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P384_SHA384,
 };
-use time::{Duration, OffsetDateTime};
+use std::time::Duration;
+
+use time::OffsetDateTime;
 
 use crate::PkiError;
 
@@ -29,8 +31,8 @@ impl Default for PkiSpec {
             tiers: 3,
             servers: Vec::new(),
             clients: Vec::new(),
-            leaf_validity: Duration::days(90),
-            ca_validity: Duration::days(3650),
+            leaf_validity: Duration::from_secs(90 * 86_400),
+            ca_validity: Duration::from_secs(3650 * 86_400),
         }
     }
 }
@@ -94,6 +96,19 @@ fn name(common_name: &str) -> DistinguishedName {
     dn
 }
 
+/// From five minutes ago (clocks that lag) until `validity` from now, with the issuer's key
+/// identifier.
+fn valid_for(params: &mut CertificateParams, validity: Duration) -> Result<(), PkiError> {
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = time::Duration::try_from(validity)
+        .ok()
+        .and_then(|validity| now.checked_add(validity))
+        .ok_or(PkiError::Validity(validity))?;
+    params.use_authority_key_identifier_extension = true;
+    Ok(())
+}
+
 fn ca_params(
     common_name: &str,
     path_len: u8,
@@ -108,10 +123,7 @@ fn ca_params(
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let now = OffsetDateTime::now_utc();
-    params.not_before = now - Duration::minutes(5);
-    params.not_after = now + validity;
-    params.use_authority_key_identifier_extension = true;
+    valid_for(&mut params, validity)?;
     Ok(params)
 }
 
@@ -146,10 +158,7 @@ fn leaf_params(
     } else {
         ExtendedKeyUsagePurpose::ClientAuth
     }];
-    let now = OffsetDateTime::now_utc();
-    params.not_before = now - Duration::minutes(5);
-    params.not_after = now + validity;
-    params.use_authority_key_identifier_extension = true;
+    valid_for(&mut params, validity)?;
     Ok(params)
 }
 

@@ -46,6 +46,8 @@ pub enum PkiError {
     Tiers(u8),
     #[error("{0} could not be generated: {1}")]
     Generate(&'static str, #[source] rcgen::Error),
+    #[error("a validity of {0:?} ends past the dates a certificate can hold")]
+    Validity(std::time::Duration),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -31,8 +31,7 @@ impl TestPki {
     pub fn with_leaf_validity(validity: Duration) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
         let spec = PkiSpec {
-            leaf_validity: time::Duration::try_from(validity)
-                .unwrap_or_else(|e| panic!("a leaf validity: {e}")),
+            leaf_validity: validity,
             servers: SERVICES
                 .iter()
                 .chain([&DEV_ISSUER])
@@ -55,8 +54,7 @@ impl TestPki {
     /// --renew-all` does, with the issuing CA the PKI keeps; the root stays.
     pub fn renew_leaves(&self, validity: Duration) {
         let spec = PkiSpec {
-            leaf_validity: time::Duration::try_from(validity)
-                .unwrap_or_else(|e| panic!("a leaf validity: {e}")),
+            leaf_validity: validity,
             ..self.spec.clone()
         };
         spec.renew(self.dir.path(), Duration::MAX, std::time::SystemTime::now())
