@@ -187,14 +187,8 @@ async fn a_stop_fails_readiness_first_serves_on_for_the_delay_and_livez_answers_
     .await;
     app.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     let client = app.client();
-    let status = |path: String| {
-        let client = client.clone();
-        async move { client.get(path).send().await.map(|r| r.status().as_u16()) }
-    };
-    assert_eq!(
-        status(app.admin_url("/admin/v1/readyz")).await.unwrap(),
-        200
-    );
+    let ready = client.get(app.admin_url("/admin/v1/readyz")).send().await;
+    assert_eq!(ready.unwrap().status(), 200);
     let slow = tokio::spawn(client.get(app.public_url("/service/v1/slow")).send());
     app.entered.notified().await;
     let stop = client
