@@ -15,7 +15,9 @@ pub(crate) struct AdminState {
     pub service: &'static str,
     pub health: Health,
     pub metrics: Metrics,
-    pub shutdown: CancellationToken,
+    /// Asks for a stop (as SIGTERM does): readiness fails, the listeners close after
+    /// `CTR_SHUTDOWN_DELAY`.
+    pub stop_requested: CancellationToken,
 }
 
 pub(crate) fn router(state: AdminState) -> Router {
@@ -72,7 +74,7 @@ async fn healthz(State(state): State<AdminState>) -> Response {
 
 async fn shutdown(State(state): State<AdminState>) -> Response {
     tracing::info!("shutdown requested on the admin listener");
-    state.shutdown.cancel();
+    state.stop_requested.cancel();
     (
         StatusCode::ACCEPTED,
         ApiJson(json!({"status": "shutting_down"})),

@@ -138,7 +138,7 @@ impl App {
             service: service.name,
             health: health.clone(),
             metrics: metrics.clone(),
-            shutdown: requested.clone(),
+            stop_requested: requested.clone(),
         };
         Ok(Self {
             service,
