@@ -5,6 +5,7 @@
 //! over a transaction rather than each statement costs two thread wake-ups per transaction
 //! instead of per statement, and the shared COMMIT makes `synchronous = FULL` affordable.
 
+use std::collections::VecDeque;
 use std::future::Future as _;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -244,18 +245,32 @@ impl Writer {
 }
 
 /// The owner thread: takes every transaction waiting, runs them under one COMMIT.
+///
+/// Every caller is told the truth: "committed" only once the COMMIT covering its transaction
+/// succeeded, "failed" only when nothing of it is kept. SQLite may end the group's transaction
+/// by itself when a statement fails (SQLITE_FULL, IOERR, NOMEM, BUSY roll the whole
+/// transaction back, not just the statement): the thread checks after each job that the
+/// transaction is still open, and once it is not, runs no further job of the group (a
+/// SAVEPOINT outside a transaction would open one of its own, committed by its RELEASE). The
+/// jobs that ran are told "failed" (SQLite rolled them back), the jobs not run yet go into the
+/// next group, in a fresh transaction.
 fn own(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>, commits: &AtomicU64) {
     let shared = Arc::new(Mutex::new(conn));
     let mut conn = Conn::sqlite(shared.clone());
     let exec = |sql: &str| shared.lock().execute_batch(sql);
-    let mut group = Vec::with_capacity(MAX_GROUP);
+    let in_transaction = || !shared.lock().is_autocommit();
+    let mut group: VecDeque<Box<dyn Job>> = VecDeque::with_capacity(MAX_GROUP);
     let mut replies = Vec::with_capacity(MAX_GROUP);
-    let mut broken = None;
-    while let Some(first) = queue.blocking_recv() {
-        group.push(first);
+    loop {
+        if group.is_empty() {
+            match queue.blocking_recv() {
+                Some(first) => group.push_back(first),
+                None => return,
+            }
+        }
         while group.len() < MAX_GROUP {
             match queue.try_recv() {
-                Ok(job) => group.push(job),
+                Ok(job) => group.push_back(job),
                 Err(_) => break,
             }
         }
@@ -266,7 +281,8 @@ fn own(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>, commits: &Atom
             }
             continue;
         }
-        for job in group.drain(..) {
+        let mut broken = None;
+        while let Some(job) = group.pop_front() {
             if let Err(error) = exec("SAVEPOINT op") {
                 job.refuse(error.into());
                 continue;
@@ -276,30 +292,43 @@ fn own(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>, commits: &Atom
                 tracing::error!("a store operation panicked; it was rolled back");
                 (false, Box::new(Nobody))
             });
+            replies.push(reply);
+            if !in_transaction() {
+                broken = Some(
+                    "SQLite rolled the transaction back after a failed statement".to_owned(),
+                );
+                break;
+            }
             let ended = if ok {
                 exec("RELEASE op")
             } else {
                 exec("ROLLBACK TO op; RELEASE op")
             };
-            replies.push(reply);
             // A savepoint that did not end leaves no telling what the group holds (a failed
             // transaction's writes, perhaps): the whole group is rolled back, its callers told.
             if let Err(error) = ended {
-                broken.get_or_insert(error);
+                broken = Some(error.to_string());
+                break;
+            }
+            if !in_transaction() {
+                broken = Some("the transaction ended while a savepoint was released".to_owned());
+                break;
             }
         }
-        let committed = match broken.take() {
+        let committed = match broken {
             None => {
                 crate::stats::commit();
                 commits.fetch_add(1, Ordering::Relaxed);
-                exec("COMMIT")
+                exec("COMMIT").map_err(|error| error.to_string())
             }
             Some(error) => Err(error),
         }
         .map_err(|error| {
-            tracing::error!(%error, "the store could not commit; nothing of this group is kept");
-            let _ = exec("ROLLBACK");
-            error.to_string()
+            tracing::error!(%error, retried = group.len(), "the store could not commit; nothing of this group is kept, and the transactions it had not run yet run in the next");
+            if in_transaction() {
+                let _ = exec("ROLLBACK");
+            }
+            error
         });
         for reply in replies.drain(..) {
             reply.send(committed.clone());

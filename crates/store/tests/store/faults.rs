@@ -1,0 +1,125 @@
+//! Faults of the database itself: every caller told "committed" finds its writes, every
+//! caller told "failed" left nothing, wherever in a group commit the fault struck.
+
+use std::time::Duration;
+
+use ctr_store::{Migration, Store, StoreError, query, query_as};
+
+const NOTES: Migration = Migration {
+    version: 1,
+    name: "notes",
+    sql: "CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT NOT NULL)",
+};
+
+/// How many transactions wait together in the group under test.
+const GROUP: i64 = 8;
+
+async fn ids(store: &Store) -> Vec<i64> {
+    store
+        .fetch_all(query_as::<(i64,)>("SELECT id FROM notes ORDER BY id"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id,)| id)
+        .collect()
+}
+
+/// Holds the store's owner thread for `hold`, so that what is handed over meanwhile waits
+/// together and runs as one group.
+fn hold_the_writer(store: &Store, hold: Duration) -> tokio::task::JoinHandle<()> {
+    let store = store.clone();
+    tokio::spawn(async move {
+        store
+            .transact(move |_| {
+                Box::pin(async move {
+                    std::thread::sleep(hold);
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .await
+            .unwrap();
+    })
+}
+
+#[tokio::test]
+async fn a_database_filling_up_anywhere_in_a_group_commit_tells_every_caller_the_truth() {
+    for full_at in 0..GROUP {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("full.db").display());
+        let store = Store::open(&url, &[NOTES]).await.unwrap();
+        store
+            .execute(query("INSERT INTO notes (id, body) VALUES (1000, 'before')"))
+            .await
+            .unwrap();
+        // No page more than the file has: small rows still fit in the table's page, a
+        // megabyte needs overflow pages and fails with SQLITE_FULL, which makes SQLite roll
+        // back the whole transaction, not only the statement.
+        store
+            .transact(|tx| {
+                Box::pin(async move {
+                    let (pages,): (i64,) =
+                        query_as("PRAGMA page_count").fetch_one(tx).await?;
+                    query_as::<(i64,)>(format!("PRAGMA max_page_count = {pages}"))
+                        .fetch_one(tx)
+                        .await?;
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .await
+            .unwrap();
+
+        let holder = hold_the_writer(&store, Duration::from_millis(300));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut callers = Vec::new();
+        for i in 0..GROUP {
+            let store = store.clone();
+            let body = if i == full_at {
+                "x".repeat(1 << 20)
+            } else {
+                format!("n{i}")
+            };
+            callers.push(tokio::spawn(async move {
+                store
+                    .transact(move |tx| {
+                        Box::pin(async move {
+                            query("INSERT INTO notes (id, body) VALUES ($1, $2)")
+                                .bind(i)
+                                .bind(body)
+                                .execute(tx)
+                                .await
+                        })
+                    })
+                    .await
+            }));
+            // In this order into the queue.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        holder.await.unwrap();
+        let mut told = Vec::new();
+        for caller in callers {
+            told.push(caller.await.unwrap());
+        }
+        assert!(
+            told[usize::try_from(full_at).unwrap()].is_err(),
+            "the megabyte does not fit"
+        );
+
+        // What a fresh process finds.
+        drop(store);
+        let store = Store::open(&url, &[NOTES]).await.unwrap();
+        let kept = ids(&store).await;
+        for (i, answer) in (0..GROUP).zip(&told) {
+            assert_eq!(
+                kept.contains(&i),
+                answer.is_ok(),
+                "full at position {full_at}: transaction {i} was told {answer:?}, and the database {} it",
+                if kept.contains(&i) { "keeps" } else { "lost" }
+            );
+        }
+        assert!(kept.contains(&1000), "a fault takes nothing committed before it");
+        // Transactions after the fault are not lost with it: they run in a fresh one.
+        for i in full_at + 1..GROUP {
+            assert!(kept.contains(&i), "full at {full_at}: {i} ran after the fault and is kept");
+        }
+    }
+}
