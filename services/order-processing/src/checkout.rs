@@ -39,6 +39,8 @@ pub struct Relay {
     pub stopping: CancellationToken,
     /// How many recovered checkouts this process drives at once.
     pub recovery_slots: Arc<Semaphore>,
+    /// How many pending compensations this process retries at once, beside them.
+    pub compensation_slots: Arc<Semaphore>,
 }
 
 fn token_problem(index: usize, error: &VerifyError) -> ApiError {

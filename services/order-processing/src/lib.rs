@@ -150,6 +150,7 @@ pub async fn build_with_faults(
         sagas: TaskTracker::new(),
         stopping: CancellationToken::new(),
         recovery_slots: Arc::new(Semaphore::new(settings.recovery_concurrency)),
+        compensation_slots: Arc::new(Semaphore::new(settings.recovery_concurrency)),
     });
     relay.spawn_workers(settings.recovery_interval);
     let app = App::build_with_admin(

@@ -28,6 +28,8 @@ pub struct RelayMetrics {
     compensations: Family<Step, Counter>,
     redemptions: Family<Step, Histogram, fn() -> Histogram>,
     needing_attention: Gauge,
+    compensations_pending: Gauge,
+    oldest_compensation: Gauge<f64, std::sync::atomic::AtomicU64>,
     interrupted: Family<Outcome, Counter>,
 }
 
@@ -38,8 +40,20 @@ impl RelayMetrics {
             compensations: Family::default(),
             redemptions: Family::new_with_constructor(ctr_service_kit::latency_histogram),
             needing_attention: Gauge::default(),
+            compensations_pending: Gauge::default(),
+            oldest_compensation: Gauge::default(),
             interrupted: Family::default(),
         };
+        metrics.register(
+            "compensations_pending",
+            "Failed checkouts whose compensation a domain has not completed yet: the recovery worker retries them with backoff",
+            this.compensations_pending.clone(),
+        );
+        metrics.register(
+            "compensation_oldest_pending_seconds",
+            "How long the oldest pending compensation has been retried (0 when none is), on the database's clock",
+            this.oldest_compensation.clone(),
+        );
         metrics.register(
             "orders_needing_attention",
             "Failed checkouts a domain refused to compensate for good: an operator settles them (GET /admin/v1/orders/attention)",
@@ -90,8 +104,12 @@ impl RelayMetrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn needing_attention(&self, orders: i64) {
-        self.needing_attention.set(orders);
+    pub fn backlog(&self, backlog: &crate::store::Backlog) {
+        self.needing_attention.set(backlog.needing_attention);
+        self.compensations_pending.set(backlog.compensations_pending);
+        #[allow(clippy::cast_precision_loss)] // milliseconds far below 2^52
+        self.oldest_compensation
+            .set(backlog.oldest_compensation_ms as f64 / 1000.0);
     }
 
     pub fn interrupted(&self, outcome: &'static str) {

@@ -169,8 +169,13 @@ pub struct Order {
     pub failure: Option<Failure>,
     /// Compensation not finished yet: the recovery worker keeps trying.
     pub compensation_pending: bool,
-    /// Compensation ended with a step a domain would not reverse.
+    /// Compensation ended with a step a domain would not reverse, or has been retried for
+    /// longer than `CTR_COMPENSATION_ATTENTION_AFTER`.
     pub attention: Option<String>,
+    /// Compensation passes that ended with something left to retry.
+    pub compensation_attempts: i64,
+    /// When compensation began, on the database's clock (milliseconds).
+    pub compensation_since_ms: Option<i64>,
 }
 
 impl Order {
@@ -187,6 +192,8 @@ impl Order {
             failure: None,
             compensation_pending: false,
             attention: None,
+            compensation_attempts: 0,
+            compensation_since_ms: None,
         }
     }
 

@@ -16,8 +16,16 @@
 //! Compensation ends: a hold the domain no longer knows that was never redeemed counts as
 //! released; a reversal the domain refuses for good (`cancellation-window-closed`,
 //! `hold-mismatch`, a redeemed hold it lost) leaves the step `unreversed` and the order
-//! `failed` needing attention, which an operator settles. A domain that does not answer is
-//! retried by the recovery worker until it does.
+//! `failed` needing attention, which an operator settles. Any other refusal (a certificate
+//! problem, a route that is missing, a domain newer than this relay) and any silence is retried
+//! by the recovery worker, each try due a backoff later on the database's clock (from about 1s,
+//! doubling with jitter, at most `CTR_COMPENSATION_RETRY_MAX`), until the domain answers. One
+//! retried for longer than `CTR_COMPENSATION_ATTENTION_AFTER` also needs attention while its
+//! retries go on; a later success clears that.
+//!
+//! Recovery serves crashed checkouts and due compensations from slots of their own, crashed
+//! checkouts first: no number of pending compensations delays a crashed checkout beyond one
+//! pass.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +37,7 @@ use ctr_service_kit::ApiError;
 use crate::Relay;
 use crate::orders::{Failure, Order, OrderStatus, TokenOutcome};
 use crate::settings::IssuerEntry;
-use crate::store::{Claim, WriteError};
+use crate::store::{Claim, Due, WriteError};
 
 /// How many abandoned checkouts one recovery pass looks at.
 const RECOVERY_BATCH: i64 = 64;
@@ -70,12 +78,29 @@ enum Redeemed {
 }
 
 /// What a cancellation's answer makes of a step.
+#[derive(Debug, PartialEq, Eq)]
 enum Cancelled {
     Done(TokenOutcome),
-    /// The domain did not answer (or asked to retry): the recovery worker tries again.
-    Retry,
+    /// The domain did not answer, or refused for a reason that may pass (the problem type):
+    /// the recovery worker tries again.
+    Retry(String),
     /// The domain refused for good to reverse a redemption.
     Refused(String),
+}
+
+/// The problem types with which a domain refuses for good to reverse a redemption (the
+/// contract's list; `hold-not-found` counts only for a hold the relay saw redeemed).
+const FINAL_REFUSALS: &[&str] = &["cancellation-window-closed", "hold-mismatch", "hold-not-found"];
+
+/// How long the `attempts`-th retry of a compensation waits: 1s doubling, at most `cap`, the
+/// upper half of it drawn at random so that orders failed together are not retried together.
+fn retry_delay(attempts: i64, cap: Duration) -> Duration {
+    let doublings = u32::try_from(attempts.clamp(0, 20)).unwrap_or(20);
+    let doubled = Duration::from_secs(1)
+        .saturating_mul(1 << doublings)
+        .min(cap);
+    let unit = f64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng)) / f64::from(u32::MAX);
+    doubled.mul_f64(0.5 + unit / 2.0)
 }
 
 impl Relay {
@@ -208,6 +233,8 @@ impl Relay {
         self.orders.fail(order, claim, &positions).await?;
         order.status = OrderStatus::Failed;
         order.compensation_pending = true;
+        order.compensation_attempts = 0;
+        order.compensation_since_ms = Some(claim.now_ms);
         Ok(())
     }
 
@@ -220,7 +247,8 @@ impl Relay {
             order.failure.as_ref().map(|f| &f.call),
             Some(CallFailure::Unavailable)
         );
-        let mut retry = false;
+        // The first step still to retry, with why.
+        let mut retry: Option<(String, String)> = None;
         let mut refusals = Vec::new();
         for i in (0..order.tokens.len()).rev() {
             let outcome = order.tokens[i].outcome;
@@ -255,10 +283,10 @@ impl Relay {
                     }
                     order.tokens[i].outcome = next;
                 }
-                Cancelled::Retry => {
+                Cancelled::Retry(cause) => {
                     self.metrics.compensation(&capability, "pending");
-                    tracing::warn!(%jti, order_processing_id = %order.id, "compensation did not get through; the recovery worker retries it");
-                    retry = true;
+                    tracing::warn!(%jti, order_processing_id = %order.id, capability, cause, attempts = order.compensation_attempts, "compensation did not get through; the recovery worker retries it");
+                    retry.get_or_insert((capability, cause));
                     continue;
                 }
                 Cancelled::Refused(cause) => {
@@ -270,15 +298,34 @@ impl Relay {
             }
             self.orders.record_steps(order, claim, &[i]).await?;
         }
-        order.compensation_pending = retry;
-        order.attention = attention(order, &refusals);
+        order.compensation_pending = retry.is_some();
+        let since_ms = order.compensation_since_ms.unwrap_or(claim.now_ms);
+        let overdue_ms = i64::try_from(self.settings.compensation_attention_after.as_millis())
+            .unwrap_or(i64::MAX);
+        let overdue = retry
+            .as_ref()
+            .filter(|_| claim.now_ms.saturating_sub(since_ms) >= overdue_ms);
+        let had_attention = order.attention.is_some();
+        order.attention = attention(order, &refusals, overdue);
+        let retry_in = retry_delay(
+            order.compensation_attempts,
+            self.settings.compensation_retry_max,
+        );
         self.orders
-            .end_compensation(order, claim, self.clock.now_secs())
+            .end_compensation(
+                order,
+                claim,
+                self.clock.now_secs(),
+                i64::try_from(retry_in.as_millis()).unwrap_or(i64::MAX),
+            )
             .await?;
-        if order.attention.is_some() {
-            self.refresh_attention_gauge().await;
+        if retry.is_some() {
+            order.compensation_attempts += 1;
         }
-        tracing::info!(order_processing_id = %order.id, tokens = %steps(order), compensation_pending = retry, needs_attention = order.attention.is_some(), "checkout failed");
+        if had_attention || order.attention.is_some() {
+            self.refresh_backlog_gauges().await;
+        }
+        tracing::info!(order_processing_id = %order.id, tokens = %steps(order), compensation_pending = order.compensation_pending, retry_in = ?order.compensation_pending.then_some(retry_in), needs_attention = order.attention.is_some(), "checkout failed");
         Ok(())
     }
 
@@ -298,26 +345,30 @@ impl Relay {
         self.domains.post_idempotent(url(entry), body).await
     }
 
-    async fn refresh_attention_gauge(&self) {
-        match self.orders.count_needing_attention().await {
-            Ok(count) => self.metrics.needing_attention(count),
-            Err(error) => tracing::warn!(%error, "orders needing attention could not be counted"),
+    async fn refresh_backlog_gauges(&self) {
+        match self.orders.backlog().await {
+            Ok(backlog) => self.metrics.backlog(&backlog),
+            Err(error) => tracing::warn!(%error, "the saga's backlog could not be counted"),
         }
     }
 
     /// One recovery pass: claims every checkout whose claim ran out (its driver died or
-    /// stalled, or its compensation waits for a retry) while a driver slot is free, and drives
-    /// each on its own task, so that one slow domain or failing order delays no other. Answers
-    /// how many it took.
+    /// stalled) and every compensation due for a retry, while a slot of its kind is free, and
+    /// drives each on its own task, so that one slow domain or failing order delays no other.
+    /// Crashed checkouts come first and have slots of their own. Answers how many it took.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, ApiError> {
         let abandoned = self.orders.abandoned(RECOVERY_BATCH).await?;
         let mut taken = 0;
-        for id in abandoned {
+        for (id, due) in abandoned {
             if self.stopping.is_cancelled() {
                 break;
             }
-            let Ok(slot) = self.recovery_slots.clone().try_acquire_owned() else {
-                break; // every slot drives a checkout: the next pass takes the rest
+            let slots = match due {
+                Due::Checkout => &self.recovery_slots,
+                Due::Compensation => &self.compensation_slots,
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                continue; // every slot of its kind is busy: the next pass takes it
             };
             match self.orders.claim(&id).await {
                 Ok(Some((order, claim, tokens))) => {
@@ -375,7 +426,7 @@ impl Relay {
             if let Err(error) = relay.orders.prune(relay.clock.now_secs()).await {
                 tracing::warn!(%error, "prune failed");
             }
-            relay.refresh_attention_gauge().await;
+            relay.refresh_backlog_gauges().await;
         });
     }
 
@@ -436,11 +487,11 @@ fn cancelled(
     };
     let cause = match answer {
         Ok(_) => return done(),
-        Err(CallFailure::Unavailable) => return Cancelled::Retry,
+        Err(failure @ CallFailure::Unavailable) => return Cancelled::Retry(failure.cause().into()),
         Err(CallFailure::Refused { problem_type, .. }) => problem_type,
     };
     match cause.as_str() {
-        "hold-contended" => Cancelled::Retry,
+        "hold-contended" => Cancelled::Retry(cause),
         // A domain keeps every redeemed hold: one it does not know was never redeemed.
         "hold-not-found" if outcome != TokenOutcome::Redeemed => Cancelled::Done(match outcome {
             TokenOutcome::Redeeming | TokenOutcome::Pending => TokenOutcome::Released,
@@ -448,14 +499,31 @@ fn cancelled(
         }),
         // A hold never redeemed that the domain will not release expires by itself.
         _ if !must_reverse => done(),
-        _ => Cancelled::Refused(cause),
+        final_refusal if FINAL_REFUSALS.contains(&final_refusal) => Cancelled::Refused(cause),
+        // Anything else may pass: a certificate being replaced, a route missing during a
+        // deployment, a domain newer than this relay.
+        _ => Cancelled::Retry(cause),
     }
 }
 
-/// What needs an operator, derived from the log (every `unreversed` step), with the causes
-/// this pass learnt by step (`refusals`).
-fn attention(order: &Order, refusals: &[(usize, String)]) -> Option<String> {
-    let unreversed: Vec<String> = order
+/// What needs an operator, derived from the log: every `unreversed` step, with the cause this
+/// pass learnt (`refusals`) or the one an earlier pass wrote; and a compensation retried past
+/// `CTR_COMPENSATION_ATTENTION_AFTER` (`overdue`: the step's capability and the last cause).
+fn attention(
+    order: &Order,
+    refusals: &[(usize, String)],
+    overdue: Option<&(String, String)>,
+) -> Option<String> {
+    let earlier = |capability: &str| {
+        let prefix = format!("{capability}: ");
+        order.attention.as_deref().and_then(|text| {
+            text.split("; ")
+                .find_map(|part| part.strip_prefix(prefix.as_str()))
+                .filter(|cause| !cause.starts_with(STILL_RETRIED))
+                .map(str::to_owned)
+        })
+    };
+    let mut parts: Vec<String> = order
         .tokens
         .iter()
         .enumerate()
@@ -464,16 +532,20 @@ fn attention(order: &Order, refusals: &[(usize, String)]) -> Option<String> {
             let cause = refusals
                 .iter()
                 .find(|(at, _)| *at == i)
-                .map_or("not reversed", |(_, cause)| cause.as_str());
+                .map(|(_, cause)| cause.clone())
+                .or_else(|| earlier(&t.capability))
+                .unwrap_or_else(|| "not reversed".to_owned());
             format!("{}: {cause}", t.capability)
         })
         .collect();
-    if unreversed.is_empty() {
-        order.attention.clone()
-    } else {
-        Some(unreversed.join("; "))
+    if let Some((capability, cause)) = overdue {
+        parts.push(format!("{capability}: {STILL_RETRIED} ({cause})"));
     }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
+
+/// How a compensation retried past `CTR_COMPENSATION_ATTENTION_AFTER` reads in `attention`.
+const STILL_RETRIED: &str = "compensation still retried";
 
 /// Each step of a checkout as `capability jti outcome`, for its one log line at the end.
 fn steps(order: &Order) -> String {

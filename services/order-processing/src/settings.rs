@@ -76,8 +76,18 @@ pub struct RelaySettings {
     /// (and the janitor prunes retired orders and replay entries).
     #[serde(with = "humantime_serde")]
     pub recovery_interval: Duration,
-    /// `CTR_RECOVERY_CONCURRENCY`: how many recovered checkouts one relay drives at once.
+    /// `CTR_RECOVERY_CONCURRENCY`: how many recovered checkouts one relay drives at once, and
+    /// as many pending compensations beside them (so that no number of compensations delays a
+    /// crashed checkout).
     pub recovery_concurrency: usize,
+    /// `CTR_COMPENSATION_RETRY_MAX`: the longest wait between two tries of a compensation a
+    /// domain did not complete (the wait doubles from about 1s, with jitter, up to this).
+    #[serde(with = "humantime_serde")]
+    pub compensation_retry_max: Duration,
+    /// `CTR_COMPENSATION_ATTENTION_AFTER`: a compensation still retried after this long also
+    /// marks its order as needing attention (retries go on; a success clears it).
+    #[serde(with = "humantime_serde")]
+    pub compensation_attention_after: Duration,
     /// `CTR_SAGA_GRACE`: at shutdown, how long running checkouts may take to finish before the
     /// process exits (what is left, recovery takes over).
     #[serde(with = "humantime_serde")]
@@ -137,6 +147,8 @@ impl Default for RelaySettings {
             checkout_bound: Duration::from_secs(120),
             recovery_interval: Duration::from_secs(5),
             recovery_concurrency: 8,
+            compensation_retry_max: Duration::from_secs(60),
+            compensation_attention_after: Duration::from_secs(600),
             saga_grace: Duration::from_secs(15),
             call_retries: 2,
             jwks_max_age: Duration::from_secs(300),
@@ -248,6 +260,17 @@ impl ServiceSettings for RelaySettings {
         }
         if self.recovery_concurrency == 0 || self.recovery_concurrency > 256 {
             return Err(setting("CTR_RECOVERY_CONCURRENCY", "between 1 and 256"));
+        }
+        if self.compensation_retry_max < Duration::from_secs(1)
+            || self.compensation_retry_max > Duration::from_secs(3600)
+        {
+            return Err(setting("CTR_COMPENSATION_RETRY_MAX", "between 1s and 1h"));
+        }
+        if self.compensation_attention_after.is_zero() {
+            return Err(setting(
+                "CTR_COMPENSATION_ATTENTION_AFTER",
+                "must be longer than zero",
+            ));
         }
         if self.saga_grace > Duration::from_secs(600) {
             return Err(setting("CTR_SAGA_GRACE", "at most 10m"));

@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "fenced saga",
         sql: include_str!("../../migrations/0003_fenced_saga.sql"),
     },
+    Migration {
+        version: 4,
+        name: "compensation retries",
+        sql: include_str!("../../migrations/0004_compensation_retries.sql"),
+    },
 ];
 
 /// How many retired orders or replay entries one prune deletes at most.
@@ -71,6 +76,24 @@ impl From<ctr_store::StoreError> for WriteError {
     fn from(error: ctr_store::StoreError) -> Self {
         Self::Store(error.into())
     }
+}
+
+/// What a recovery pass finds to do with an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// A checkout whose driver died or stalled.
+    Checkout,
+    /// A compensation due for another try.
+    Compensation,
+}
+
+/// What waits for the saga, for the gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub needing_attention: i64,
+    pub compensations_pending: i64,
+    /// How long the oldest pending compensation has been pending; 0 when none is.
+    pub oldest_compensation_ms: i64,
 }
 
 /// Why a checkout could not begin.
@@ -486,13 +509,14 @@ impl OrderStore {
     }
 
     /// Ends a compensation pass: when `order.compensation_pending` is still set, a recovery
-    /// worker retries it at its next pass; otherwise the tokens are cleared and the order's
-    /// retention starts (never while it needs attention).
+    /// worker retries it once `retry_in_ms` have passed on the database's clock; otherwise the
+    /// tokens are cleared and the order's retention starts (never while it needs attention).
     pub async fn end_compensation(
         &self,
         order: &Order,
         claim: &Claim,
         now: i64,
+        retry_in_ms: i64,
     ) -> Result<(), WriteError> {
         let ended = query_as(self.sql.end_compensation.clone())
             .bind(order.compensation_pending)
@@ -500,7 +524,8 @@ impl OrderStore {
             .bind(order.attention.as_deref())
             .bind(self.forget_at(order, now))
             .bind(order.id.as_str())
-            .bind(claim.generation);
+            .bind(claim.generation)
+            .bind(retry_in_ms);
         let every_step: Vec<usize> = (0..order.tokens.len()).collect();
         self.fenced(
             ended,
@@ -549,16 +574,43 @@ impl OrderStore {
         now.max(order.expires_at).saturating_add(self.retention)
     }
 
-    /// Checkouts (or compensations) whose claim ran out before they ended, on the database's
-    /// clock.
-    pub async fn abandoned(&self, limit: i64) -> Result<Vec<OrderProcessingId>, ApiError> {
-        let rows: Vec<(String,)> = self
+    /// Checkouts whose claim ran out before they ended (their driver died or stalled), then
+    /// compensations due for a retry, on the database's clock.
+    pub async fn abandoned(&self, limit: i64) -> Result<Vec<(OrderProcessingId, Due)>, ApiError> {
+        let rows: Vec<(String, String)> = self
             .store
             .fetch_all(query_as(self.sql.abandoned.clone()).bind(limit))
             .await?;
         rows.into_iter()
-            .map(|(id,)| OrderProcessingId::parse(&id).map_err(|_| corrupt("id")))
+            .map(|(id, status)| {
+                let id = OrderProcessingId::parse(&id).map_err(|_| corrupt("id"))?;
+                let due = if status == OrderStatus::CheckingOut.as_str() {
+                    Due::Checkout
+                } else {
+                    Due::Compensation
+                };
+                Ok((id, due))
+            })
             .collect()
+    }
+
+    /// What waits for the saga: orders needing attention, pending compensations and the age of
+    /// the oldest (on the database's clock).
+    pub async fn backlog(&self) -> Result<Backlog, ApiError> {
+        let (needing_attention, compensations_pending, oldest, now_ms): (
+            i64,
+            i64,
+            Option<i64>,
+            i64,
+        ) = self
+            .store
+            .fetch_one(query_as(self.sql.backlog.clone()))
+            .await?;
+        Ok(Backlog {
+            needing_attention,
+            compensations_pending,
+            oldest_compensation_ms: oldest.map_or(0, |since| now_ms.saturating_sub(since).max(0)),
+        })
     }
 
     /// Takes over a checkout whose claim ran out, if no other driver did meanwhile: bumps its
@@ -622,17 +674,6 @@ impl OrderStore {
                 })
             })
             .await
-    }
-
-    /// How many orders need an operator's attention.
-    pub async fn count_needing_attention(&self) -> Result<i64, ApiError> {
-        let (count,): (i64,) = self
-            .store
-            .fetch_one(query_as(
-                "SELECT COUNT(*) FROM orders WHERE needs_attention = 1",
-            ))
-            .await?;
-        Ok(count)
     }
 
     /// Deletes retired orders (past their retention as of `now`, checkout ended, nothing

@@ -105,10 +105,10 @@ pub(super) fn write_steps(order: &Order, positions: &[usize], clear_tokens: bool
 /// The columns of an order row, in the order [`order_from`] reads them.
 pub(super) const ORDER_COLUMNS: &str = "customer_id, currency, total_amount, status, created_at, \
      expires_at, compensation_pending, failure_capability, failure_problem, failure_detail, \
-     attention_reason";
+     attention_reason, compensation_attempts, compensation_since_ms";
 /// How many columns [`ORDER_COLUMNS`] names: what a statement answers after them is at this
 /// index and on.
-pub(super) const ORDER_WIDTH: usize = 11;
+pub(super) const ORDER_WIDTH: usize = 13;
 
 pub(super) type StepRow = (String, String, String, i64, String, String, String);
 
@@ -188,5 +188,7 @@ pub(super) fn order_from(
         failure,
         compensation_pending: compensation_pending != 0,
         attention: row.get(10)?,
+        compensation_attempts: row.get(11)?,
+        compensation_since_ms: row.get(12)?,
     })
 }

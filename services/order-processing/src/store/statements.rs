@@ -16,6 +16,7 @@ pub(super) struct ClockSql {
     pub(super) end_compensation: String,
     pub(super) claim: String,
     pub(super) abandoned: String,
+    pub(super) backlog: String,
     pub(super) prune_replay: String,
 }
 
@@ -45,12 +46,16 @@ impl ClockSql {
             fail: format!(
                 "UPDATE orders SET status = 'failed', compensation_pending = 1, \
                  failure_capability = $1, failure_problem = $2, failure_detail = $3, \
-                 lease_expires_ms = {now} + $4 \
+                 lease_expires_ms = {now} + $4, compensation_attempts = 0, \
+                 compensation_since_ms = {now} \
                  WHERE id = $5 AND generation = $6 AND status = 'checking_out' RETURNING {now}"
             ),
             end_compensation: format!(
                 "UPDATE orders SET compensation_pending = $1, needs_attention = $2, \
-                 attention_reason = $3, lease_expires_ms = NULL, forget_at = $4 \
+                 attention_reason = $3, forget_at = $4, \
+                 lease_expires_ms = CASE WHEN $1 = 1 THEN {now} + $7 ELSE NULL END, \
+                 compensation_attempts = compensation_attempts + $1, \
+                 compensation_since_ms = COALESCE(compensation_since_ms, {now}) \
                  WHERE id = $5 AND generation = $6 AND status = 'failed' RETURNING {now}"
             ),
             claim: format!(
@@ -59,10 +64,18 @@ impl ClockSql {
                  AND (lease_expires_ms IS NULL OR lease_expires_ms <= {now}) \
                  RETURNING {ORDER_COLUMNS}, generation, {now}, checkout_started_ms"
             ),
+            // Crashed checkouts first, then compensations by the time they fell due; the same
+            // order on every engine (no NULL is left to the engine to place).
             abandoned: format!(
-                "SELECT id FROM orders WHERE (status = 'checking_out' OR compensation_pending = 1) \
+                "SELECT id, status FROM orders \
+                 WHERE (status = 'checking_out' OR compensation_pending = 1) \
                  AND (lease_expires_ms IS NULL OR lease_expires_ms <= {now}) \
-                 ORDER BY lease_expires_ms LIMIT $1"
+                 ORDER BY CASE WHEN status = 'checking_out' THEN 0 ELSE 1 END, \
+                 COALESCE(lease_expires_ms, 0), id LIMIT $1"
+            ),
+            backlog: format!(
+                "SELECT (SELECT COUNT(*) FROM orders WHERE needs_attention = 1), COUNT(*), \
+                 MIN(compensation_since_ms), {now} FROM orders WHERE compensation_pending = 1"
             ),
             prune_replay: format!(
                 "DELETE FROM replay WHERE (iss, jti) IN \

@@ -11,6 +11,7 @@ mod fuzz;
 mod kms;
 mod limits;
 mod oidc_interop;
+mod outage;
 mod openapi;
 mod replicas;
 mod saga;
