@@ -205,11 +205,44 @@ impl TokenIssuer {
     }
 }
 
-/// A DER ECDSA signature as JWS wants it: fixed-width `r || s`.
+/// A DER ECDSA signature as JWS wants it: fixed-width `r || s`, in its one canonical form.
+///
+/// `(r, s)` and `(r, n - s)` are both valid signatures of the same message; KMSs answer
+/// either. The relay accepts only the low `s` (a token has one accepted form, so a twin of a
+/// genuine token cannot consume its `jti`), so the high one is turned into it here.
 pub fn der_to_raw(der: &[u8]) -> Result<[u8; 96], IssueError> {
     let signature =
         p384::ecdsa::Signature::from_der(der).map_err(|_| IssueError::BadKmsSignature)?;
+    let signature = signature.normalize_s().unwrap_or(signature);
     let mut raw = [0u8; 96];
     raw.copy_from_slice(&signature.to_bytes());
     Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p384::ecdsa::signature::{Signer as _, Verifier as _};
+    use p384::ecdsa::{Signature, SigningKey};
+
+    #[test]
+    fn a_kms_signature_with_either_s_becomes_the_one_canonical_form_that_still_verifies() {
+        let key = SigningKey::random(&mut rand_core::OsRng);
+        for message in (0..32).map(|i| format!("header.payload{i}")) {
+            let signed: Signature = key.sign(message.as_bytes());
+            let (r, s) = signed.split_scalars();
+            let low = signed.normalize_s().unwrap_or(signed);
+            let high = Signature::from_scalars(r, -s).unwrap();
+            let high = if high.normalize_s().is_some() { high } else { signed };
+            for answered in [low, high] {
+                let raw = der_to_raw(answered.to_der().as_bytes()).unwrap();
+                let canonical = Signature::from_slice(&raw).unwrap();
+                assert_eq!(canonical, low, "one form whatever the KMS answered");
+                assert!(canonical.normalize_s().is_none(), "low s");
+                key.verifying_key()
+                    .verify(message.as_bytes(), &canonical)
+                    .unwrap();
+            }
+        }
+    }
 }

@@ -26,6 +26,9 @@ pub struct UnverifiedToken<'a> {
     pub(crate) signing_input: &'a str,
     pub(crate) signature_b64: &'a str,
     pub(crate) signature_len: usize,
+    /// The signature is `(r, s)` with `s` in the upper half of the group order: the twin of
+    /// the canonical `(r, n - s)`, which alone is accepted.
+    pub(crate) high_s: bool,
     pub(crate) kid: String,
     pub(crate) claims: Claims,
 }
@@ -62,6 +65,8 @@ impl<'a> UnverifiedToken<'a> {
             signing_input,
             signature_b64,
             signature_len: signature.len(),
+            high_s: p384::ecdsa::Signature::from_slice(&signature)
+                .is_ok_and(|parsed| parsed.normalize_s().is_some()),
             kid,
             claims,
         })

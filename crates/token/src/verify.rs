@@ -156,6 +156,11 @@ impl<R: KeyResolver> Verifier<R> {
                 "an ES384 signature is 96 bytes of r || s",
             ));
         }
+        if unverified.high_s {
+            return Err(VerifyError::SignatureInvalid(
+                "an ES384 signature is accepted only in its canonical form, with the low `s`",
+            ));
+        }
         let valid = jsonwebtoken::crypto::verify(
             unverified.signature_b64,
             unverified.signing_input.as_bytes(),

@@ -135,9 +135,11 @@ async fn form_cases(f: &Fixture) -> Vec<Case> {
     let valid = f.valid().await;
     let parts: Vec<&str> = valid.split('.').collect();
     let raw_signature = base64_decode(parts[2]);
-    let der = p384::ecdsa::Signature::from_slice(&raw_signature)
-        .unwrap()
-        .to_der();
+    let signature = p384::ecdsa::Signature::from_slice(&raw_signature).unwrap();
+    let der = signature.to_der();
+    // (r, n - s): as valid a signature of the same input as (r, s), and another token.
+    let (r, s) = signature.split_scalars();
+    let twin = p384::ecdsa::Signature::from_scalars(r, -s).unwrap();
     let huge = set(
         &f.claims(),
         "constraints",
@@ -205,6 +207,11 @@ async fn form_cases(f: &Fixture) -> Vec<Case> {
         case(
             "a DER-encoded signature",
             with_segment(&valid, 2, &b64(der.as_bytes())),
+            "token-signature-invalid",
+        ),
+        case(
+            "the twin of a genuine signature, (r, n - s)",
+            with_segment(&valid, 2, &b64(&twin.to_bytes())),
             "token-signature-invalid",
         ),
         case(

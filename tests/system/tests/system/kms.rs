@@ -92,6 +92,19 @@ fn authlib_verify(jwks: &Value, token: &str) -> Option<Result<String, String>> {
     })
 }
 
+/// Whether `token`'s signature is in its one accepted form: `s` in the lower half of the
+/// group order, whatever the KMS answered.
+fn canonical(token: &str) -> bool {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.rsplit('.').next().unwrap())
+        .unwrap();
+    p384::ecdsa::Signature::from_slice(&raw)
+        .unwrap()
+        .normalize_s()
+        .is_none()
+}
+
 /// The `n` of a `<key>.v<n>.<fingerprint>` kid.
 fn version_number(kid: &str) -> u64 {
     kid.split('.')
@@ -191,7 +204,9 @@ async fn signs_rotates_and_survives_a_hung_kms(backend: Backend) {
     // its unknown-kid refetch. (A SoftHSM2 token outlives one run of the suite: versions are
     // counted from the one found.)
     backend.rotate("points-signing").await;
-    tokio::time::sleep(Duration::from_millis(1100)).await; // AWS: the ring's refresh (1 s)
+    // AWS: every replica lists the ring again within its refresh (1 s), and only then does
+    // the new version sign.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let (_, jwks) = world
         .get(world.points.running.url("/.well-known/jwks.json"))
         .await;
@@ -206,6 +221,9 @@ async fn signs_rotates_and_survives_a_hung_kms(backend: Backend) {
     let third = world.open_order("c_alice", 4999).await;
     let new_tokens = world.three_tokens(&third, "c_alice", "pm_alice_visa").await;
     assert_eq!(kid(&new_tokens[1]), kids[0]);
+    for token in old_tokens.iter().chain(&before_rotation).chain(&new_tokens) {
+        assert!(canonical(token), "one accepted form (low s): {}", kid(token));
+    }
     world.clock.advance(Duration::from_secs(6)); // past the relay's JWKS refetch interval
     let (status, body) = world.checkout(&third, &new_tokens).await;
     assert_eq!(
@@ -271,4 +289,53 @@ async fn a_domain_whose_kms_does_not_answer_at_start_is_unready_until_it_does() 
     );
     bao.resume();
     world.wait_until_admin_ready(replica.admin).await;
+}
+
+#[tokio::test]
+async fn a_confirmation_whose_client_gives_up_while_the_kms_hangs_leaves_no_hold_behind() {
+    let Some(bao) = OpenBao::start().await else {
+        return;
+    };
+    let settings = ctr_domain_kit::DomainSettings {
+        kms: Some(KmsConfig::Vault(bao.settings())),
+        ..domain_settings()
+    };
+    let world = World::start_custom(settings, |_| {}).await;
+    let order = world.open_order("c_alice", 4999).await;
+    let before = held(&world).await;
+
+    // The hold is placed, then the signature hangs; the client gives up and goes.
+    bao.pause();
+    let gave_up = world
+        .customer
+        .post(
+            world
+                .payments
+                .running
+                .url("/service/v1/payments/confirmations"),
+        )
+        .json(&json!({"order_processing_id": order, "payment_method_id": "pm_alice_visa",
+                      "amount": {"amount": 4999, "currency": "EUR"}}))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client gave up: {gave_up:?}");
+    assert_eq!(held(&world).await, before + 1, "the hold waits for its token");
+
+    // The KMS answers again: the token that nobody waits for is dropped and its hold given
+    // back (or, had the KMS stayed silent, the signing timeout would end it the same way).
+    bao.resume();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while held(&world).await != before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hold of a dropped confirmation is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And the domain signs again.
+    let (status, body) = world
+        .confirm_payment(&order, "c_alice", "pm_alice_visa", 4999)
+        .await;
+    assert_eq!(status, 201, "{body}");
 }
