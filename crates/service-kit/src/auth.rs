@@ -15,7 +15,7 @@ use ctr_access::{Access, AccessError, AccessVerifier};
 use ctr_store::Store;
 use reqwest::Url;
 
-use crate::proofs::{SeenProofs, now_secs};
+use crate::proofs::{ProofUse, SeenProofs, now_secs};
 
 use crate::config::ConfigError;
 use crate::{ApiError, CustomerId, Health, ServerConfig, StartError};
@@ -231,13 +231,14 @@ impl CustomerAuth {
                 "DPoP proofs arrive before the replay cache's store is open",
             ));
         };
-        if !seen
+        match seen
             .first_use(&proof.replay_key(), self.proofs.remember_until(&proof))
             .await?
         {
-            return Err(refuse(DpopError::Replayed));
+            ProofUse::First => Ok(access),
+            ProofUse::Replayed => Err(refuse(DpopError::Replayed)),
+            ProofUse::Expired => Err(refuse(DpopError::Expired)),
         }
-        Ok(access)
     }
 }
 
