@@ -106,32 +106,18 @@ async fn confirm<L: Ledger>(
         .engine
         .hold(&order, &customer, request.details)
         .await?;
-    let issued = state
-        .signer
-        .issue(
-            record.jti,
-            customer.as_str(),
-            key.as_deref(),
-            order.as_str(),
-            L::settlement(&record.hold),
-            &L::constraints(&record.hold),
-        )
-        .await;
-    let sealed = match issued {
-        Ok(issued) => state
-            .engine
-            .seal(record.jti, ctr_token::sha256_hex(&issued.token))
-            .await
-            .map(|()| issued),
-        Err(error) => Err(error),
-    };
-    let issued = match sealed {
-        Ok(issued) => issued,
-        Err(error) => {
-            state.engine.discard(record.jti).await?;
-            return Err(error);
-        }
-    };
+    let issued = sign_and_seal(
+        state.clone(),
+        Sealing {
+            jti: record.jti,
+            customer,
+            key,
+            order: order.clone(),
+            settlement: L::settlement(&record.hold),
+            constraints: L::constraints(&record.hold),
+        },
+    )
+    .await?;
     tracing::info!(domain = L::DOMAIN, jti = %record.jti, order_processing_id = %order, "confirmed and held");
     let mut body = hold_view::<L>(&record, None)?;
     if let Value::Object(map) = &mut body {
@@ -140,6 +126,65 @@ async fn confirm<L: Ledger>(
         map.insert("capability".into(), L::CAPABILITY.into());
     }
     Ok((StatusCode::CREATED, ApiJson(body)))
+}
+
+/// What the token of a hold just placed is signed with.
+struct Sealing {
+    jti: Uuid,
+    customer: CustomerId,
+    /// The thumbprint of the customer's DPoP key, for `cnf.jkt`.
+    key: Option<String>,
+    order: OrderProcessingId,
+    settlement: Settlement,
+    constraints: Value,
+}
+
+/// Signs the token of a hold just placed and seals the hold with its hash, on a task of its
+/// own: a request dropped meanwhile (its client gone, the request timeout) cannot leave the
+/// hold held and unsealed. A hold whose token could not be signed or sealed is given back, and
+/// so is one whose token nobody waits for any more (it never left this process).
+async fn sign_and_seal<L: Ledger>(
+    state: SharedState<L>,
+    sealing: Sealing,
+) -> Result<crate::IssuedToken, ApiError> {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let jti = sealing.jti;
+        let issued = state
+            .signer
+            .issue(
+                jti,
+                sealing.customer.as_str(),
+                sealing.key.as_deref(),
+                sealing.order.as_str(),
+                sealing.settlement,
+                &sealing.constraints,
+            )
+            .await;
+        let sealed = match issued {
+            Ok(issued) => state
+                .engine
+                .seal(jti, ctr_token::sha256_hex(&issued.token))
+                .await
+                .map(|()| issued),
+            Err(error) => Err(error),
+        };
+        let sealed = match sealed {
+            Ok(issued) => Ok(issued),
+            // No token for this hold: it is given back before the caller hears of it.
+            Err(error) => Err(state.engine.discard(jti).await.map_or_else(|e| e, |()| error)),
+        };
+        let token_made = sealed.is_ok();
+        if answer.send(sealed).is_err() && token_made {
+            tracing::info!(domain = L::DOMAIN, %jti, "the confirmation's request was dropped before its token was answered: the hold is given back");
+            if let Err(error) = state.engine.discard(jti).await {
+                tracing::error!(domain = L::DOMAIN, %jti, %error, "a hold whose token was never delivered could not be given back: it expires by itself");
+            }
+        }
+    });
+    answered
+        .await
+        .unwrap_or_else(|_| Err(ApiError::internal("the signing task ended without an answer")))
 }
 
 async fn redeem<L: Ledger>(

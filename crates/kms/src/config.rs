@@ -28,13 +28,14 @@ pub enum KmsConfig {
 }
 
 impl KmsConfig {
-    /// The backend these settings describe; a network backend's calls time out after
-    /// `timeout`. Fails on settings that cannot work (validated as at start).
+    /// The backend these settings describe; every call answers within `timeout` (a network
+    /// backend's client times out too, so that nothing is left waiting on a connection).
+    /// Fails on settings that cannot work (validated as at start).
     pub async fn build_with_timeout(
         &self,
         timeout: std::time::Duration,
     ) -> Result<Arc<dyn Kms>, KmsError> {
-        Ok(match self {
+        let backend: Arc<dyn Kms> = match self {
             Self::Mock { seed: Some(seed) } => Arc::new(MockKms::from_seed(seed.expose())),
             Self::Mock { seed: None } => Arc::new(MockKms::random()),
             Self::Vault(settings) => {
@@ -49,7 +50,8 @@ impl KmsConfig {
             }
             Self::Aws(settings) => Arc::new(AwsKms::connect(settings, timeout).await?),
             Self::Pkcs11(settings) => Arc::new(Pkcs11Kms::open(settings)?),
-        })
+        };
+        Ok(Arc::new(crate::Bounded::new(backend, timeout)))
     }
 
     /// As [`Self::build_with_timeout`], calls timing out after 5 seconds.

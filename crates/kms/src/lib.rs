@@ -24,6 +24,7 @@
 //! ```
 
 mod aws;
+mod bounded;
 mod config;
 mod mock;
 mod pkcs11;
@@ -35,6 +36,7 @@ use std::fmt;
 use async_trait::async_trait;
 
 pub use aws::{AwsKms, AwsSettings};
+pub use bounded::Bounded;
 pub use config::{KmsConfig, Seed};
 pub use mock::MockKms;
 pub use pkcs11::{Pkcs11Kms, Pkcs11Settings};
