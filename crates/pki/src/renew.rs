@@ -15,7 +15,7 @@ use x509_parser::extensions::GeneralName;
 use crate::files::read;
 use crate::{
     CertificateRole, INTERMEDIATES_FILE, IdentityFiles, IssuingCa, LeafKind, LeafSpec, PkiError,
-    PkiSpec, certificate_info, load_certs,
+    PkiSpec, certificate_info, load_certs, load_key, provider,
 };
 
 /// What renewing brought a leaf to.
@@ -112,6 +112,21 @@ fn renewal_reason(
         return Ok(Err(None));
     }
     let chain = load_certs(&files.cert)?;
+    // A renewal interrupted between its two renames leaves a new key beside the old
+    // certificate: no service can use that pair, so it is renewed whole.
+    let paired = load_key(&files.key).and_then(|key| {
+        rustls::sign::CertifiedKey::from_der(chain.clone(), key, &provider()).map_err(|e| {
+            PkiError::Identity {
+                path: files.cert.clone(),
+                reason: e.to_string(),
+            }
+        })
+    });
+    if let Err(error) = paired {
+        return Ok(Err(Some(format!(
+            "its key does not match its certificate ({error})"
+        ))));
+    }
     let info = certificate_info(&chain[0], CertificateRole::Leaf, &files.cert)?;
     let remaining = info.remaining(now);
     if remaining <= within {

@@ -381,6 +381,33 @@ fn init_on_an_existing_pki_renews_the_leaves_about_to_expire_and_keeps_the_root(
 }
 
 #[test]
+fn a_renewal_interrupted_between_its_key_and_its_certificate_is_repaired_by_the_next_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("pki");
+    let args = ["--service=coupons", "--client=order-processing"];
+    let (ok, out) = init(&master, &args, &[]);
+    assert!(ok, "{out}");
+    let coupons = IdentityFiles::server(&master, "coupons");
+    let root = master.join("root.pem");
+
+    // The key was renamed into place, the certificate was not: a new key beside the old one.
+    let elsewhere = dir.path().join("elsewhere");
+    generate(&elsewhere, 3);
+    std::fs::copy(IdentityFiles::server(&elsewhere, "coupons").key, &coupons.key).unwrap();
+    assert!(
+        ctr_pki::TlsFiles::load(&root, Some(&coupons)).is_err(),
+        "no service can use that pair"
+    );
+
+    let (ok, out) = init(&master, &args, &[]);
+    assert!(
+        ok && out.contains("renewed coupons's server certificate: its key does not match"),
+        "{out}"
+    );
+    ctr_pki::TlsFiles::load(&root, Some(&coupons)).expect("a pair again");
+}
+
+#[test]
 fn the_issuing_key_stays_with_the_pki_and_without_it_renewal_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let master = dir.path().join("pki");
