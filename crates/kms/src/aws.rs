@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_kms::Client;
@@ -106,6 +106,8 @@ pub struct AwsKms {
     rings: Mutex<HashMap<String, Ring>>,
     /// SEC1 points by AWS key id: a key's public half never changes.
     points: Mutex<HashMap<String, Vec<u8>>>,
+    /// When each AWS key (a version) was made, by key id.
+    made: Mutex<HashMap<String, SystemTime>>,
 }
 
 impl std::fmt::Debug for AwsKms {
@@ -204,6 +206,7 @@ impl AwsKms {
             refresh: settings.refresh,
             rings: Mutex::new(HashMap::new()),
             points: Mutex::new(HashMap::new()),
+            made: Mutex::new(HashMap::new()),
         }
     }
 
@@ -273,6 +276,27 @@ impl AwsKms {
         let point = p384::EncodedPoint::from(key).as_bytes().to_vec();
         self.points.lock().insert(target.to_owned(), point.clone());
         Ok(point)
+    }
+
+    /// When AWS key `target` was made.
+    async fn made(&self, target: &str) -> Result<SystemTime, KmsError> {
+        if let Some(made) = self.made.lock().get(target) {
+            return Ok(*made);
+        }
+        let described = self
+            .client
+            .describe_key()
+            .key_id(target)
+            .send()
+            .await
+            .map_err(|e| classify(e, || KmsError::KeyNotFound(target.to_owned())))?;
+        let made = described
+            .key_metadata()
+            .and_then(|m| m.creation_date())
+            .and_then(|date| SystemTime::try_from(*date).ok())
+            .ok_or_else(|| KmsError::Backend("DescribeKey answered no creation date".into()))?;
+        self.made.lock().insert(target.to_owned(), made);
+        Ok(made)
     }
 
     async fn kid(&self, key_id: &str, version: &Version) -> Result<KeyVersion, KmsError> {
@@ -354,8 +378,24 @@ impl Kms for AwsKms {
         self.newest(key_id, true).await
     }
 
+    /// The newest version made at least `CTR_KMS__REFRESH` ago. Every replica lists the ring
+    /// again within that interval, so a version is published in every replica's JWKS before
+    /// any replica signs with it (a relay that meets its `kid` refetches the JWKS and finds
+    /// it, whichever replica answers). A key's only version signs at once: no JWKS lacks it
+    /// in favour of another.
     async fn primary_version(&self, key_id: &str) -> Result<KeyVersion, KmsError> {
-        self.newest(key_id, false).await
+        let ring = self.ring(key_id, false).await?;
+        let oldest = ring
+            .last()
+            .ok_or_else(|| KmsError::KeyNotFound(key_id.to_owned()))?;
+        for version in ring.iter() {
+            if version.number == oldest.number
+                || self.made(&version.target).await? + self.refresh <= SystemTime::now()
+            {
+                return self.kid(key_id, version).await;
+            }
+        }
+        self.kid(key_id, oldest).await
     }
 
     /// Signs through the version's alias: one call, retried by the SDK on throttling and

@@ -45,7 +45,9 @@ async fn aws_keys_sign_rotate_behind_aliases_and_retire() {
         second.as_str().starts_with("coupons-signing.v2."),
         "{second}"
     );
-    tokio::time::sleep(Duration::from_millis(1100)).await; // the settings' refresh
+    // Once every replica has listed the ring again (the settings' refresh, 1 s), the new
+    // version signs.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(kms.primary_version(key).await.unwrap(), second);
     let published = kms.public_keys(key).await.unwrap();
     assert_eq!(
@@ -71,6 +73,40 @@ async fn aws_keys_sign_rotate_behind_aliases_and_retire() {
         Err(KmsError::VersionNotFound { .. })
     ));
     assert!(format!("{kms:?}").contains("alias/ctr/"));
+}
+
+#[tokio::test]
+async fn a_rotation_is_published_by_every_replica_before_any_replica_signs_with_it() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let key = "points-signing";
+    let signer = KmsConfig::Aws(moto.settings()).build().await.unwrap();
+    let first = signer.create_key(key).await.unwrap();
+    // Another replica has listed the ring (and keeps it for the refresh, 1 s).
+    let publisher = KmsConfig::Aws(moto.settings()).build().await.unwrap();
+    assert_eq!(publisher.public_keys(key).await.unwrap().len(), 1);
+
+    let second = signer.rotate(key).await.unwrap();
+    let started = Instant::now();
+    let mut signed_with = first.clone();
+    while started.elapsed() < Duration::from_millis(2500) {
+        signed_with = signer.primary_version(key).await.unwrap();
+        let published: Vec<_> = publisher
+            .public_keys(key)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| k.version)
+            .collect();
+        assert!(
+            published.contains(&signed_with),
+            "{signed_with} signs {:?} after the rotation while another replica publishes only {published:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(signed_with, second, "the new version signs in the end");
 }
 
 #[tokio::test]
