@@ -233,7 +233,11 @@ mod tests {
             let (r, s) = signed.split_scalars();
             let low = signed.normalize_s().unwrap_or(signed);
             let high = Signature::from_scalars(r, -s).unwrap();
-            let high = if high.normalize_s().is_some() { high } else { signed };
+            let high = if high.normalize_s().is_some() {
+                high
+            } else {
+                signed
+            };
             for answered in [low, high] {
                 let raw = der_to_raw(answered.to_der().as_bytes()).unwrap();
                 let canonical = Signature::from_slice(&raw).unwrap();

@@ -172,7 +172,11 @@ async fn sign_and_seal<L: Ledger>(
         let sealed = match sealed {
             Ok(issued) => Ok(issued),
             // No token for this hold: it is given back before the caller hears of it.
-            Err(error) => Err(state.engine.discard(jti).await.map_or_else(|e| e, |()| error)),
+            Err(error) => Err(state
+                .engine
+                .discard(jti)
+                .await
+                .map_or_else(|e| e, |()| error)),
         };
         let token_made = sealed.is_ok();
         if answer.send(sealed).is_err() && token_made {
@@ -182,9 +186,11 @@ async fn sign_and_seal<L: Ledger>(
             }
         }
     });
-    answered
-        .await
-        .unwrap_or_else(|_| Err(ApiError::internal("the signing task ended without an answer")))
+    answered.await.unwrap_or_else(|_| {
+        Err(ApiError::internal(
+            "the signing task ended without an answer",
+        ))
+    })
 }
 
 async fn redeem<L: Ledger>(

@@ -71,8 +71,11 @@ impl Kms for Bounded {
     }
 
     async fn disable_version(&self, key_id: &str, version: &KeyVersion) -> Result<(), KmsError> {
-        self.within("disable_version", self.inner.disable_version(key_id, version))
-            .await
+        self.within(
+            "disable_version",
+            self.inner.disable_version(key_id, version),
+        )
+        .await
     }
 }
 
@@ -102,7 +105,11 @@ mod tests {
         async fn rotate(&self, key_id: &str) -> Result<KeyVersion, KmsError> {
             self.0.rotate(key_id).await
         }
-        async fn disable_version(&self, key_id: &str, version: &KeyVersion) -> Result<(), KmsError> {
+        async fn disable_version(
+            &self,
+            key_id: &str,
+            version: &KeyVersion,
+        ) -> Result<(), KmsError> {
             self.0.disable_version(key_id, version).await
         }
     }

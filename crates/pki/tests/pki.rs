@@ -393,7 +393,11 @@ fn a_renewal_interrupted_between_its_key_and_its_certificate_is_repaired_by_the_
     // The key was renamed into place, the certificate was not: a new key beside the old one.
     let elsewhere = dir.path().join("elsewhere");
     generate(&elsewhere, 3);
-    std::fs::copy(IdentityFiles::server(&elsewhere, "coupons").key, &coupons.key).unwrap();
+    std::fs::copy(
+        IdentityFiles::server(&elsewhere, "coupons").key,
+        &coupons.key,
+    )
+    .unwrap();
     assert!(
         ctr_pki::TlsFiles::load(&root, Some(&coupons)).is_err(),
         "no service can use that pair"

@@ -294,9 +294,8 @@ fn own(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>, commits: &Atom
             });
             replies.push(reply);
             if !in_transaction() {
-                broken = Some(
-                    "SQLite rolled the transaction back after a failed statement".to_owned(),
-                );
+                broken =
+                    Some("SQLite rolled the transaction back after a failed statement".to_owned());
                 break;
             }
             let ended = if ok {
@@ -313,6 +312,10 @@ fn own(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>, commits: &Atom
             if !in_transaction() {
                 broken = Some("the transaction ended while a savepoint was released".to_owned());
                 break;
+            }
+            if !group.is_empty() {
+                // A process that dies here leaves nothing of the group: none of it committed.
+                fail::fail_point!("ctr-store::between-jobs", |_| std::process::abort());
             }
         }
         let committed = match broken {

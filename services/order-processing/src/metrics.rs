@@ -106,7 +106,8 @@ impl RelayMetrics {
 
     pub fn backlog(&self, backlog: &crate::store::Backlog) {
         self.needing_attention.set(backlog.needing_attention);
-        self.compensations_pending.set(backlog.compensations_pending);
+        self.compensations_pending
+            .set(backlog.compensations_pending);
         #[allow(clippy::cast_precision_loss)] // milliseconds far below 2^52
         self.oldest_compensation
             .set(backlog.oldest_compensation_ms as f64 / 1000.0);

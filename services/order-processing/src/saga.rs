@@ -90,7 +90,11 @@ enum Cancelled {
 
 /// The problem types with which a domain refuses for good to reverse a redemption (the
 /// contract's list; `hold-not-found` counts only for a hold the relay saw redeemed).
-const FINAL_REFUSALS: &[&str] = &["cancellation-window-closed", "hold-mismatch", "hold-not-found"];
+const FINAL_REFUSALS: &[&str] = &[
+    "cancellation-window-closed",
+    "hold-mismatch",
+    "hold-not-found",
+];
 
 /// How long the `attempts`-th retry of a compensation waits: 1s doubling, at most `cap`, the
 /// upper half of it drawn at random so that orders failed together are not retried together.

@@ -19,6 +19,7 @@ use order_processing::faults::SagaFaults;
 use order_processing::{IssuerEntry, Relay, RelaySettings};
 
 pub mod faults;
+pub mod proxy;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -208,6 +209,104 @@ pub struct World {
     pub domain_settings: DomainSettings,
     pub relay_settings: RelaySettings,
     pub stores: Stores,
+}
+
+/// The relay as a process of its own (`ctr-crashing-relay`, a binary of this package), for
+/// the tests that crash it whole: `abort_after` aborts it right after the n-th durable store
+/// operation of its sagas, `failpoints` arms the store's fail points (`FAILPOINTS`).
+pub struct ChildRelay {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    child: tokio::process::Child,
+    _settings: tempfile::TempDir,
+}
+
+impl ChildRelay {
+    pub async fn start(
+        binary: &str,
+        server: &ctr_service_kit::ServerConfig,
+        settings: &RelaySettings,
+        abort_after: Option<usize>,
+        failpoints: Option<&str>,
+    ) -> Self {
+        use tokio::io::AsyncBufReadExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("relay.json");
+        std::fs::write(
+            &file,
+            serde_json::to_vec(&json!({"server": server, "relay": settings})).unwrap(),
+        )
+        .unwrap();
+        let mut command = tokio::process::Command::new(binary);
+        command
+            .arg(&file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        if let Some(at) = abort_after {
+            command.env("CTR_TEST_ABORT_AFTER", at.to_string());
+        }
+        if let Some(failpoints) = failpoints {
+            command.env("FAILPOINTS", failpoints);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut first = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::io::BufReader::new(stdout).read_line(&mut first),
+        )
+        .await
+        .expect("the relay process never said where it listens")
+        .unwrap();
+        let mut addresses = first.split_whitespace().map(|a| a.parse().unwrap());
+        Self {
+            public: addresses.next().expect("its public address"),
+            admin: addresses.next().expect("its admin address"),
+            child,
+            _settings: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.public.port())
+    }
+
+    /// Polls its readiness probe until it answers 200 (`true`), or the process has aborted
+    /// first (`false`: a fault armed for the whole process may strike while it starts).
+    pub async fn ready(&mut self, client: &reqwest::Client) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let url = format!("https://127.0.0.1:{}/admin/v1/readyz", self.admin.port());
+        loop {
+            if self.aborted() {
+                return false;
+            }
+            if client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return true;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the relay process never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the process has aborted (by itself, at its fault).
+    pub fn aborted(&mut self) -> bool {
+        use std::os::unix::process::ExitStatusExt as _;
+        matches!(self.child.try_wait(), Ok(Some(status)) if status.signal() == Some(6))
+    }
+
+    /// Kills it, as SIGKILL does, if it still runs.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
 }
 
 /// A relay on a runtime of its own, so that a test can kill it the way a crash would: every

@@ -48,7 +48,9 @@ async fn a_database_filling_up_anywhere_in_a_group_commit_tells_every_caller_the
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("full.db").display());
         let store = Store::open(&url, &[NOTES]).await.unwrap();
         store
-            .execute(query("INSERT INTO notes (id, body) VALUES (1000, 'before')"))
+            .execute(query(
+                "INSERT INTO notes (id, body) VALUES (1000, 'before')",
+            ))
             .await
             .unwrap();
         // No page more than the file has: small rows still fit in the table's page, a
@@ -57,8 +59,7 @@ async fn a_database_filling_up_anywhere_in_a_group_commit_tells_every_caller_the
         store
             .transact(|tx| {
                 Box::pin(async move {
-                    let (pages,): (i64,) =
-                        query_as("PRAGMA page_count").fetch_one(tx).await?;
+                    let (pages,): (i64,) = query_as("PRAGMA page_count").fetch_one(tx).await?;
                     query_as::<(i64,)>(format!("PRAGMA max_page_count = {pages}"))
                         .fetch_one(tx)
                         .await?;
@@ -116,10 +117,102 @@ async fn a_database_filling_up_anywhere_in_a_group_commit_tells_every_caller_the
                 if kept.contains(&i) { "keeps" } else { "lost" }
             );
         }
-        assert!(kept.contains(&1000), "a fault takes nothing committed before it");
+        assert!(
+            kept.contains(&1000),
+            "a fault takes nothing committed before it"
+        );
         // Transactions after the fault are not lost with it: they run in a fresh one.
         for i in full_at + 1..GROUP {
-            assert!(kept.contains(&i), "full at {full_at}: {i} ran after the fault and is kept");
+            assert!(
+                kept.contains(&i),
+                "full at {full_at}: {i} ran after the fault and is kept"
+            );
         }
     }
+}
+
+/// The PostgreSQL server of `CTR_TEST_POSTGRES_URL` (README: Testing); CI must name one.
+fn postgres() -> Option<String> {
+    match std::env::var("CTR_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CI runs the PostgreSQL store tests: set CTR_TEST_POSTGRES_URL")
+        }
+        _ => None,
+    }
+}
+
+/// A fresh database on the server of `admin`.
+async fn fresh_database(admin: &str) -> String {
+    let name = format!(
+        "ctr_store_faults_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    ctr_store::execute_once(admin, &format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let (server, _) = admin.rsplit_once('/').unwrap();
+    format!("{server}/{name}")
+}
+
+#[tokio::test]
+async fn postgres_a_connection_killed_anywhere_in_a_transaction_leaves_nothing_and_the_store_carries_on()
+ {
+    let Some(admin) = postgres() else {
+        return;
+    };
+    let url = fresh_database(&admin).await;
+    let store = Store::open(&url, &[NOTES]).await.unwrap();
+    // Killed before the first statement, between statements, and after the last one (its
+    // COMMIT then meets a dead connection).
+    for killed_after in 0..=3_i64 {
+        let killer = url.clone();
+        let answer = store
+            .transact(move |tx| {
+                Box::pin(async move {
+                    for i in 0..3_i64 {
+                        if i == killed_after {
+                            kill_own_backend(tx, &killer).await?;
+                        }
+                        query("INSERT INTO notes (id, body) VALUES ($1, 'lost')")
+                            .bind(killed_after * 10 + i)
+                            .execute(tx)
+                            .await?;
+                    }
+                    if killed_after == 3 {
+                        kill_own_backend(tx, &killer).await?;
+                    }
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .await;
+        assert!(answer.is_err(), "killed after {killed_after}: {answer:?}");
+        let kept: Vec<i64> = ids(&store)
+            .await
+            .into_iter()
+            .filter(|id| id / 10 == killed_after)
+            .collect();
+        assert!(
+            kept.is_empty(),
+            "killed after {killed_after}: kept {kept:?}"
+        );
+    }
+    // The pool replaced the dead connections.
+    store
+        .execute(query("INSERT INTO notes (id, body) VALUES (1000, 'kept')"))
+        .await
+        .unwrap();
+    assert_eq!(ids(&store).await, [1000]);
+}
+
+/// Terminates the server process of the connection `tx` runs on, from another connection.
+async fn kill_own_backend(tx: &mut ctr_store::Conn, url: &str) -> Result<(), StoreError> {
+    let (pid,): (i64,) = query_as("SELECT CAST(pg_backend_pid() AS BIGINT)")
+        .fetch_one(tx)
+        .await?;
+    ctr_store::execute_once(url, &format!("SELECT pg_terminate_backend({pid})")).await
 }

@@ -13,15 +13,15 @@ use serde_json::{Value, json};
 use testcontainers::ContainerAsync;
 use testcontainers::GenericImage;
 
-const CLIENTS: usize = 8;
+pub(crate) const CLIENTS: usize = 8;
 const RUN: Duration = Duration::from_secs(60);
 /// The relay's `CTR_CHECKOUT_BOUND` in this stack.
 const BOUND: Duration = Duration::from_secs(30);
 /// Points each checkout spends.
-const POINTS: u64 = 10;
+pub(crate) const POINTS: u64 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Valid,
     Declined,
     /// The payment is a cent short: the checkout is refused, nothing consumed.
@@ -31,17 +31,17 @@ enum Kind {
 }
 
 #[derive(Debug)]
-struct Flow {
-    order: String,
-    kind: Kind,
-    payment: String,
+pub(crate) struct Flow {
+    pub(crate) order: String,
+    pub(crate) kind: Kind,
+    pub(crate) payment: String,
     /// The checkout's answer; none when the connection broke (the relay was killed).
-    answer: Option<(u16, Value)>,
+    pub(crate) answer: Option<(u16, Value)>,
     /// The answer to the tokens presented again (replays only).
-    again: Option<(u16, Value)>,
+    pub(crate) again: Option<(u16, Value)>,
 }
 
-fn problem_type(body: &Value) -> &str {
+pub(crate) fn problem_type(body: &Value) -> &str {
     body["type"]
         .as_str()
         .unwrap_or("")
@@ -49,18 +49,18 @@ fn problem_type(body: &Value) -> &str {
 }
 
 /// `https://127.0.0.1:<port>` of a container, if it is up.
-async fn base(container: &ContainerAsync<GenericImage>) -> Option<String> {
+pub(crate) async fn base(container: &ContainerAsync<GenericImage>) -> Option<String> {
     let port = container.get_host_port_ipv4(8443).await.ok()?;
     Some(format!("https://127.0.0.1:{port}"))
 }
 
-async fn send(request: reqwest::RequestBuilder) -> Option<(u16, Value)> {
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> Option<(u16, Value)> {
     let response = request.send().await.ok()?;
     let status = response.status().as_u16();
     Some((status, response.json().await.unwrap_or(Value::Null)))
 }
 
-async fn post(
+pub(crate) async fn post(
     stack: &Stack,
     container: &ContainerAsync<GenericImage>,
     path: &str,
@@ -70,7 +70,7 @@ async fn post(
     send(stack.client.post(url).json(&body)).await
 }
 
-async fn get(
+pub(crate) async fn get(
     stack: &Stack,
     container: &ContainerAsync<GenericImage>,
     path: &str,
@@ -81,7 +81,7 @@ async fn get(
 
 /// One checkout of `kind`; none when a step before the checkout did not get through (a
 /// service was down): nothing was admitted then.
-async fn flow(stack: &Stack, kind: Kind) -> Option<Flow> {
+pub(crate) async fn flow(stack: &Stack, kind: Kind) -> Option<Flow> {
     let (status, body) = post(
         stack,
         &stack.relay,
@@ -144,7 +144,7 @@ async fn flow(stack: &Stack, kind: Kind) -> Option<Flow> {
     })
 }
 
-async fn client(stack: &Stack, index: usize, until: Instant, flows: &Mutex<Vec<Flow>>) {
+pub(crate) async fn client(stack: &Stack, index: usize, until: Instant, flows: &Mutex<Vec<Flow>>) {
     let kinds = [Kind::Valid, Kind::Declined, Kind::Unbalanced, Kind::Replay];
     let mut n = index;
     while Instant::now() < until {
@@ -174,14 +174,14 @@ async fn chaos(stack: &Stack) {
     stack.relay.start().await.unwrap();
 }
 
-async fn points_total(stack: &Stack) -> (u64, u64) {
+pub(crate) async fn points_total(stack: &Stack) -> (u64, u64) {
     let balance = stack.points("c_alice").await;
     let n = |key: &str| balance[key].as_u64().unwrap();
     (n("available") + n("held") + n("spent"), n("spent"))
 }
 
 /// Polls the order until its checkout ended; answers it and how long that took.
-async fn ended(stack: &Stack, order: &str, since: Instant, limit: Duration) -> Value {
+pub(crate) async fn ended(stack: &Stack, order: &str, since: Instant, limit: Duration) -> Value {
     loop {
         if let Some((200, view)) =
             get(stack, &stack.relay, &format!("/service/v1/orders/{order}")).await

@@ -11,6 +11,7 @@ use ctr_e2e_tests::{CHECKOUT_SERVICES, DOMAINS, Stack};
 use serde_json::{Value, json};
 
 mod chaos;
+mod outage;
 
 /// The tests of this binary each run a stack of their own, one after another: two at once on
 /// a 2-core machine would make each other's timings.

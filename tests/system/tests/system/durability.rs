@@ -68,7 +68,10 @@ async fn after_a_restart_of_every_service_balances_payments_and_orders_are_uncha
 
 /// Opens an order on `relay`, confirms coupon, points and payment for it, and starts its
 /// checkout, which hangs on the payment capture: answers the order and the payment's jti.
-pub(crate) async fn checkout_hanging_on_payment(world: &World, relay: &CrashableRelay) -> (String, String) {
+pub(crate) async fn checkout_hanging_on_payment(
+    world: &World,
+    relay: &CrashableRelay,
+) -> (String, String) {
     world.wait_until_admin_ready(relay.admin).await;
     let order = world
         .open_order_at(&relay.url("/service/v1/orders"), "c_alice", 4999)

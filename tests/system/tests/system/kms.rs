@@ -222,7 +222,11 @@ async fn signs_rotates_and_survives_a_hung_kms(backend: Backend) {
     let new_tokens = world.three_tokens(&third, "c_alice", "pm_alice_visa").await;
     assert_eq!(kid(&new_tokens[1]), kids[0]);
     for token in old_tokens.iter().chain(&before_rotation).chain(&new_tokens) {
-        assert!(canonical(token), "one accepted form (low s): {}", kid(token));
+        assert!(
+            canonical(token),
+            "one accepted form (low s): {}",
+            kid(token)
+        );
     }
     world.clock.advance(Duration::from_secs(6)); // past the relay's JWKS refetch interval
     let (status, body) = world.checkout(&third, &new_tokens).await;
@@ -314,13 +318,19 @@ async fn a_confirmation_whose_client_gives_up_while_the_kms_hangs_leaves_no_hold
                 .running
                 .url("/service/v1/payments/confirmations"),
         )
-        .json(&json!({"order_processing_id": order, "payment_method_id": "pm_alice_visa",
-                      "amount": {"amount": 4999, "currency": "EUR"}}))
+        .json(
+            &json!({"order_processing_id": order, "payment_method_id": "pm_alice_visa",
+                      "amount": {"amount": 4999, "currency": "EUR"}}),
+        )
         .timeout(Duration::from_millis(500))
         .send()
         .await;
     assert!(gave_up.is_err(), "the client gave up: {gave_up:?}");
-    assert_eq!(held(&world).await, before + 1, "the hold waits for its token");
+    assert_eq!(
+        held(&world).await,
+        before + 1,
+        "the hold waits for its token"
+    );
 
     // The KMS answers again: the token that nobody waits for is dropped and its hold given
     // back (or, had the KMS stayed silent, the signing timeout would end it the same way).

@@ -137,10 +137,8 @@ async fn a_cancellation_refused_for_a_passing_reason_is_retried_needs_attention_
     let mut misrouted = settings.clone();
     misrouted.issuers.get_mut("payments").unwrap().redeem_url =
         format!("https://127.0.0.1:{payments_down}/service/v1/payments/redemptions");
-    misrouted.issuers.get_mut("points").unwrap().cancel_url = world
-        .points
-        .running
-        .url("/service/v2/points/cancellations");
+    misrouted.issuers.get_mut("points").unwrap().cancel_url =
+        world.points.running.url("/service/v2/points/cancellations");
     let relay = CrashableRelay::start(server.clone(), misrouted, world.clock.clone()).await;
     world.wait_until_admin_ready(relay.admin).await;
     let order = world
@@ -153,7 +151,11 @@ async fn a_cancellation_refused_for_a_passing_reason_is_retried_needs_attention_
             json!({"tokens": tokens}),
         )
         .await;
-    assert_eq!((status, problem_type(&body)), (502, "issuer-unavailable"), "{body}");
+    assert_eq!(
+        (status, problem_type(&body)),
+        (502, "issuer-unavailable"),
+        "{body}"
+    );
 
     // Retried, never `unreversed`; past CTR_COMPENSATION_ATTENTION_AFTER it needs attention,
     // saying why, while the retries go on.
@@ -173,7 +175,11 @@ async fn a_cancellation_refused_for_a_passing_reason_is_retried_needs_attention_
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(view["compensation_pending"], true, "{view}");
-    assert_eq!(outcomes(&view), ["compensated", "redeemed", "failed"], "{view}");
+    assert_eq!(
+        outcomes(&view),
+        ["compensated", "redeemed", "failed"],
+        "{view}"
+    );
     let attention = view["attention"].as_str().unwrap();
     assert!(
         attention.starts_with("points:redeem: compensation still retried")
@@ -190,7 +196,11 @@ async fn a_cancellation_refused_for_a_passing_reason_is_retried_needs_attention_
     let view = world
         .ended(relay.url(&format!("/service/v1/orders/{order}")))
         .await;
-    assert_eq!(outcomes(&view), ["compensated", "compensated", "failed"], "{view}");
+    assert_eq!(
+        outcomes(&view),
+        ["compensated", "compensated", "failed"],
+        "{view}"
+    );
     assert_eq!(
         (view["needs_attention"].as_bool(), &view["attention"]),
         (Some(false), &Value::Null),

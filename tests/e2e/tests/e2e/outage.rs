@@ -1,0 +1,109 @@
+//! A long outage against the images: eight clients run mixed checkouts while payments is
+//! stopped for 90 s and the relay is SIGKILLed in the middle of it, with the default recovery
+//! settings. Checkouts caught by the outage fail at capture with their compensation pending
+//! (the void cannot reach payments), the relay's crashed checkouts are recovered while payments
+//! is still down, and once payments is back every order ends within the compensation backoff's
+//! cap: none stays `checking_out`, the points are conserved, and each completed order captured
+//! its payment while no other did.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ctr_e2e_tests::Stack;
+
+use crate::chaos::{CLIENTS, Flow, Kind, POINTS, client, ended, points_total};
+
+/// How long the clients run.
+const RUN: Duration = Duration::from_secs(130);
+/// When payments stops, and for how long.
+const OUTAGE_AT: Duration = Duration::from_secs(10);
+const OUTAGE: Duration = Duration::from_secs(90);
+/// When the relay is killed (during the outage).
+const KILL_AT: Duration = Duration::from_secs(40);
+/// The relay's defaults: `CTR_CHECKOUT_BOUND` and `CTR_COMPENSATION_RETRY_MAX`.
+const BOUND: Duration = Duration::from_secs(120);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn a_long_payments_outage_with_a_relay_killed_during_it_ends_every_order_soon_after() {
+    let _one_stack = crate::ONE_STACK.lock().await;
+    let rates = [
+        ("CTR_CUSTOMER_RATE", "100000".to_owned()),
+        ("CTR_CUSTOMER_BURST", "100000".to_owned()),
+    ];
+    let stack = Stack::start_tuned(
+        &rates,
+        &[("CTR_MAX_OPEN_ORDERS_PER_CUSTOMER", "100000")],
+        &[("CTR_MAX_HOLDS_PER_CUSTOMER", "100000")],
+    )
+    .await;
+    let (total_before, spent_before) = points_total(&stack).await;
+    let flows = Mutex::new(Vec::new());
+    let started = Instant::now();
+    let until = started + RUN;
+    let payments = stack.domain("payments");
+    let outage = async {
+        tokio::time::sleep(OUTAGE_AT).await;
+        Stack::docker("stop", payments);
+        tokio::time::sleep(OUTAGE).await;
+        payments.start().await.unwrap();
+        Instant::now()
+    };
+    let kill = async {
+        tokio::time::sleep(KILL_AT).await;
+        Stack::docker("kill", &stack.relay);
+        // Back at once; ready only once it has every issuer's keys, after the outage.
+        stack.relay.start().await.unwrap();
+    };
+    let clients = futures::future::join_all((0..CLIENTS).map(|i| client(&stack, i, until, &flows)));
+    let (_, returned, ()) = tokio::join!(clients, outage, kill);
+    Stack::wait_healthy(&stack.relay).await;
+    let flows: Vec<Flow> = flows.into_inner().unwrap();
+
+    // Every order ends soon after payments is back: its compensation's next try is due within
+    // the backoff's cap (plus a claim's lease and a recovery pass); the limit the issue sets,
+    // the checkout's bound plus the outage plus the cap, is far above it.
+    let limit = BOUND + OUTAGE + RETRY_MAX;
+    let mut latest = Duration::ZERO;
+    let mut completed = 0;
+    let mut counts = std::collections::BTreeMap::new();
+    for flow in &flows {
+        let view = ended(&stack, &flow.order, returned, limit).await;
+        latest = latest.max(returned.elapsed());
+        let status = view["status"].as_str().unwrap().to_owned();
+        *counts
+            .entry((format!("{:?}", flow.kind), status.clone()))
+            .or_insert(0) += 1;
+        let context = format!("{flow:?} ended {view}");
+        assert_ne!(status, "checking_out", "{context}");
+        if let Some((200, _)) = &flow.answer {
+            assert_eq!(status, "completed", "{context}");
+        }
+        if flow.kind == Kind::Declined {
+            assert_ne!(status, "completed", "{context}");
+        }
+        let payment = stack.payment(&flow.payment).await;
+        assert_eq!(
+            payment["status"] == "captured",
+            status == "completed",
+            "captured exactly when completed: {context} {payment}"
+        );
+        if status == "completed" {
+            completed += 1;
+        }
+    }
+    let (total_after, spent_after) = points_total(&stack).await;
+    println!(
+        "outage: {} checkouts in {RUN:?} with payments stopped for {OUTAGE:?} and the relay killed \
+         during it; {completed} completed; every order ended within {latest:?} of payments' \
+         return; by kind and end: {counts:?}",
+        flows.len()
+    );
+    assert!(completed > 0, "{counts:?}");
+    assert_eq!(total_after, total_before, "points conserved");
+    assert_eq!(
+        spent_after - spent_before,
+        POINTS * completed,
+        "points spent exactly by the completed orders"
+    );
+}
