@@ -79,9 +79,23 @@ pub(crate) async fn get(
     send(stack.client.get(url)).await
 }
 
+/// An order and the tokens confirmed for it, not checked out yet.
+pub(crate) struct Prepared {
+    order: String,
+    kind: Kind,
+    tokens: Vec<String>,
+    payment: String,
+}
+
 /// One checkout of `kind`; none when a step before the checkout did not get through (a
 /// service was down): nothing was admitted then.
 pub(crate) async fn flow(stack: &Stack, kind: Kind) -> Option<Flow> {
+    Some(check_out(stack, prepare(stack, kind).await?).await)
+}
+
+/// Opens an order and confirms coupon, points and payment for it; none when a step did not
+/// get through.
+pub(crate) async fn prepare(stack: &Stack, kind: Kind) -> Option<Prepared> {
     let (status, body) = post(
         stack,
         &stack.relay,
@@ -128,6 +142,22 @@ pub(crate) async fn flow(stack: &Stack, kind: Kind) -> Option<Flow> {
         tokens.push(answer["token"].as_str()?.to_owned());
         payment = answer["jti"].as_str()?.to_owned();
     }
+    Some(Prepared {
+        order,
+        kind,
+        tokens,
+        payment,
+    })
+}
+
+/// Checks a prepared order out (and, for a replay, presents its tokens again).
+pub(crate) async fn check_out(stack: &Stack, prepared: Prepared) -> Flow {
+    let Prepared {
+        order,
+        kind,
+        tokens,
+        payment,
+    } = prepared;
     let checkout = format!("/service/v1/orders/{order}/checkout");
     let answer = post(stack, &stack.relay, &checkout, json!({"tokens": tokens})).await;
     let again = if kind == Kind::Replay && answer.is_some() {
@@ -135,13 +165,13 @@ pub(crate) async fn flow(stack: &Stack, kind: Kind) -> Option<Flow> {
     } else {
         None
     };
-    Some(Flow {
+    Flow {
         order,
         kind,
         payment,
         answer,
         again,
-    })
+    }
 }
 
 pub(crate) async fn client(stack: &Stack, index: usize, until: Instant, flows: &Mutex<Vec<Flow>>) {
