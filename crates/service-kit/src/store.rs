@@ -59,11 +59,17 @@ pub async fn open_store(
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         tracing::error!(error = %error, "store failure");
+        let detail = match error {
+            StoreError::CommitUnknown(_) => {
+                "the service's store did not confirm the change, which may have been made: read it back before retrying"
+            }
+            _ => "the service's store did not answer; nothing was changed, retry later",
+        };
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store-unavailable",
             "Store unavailable",
-            "the service's store did not answer; nothing was changed, retry later",
+            detail,
         )
     }
 }

@@ -95,6 +95,11 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the store could not commit: {0}")]
     Commit(String),
+    /// The COMMIT's answer was lost and the server could not be asked since: the transaction
+    /// may or may not have committed. Callers treat it as a failure; what decides the outcome
+    /// after it must be read back from the store.
+    #[error("the outcome of the COMMIT is unknown: {0}")]
+    CommitUnknown(String),
     #[error("the store was closed")]
     Closed,
     #[error("a store operation waited for something other than its statements")]
@@ -200,7 +205,7 @@ impl Store {
                 match result {
                     Ok(answer) => {
                         stats::commit();
-                        tx.commit().await.map_err(StoreError::from)?;
+                        commit_settled(pool, tx).await?;
                         Ok(answer)
                     }
                     Err(error) => {
@@ -294,6 +299,50 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.execute(query("SELECT 1")).await.map(drop)
     }
+}
+
+/// Commits `tx`, and tells the truth when the COMMIT's answer is lost (the connection broke
+/// while it ran): the transaction's id, read before the COMMIT (none for a transaction that
+/// wrote nothing), is looked up with `txid_status` on another connection, so a transaction
+/// that committed is answered as committed and one that did not as failed. Only when the
+/// server cannot be asked either is the outcome [`StoreError::CommitUnknown`].
+async fn commit_settled(
+    pool: &PgPool,
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+) -> Result<(), StoreError> {
+    let (xid,): (Option<i64>,) = sqlx::query_as("SELECT txid_current_if_assigned()")
+        .fetch_one(&mut *tx)
+        .await?;
+    let Err(error) = tx.commit().await else {
+        return Ok(());
+    };
+    let Some(xid) = xid else {
+        return Err(error.into()); // it wrote nothing: nothing to settle
+    };
+    // The server may still be finishing the COMMIT it was sent: ask until it has decided.
+    for _ in 0..50 {
+        let status: Result<(Option<String>,), sqlx::Error> =
+            sqlx::query_as("SELECT txid_status($1)")
+                .bind(xid)
+                .fetch_one(pool)
+                .await;
+        match status {
+            Ok((Some(status),)) if status == "committed" => {
+                tracing::warn!(%error, xid, "the COMMIT's answer was lost; the transaction committed");
+                return Ok(());
+            }
+            Ok((Some(status),)) if status == "aborted" => return Err(error.into()),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(asked) => {
+                return Err(StoreError::CommitUnknown(format!(
+                    "{error}; its status could not be asked: {asked}"
+                )));
+            }
+        }
+    }
+    Err(StoreError::CommitUnknown(format!(
+        "{error}; transaction {xid} was still in progress"
+    )))
 }
 
 /// Runs `sql` (one or more statements, no parameters) once on a connection of its own to the

@@ -216,3 +216,112 @@ async fn kill_own_backend(tx: &mut ctr_store::Conn, url: &str) -> Result<(), Sto
         .await?;
     ctr_store::execute_once(url, &format!("SELECT pg_terminate_backend({pid})")).await
 }
+
+/// A TCP stand-in for the PostgreSQL server (without TLS) that, once armed, forwards the next
+/// `COMMIT` to the server and loses its answer: the connection breaks as the server commits.
+struct LosesCommitAnswer {
+    addr: std::net::SocketAddr,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LosesCommitAnswer {
+    async fn start(server: String) -> Self {
+        use std::sync::atomic::Ordering::SeqCst;
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (arming, losing) = (armed.clone(), lost.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = tokio::net::TcpStream::connect(&server).await.unwrap();
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = upstream.into_split();
+                let (armed, lost) = (arming.clone(), losing.clone());
+                // This connection's COMMIT answer is to be lost from the moment it is sent.
+                let dropping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let drop_answer = dropping.clone();
+                tokio::spawn(async move {
+                    // The startup message has no type byte: a length, then that many bytes.
+                    let length = from_client.read_i32().await.unwrap_or(0);
+                    let mut startup = vec![0; usize::try_from(length - 4).unwrap_or(0)];
+                    if from_client.read_exact(&mut startup).await.is_err() {
+                        return;
+                    }
+                    to_server.write_i32(length).await.unwrap();
+                    to_server.write_all(&startup).await.unwrap();
+                    loop {
+                        let Ok(kind) = from_client.read_u8().await else {
+                            return;
+                        };
+                        let length = from_client.read_i32().await.unwrap();
+                        let mut body = vec![0; usize::try_from(length - 4).unwrap()];
+                        from_client.read_exact(&mut body).await.unwrap();
+                        if kind == b'Q' && body.starts_with(b"COMMIT") && armed.swap(false, SeqCst)
+                        {
+                            drop_answer.store(true, SeqCst);
+                            lost.store(true, SeqCst);
+                        }
+                        let mut message = vec![kind];
+                        message.extend_from_slice(&length.to_be_bytes());
+                        message.extend_from_slice(&body);
+                        if to_server.write_all(&message).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut buffer = vec![0; 64 * 1024];
+                    loop {
+                        let Ok(n) = from_server.read(&mut buffer).await else {
+                            return;
+                        };
+                        if n == 0 || dropping.load(SeqCst) {
+                            // The server's answer to the COMMIT: lost with the connection.
+                            let _ = to_client.shutdown().await;
+                            return;
+                        }
+                        if to_client.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, armed, lost }
+    }
+}
+
+#[tokio::test]
+async fn postgres_a_commit_whose_answer_is_lost_is_answered_by_what_the_server_did() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let Some(admin) = postgres() else {
+        return;
+    };
+    let url = fresh_database(&admin).await;
+    // postgres://user:password@host:port/db, reached through the stand-in, without TLS.
+    let (credentials, rest) = url.split_once('@').unwrap();
+    let (server, database) = rest.split_once('/').unwrap();
+    let proxy = LosesCommitAnswer::start(server.to_owned()).await;
+    let through = format!("{credentials}@{}/{database}?sslmode=disable", proxy.addr);
+    let store = Store::open(&through, &[NOTES]).await.unwrap();
+
+    proxy.armed.store(true, SeqCst);
+    let answer = store
+        .transact(|tx| {
+            Box::pin(async move {
+                query("INSERT INTO notes (id, body) VALUES (1, 'committed')")
+                    .execute(tx)
+                    .await
+            })
+        })
+        .await;
+    assert!(proxy.lost.load(SeqCst), "the COMMIT's answer was lost");
+    assert!(
+        answer.is_ok(),
+        "the server committed, so the caller is told so: {answer:?}"
+    );
+    assert_eq!(ids(&store).await, [1]);
+}
