@@ -119,8 +119,12 @@ struct Problem {
 /// `backoff` scaled by a random factor in [0.5, 1.5), so that relays retrying after one
 /// outage do not call in step.
 fn jittered(backoff: Duration) -> Duration {
-    let unit = f64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng)) / f64::from(u32::MAX);
-    backoff.mul_f64(0.5 + unit)
+    backoff.mul_f64(0.5 + random_unit())
+}
+
+/// A random number in [0, 1], for jitter.
+pub(crate) fn random_unit() -> f64 {
+    f64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng)) / f64::from(u32::MAX)
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

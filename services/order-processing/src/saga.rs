@@ -103,8 +103,7 @@ fn retry_delay(attempts: i64, cap: Duration) -> Duration {
     let doubled = Duration::from_secs(1)
         .saturating_mul(1 << doublings)
         .min(cap);
-    let unit = f64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng)) / f64::from(u32::MAX);
-    doubled.mul_f64(0.5 + unit / 2.0)
+    doubled.mul_f64(0.5 + crate::domains::random_unit() / 2.0)
 }
 
 impl Relay {
