@@ -228,37 +228,29 @@ pub(crate) async fn ended(stack: &Stack, order: &str, since: Instant, limit: Dur
     }
 }
 
-#[tokio::test]
-async fn mixed_checkouts_under_kills_restarts_and_pauses_end_consistently() {
-    let _one_stack = crate::ONE_STACK.lock().await;
-    let rates = [
-        ("CTR_CUSTOMER_RATE", "100000".to_owned()),
-        ("CTR_CUSTOMER_BURST", "100000".to_owned()),
-    ];
-    let stack = Stack::start_tuned(
-        &rates,
-        &[
-            ("CTR_MAX_OPEN_ORDERS_PER_CUSTOMER", "100000"),
-            ("CTR_CHECKOUT_BOUND", "30s"),
-        ],
-        &[("CTR_MAX_HOLDS_PER_CUSTOMER", "100000")],
-    )
-    .await;
-    let (total_before, spent_before) = points_total(&stack).await;
-    let flows = Mutex::new(Vec::new());
-    let until = Instant::now() + RUN;
-    let clients = futures::future::join_all((0..CLIENTS).map(|i| client(&stack, i, until, &flows)));
-    tokio::join!(clients, chaos(&stack));
-    Stack::wait_healthy(&stack.relay).await;
-    let ran = Instant::now();
-    let flows = flows.into_inner().unwrap();
+/// What the flows ended as.
+pub(crate) struct Ended {
+    pub(crate) completed: u64,
+    pub(crate) counts: std::collections::BTreeMap<(String, String), usize>,
+    /// How long after `since` the last order had ended.
+    pub(crate) latest: Duration,
+}
 
-    // Every checkout has ended within the bound (plus a claim's lease and a recovery pass).
-    let limit = BOUND + Duration::from_secs(30);
+/// Waits until each flow's order has ended (within `limit` of `since`) and checks it against
+/// what its client was told and what payments did: no answer contradicts the order's end, a
+/// replay never goes through, and a payment is captured exactly when its order completed.
+pub(crate) async fn ended_consistently(
+    stack: &Stack,
+    flows: &[Flow],
+    since: Instant,
+    limit: Duration,
+) -> Ended {
+    let mut latest = Duration::ZERO;
     let mut completed = 0;
     let mut counts = std::collections::BTreeMap::new();
-    for flow in &flows {
-        let view = ended(&stack, &flow.order, ran, limit).await;
+    for flow in flows {
+        let view = ended(stack, &flow.order, since, limit).await;
+        latest = latest.max(since.elapsed());
         let status = view["status"].as_str().unwrap().to_owned();
         *counts
             .entry((format!("{:?}", flow.kind), status.clone()))
@@ -300,6 +292,43 @@ async fn mixed_checkouts_under_kills_restarts_and_pauses_end_consistently() {
             completed += 1;
         }
     }
+    Ended {
+        completed,
+        counts,
+        latest,
+    }
+}
+
+#[tokio::test]
+async fn mixed_checkouts_under_kills_restarts_and_pauses_end_consistently() {
+    let _one_stack = crate::ONE_STACK.lock().await;
+    let rates = [
+        ("CTR_CUSTOMER_RATE", "100000".to_owned()),
+        ("CTR_CUSTOMER_BURST", "100000".to_owned()),
+    ];
+    let stack = Stack::start_tuned(
+        &rates,
+        &[
+            ("CTR_MAX_OPEN_ORDERS_PER_CUSTOMER", "100000"),
+            ("CTR_CHECKOUT_BOUND", "30s"),
+        ],
+        &[("CTR_MAX_HOLDS_PER_CUSTOMER", "100000")],
+    )
+    .await;
+    let (total_before, spent_before) = points_total(&stack).await;
+    let flows = Mutex::new(Vec::new());
+    let until = Instant::now() + RUN;
+    let clients = futures::future::join_all((0..CLIENTS).map(|i| client(&stack, i, until, &flows)));
+    tokio::join!(clients, chaos(&stack));
+    Stack::wait_healthy(&stack.relay).await;
+    let ran = Instant::now();
+    let flows = flows.into_inner().unwrap();
+
+    // Every checkout has ended within the bound (plus a claim's lease and a recovery pass).
+    let limit = BOUND + Duration::from_secs(30);
+    let Ended {
+        completed, counts, ..
+    } = ended_consistently(&stack, &flows, ran, limit).await;
     let (total_after, spent_after) = points_total(&stack).await;
     let unanswered = flows.iter().filter(|f| f.answer.is_none()).count();
     let accepted = flows

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use ctr_e2e_tests::Stack;
 
-use crate::chaos::{CLIENTS, Flow, Kind, POINTS, check_out, client, ended, points_total, prepare};
+use crate::chaos::{
+    CLIENTS, Ended, Flow, Kind, POINTS, check_out, client, ended_consistently, points_total,
+    prepare,
+};
 
 /// How long the clients run.
 const RUN: Duration = Duration::from_secs(130);
@@ -86,34 +89,11 @@ async fn a_long_payments_outage_with_a_relay_killed_during_it_ends_every_order_s
     // the backoff's cap (plus a claim's lease and a recovery pass); the limit the issue sets,
     // the checkout's bound plus the outage plus the cap, is far above it.
     let limit = BOUND + OUTAGE + RETRY_MAX;
-    let mut latest = Duration::ZERO;
-    let mut completed = 0;
-    let mut counts = std::collections::BTreeMap::new();
-    for flow in &flows {
-        let view = ended(&stack, &flow.order, returned, limit).await;
-        latest = latest.max(returned.elapsed());
-        let status = view["status"].as_str().unwrap().to_owned();
-        *counts
-            .entry((format!("{:?}", flow.kind), status.clone()))
-            .or_insert(0) += 1;
-        let context = format!("{flow:?} ended {view}");
-        assert_ne!(status, "checking_out", "{context}");
-        if let Some((200, _)) = &flow.answer {
-            assert_eq!(status, "completed", "{context}");
-        }
-        if flow.kind == Kind::Declined {
-            assert_ne!(status, "completed", "{context}");
-        }
-        let payment = stack.payment(&flow.payment).await;
-        assert_eq!(
-            payment["status"] == "captured",
-            status == "completed",
-            "captured exactly when completed: {context} {payment}"
-        );
-        if status == "completed" {
-            completed += 1;
-        }
-    }
+    let Ended {
+        completed,
+        counts,
+        latest,
+    } = ended_consistently(&stack, &flows, returned, limit).await;
     let (total_after, spent_after) = points_total(&stack).await;
     let cut_off = flows.iter().filter(|f| f.answer.is_none()).count();
     println!(
