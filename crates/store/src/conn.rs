@@ -6,33 +6,21 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use sqlx::{Column as _, Row as _, TypeInfo as _, ValueRef as _};
 
+use crate::postgres::Tx;
 use crate::value::{FromRow, Param, Row, Value};
 use crate::{Backend, StoreError};
 
 /// The connection an operation runs on, inside the transaction [`crate::Store::transact`]
 /// opened. On SQLite every call completes at once on the store's owner thread; on PostgreSQL
-/// it is a round trip.
+/// a statement whose answer is read is a round trip (pipelined with what went before it).
 pub struct Conn {
     inner: Inner,
 }
 
 enum Inner {
     Sqlite(Arc<Mutex<rusqlite::Connection>>),
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
-    /// One statement in autocommit: no BEGIN and COMMIT round trips around it.
-    PostgresAutocommit(sqlx::pool::PoolConnection<sqlx::Postgres>),
-}
-
-impl Inner {
-    fn pg(&mut self) -> Option<&mut sqlx::PgConnection> {
-        match self {
-            Self::Postgres(tx) => Some(&mut **tx),
-            Self::PostgresAutocommit(conn) => Some(&mut **conn),
-            Self::Sqlite(_) => None,
-        }
-    }
+    Postgres(Tx),
 }
 
 impl Conn {
@@ -42,29 +30,23 @@ impl Conn {
         }
     }
 
-    pub(crate) fn postgres(tx: sqlx::Transaction<'static, sqlx::Postgres>) -> Self {
+    pub(crate) fn postgres(tx: Tx) -> Self {
         Self {
             inner: Inner::Postgres(tx),
         }
     }
 
-    pub(crate) fn postgres_autocommit(conn: sqlx::pool::PoolConnection<sqlx::Postgres>) -> Self {
-        Self {
-            inner: Inner::PostgresAutocommit(conn),
-        }
-    }
-
-    pub(crate) fn into_postgres(self) -> Option<sqlx::Transaction<'static, sqlx::Postgres>> {
+    pub(crate) fn into_postgres(self) -> Option<Tx> {
         match self.inner {
             Inner::Postgres(tx) => Some(tx),
-            Inner::Sqlite(_) | Inner::PostgresAutocommit(_) => None,
+            Inner::Sqlite(_) => None,
         }
     }
 
     pub fn backend(&self) -> Backend {
         match self.inner {
             Inner::Sqlite(_) => Backend::Sqlite,
-            Inner::Postgres(_) | Inner::PostgresAutocommit(_) => Backend::Postgres,
+            Inner::Postgres(_) => Backend::Postgres,
         }
     }
 
@@ -72,13 +54,22 @@ impl Conn {
     pub async fn execute_script(&mut self, sql: &str) -> Result<(), StoreError> {
         match &mut self.inner {
             Inner::Sqlite(conn) => Ok(conn.lock().execute_batch(sql)?),
-            pg => {
-                let conn = pg.pg().ok_or(StoreError::Closed)?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-                    .execute(conn)
-                    .await?;
+            Inner::Postgres(tx) => tx.script(sql).await,
+        }
+    }
+
+    /// Runs `statement`, a write whose answer the operation does not read, as part of the
+    /// transaction. On PostgreSQL it may wait to travel with the next statement or the COMMIT
+    /// (no round trip of its own); if it fails, the transaction fails and nothing is written.
+    /// On SQLite it runs at once.
+    pub async fn defer(&mut self, statement: Query) -> Result<(), StoreError> {
+        match &mut self.inner {
+            Inner::Postgres(tx) if tx.can_defer() => {
+                crate::stats::statement();
+                tx.defer((statement.sql, statement.params));
                 Ok(())
             }
+            _ => statement.execute(self).await.map(drop),
         }
     }
 
@@ -99,10 +90,7 @@ impl Conn {
                 drop(rows);
                 Ok(conn.changes())
             }
-            pg => {
-                let conn = pg.pg().ok_or(StoreError::Closed)?;
-                Ok(pg_query(sql, params).execute(conn).await?.rows_affected())
-            }
+            Inner::Postgres(tx) => Ok(tx.run((sql, params)).await?.changed),
         }
     }
 
@@ -130,10 +118,10 @@ impl Conn {
                 }
                 Ok(answered)
             }
-            pg => {
-                let conn = pg.pg().ok_or(StoreError::Closed)?;
-                let rows = pg_query(sql, params).fetch_all(conn).await?;
-                rows.iter().take(limit).map(pg_row).collect()
+            Inner::Postgres(tx) => {
+                let mut rows = tx.run((sql, params)).await?.rows;
+                rows.truncate(limit);
+                Ok(rows)
             }
         }
     }
@@ -159,49 +147,6 @@ fn prepare_sqlite<'c>(
         statement.raw_bind_parameter(index, param)?;
     }
     Ok(statement)
-}
-
-fn pg_query(
-    sql: Cow<'static, str>,
-    params: Vec<Param>,
-) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for param in params {
-        query = match param {
-            Param::Int(v) => query.bind(v),
-            Param::Real(v) => query.bind(v),
-            Param::Text(v) => query.bind(v),
-            Param::Blob(v) => query.bind(v),
-        };
-    }
-    query
-}
-
-fn pg_row(row: &sqlx::postgres::PgRow) -> Result<Row, StoreError> {
-    let mut values = Vec::with_capacity(row.len());
-    for (i, column) in row.columns().iter().enumerate() {
-        if row.try_get_raw(i)?.is_null() {
-            values.push(Value::Null);
-            continue;
-        }
-        values.push(match column.type_info().name() {
-            "INT8" => Value::Int(row.try_get::<i64, _>(i)?),
-            "INT4" => Value::Int(i64::from(row.try_get::<i32, _>(i)?)),
-            "INT2" => Value::Int(i64::from(row.try_get::<i16, _>(i)?)),
-            "BOOL" => Value::Int(i64::from(row.try_get::<bool, _>(i)?)),
-            "FLOAT8" => Value::Real(row.try_get::<f64, _>(i)?),
-            "FLOAT4" => Value::Real(f64::from(row.try_get::<f32, _>(i)?)),
-            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => Value::Text(row.try_get::<String, _>(i)?),
-            "BYTEA" => Value::Blob(row.try_get::<Vec<u8>, _>(i)?),
-            other => {
-                return Err(StoreError::Decode(format!(
-                    "column {i} ({}) has the type {other}, which store code does not read; cast it",
-                    column.name()
-                )));
-            }
-        });
-    }
-    Ok(Row(values))
 }
 
 /// A statement with its parameters: `query("UPDATE ... WHERE id = $1").bind(id)`.

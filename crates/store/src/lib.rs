@@ -6,7 +6,8 @@
 //! runs its statements on a [`Conn`], and gets the closure's answer once the transaction has
 //! committed (an `Err` rolls it back). On SQLite the closure runs on the store's one owner
 //! thread, with every other transaction waiting at the time, under one COMMIT (group commit);
-//! on PostgreSQL it runs on a pooled connection. Every statement is plain SQL valid on both
+//! on PostgreSQL it runs on a pooled connection, pipelined (`BEGIN` travels with the first
+//! statement, [`Conn::defer`]red writes with the COMMIT: see the `postgres` module). Every statement is plain SQL valid on both
 //! engines (`$1` parameters, `TEXT` and `BIGINT` columns, no row locks: rules hold through
 //! conditional updates), so one code path serves both. Migrations are embedded in the binary
 //! and run at start.
@@ -44,15 +45,15 @@
 
 mod conn;
 mod migrate;
+mod postgres;
 mod sqlite;
 mod stats;
 mod value;
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use deadpool_postgres::Pool as PgPool;
 use futures::future::BoxFuture;
-use sqlx::postgres::{PgPool, PgPoolOptions};
 
 pub use conn::{Conn, Query, QueryAs, query, query_as};
 pub use migrate::Migration;
@@ -90,7 +91,9 @@ pub enum StoreError {
     #[error("the store {url} has a schema this binary cannot use: {reason}")]
     Schema { url: String, reason: String },
     #[error("the store is unavailable: {0}")]
-    Postgres(#[from] sqlx::Error),
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
     #[error("the store failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("the store could not commit: {0}")]
@@ -147,13 +150,7 @@ impl Store {
             let parsed = sqlite::SqliteUrl::parse(url).map_err(&open)?;
             Engine::Sqlite(Arc::new(sqlite::Writer::start(&parsed).map_err(open)?))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let pool = PgPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect(url)
-                .await
-                .map_err(|e| open(e.to_string()))?;
-            Engine::Postgres(pool)
+            Engine::Postgres(postgres::pool(url).map_err(open)?)
         } else {
             return Err(StoreError::Url(redact(url)));
         };
@@ -196,22 +193,21 @@ impl Store {
         match &self.engine {
             Engine::Sqlite(writer) => writer.transact(op).await,
             Engine::Postgres(pool) => {
-                let tx = pool.begin().await.map_err(StoreError::from)?;
-                let mut conn = Conn::postgres(tx);
+                let client = postgres::connection(pool).await?;
+                let mut conn = Conn::postgres(postgres::Tx::transaction(client));
                 let result = op(&mut conn).await;
                 let Some(tx) = conn.into_postgres() else {
                     return Err(StoreError::Closed.into());
                 };
                 match result {
                     Ok(answer) => {
-                        stats::commit();
-                        commit_settled(pool, tx).await?;
+                        tx.commit(pool).await?;
                         Ok(answer)
                     }
                     Err(error) => {
-                        // Dropping the transaction rolls it back too; asking keeps the
-                        // connection clean for its next user at once.
-                        let _ = tx.rollback().await;
+                        // Closing the connection would roll back too; asking keeps it for
+                        // its next user.
+                        tx.rollback().await;
                         Err(error)
                     }
                 }
@@ -231,7 +227,8 @@ impl Store {
             Engine::Sqlite(writer) => writer.transact(op).await,
             Engine::Postgres(pool) => {
                 stats::commit();
-                let mut conn = Conn::postgres_autocommit(pool.acquire().await?);
+                let client = postgres::connection(pool).await?;
+                let mut conn = Conn::postgres(postgres::Tx::autocommit(client));
                 op(&mut conn).await
             }
         }
@@ -301,50 +298,6 @@ impl Store {
     }
 }
 
-/// Commits `tx`, and tells the truth when the COMMIT's answer is lost (the connection broke
-/// while it ran): the transaction's id, read before the COMMIT (none for a transaction that
-/// wrote nothing), is looked up with `txid_status` on another connection, so a transaction
-/// that committed is answered as committed and one that did not as failed. Only when the
-/// server cannot be asked either is the outcome [`StoreError::CommitUnknown`].
-async fn commit_settled(
-    pool: &PgPool,
-    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
-) -> Result<(), StoreError> {
-    let (xid,): (Option<i64>,) = sqlx::query_as("SELECT txid_current_if_assigned()")
-        .fetch_one(&mut *tx)
-        .await?;
-    let Err(error) = tx.commit().await else {
-        return Ok(());
-    };
-    let Some(xid) = xid else {
-        return Err(error.into()); // it wrote nothing: nothing to settle
-    };
-    // The server may still be finishing the COMMIT it was sent: ask until it has decided.
-    for _ in 0..50 {
-        let status: Result<(Option<String>,), sqlx::Error> =
-            sqlx::query_as("SELECT txid_status($1)")
-                .bind(xid)
-                .fetch_one(pool)
-                .await;
-        match status {
-            Ok((Some(status),)) if status == "committed" => {
-                tracing::warn!(%error, xid, "the COMMIT's answer was lost; the transaction committed");
-                return Ok(());
-            }
-            Ok((Some(status),)) if status == "aborted" => return Err(error.into()),
-            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(asked) => {
-                return Err(StoreError::CommitUnknown(format!(
-                    "{error}; its status could not be asked: {asked}"
-                )));
-            }
-        }
-    }
-    Err(StoreError::CommitUnknown(format!(
-        "{error}; transaction {xid} was still in progress"
-    )))
-}
-
 /// Runs `sql` (one or more statements, no parameters) once on a connection of its own to the
 /// database at `url`, outside any transaction and without migrating: for tools and tests
 /// (`CREATE DATABASE`, a change an operator makes by hand).
@@ -361,15 +314,7 @@ pub async fn execute_once(url: &str, sql: &str) -> Result<(), StoreError> {
             .map_err(|e| open(e.to_string()))??;
         return Ok(());
     }
-    use sqlx::Connection as _;
-    let mut conn = sqlx::PgConnection::connect(url)
-        .await
-        .map_err(|e| open(e.to_string()))?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(&mut conn)
-        .await?;
-    conn.close().await?;
-    Ok(())
+    postgres::execute_once(url, sql).await.map_err(open)
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! What this process asked of its stores, for benchmarks: transactions handed over,
-//! statements run and COMMITs (on SQLite one per group of transactions).
+//! statements run, COMMITs (on SQLite one per group of transactions) and, on PostgreSQL, the
+//! round trips to the server (a pipelined write and its answers count once).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static TRANSACTIONS: AtomicU64 = AtomicU64::new(0);
 static STATEMENTS: AtomicU64 = AtomicU64::new(0);
 static COMMITS: AtomicU64 = AtomicU64::new(0);
+static ROUND_TRIPS: AtomicU64 = AtomicU64::new(0);
 
 /// Counts since the process started, over every store it opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -16,6 +18,8 @@ pub struct StoreStats {
     /// COMMITs the database did: on SQLite one per group, on PostgreSQL one per transaction
     /// (a single statement commits itself).
     pub commits: u64,
+    /// Round trips to a PostgreSQL server (none on SQLite).
+    pub round_trips: u64,
 }
 
 impl std::ops::Sub for StoreStats {
@@ -26,6 +30,7 @@ impl std::ops::Sub for StoreStats {
             transactions: self.transactions.saturating_sub(before.transactions),
             statements: self.statements.saturating_sub(before.statements),
             commits: self.commits.saturating_sub(before.commits),
+            round_trips: self.round_trips.saturating_sub(before.round_trips),
         }
     }
 }
@@ -35,6 +40,7 @@ pub fn stats() -> StoreStats {
         transactions: TRANSACTIONS.load(Ordering::Relaxed),
         statements: STATEMENTS.load(Ordering::Relaxed),
         commits: COMMITS.load(Ordering::Relaxed),
+        round_trips: ROUND_TRIPS.load(Ordering::Relaxed),
     }
 }
 
@@ -48,4 +54,8 @@ pub(crate) fn statement() {
 
 pub(crate) fn commit() {
     COMMITS.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) fn round_trip() {
+    ROUND_TRIPS.fetch_add(1, Ordering::Relaxed);
 }

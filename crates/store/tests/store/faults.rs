@@ -325,3 +325,50 @@ async fn postgres_a_commit_whose_answer_is_lost_is_answered_by_what_the_server_d
     );
     assert_eq!(ids(&store).await, [1]);
 }
+
+#[tokio::test]
+async fn postgres_deferred_writes_travel_with_the_commit_and_one_that_fails_keeps_nothing() {
+    let Some(admin) = postgres() else {
+        return;
+    };
+    let url = fresh_database(&admin).await;
+    let store = Store::open(&url, &[NOTES]).await.unwrap();
+    store
+        .execute(query("INSERT INTO notes (id, body) VALUES (1, 'first')"))
+        .await
+        .unwrap();
+    let write = |id: i64| query("INSERT INTO notes (id, body) VALUES ($1, 'n')").bind(id);
+    // The deferred duplicate fails on the server with the COMMIT already sent behind it.
+    let answer = store
+        .transact(move |tx| {
+            Box::pin(async move {
+                write(2).execute(tx).await?;
+                tx.defer(write(3)).await?;
+                tx.defer(write(1)).await?;
+                Ok::<_, StoreError>(())
+            })
+        })
+        .await;
+    assert!(answer.is_err(), "a deferred write failed: {answer:?}");
+    assert_eq!(
+        ids(&store).await,
+        [1],
+        "nothing of that transaction is kept"
+    );
+
+    // Deferred writes are kept with the transaction, and a statement read after one sees it.
+    let seen = store
+        .transact(move |tx| {
+            Box::pin(async move {
+                write(2).execute(tx).await?;
+                tx.defer(write(3)).await?;
+                let (count,): (i64,) = query_as("SELECT COUNT(*) FROM notes").fetch_one(tx).await?;
+                tx.defer(write(4)).await?;
+                Ok::<_, StoreError>(count)
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, 3);
+    assert_eq!(ids(&store).await, [1, 2, 3, 4]);
+}

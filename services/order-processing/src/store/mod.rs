@@ -429,7 +429,7 @@ impl OrderStore {
                                 });
                         return Err(Refused::Replayed(replayed.unwrap_or(0)));
                     }
-                    log.execute(tx).await?;
+                    tx.defer(log).await?;
                     Ok(started_ms)
                 })
             })
@@ -560,7 +560,7 @@ impl OrderStore {
                         return Err(WriteError::LeaseLost);
                     };
                     if let Some(steps) = steps {
-                        steps.execute(tx).await?;
+                        tx.defer(steps).await?;
                     }
                     Ok(now_ms)
                 })

@@ -1,0 +1,368 @@
+//! PostgreSQL through tokio-postgres, pipelined: what a transaction sends without needing an
+//! answer first goes out in the same write as the next statement, so a transaction costs one
+//! round trip per statement whose answer it reads, plus its COMMIT.
+//!
+//! - `BEGIN` travels with the transaction's first statement.
+//! - Each statement of a transaction travels with `SELECT txid_current_if_assigned()`, until the
+//!   transaction has an id: a COMMIT whose answer is lost is settled by asking the server
+//!   about that id (`txid_status`). A read-only transaction never gets one, so its COMMIT
+//!   writes nothing to the log.
+//! - Statements deferred by the operation ([`crate::Conn::defer`]) travel with the next
+//!   statement or with the COMMIT.
+//! - Every statement is sent with its parameters' types (`query_typed`): no separate round
+//!   trip to prepare it.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use futures::StreamExt as _;
+use futures::future::{BoxFuture, FutureExt as _, try_join_all};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls};
+
+use crate::value::{Param, Row, Value};
+use crate::{StoreError, stats};
+
+/// Connections per store (per service process).
+const MAX_CONNECTIONS: usize = 16;
+/// How long an operation waits for a connection, or for a new one to be made.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// The pool of a store at `url` (`postgres://user:password@host:port/database?...`). No
+/// connection is made until one is needed.
+pub(crate) fn pool(url: &str) -> Result<Pool, String> {
+    let config: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            // A connection that broke is noticed by its client (`is_closed`); one left inside a
+            // transaction is never given back (see `Tx`'s `Drop`).
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(MAX_CONNECTIONS)
+        .wait_timeout(Some(WAIT))
+        .create_timeout(Some(WAIT))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// A connection from `pool`.
+pub(crate) async fn connection(pool: &Pool) -> Result<Object, StoreError> {
+    pool.get()
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+/// A statement and its parameters.
+pub(crate) type Statement = (Cow<'static, str>, Vec<Param>);
+
+/// What a statement answered: its rows and how many rows it changed.
+pub(crate) struct Answer {
+    pub(crate) rows: Vec<Row>,
+    pub(crate) changed: u64,
+}
+
+/// Where a connection is in its transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Each statement commits itself.
+    Autocommit,
+    /// `BEGIN` not sent yet: it goes with the first statement.
+    NotBegun,
+    /// Begun; the transaction's id once it has one.
+    Begun(Option<i64>),
+}
+
+/// A pooled connection running one operation: a transaction, or one statement in autocommit.
+pub(crate) struct Tx {
+    client: Option<Object>,
+    state: State,
+    deferred: Vec<Statement>,
+}
+
+impl Tx {
+    pub(crate) fn transaction(client: Object) -> Self {
+        Self {
+            client: Some(client),
+            state: State::NotBegun,
+            deferred: Vec::new(),
+        }
+    }
+
+    pub(crate) fn autocommit(client: Object) -> Self {
+        Self {
+            client: Some(client),
+            state: State::Autocommit,
+            deferred: Vec::new(),
+        }
+    }
+
+    fn client(&self) -> Result<&Client, StoreError> {
+        self.client
+            .as_ref()
+            .map(|object| &***object)
+            .ok_or(StoreError::Closed)
+    }
+
+    /// Whether a deferred statement may wait for the COMMIT: only once the transaction has an
+    /// id, so that a COMMIT whose answer is lost can still be settled.
+    pub(crate) fn can_defer(&self) -> bool {
+        matches!(self.state, State::Begun(Some(_)))
+    }
+
+    pub(crate) fn defer(&mut self, statement: Statement) {
+        self.deferred.push(statement);
+    }
+
+    /// Runs `statement`, pipelined behind what must go before it (`BEGIN`, deferred
+    /// statements) and followed by the transaction-id query while there is no id yet.
+    pub(crate) async fn run(&mut self, statement: Statement) -> Result<Answer, StoreError> {
+        let state = self.state;
+        let deferred = std::mem::take(&mut self.deferred);
+        let client = self.client()?;
+        stats::round_trip();
+        let begin = (state == State::NotBegun).then(|| client.batch_execute("BEGIN"));
+        let ask_xid = matches!(state, State::NotBegun | State::Begun(None));
+        let before: Vec<_> = deferred.iter().map(|s| send(client, s)).collect();
+        let main = send(client, &statement);
+        let xid_query: Statement = (Cow::Borrowed(XID), Vec::new());
+        let xid = ask_xid.then(|| send(client, &xid_query));
+        let (began, before, answer, xid) = futures::join!(
+            async {
+                match begin {
+                    Some(begin) => begin.await,
+                    None => Ok(()),
+                }
+            },
+            try_join_all(before),
+            main,
+            async {
+                match xid {
+                    Some(xid) => xid.await.map(Some),
+                    None => Ok(None),
+                }
+            }
+        );
+        if state == State::NotBegun && began.is_ok() {
+            self.state = State::Begun(None);
+        }
+        began?;
+        before?;
+        let answer = answer?;
+        if let Some(xid) = xid? {
+            let id = xid.rows.first().and_then(|row| match row.0.first() {
+                Some(Value::Int(id)) => Some(*id),
+                _ => None,
+            });
+            if id.is_some() {
+                self.state = State::Begun(id);
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Runs `sql` (statements without parameters) in the transaction (migrations).
+    pub(crate) async fn script(&mut self, sql: &str) -> Result<(), StoreError> {
+        let deferred = std::mem::take(&mut self.deferred);
+        let state = self.state;
+        let client = self.client()?;
+        stats::round_trip();
+        let begin = (state == State::NotBegun).then(|| client.batch_execute("BEGIN"));
+        let before: Vec<_> = deferred.iter().map(|s| send(client, s)).collect();
+        let (began, before, script) = futures::join!(
+            async {
+                match begin {
+                    Some(begin) => begin.await,
+                    None => Ok(()),
+                }
+            },
+            try_join_all(before),
+            client.batch_execute(sql)
+        );
+        if state == State::NotBegun && began.is_ok() {
+            self.state = State::Begun(None);
+        }
+        began?;
+        before?;
+        script?;
+        Ok(())
+    }
+
+    /// Commits, with the deferred statements in the same write, and tells the truth when the
+    /// COMMIT's answer is lost (see [`settle`]). A transaction that sent nothing has nothing
+    /// to commit.
+    pub(crate) async fn commit(mut self, pool: &Pool) -> Result<(), StoreError> {
+        let deferred = std::mem::take(&mut self.deferred);
+        // Nothing is deferred before the transaction has an id (`can_defer`).
+        let State::Begun(xid) = self.state else {
+            return Ok(());
+        };
+        let client = self.client()?;
+        stats::round_trip();
+        stats::commit();
+        let before: Vec<_> = deferred.iter().map(|s| send(client, s)).collect();
+        let (before, committed) =
+            futures::join!(try_join_all(before), client.batch_execute("COMMIT"));
+        // The server's verdict on a deferred statement comes before the COMMIT's: one that
+        // failed made the COMMIT a ROLLBACK.
+        let outcome = match (before, committed) {
+            (Err(error), _) => Err(error.into()),
+            (Ok(_), Ok(())) => Ok(()),
+            // The server answered: its word is final.
+            (Ok(_), Err(error)) if error.as_db_error().is_some() => Err(error.into()),
+            (Ok(_), Err(error)) => match xid {
+                Some(xid) => settle(pool, xid, error).await,
+                None => Err(error.into()),
+            },
+        };
+        if outcome.is_ok() {
+            self.state = State::Autocommit; // ended: the connection goes back to the pool
+        }
+        outcome
+    }
+
+    /// Rolls back what was sent (nothing when nothing was).
+    pub(crate) async fn rollback(mut self) {
+        if matches!(self.state, State::Begun(_))
+            && let Ok(client) = self.client()
+        {
+            stats::round_trip();
+            if client.batch_execute("ROLLBACK").await.is_ok() {
+                self.state = State::Autocommit;
+            }
+        }
+        if self.state == State::NotBegun {
+            self.state = State::Autocommit;
+        }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if matches!(self.state, State::Begun(_))
+            && let Some(object) = self.client.take()
+        {
+            // Dropped inside a transaction (a cancelled or panicked operation, a failed
+            // ROLLBACK): the connection is closed, never handed to the next operation with the
+            // transaction open. The server rolls it back.
+            drop(Object::take(object));
+        }
+    }
+}
+
+/// The transaction's id, once it has one.
+const XID: &str = "SELECT txid_current_if_assigned()";
+
+/// One statement, sent with its parameters' types; its rows decoded as they arrive.
+fn send<'a>(
+    client: &'a Client,
+    (sql, params): &'a Statement,
+) -> BoxFuture<'a, Result<Answer, StoreError>> {
+    async move {
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> = params.iter().map(typed).collect();
+        let stream = client.query_typed_raw(sql, typed).await?;
+        futures::pin_mut!(stream);
+        let mut rows = Vec::new();
+        while let Some(row) = stream.next().await {
+            rows.push(row?);
+        }
+        let changed = stream.rows_affected().unwrap_or(0);
+        let rows = rows.iter().map(decode).collect::<Result<_, _>>()?;
+        Ok(Answer { rows, changed })
+    }
+    .boxed()
+}
+
+fn typed(param: &Param) -> (&(dyn ToSql + Sync), Type) {
+    match param {
+        Param::Int(v) => (v, Type::INT8),
+        Param::Real(v) => (v, Type::FLOAT8),
+        Param::Text(v) => (v, Type::TEXT),
+        Param::Blob(v) => (v, Type::BYTEA),
+    }
+}
+
+/// A row as [`Value`]s; a column of a type store code does not read is an error naming it.
+fn decode(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
+    let mut values = Vec::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let value = match *column.type_() {
+            Type::INT8 => row.try_get::<_, Option<i64>>(i)?.map(Value::Int),
+            Type::INT4 => row
+                .try_get::<_, Option<i32>>(i)?
+                .map(|v| Value::Int(i64::from(v))),
+            Type::INT2 => row
+                .try_get::<_, Option<i16>>(i)?
+                .map(|v| Value::Int(i64::from(v))),
+            Type::BOOL => row
+                .try_get::<_, Option<bool>>(i)?
+                .map(|v| Value::Int(i64::from(v))),
+            Type::FLOAT8 => row.try_get::<_, Option<f64>>(i)?.map(Value::Real),
+            Type::FLOAT4 => row
+                .try_get::<_, Option<f32>>(i)?
+                .map(|v| Value::Real(f64::from(v))),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
+                row.try_get::<_, Option<String>>(i)?.map(Value::Text)
+            }
+            Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Blob),
+            Type::VOID => None,
+            _ => {
+                return Err(StoreError::Decode(format!(
+                    "column {i} ({}) has the type {}, which store code does not read; cast it",
+                    column.name(),
+                    column.type_()
+                )));
+            }
+        };
+        values.push(value.unwrap_or(Value::Null));
+    }
+    Ok(Row(values))
+}
+
+/// A COMMIT whose answer was lost (the connection broke while it ran): the transaction `xid`
+/// is looked up with `txid_status` on another connection, so a transaction that committed is
+/// answered as committed and one that did not as failed. Only when the server cannot be asked
+/// either is the outcome [`StoreError::CommitUnknown`].
+async fn settle(pool: &Pool, xid: i64, error: tokio_postgres::Error) -> Result<(), StoreError> {
+    // The server may still be finishing the COMMIT it was sent: ask until it has decided.
+    for _ in 0..50 {
+        let asked = async {
+            let client = connection(pool).await?;
+            let row = client.query_one("SELECT txid_status($1)", &[&xid]).await?;
+            Ok::<_, StoreError>(row.try_get::<_, Option<String>>(0)?)
+        };
+        match asked.await {
+            Ok(Some(status)) if status == "committed" => {
+                tracing::warn!(%error, xid, "the COMMIT's answer was lost; the transaction committed");
+                return Ok(());
+            }
+            Ok(Some(status)) if status == "aborted" => return Err(error.into()),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(asked) => {
+                return Err(StoreError::CommitUnknown(format!(
+                    "{error}; its status could not be asked: {asked}"
+                )));
+            }
+        }
+    }
+    Err(StoreError::CommitUnknown(format!(
+        "{error}; transaction {xid} was still in progress"
+    )))
+}
+
+/// Runs `sql` once on a connection of its own, outside any transaction (tools and tests).
+pub(crate) async fn execute_once(url: &str, sql: &str) -> Result<(), String> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(connection);
+    let outcome = client.batch_execute(sql).await.map_err(|e| e.to_string());
+    drop(client);
+    let _ = driver.await;
+    outcome
+}
