@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use parking_lot::RwLock;
 use serde::Deserialize;
+use sha2::Digest as _;
 
 /// The most an issuer's metadata or key set may weigh.
 const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
@@ -29,6 +31,9 @@ struct Cached {
     unnamed: Vec<IssuerKey>,
     loaded: bool,
     last_attempt: Option<Instant>,
+    /// The SHA-256 of the key set as last fetched: a fetch that finds another set counts a
+    /// new generation.
+    fingerprint: Option<[u8; 32]>,
 }
 
 /// The keys of the configured issuer.
@@ -39,6 +44,8 @@ pub struct IssuerKeys {
     cached: RwLock<Cached>,
     /// One fetch at a time; a request that waited finds the keys its predecessor fetched.
     fetching: tokio::sync::Mutex<()>,
+    /// Counts the key sets held: what was verified under another is verified again.
+    generation: AtomicU64,
 }
 
 /// A key set read key by key, so that one key of a kind jsonwebtoken does not know (an
@@ -75,7 +82,14 @@ impl IssuerKeys {
             min_refresh,
             cached: RwLock::new(Cached::default()),
             fetching: tokio::sync::Mutex::new(()),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// Which key set is held: it changes whenever a fetch finds keys added, changed or
+    /// withdrawn.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Whether a key set has been fetched (readiness).
@@ -101,6 +115,16 @@ impl IssuerKeys {
             Err(KeysError::RateLimited) if self.loaded() => Ok(None),
             Err(error) => Err(error),
         }
+    }
+
+    /// How long until a refresh is allowed (`CTR_AUTH_KEYS_REFRESH` after the last attempt).
+    pub fn next_refresh_in(&self) -> Duration {
+        self.cached
+            .read()
+            .last_attempt
+            .map_or(Duration::ZERO, |at| {
+                self.min_refresh.saturating_sub(at.elapsed())
+            })
     }
 
     /// Fetches the metadata (once) and the key set now, unless the last attempt is too recent.
@@ -137,11 +161,17 @@ impl IssuerKeys {
         };
         let set: RawKeySet = self.fetch_json(jwks_uri.clone()).await?;
         let (by_kid, unnamed) = usable_keys(&set);
-        tracing::info!(issuer = %self.issuer, keys = by_kid.len() + unnamed.len(), "customer issuer keys fetched");
+        let fingerprint: [u8; 32] =
+            sha2::Sha256::digest(serde_json::to_vec(&set.keys).unwrap_or_default()).into();
         let mut cached = self.cached.write();
+        if cached.fingerprint != Some(fingerprint) {
+            tracing::info!(issuer = %self.issuer, keys = by_kid.len() + unnamed.len(), "customer issuer keys fetched");
+            cached.by_kid = by_kid;
+            cached.unnamed = unnamed;
+            cached.fingerprint = Some(fingerprint);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
         cached.jwks_uri = Some(jwks_uri);
-        cached.by_kid = by_kid;
-        cached.unnamed = unnamed;
         cached.loaded = true;
         Ok(())
     }

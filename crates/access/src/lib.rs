@@ -11,10 +11,12 @@ mod grant;
 mod jwk;
 mod keys;
 mod settings;
+mod verified;
 mod verify;
 
 pub use error::AccessError;
 pub use grant::{GrantError, client_credentials};
 pub use keys::{IssuerKey, IssuerKeys, KeysError};
 pub use settings::{AccessSettings, DEFAULT_ALGORITHMS, DEFAULT_DPOP_ALGORITHMS, SettingError};
+pub use verified::{MAX_AGE_SECS as VERIFIED_MAX_AGE_SECS, MAX_ENTRIES as VERIFIED_MAX_ENTRIES};
 pub use verify::{Access, AccessVerifier, MAX_TOKEN_BYTES};

@@ -52,6 +52,7 @@ pub struct AccessVerifier {
     leeway: u64,
     require_at_jwt: bool,
     keys: IssuerKeys,
+    verified: crate::verified::Verified,
 }
 
 impl AccessVerifier {
@@ -67,6 +68,7 @@ impl AccessVerifier {
             algorithms: settings.algorithms()?,
             leeway: settings.auth_leeway.as_secs(),
             require_at_jwt: settings.auth_require_at_jwt,
+            verified: crate::verified::Verified::new(),
         })
     }
 
@@ -83,11 +85,26 @@ impl AccessVerifier {
         self.keys.refresh().await
     }
 
-    /// Verifies `token` (the credentials of `Authorization: Bearer`).
+    /// Verifies `token` (the credentials of `Authorization: Bearer`), once: a token verified
+    /// before under the issuer's current keys is answered from memory until the earlier of
+    /// its `exp` and a minute (see the `verified` module).
     pub async fn verify(&self, token: &str) -> Result<Access, AccessError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AccessError::Malformed);
         }
+        let digest = crate::verified::digest(token);
+        let now = unix_now();
+        let keys = self.keys.generation();
+        if let Some(access) = self.verified.get(&digest, now, keys) {
+            return Ok(access);
+        }
+        let access = self.verify_now(token).await?;
+        self.verified.insert(digest, &access, now, keys);
+        Ok(access)
+    }
+
+    /// Verifies `token` in full.
+    async fn verify_now(&self, token: &str) -> Result<Access, AccessError> {
         let header = self.check_header(token)?;
         let kid = header.get("kid").and_then(Value::as_str);
         let alg = self.algorithm(&header)?;
@@ -172,10 +189,7 @@ impl AccessVerifier {
                 .ok_or_else(|| AccessError::Claims(format!("`{name}` must be a number")))
         };
         let iat = number("iat")?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        if iat > now + self.leeway as i64 {
+        if iat > unix_now() + self.leeway as i64 {
             return Err(AccessError::NotYetValid);
         }
         let scopes = match claims.get("scope") {
@@ -205,6 +219,12 @@ impl AccessVerifier {
             jkt,
         })
     }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn refusal(kind: &ErrorKind) -> AccessError {

@@ -446,3 +446,42 @@ fn a_coordinate_without_its_leading_zero_bytes_is_read_at_full_length() {
         );
     }
 }
+
+#[test]
+fn a_header_verified_before_still_needs_its_keys_signature_and_carries_its_own_thumbprint() {
+    // The verifier keeps a header's parsed key: a thief who copies a victim's header (and
+    // so its `jwk`) and signs with another key is refused as before, and two clients'
+    // headers never share an entry.
+    let v = verifier();
+    let served = url("https://localhost:8443/x");
+    let now = 1_800_000_000;
+    let request = ProofRequest {
+        method: "POST",
+        url: &served,
+        access_token: Some("t"),
+    };
+    let (victim, thief) = (
+        ProofKey::generate(Algorithm::ES256).unwrap(),
+        ProofKey::generate(Algorithm::ES256).unwrap(),
+    );
+    let proof = |key: &ProofKey| {
+        key.proof_at("POST", "https://localhost:8443/x", Some("t"), now)
+            .unwrap()
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            v.verify(&proof(&victim), &request, now).unwrap().jkt,
+            victim.thumbprint()
+        );
+        assert_eq!(
+            v.verify(&proof(&thief), &request, now).unwrap().jkt,
+            thief.thumbprint()
+        );
+    }
+    let forged = edited(&thief, &proof(&victim), |_, _| {}, true);
+    assert_eq!(
+        v.verify(&forged, &request, now).unwrap_err(),
+        DpopError::Signature,
+        "the victim's header, the thief's signature"
+    );
+}

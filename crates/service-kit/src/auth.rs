@@ -11,7 +11,7 @@ use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use ctr_access::dpop::{DpopError, ProofRequest, ProofVerifier};
-use ctr_access::{Access, AccessError, AccessVerifier};
+use ctr_access::{Access, AccessError, AccessVerifier, KeysError};
 use ctr_store::Store;
 use reqwest::Url;
 
@@ -86,17 +86,30 @@ impl CustomerAuth {
         let http = issuer_client(settings.auth_ca_file.as_deref(), config.request_timeout)?;
         let verifier = Arc::new(AccessVerifier::new(settings, http).map_err(invalid)?);
         let proofs = Arc::new(settings.proof_verifier().map_err(invalid)?);
+        // The keys are fetched every second until they load, then again each time
+        // `CTR_AUTH_KEYS_REFRESH` has passed since the last fetch: a key the issuer withdrew
+        // stops being accepted within that time (verified tokens are remembered only under the
+        // key set they were verified with).
         let loading = Arc::downgrade(&verifier);
         tokio::spawn(async move {
             while let Some(verifier) = loading.upgrade() {
-                if verifier.keys().loaded() {
-                    return;
+                let loaded = verifier.keys().loaded();
+                match verifier.refresh().await {
+                    Ok(()) | Err(KeysError::RateLimited) => {}
+                    Err(error) if !loaded => {
+                        tracing::warn!(issuer = verifier.issuer(), %error, "customer issuer keys not loaded yet");
+                    }
+                    Err(error) => {
+                        tracing::warn!(issuer = verifier.issuer(), %error, "customer issuer keys not refreshed; the keys held stay in use");
+                    }
                 }
-                if let Err(error) = verifier.refresh().await {
-                    tracing::warn!(issuer = verifier.issuer(), %error, "customer issuer keys not loaded yet");
-                }
+                let wait = if verifier.keys().loaded() {
+                    verifier.keys().next_refresh_in().max(KEYS_RETRY)
+                } else {
+                    KEYS_RETRY
+                };
                 drop(verifier);
-                tokio::time::sleep(KEYS_RETRY).await;
+                tokio::time::sleep(wait).await;
             }
         });
         let ready = Arc::downgrade(&verifier);

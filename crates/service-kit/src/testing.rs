@@ -114,6 +114,8 @@ impl TestPki {
             access: ctr_access::AccessSettings {
                 auth_issuer: self.customer_issuer.get().cloned(),
                 auth_ca_file: Some(self.root()),
+                // A key the issuer withdraws stops verifying within this (tests wait for it).
+                auth_keys_refresh: Duration::from_secs(2),
                 ..ctr_access::AccessSettings::default()
             },
             ..ServerConfig::defaults(service)

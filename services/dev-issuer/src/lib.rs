@@ -100,7 +100,8 @@ impl DevIssuerSettings {
 /// What the routes share.
 pub struct Issuer {
     url: OnceLock<String>,
-    key: SigningKey,
+    /// Replaced by [`Issuer::replace_key`]: tokens signed by the key before stop verifying.
+    key: parking_lot::RwLock<Arc<SigningKey>>,
     settings: DevIssuerSettings,
     /// Checks the DPoP proofs clients present at the token endpoint.
     proofs: ProofVerifier,
@@ -150,11 +151,20 @@ impl Issuer {
     /// Signs `claims` under `header` (whose `alg` and `kid` are set here) with this issuer's
     /// key: tests use it to make tokens that are wrong in one way only.
     pub fn sign(&self, header: &serde_json::Value, claims: &serde_json::Value) -> String {
-        self.key.sign(header, claims)
+        self.key.read().sign(header, claims)
     }
 
-    pub fn signing_key(&self) -> &SigningKey {
-        &self.key
+    /// Withdraws the signing key and publishes a fresh one in its place (kept in memory
+    /// only): what a compromised key's revocation looks like to the services, for tests.
+    pub fn replace_key(&self) -> Result<(), String> {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| e.to_string())?;
+        *self.key.write() = Arc::new(SigningKey::from_pem(&pair.serialize_pem())?);
+        Ok(())
+    }
+
+    pub fn signing_key(&self) -> Arc<SigningKey> {
+        self.key.read().clone()
     }
 }
 
@@ -182,7 +192,7 @@ pub async fn build(
     );
     let issuer = Arc::new(Issuer {
         url: OnceLock::new(),
-        key,
+        key: parking_lot::RwLock::new(Arc::new(key)),
         settings: settings.clone(),
         proofs: ctr_access::AccessSettings::default()
             .proof_verifier()
@@ -190,7 +200,7 @@ pub async fn build(
         seen: parking_lot::Mutex::new(HashMap::new()),
     });
     let health = Health::default();
-    let kid = issuer.key.kid().to_owned();
+    let kid = issuer.signing_key().kid().to_owned();
     health.register("signing-key", move || Ok(format!("ES256 key {kid}")));
     let service = Service {
         name: "dev-issuer",

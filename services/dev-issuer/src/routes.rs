@@ -43,7 +43,7 @@ async fn metadata(State(issuer): State<Arc<Issuer>>) -> Json<Value> {
 }
 
 async fn jwks(State(issuer): State<Arc<Issuer>>) -> Json<Value> {
-    Json(issuer.key.jwks())
+    Json(issuer.signing_key().jwks())
 }
 
 #[derive(Deserialize)]

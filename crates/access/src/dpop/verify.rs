@@ -4,6 +4,7 @@
 //! it owns the store that every replica shares.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,6 +25,9 @@ const MAX_JTI_CHARS: usize = 128;
 /// Header parameters that name a key elsewhere or extensions the verifier would have to
 /// understand: refused.
 const FOREIGN_HEADERS: [&str; 6] = ["jku", "x5u", "x5c", "x5t", "x5t#S256", "crit"];
+
+/// The most proof headers whose key is kept parsed (see [`HeaderKeys`]).
+pub const MAX_PARSED_KEYS: usize = 10_000;
 
 /// JWK members that only a private (or symmetric) key has.
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
@@ -66,6 +70,30 @@ pub struct ProofVerifier {
     max_age: i64,
     skew: i64,
     origins: Vec<Url>,
+    keys: HeaderKeys,
+}
+
+/// A proof header's verdict, kept: a client signs every proof under the same header (`typ`,
+/// `alg`, its `jwk`), so its checks, the key's parsing and its thumbprint are done once per
+/// header rather than once per request. Keyed by the SHA-256 of the header as sent; at most
+/// [`MAX_PARSED_KEYS`] entries (about 0.5 KiB each: the digest, the parsed key, the
+/// thumbprint), the least useful evicted first. A header that fails its checks is never kept.
+#[derive(Clone)]
+struct HeaderKeys(Arc<quick_cache::sync::Cache<[u8; 32], HeaderKey>>);
+
+#[derive(Clone)]
+struct HeaderKey {
+    alg: Algorithm,
+    key: Arc<DecodingKey>,
+    jkt: Arc<str>,
+}
+
+impl std::fmt::Debug for HeaderKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeaderKeys")
+            .field("len", &self.0.len())
+            .finish()
+    }
 }
 
 impl ProofVerifier {
@@ -80,6 +108,7 @@ impl ProofVerifier {
             max_age,
             skew,
             origins,
+            keys: HeaderKeys(Arc::new(quick_cache::sync::Cache::new(MAX_PARSED_KEYS))),
         }
     }
 
@@ -114,30 +143,13 @@ impl ProofVerifier {
         else {
             return Err(DpopError::Malformed("not three parts"));
         };
-        let header: Map<String, Value> = URL_SAFE_NO_PAD
-            .decode(header)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or(DpopError::Malformed("the header is not base64url JSON"))?;
-        if !header
-            .get("typ")
-            .and_then(Value::as_str)
-            .is_some_and(|t| t.eq_ignore_ascii_case("dpop+jwt"))
-        {
-            return Err(DpopError::Type);
-        }
-        let alg = self.algorithm(&header)?;
-        if let Some(name) = FOREIGN_HEADERS.iter().find(|h| header.contains_key(**h)) {
-            return Err(DpopError::Header(name));
-        }
-        let jwk = header.get("jwk").ok_or(DpopError::Header("no jwk"))?;
-        let (key, jkt) = public_key(jwk, alg)?;
+        let HeaderKey { alg, key, jkt } = self.header_key(header)?;
         let mut validation = Validation::new(alg);
         validation.required_spec_claims = HashSet::new();
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(proof, &key, &validation)
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(proof, &*key, &validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => DpopError::Signature,
                 jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey
@@ -185,10 +197,43 @@ impl ProofVerifier {
             }
         }
         Ok(Proof {
-            jkt,
+            jkt: jkt.to_string(),
             jti: jti.to_owned(),
             iat,
         })
+    }
+
+    /// The header's checks and its key, from [`HeaderKeys`] when this header was seen before.
+    fn header_key(&self, header: &str) -> Result<HeaderKey, DpopError> {
+        let digest: [u8; 32] = Sha256::digest(header.as_bytes()).into();
+        if let Some(known) = self.keys.0.get(&digest) {
+            return Ok(known);
+        }
+        let header: Map<String, Value> = URL_SAFE_NO_PAD
+            .decode(header)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or(DpopError::Malformed("the header is not base64url JSON"))?;
+        if !header
+            .get("typ")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.eq_ignore_ascii_case("dpop+jwt"))
+        {
+            return Err(DpopError::Type);
+        }
+        let alg = self.algorithm(&header)?;
+        if let Some(name) = FOREIGN_HEADERS.iter().find(|h| header.contains_key(**h)) {
+            return Err(DpopError::Header(name));
+        }
+        let jwk = header.get("jwk").ok_or(DpopError::Header("no jwk"))?;
+        let (key, jkt) = public_key(jwk, alg)?;
+        let known = HeaderKey {
+            alg,
+            key: Arc::new(key),
+            jkt: jkt.into(),
+        };
+        self.keys.0.insert(digest, known.clone());
+        Ok(known)
     }
 
     fn algorithm(&self, header: &Map<String, Value>) -> Result<Algorithm, DpopError> {

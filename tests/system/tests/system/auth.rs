@@ -734,3 +734,37 @@ async fn a_service_may_accept_issuers_that_do_not_send_at_jwt_when_configured() 
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_key_the_issuer_withdraws_stops_verifying_within_the_refresh_interval_though_its_tokens_were_verified_before()
+ {
+    // Services remember verified access tokens; a remembered verification must not outlive
+    // the key that made it. The world's services fetch the issuer's keys every 2 s.
+    let world = World::start().await;
+    let token = world.issuer.token("c_alice");
+    let bearer = format!("Bearer {token}");
+    let url = world.points.running.url("/service/v1/points/c_alice");
+    for _ in 0..3 {
+        let (status, _, body) = send(&world, "GET", &url, None, Some(&bearer)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    world.issuer.issuer.replace_key().unwrap();
+    let withdrawn = std::time::Instant::now();
+    let refused = loop {
+        let (status, _, body) = send(&world, "GET", &url, None, Some(&bearer)).await;
+        if status != 200 {
+            break (status, slug(&body));
+        }
+        assert!(
+            withdrawn.elapsed() < std::time::Duration::from_secs(5),
+            "a token of the withdrawn key still verifies after {:?}",
+            withdrawn.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(refused, (401, "access-token-key-unknown".to_owned()));
+    // A token of the new key verifies at once.
+    let fresh = format!("Bearer {}", world.issuer.token("c_alice"));
+    let (status, _, body) = send(&world, "GET", &url, None, Some(&fresh)).await;
+    assert_eq!(status, 200, "{body}");
+}
