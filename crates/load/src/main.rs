@@ -351,6 +351,35 @@ fn process_cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// CPU time of the PostgreSQL server on this machine so far (Linux: every `postgres` process's
+/// user and system time, and what its ended children used, which the postmaster collects):
+/// `None` when no such process runs here.
+fn postgres_cpu_seconds() -> Option<f64> {
+    let mut ticks = 0.0;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let path = entry.path();
+        if std::fs::read_to_string(path.join("comm")).map_or(true, |c| c.trim() != "postgres") {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue; // it ended meanwhile
+        };
+        let Some(rest) = stat.rfind(')').and_then(|at| stat.get(at + 2..)) else {
+            continue;
+        };
+        let fields: Vec<f64> = rest
+            .split(' ')
+            .skip(11)
+            .take(4)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        ticks += fields.iter().sum::<f64>();
+        found = true;
+    }
+    found.then_some(ticks / 100.0)
+}
+
 /// Context switches of this process's threads so far (Linux: /proc/self/task/*/status),
 /// voluntary and not: each hand-off between threads costs one.
 fn context_switches() -> Option<u64> {
@@ -400,6 +429,7 @@ async fn drive(
     runtime: &tokio::runtime::Handle,
 ) -> serde_json::Value {
     let cpu_before = process_cpu_seconds();
+    let postgres_before = postgres_cpu_seconds();
     let switches_before = context_switches();
     let store_before = ctr_store::stats();
     let budget = Arc::new(AtomicUsize::new(cli.flows));
@@ -443,6 +473,9 @@ async fn drive(
     let cpu = process_cpu_seconds()
         .zip(cpu_before)
         .map(|(after, before)| after - before);
+    let postgres_cpu = postgres_cpu_seconds()
+        .zip(postgres_before)
+        .map(|(after, before)| after - before);
     let switches = context_switches()
         .zip(switches_before)
         .map(|(after, before)| after.saturating_sub(before));
@@ -470,11 +503,15 @@ async fn drive(
         // the customers alone against a deployment), per flow.
         "process_cpu_ms_per_flow": cpu.map(|cpu| 1e3 * cpu / outcomes.len().max(1) as f64),
         "context_switches_per_flow": switches.map(per_flow),
+        // The PostgreSQL server's CPU time per flow, when one runs on this machine (whatever
+        // else uses it counts too: keep the machine otherwise idle).
+        "postgres_cpu_ms_per_flow": postgres_cpu.map(|cpu| 1e3 * cpu / outcomes.len().max(1) as f64),
         // What the in-process services asked of their stores (nothing against a deployment).
         "store_per_flow": {
             "transactions": per_flow(store_work.transactions),
             "statements": per_flow(store_work.statements),
             "commits": per_flow(store_work.commits),
+            "postgres_round_trips": per_flow(store_work.round_trips),
         },
         "steps": steps,
         "errors": errors,
@@ -511,6 +548,12 @@ fn print_report(r: &serde_json::Value) {
             f(&r["store_per_flow"]["transactions"]),
             f(&r["store_per_flow"]["statements"]),
             f(&r["store_per_flow"]["commits"])
+        );
+    }
+    if let Some(cpu) = r["postgres_cpu_ms_per_flow"].as_f64() {
+        println!(
+            "PostgreSQL per flow: {cpu:.2} ms CPU (the server's processes), {:.1} round trips",
+            f(&r["store_per_flow"]["postgres_round_trips"])
         );
     }
     println!(
