@@ -351,13 +351,17 @@ fn process_cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-/// CPU time of the PostgreSQL server on this machine so far (Linux: every `postgres` process's
-/// user and system time, and what its ended children used, which the postmaster collects):
-/// `None` when no such process runs here.
-fn postgres_cpu_seconds() -> Option<f64> {
-    let mut ticks = 0.0;
-    let mut found = false;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+/// CPU time of each process of the PostgreSQL server on this machine (Linux: every
+/// `postgres` process's user and system time, in seconds, by pid); empty when none runs here.
+fn postgres_cpu() -> BTreeMap<u32, f64> {
+    let mut cpu = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return cpu;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
         let path = entry.path();
         if std::fs::read_to_string(path.join("comm")).map_or(true, |c| c.trim() != "postgres") {
             continue;
@@ -368,16 +372,28 @@ fn postgres_cpu_seconds() -> Option<f64> {
         let Some(rest) = stat.rfind(')').and_then(|at| stat.get(at + 2..)) else {
             continue;
         };
-        let fields: Vec<f64> = rest
+        let ticks: f64 = rest
             .split(' ')
             .skip(11)
-            .take(4)
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        ticks += fields.iter().sum::<f64>();
-        found = true;
+            .take(2)
+            .filter_map(|f| f.parse::<f64>().ok())
+            .sum();
+        cpu.insert(pid, ticks / 100.0);
     }
-    found.then_some(ticks / 100.0)
+    cpu
+}
+
+/// The PostgreSQL server's CPU seconds between two [`postgres_cpu`] readings: what each
+/// process used since the first (all of it for a process started since). A process that ended
+/// in between is not counted (its connection's pool replaced it): `None` when no server runs.
+fn postgres_cpu_since(before: &BTreeMap<u32, f64>) -> Option<f64> {
+    let after = postgres_cpu();
+    (!after.is_empty()).then(|| {
+        after
+            .iter()
+            .map(|(pid, now)| now - before.get(pid).copied().unwrap_or(0.0))
+            .sum()
+    })
 }
 
 /// Context switches of this process's threads so far (Linux: /proc/self/task/*/status),
@@ -429,7 +445,7 @@ async fn drive(
     runtime: &tokio::runtime::Handle,
 ) -> serde_json::Value {
     let cpu_before = process_cpu_seconds();
-    let postgres_before = postgres_cpu_seconds();
+    let postgres_before = postgres_cpu();
     let switches_before = context_switches();
     let store_before = ctr_store::stats();
     let budget = Arc::new(AtomicUsize::new(cli.flows));
@@ -473,9 +489,7 @@ async fn drive(
     let cpu = process_cpu_seconds()
         .zip(cpu_before)
         .map(|(after, before)| after - before);
-    let postgres_cpu = postgres_cpu_seconds()
-        .zip(postgres_before)
-        .map(|(after, before)| after - before);
+    let postgres_cpu = postgres_cpu_since(&postgres_before);
     let switches = context_switches()
         .zip(switches_before)
         .map(|(after, before)| after.saturating_sub(before));

@@ -9,23 +9,30 @@
 //!   writes nothing to the log.
 //! - Statements deferred by the operation ([`crate::Conn::defer`]) travel with the next
 //!   statement or with the COMMIT.
-//! - Every statement is sent with its parameters' types (`query_typed`): no separate round
-//!   trip to prepare it.
+//! - Statements are prepared once per connection, with their parameters' types, and kept
+//!   (at most [`MAX_PREPARED`] per connection): the server parses and plans a statement once,
+//!   not at every execution. The statements a write needs that are new to the connection are
+//!   prepared together, in one round trip, before it.
 
 use std::borrow::Cow;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    ClientWrapper, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+};
 use futures::StreamExt as _;
 use futures::future::{BoxFuture, FutureExt as _, try_join_all};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::NoTls;
 
 use crate::value::{Param, Row, Value};
 use crate::{StoreError, stats};
 
 /// Connections per store (per service process).
 const MAX_CONNECTIONS: usize = 16;
+/// The most statements a connection keeps prepared; past it, it forgets them all (the
+/// statements built for a varying number of rows are the only ones that vary).
+const MAX_PREPARED: usize = 512;
 /// How long an operation waits for a connection, or for a new one to be made.
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -102,10 +109,10 @@ impl Tx {
         }
     }
 
-    fn client(&self) -> Result<&Client, StoreError> {
+    fn client(&self) -> Result<&ClientWrapper, StoreError> {
         self.client
             .as_ref()
-            .map(|object| &***object)
+            .map(|object| &**object)
             .ok_or(StoreError::Closed)
     }
 
@@ -125,13 +132,23 @@ impl Tx {
         let state = self.state;
         let deferred = std::mem::take(&mut self.deferred);
         let client = self.client()?;
+        let ask_xid = matches!(state, State::NotBegun | State::Begun(None));
+        let xid_query: Statement = (Cow::Borrowed(XID), Vec::new());
+        let mut all: Vec<&Statement> = deferred.iter().collect();
+        all.push(&statement);
+        if ask_xid {
+            all.push(&xid_query);
+        }
+        let mut prepared = prepare(client, &all).await?.into_iter();
         stats::round_trip();
         let begin = (state == State::NotBegun).then(|| client.batch_execute("BEGIN"));
-        let ask_xid = matches!(state, State::NotBegun | State::Begun(None));
-        let before: Vec<_> = deferred.iter().map(|s| send(client, s)).collect();
-        let main = send(client, &statement);
-        let xid_query: Statement = (Cow::Borrowed(XID), Vec::new());
-        let xid = ask_xid.then(|| send(client, &xid_query));
+        let before: Vec<_> = deferred
+            .iter()
+            .zip(prepared.by_ref())
+            .map(|(s, p)| send(client, p, &s.1))
+            .collect();
+        let main = send(client, prepared.next().ok_or(StoreError::Closed)?, &statement.1);
+        let xid = prepared.next().map(|p| send(client, p, &[]));
         let (began, before, answer, xid) = futures::join!(
             async {
                 match begin {
@@ -171,9 +188,14 @@ impl Tx {
         let deferred = std::mem::take(&mut self.deferred);
         let state = self.state;
         let client = self.client()?;
+        let prepared = prepare(client, &deferred.iter().collect::<Vec<_>>()).await?;
         stats::round_trip();
         let begin = (state == State::NotBegun).then(|| client.batch_execute("BEGIN"));
-        let before: Vec<_> = deferred.iter().map(|s| send(client, s)).collect();
+        let before: Vec<_> = deferred
+            .iter()
+            .zip(prepared)
+            .map(|(s, p)| send(client, p, &s.1))
+            .collect();
         let (began, before, script) = futures::join!(
             async {
                 match begin {
@@ -203,9 +225,14 @@ impl Tx {
             return Ok(());
         };
         let client = self.client()?;
+        let prepared = prepare(client, &deferred.iter().collect::<Vec<_>>()).await?;
         stats::round_trip();
         stats::commit();
-        let before: Vec<_> = deferred.iter().map(|s| send(client, s)).collect();
+        let before: Vec<_> = deferred
+            .iter()
+            .zip(prepared)
+            .map(|(s, p)| send(client, p, &s.1))
+            .collect();
         let (before, committed) =
             futures::join!(try_join_all(before), client.batch_execute("COMMIT"));
         // The server's verdict on a deferred statement comes before the COMMIT's: one that
@@ -258,14 +285,37 @@ impl Drop for Tx {
 /// The transaction's id, once it has one.
 const XID: &str = "SELECT txid_current_if_assigned()";
 
-/// One statement, sent with its parameters' types; its rows decoded as they arrive.
+/// `statements` prepared on `client`: those it prepared before from its cache, the others
+/// together, in one round trip.
+async fn prepare(
+    client: &ClientWrapper,
+    statements: &[&Statement],
+) -> Result<Vec<tokio_postgres::Statement>, StoreError> {
+    if client.statement_cache.size() > MAX_PREPARED {
+        client.statement_cache.clear();
+    }
+    let known = client.statement_cache.size();
+    let prepared = try_join_all(statements.iter().map(|(sql, params)| async move {
+        let types: Vec<Type> = params.iter().map(|p| typed(p).1).collect();
+        client.prepare_typed_cached(sql, &types).await
+    }))
+    .await?;
+    if client.statement_cache.size() > known {
+        stats::round_trip();
+    }
+    Ok(prepared)
+}
+
+/// One prepared statement executed with `params`; its rows decoded as they arrive.
 fn send<'a>(
-    client: &'a Client,
-    (sql, params): &'a Statement,
+    client: &'a ClientWrapper,
+    statement: tokio_postgres::Statement,
+    params: &'a [Param],
 ) -> BoxFuture<'a, Result<Answer, StoreError>> {
     async move {
-        let typed: Vec<(&(dyn ToSql + Sync), Type)> = params.iter().map(typed).collect();
-        let stream = client.query_typed_raw(sql, typed).await?;
+        let stream = client
+            .query_raw(&statement, params.iter().map(|p| typed(p).0))
+            .await?;
         futures::pin_mut!(stream);
         let mut rows = Vec::new();
         while let Some(row) = stream.next().await {
