@@ -135,9 +135,8 @@ pub async fn build<L: Ledger>(
         )),
         None => Err("stopped".into()),
     });
-    let router = routes(state.clone())
-        .merge(extra(state.clone()))
-        .layer(customers.layer())
+    let router = customers
+        .protect(routes(state.clone()).merge(extra(state.clone())))
         .merge(ctr_service_kit::openapi::routes(doc));
     let service = Service {
         name: L::DOMAIN,

@@ -7,12 +7,13 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, OriginalUri};
+use axum::Router;
+use axum::extract::{FromRequestParts, OriginalUri, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use ctr_access::dpop::{DpopError, ProofRequest, ProofVerifier};
 use ctr_access::{Access, AccessError, AccessVerifier, KeysError};
-use ctr_store::Store;
+use ctr_store::{PreludeOutcome, Store};
 use reqwest::Url;
 
 use crate::proofs::{ProofUse, SeenProofs, now_secs};
@@ -244,14 +245,80 @@ impl CustomerAuth {
                 "DPoP proofs arrive before the replay cache's store is open",
             ));
         };
-        match seen
-            .first_use(&proof.replay_key(), self.proofs.remember_until(&proof))
-            .await?
+        let (key, until) = (proof.replay_key(), self.proofs.remember_until(&proof));
+        if let Some(slot) = parts.extensions.get::<ProofSlot>()
+            && ctr_store::Prelude::set(seen.record(&key, until))
         {
-            ProofUse::First => Ok(access),
-            ProofUse::Replayed => Err(refuse(DpopError::Replayed)),
-            ProofUse::Expired => Err(refuse(DpopError::Expired)),
+            // Recorded by the request's first transaction, or after the handler (see
+            // `record_proofs`): a replay is refused either way, before any answer.
+            *slot.0.lock() = Some((key, until));
+            return Ok(access);
         }
+        self.verdict(seen.first_use(&key, until).await?)?;
+        Ok(access)
+    }
+
+    /// Accepts a proof used for the first time; refuses a replay or a proof expired on the
+    /// database's clock.
+    fn verdict(&self, used: ProofUse) -> Result<(), ApiError> {
+        let error = match used {
+            ProofUse::First => return Ok(()),
+            ProofUse::Replayed => DpopError::Replayed,
+            ProofUse::Expired => DpopError::Expired,
+        };
+        tracing::info!(problem = error.slug(), "DPoP refused");
+        Err(self.refused(Refusal::Dpop(error)))
+    }
+
+    /// The layers that make [`Customer`] extract on `router`'s routes, and record each
+    /// request's DPoP proof in the first transaction the request runs (the order, hold or
+    /// checkout it writes): no transaction of its own. A request that wrote nothing (a read, a
+    /// refusal) records its proof after its handler, before its answer; a replay is refused
+    /// with 401 and its handler's writes (none: the transaction it rode with failed) undone.
+    pub fn protect<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
+        router
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                record_proofs,
+            ))
+            .layer(self.layer())
+    }
+}
+
+/// Where the extractor leaves a DPoP proof's replay key and the end of its window for
+/// [`record_proofs`], when the request's transaction records it.
+#[derive(Clone, Default)]
+struct ProofSlot(Arc<parking_lot::Mutex<Option<(String, i64)>>>);
+
+/// Runs a request in a [`ctr_store::Prelude`] scope, then makes sure its DPoP proof was
+/// recorded exactly once: by the transaction it rode with, else now.
+async fn record_proofs(
+    State(auth): State<CustomerAuth>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let slot = ProofSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let prelude = ctr_store::Prelude::new();
+    let response = prelude.scope(next.run(request)).await;
+    let Some((key, until)) = slot.0.lock().take() else {
+        return response;
+    };
+    let Some(seen) = auth.seen.get() else {
+        return response;
+    };
+    let used = match prelude.outcome() {
+        PreludeOutcome::Committed | PreludeOutcome::None => return response,
+        PreludeOutcome::NotRun(_) => seen.first_use(&key, until).await,
+        PreludeOutcome::Refused => seen.refusal(until).await,
+    };
+    match used
+        .map_err(ApiError::from)
+        .and_then(|used| auth.verdict(used))
+    {
+        Ok(_) => response,
+        Err(problem) => problem.into_response(),
     }
 }
 

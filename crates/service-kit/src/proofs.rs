@@ -72,20 +72,31 @@ impl SeenProofs {
         }
     }
 
-    /// Records `key` until `expires_at` (Unix seconds), if that has not passed on the
-    /// database's clock.
+    /// The statement that records `key` until `expires_at` (Unix seconds), if that has not
+    /// passed on the database's clock: it changes one row on a proof's first use, none after.
+    /// A request's own transaction runs it ([`ctr_store::Prelude`]).
+    pub(crate) fn record(&self, key: &str, expires_at: i64) -> ctr_store::Query {
+        query(self.record.clone())
+            .bind(key.to_owned())
+            .bind(expires_at)
+    }
+
+    /// Records `key` until `expires_at` (Unix seconds) on its own, if that has not passed on
+    /// the database's clock.
     pub(crate) async fn first_use(
         &self,
         key: &str,
         expires_at: i64,
     ) -> Result<ProofUse, StoreError> {
-        let statement = query(self.record.clone())
-            .bind(key.to_owned())
-            .bind(expires_at);
-        if self.store.execute(statement).await? == 1 {
+        if self.store.execute(self.record(key, expires_at)).await? == 1 {
             return Ok(ProofUse::First);
         }
-        // Refused: tell a replay from a proof this replica's clock still thought fresh.
+        self.refusal(expires_at).await
+    }
+
+    /// Why a proof until `expires_at` was not recorded: a replay, or a proof this replica's
+    /// clock still thought fresh.
+    pub(crate) async fn refusal(&self, expires_at: i64) -> Result<ProofUse, StoreError> {
         let (now,): (i64,) = self.store.fetch_one(query_as(self.now.clone())).await?;
         Ok(if expires_at < now {
             ProofUse::Expired

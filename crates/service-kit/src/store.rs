@@ -58,7 +58,12 @@ pub async fn open_store(
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        tracing::error!(error = %error, "store failure");
+        if matches!(error, StoreError::PreludeRefused) {
+            // A replayed DPoP proof: the request's answer becomes its refusal (`auth.rs`).
+            tracing::info!(error = %error, "transaction refused by its prelude");
+        } else {
+            tracing::error!(error = %error, "store failure");
+        }
         let detail = match error {
             StoreError::CommitUnknown(_) => {
                 "the service's store did not confirm the change, which may have been made: read it back before retrying"

@@ -73,6 +73,35 @@ impl Conn {
         }
     }
 
+    /// Runs `statement`, which must change exactly one row, as part of the transaction;
+    /// otherwise the transaction fails with [`StoreError::PreludeRefused`] and writes nothing.
+    /// On PostgreSQL it travels with the next statement (never with the COMMIT).
+    pub(crate) async fn defer_checked(&mut self, statement: Query) -> Result<(), StoreError> {
+        match &mut self.inner {
+            Inner::Postgres(tx) => {
+                crate::stats::statement();
+                tx.defer_checked((statement.sql, statement.params));
+                Ok(())
+            }
+            Inner::Sqlite(_) => match statement.execute(self).await? {
+                1 => Ok(()),
+                _ => Err(StoreError::PreludeRefused),
+            },
+        }
+    }
+
+    /// Sends the checked statements still waiting (PostgreSQL); answers whether one of them
+    /// changed no row, now or before.
+    pub(crate) async fn checked_refused(&mut self) -> bool {
+        match &mut self.inner {
+            Inner::Postgres(tx) => {
+                let flushed = tx.flush_checked().await;
+                tx.refused || matches!(flushed, Err(StoreError::PreludeRefused))
+            }
+            Inner::Sqlite(_) => false,
+        }
+    }
+
     async fn execute(
         &mut self,
         sql: Cow<'static, str>,
@@ -151,7 +180,7 @@ fn prepare_sqlite<'c>(
 
 /// A statement with its parameters: `query("UPDATE ... WHERE id = $1").bind(id)`.
 #[must_use = "a query does nothing until it is executed or fetched"]
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Query {
     sql: Cow<'static, str>,
     params: Vec<Param>,

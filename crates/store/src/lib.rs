@@ -46,6 +46,7 @@
 mod conn;
 mod migrate;
 mod postgres;
+mod prelude;
 mod sqlite;
 mod stats;
 mod value;
@@ -57,6 +58,7 @@ use futures::future::BoxFuture;
 
 pub use conn::{Conn, Query, QueryAs, query, query_as};
 pub use migrate::Migration;
+pub use prelude::{Prelude, PreludeOutcome};
 pub use stats::{StoreStats, stats};
 pub use value::{FromRow, FromValue, Param, Row, Value};
 
@@ -105,6 +107,9 @@ pub enum StoreError {
     CommitUnknown(String),
     #[error("the store was closed")]
     Closed,
+    /// The task's [`Prelude`] changed no row: the transaction wrote nothing.
+    #[error("the request's prelude statement changed no row")]
+    PreludeRefused,
     #[error("a store operation waited for something other than its statements")]
     WouldWait,
     #[error("the statement answered no row")]
@@ -189,6 +194,42 @@ impl Store {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        let Some((prelude, statement)) = prelude::take() else {
+            return self.transact_plain(op).await;
+        };
+        let refused = prelude.clone();
+        let result = self
+            .transact_plain(move |tx| {
+                Box::pin(async move {
+                    if let Err(error) = tx.defer_checked(statement).await {
+                        if matches!(error, StoreError::PreludeRefused) {
+                            refused.refused(); // SQLite: checked at once
+                        }
+                        return Err(error.into());
+                    }
+                    let result = op(tx).await;
+                    // PostgreSQL: checked with the operation's first statement, or now.
+                    if tx.checked_refused().await {
+                        refused.refused();
+                        return Err(StoreError::PreludeRefused.into());
+                    }
+                    result
+                })
+            })
+            .await;
+        match &result {
+            Ok(_) => prelude.committed(),
+            Err(_) => prelude.put_back(), // keeps `Refused` when that is why
+        }
+        result
+    }
+
+    async fn transact_plain<T, E, F>(&self, op: F) -> Result<T, E>
+    where
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
         stats::transaction();
         match &self.engine {
             Engine::Sqlite(writer) => writer.transact(op).await,
@@ -222,6 +263,10 @@ impl Store {
         F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
+        if prelude::pending() {
+            // The request's prelude makes this statement a transaction.
+            return self.transact(op).await;
+        }
         stats::transaction();
         match &self.engine {
             Engine::Sqlite(writer) => writer.transact(op).await,

@@ -22,8 +22,8 @@ use deadpool_postgres::{
 };
 use futures::StreamExt as _;
 use futures::future::{BoxFuture, FutureExt as _, try_join_all};
-use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::NoTls;
+use tokio_postgres::types::{ToSql, Type};
 
 use crate::value::{Param, Row, Value};
 use crate::{StoreError, stats};
@@ -90,6 +90,11 @@ pub(crate) struct Tx {
     client: Option<Object>,
     state: State,
     deferred: Vec<Statement>,
+    /// Statements that must change exactly one row ([`crate::Conn::defer_checked`]): sent
+    /// with the next statement, never with the COMMIT.
+    checked: Vec<Statement>,
+    /// A checked statement changed no row.
+    pub(crate) refused: bool,
 }
 
 impl Tx {
@@ -98,6 +103,8 @@ impl Tx {
             client: Some(client),
             state: State::NotBegun,
             deferred: Vec::new(),
+            checked: Vec::new(),
+            refused: false,
         }
     }
 
@@ -106,6 +113,8 @@ impl Tx {
             client: Some(client),
             state: State::Autocommit,
             deferred: Vec::new(),
+            checked: Vec::new(),
+            refused: false,
         }
     }
 
@@ -126,11 +135,28 @@ impl Tx {
         self.deferred.push(statement);
     }
 
+    pub(crate) fn defer_checked(&mut self, statement: Statement) {
+        self.checked.push(statement);
+    }
+
+    /// Sends the checked statements still waiting, if any (one round trip).
+    pub(crate) async fn flush_checked(&mut self) -> Result<(), StoreError> {
+        if self.checked.is_empty() {
+            return Ok(());
+        }
+        self.run((Cow::Borrowed("SELECT 1"), Vec::new()))
+            .await
+            .map(drop)
+    }
+
     /// Runs `statement`, pipelined behind what must go before it (`BEGIN`, deferred
     /// statements) and followed by the transaction-id query while there is no id yet.
     pub(crate) async fn run(&mut self, statement: Statement) -> Result<Answer, StoreError> {
         let state = self.state;
-        let deferred = std::mem::take(&mut self.deferred);
+        let checked = std::mem::take(&mut self.checked);
+        let mut deferred = std::mem::take(&mut self.deferred);
+        let first_unchecked = checked.len();
+        deferred.splice(0..0, checked);
         let client = self.client()?;
         let ask_xid = matches!(state, State::NotBegun | State::Begun(None));
         let xid_query: Statement = (Cow::Borrowed(XID), Vec::new());
@@ -147,7 +173,11 @@ impl Tx {
             .zip(prepared.by_ref())
             .map(|(s, p)| send(client, p, &s.1))
             .collect();
-        let main = send(client, prepared.next().ok_or(StoreError::Closed)?, &statement.1);
+        let main = send(
+            client,
+            prepared.next().ok_or(StoreError::Closed)?,
+            &statement.1,
+        );
         let xid = prepared.next().map(|p| send(client, p, &[]));
         let (began, before, answer, xid) = futures::join!(
             async {
@@ -169,7 +199,11 @@ impl Tx {
             self.state = State::Begun(None);
         }
         began?;
-        before?;
+        let before = before?;
+        if before[..first_unchecked].iter().any(|a| a.changed != 1) {
+            self.refused = true;
+            return Err(StoreError::PreludeRefused);
+        }
         let answer = answer?;
         if let Some(xid) = xid? {
             let id = xid.rows.first().and_then(|row| match row.0.first() {
@@ -219,6 +253,8 @@ impl Tx {
     /// COMMIT's answer is lost (see [`settle`]). A transaction that sent nothing has nothing
     /// to commit.
     pub(crate) async fn commit(mut self, pool: &Pool) -> Result<(), StoreError> {
+        // Checked statements never ride with the COMMIT: their check decides it.
+        self.flush_checked().await?;
         let deferred = std::mem::take(&mut self.deferred);
         // Nothing is deferred before the transaction has an id (`can_defer`).
         let State::Begun(xid) = self.state else {

@@ -59,12 +59,13 @@ async fn orders_needing_attention(
 }
 
 pub fn router(relay: Arc<Relay>, customers: &CustomerAuth) -> Router {
-    Router::new()
+    let customer_routes = Router::new()
         .route("/service/v1/orders", post(create_order))
         .route("/service/v1/orders/{id}", get(get_order))
         .route("/service/v1/orders/{id}/checkout", post(checkout))
-        .with_state(relay)
-        .layer(customers.layer())
+        .with_state(relay);
+    customers
+        .protect(customer_routes)
         .merge(ctr_service_kit::openapi::routes(&openapi()))
 }
 
