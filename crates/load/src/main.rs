@@ -568,7 +568,10 @@ fn print_report(r: &serde_json::Value) {
             f(&r["store_per_flow"]["commits"])
         );
     }
-    if let Some(cpu) = r["postgres_cpu_ms_per_flow"].as_f64() {
+    if let Some(cpu) = r["postgres_cpu_ms_per_flow"]
+        .as_f64()
+        .filter(|_| f(&r["store_per_flow"]["postgres_round_trips"]) > 0.0)
+    {
         println!(
             "PostgreSQL per flow: {cpu:.2} ms CPU (the server's processes), {:.1} round trips",
             f(&r["store_per_flow"]["postgres_round_trips"])
