@@ -20,7 +20,7 @@ pub struct Conn {
 
 enum Inner {
     Sqlite(Arc<Mutex<rusqlite::Connection>>),
-    Postgres(Tx),
+    Postgres(Box<Tx>),
 }
 
 impl Conn {
@@ -32,13 +32,13 @@ impl Conn {
 
     pub(crate) fn postgres(tx: Tx) -> Self {
         Self {
-            inner: Inner::Postgres(tx),
+            inner: Inner::Postgres(Box::new(tx)),
         }
     }
 
     pub(crate) fn into_postgres(self) -> Option<Tx> {
         match self.inner {
-            Inner::Postgres(tx) => Some(tx),
+            Inner::Postgres(tx) => Some(*tx),
             Inner::Sqlite(_) => None,
         }
     }

@@ -119,10 +119,7 @@ impl Tx {
     }
 
     fn client(&self) -> Result<&ClientWrapper, StoreError> {
-        self.client
-            .as_ref()
-            .map(|object| &**object)
-            .ok_or(StoreError::Closed)
+        self.client.as_deref().ok_or(StoreError::Closed)
     }
 
     /// Whether a deferred statement may wait for the COMMIT: only once the transaction has an
@@ -274,7 +271,7 @@ impl Tx {
         // The server's verdict on a deferred statement comes before the COMMIT's: one that
         // failed made the COMMIT a ROLLBACK.
         let outcome = match (before, committed) {
-            (Err(error), _) => Err(error.into()),
+            (Err(error), _) => Err(error),
             (Ok(_), Ok(())) => Ok(()),
             // The server answered: its word is final.
             (Ok(_), Err(error)) if error.as_db_error().is_some() => Err(error.into()),

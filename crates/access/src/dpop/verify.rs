@@ -149,7 +149,7 @@ impl ProofVerifier {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(proof, &*key, &validation)
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(proof, &key, &validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => DpopError::Signature,
                 jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey
