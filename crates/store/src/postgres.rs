@@ -21,7 +21,7 @@ use deadpool_postgres::{
     ClientWrapper, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
 };
 use futures::StreamExt as _;
-use futures::future::{BoxFuture, FutureExt as _, try_join_all};
+use futures::future::{BoxFuture, FutureExt as _, OptionFuture, try_join_all};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::{ToSql, Type};
 
@@ -141,6 +141,11 @@ impl Tx {
         if self.checked.is_empty() {
             return Ok(());
         }
+        self.flush().await
+    }
+
+    /// Sends what waits (`BEGIN`, checked and deferred statements) now, behind a no-op.
+    async fn flush(&mut self) -> Result<(), StoreError> {
         self.run((Cow::Borrowed("SELECT 1"), Vec::new()))
             .await
             .map(drop)
@@ -177,32 +182,22 @@ impl Tx {
         );
         let xid = prepared.next().map(|p| send(client, p, &[]));
         let (began, before, answer, xid) = futures::join!(
-            async {
-                match begin {
-                    Some(begin) => begin.await,
-                    None => Ok(()),
-                }
-            },
+            OptionFuture::from(begin),
             try_join_all(before),
             main,
-            async {
-                match xid {
-                    Some(xid) => xid.await.map(Some),
-                    None => Ok(None),
-                }
-            }
+            OptionFuture::from(xid)
         );
-        if state == State::NotBegun && began.is_ok() {
+        if state == State::NotBegun && began.as_ref().is_some_and(Result::is_ok) {
             self.state = State::Begun(None);
         }
-        began?;
+        began.transpose()?;
         let before = before?;
         if before[..first_unchecked].iter().any(|a| a.changed != 1) {
             self.refused = true;
             return Err(StoreError::PreludeRefused);
         }
         let answer = answer?;
-        if let Some(xid) = xid? {
+        if let Some(xid) = xid.transpose()? {
             let id = xid.rows.first().and_then(|row| match row.0.first() {
                 Some(Value::Int(id)) => Some(*id),
                 _ => None,
@@ -214,36 +209,14 @@ impl Tx {
         Ok(answer)
     }
 
-    /// Runs `sql` (statements without parameters) in the transaction (migrations).
+    /// Runs `sql` (statements without parameters) in the transaction (migrations), after
+    /// what waits for it (`BEGIN`, checked and deferred statements).
     pub(crate) async fn script(&mut self, sql: &str) -> Result<(), StoreError> {
-        let deferred = std::mem::take(&mut self.deferred);
-        let state = self.state;
-        let client = self.client()?;
-        let prepared = prepare(client, &deferred.iter().collect::<Vec<_>>()).await?;
-        stats::round_trip();
-        let begin = (state == State::NotBegun).then(|| client.batch_execute("BEGIN"));
-        let before: Vec<_> = deferred
-            .iter()
-            .zip(prepared)
-            .map(|(s, p)| send(client, p, &s.1))
-            .collect();
-        let (began, before, script) = futures::join!(
-            async {
-                match begin {
-                    Some(begin) => begin.await,
-                    None => Ok(()),
-                }
-            },
-            try_join_all(before),
-            client.batch_execute(sql)
-        );
-        if state == State::NotBegun && began.is_ok() {
-            self.state = State::Begun(None);
+        if self.state == State::NotBegun || !self.deferred.is_empty() || !self.checked.is_empty() {
+            self.flush().await?;
         }
-        began?;
-        before?;
-        script?;
-        Ok(())
+        stats::round_trip();
+        Ok(self.client()?.batch_execute(sql).await?)
     }
 
     /// Commits, with the deferred statements in the same write, and tells the truth when the
