@@ -344,7 +344,13 @@ fn service_telemetry(
 
 /// User and system CPU time of this process so far (Linux: /proc/self/stat).
 fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    stat_cpu_seconds(std::path::Path::new("/proc/self"))
+}
+
+/// The user and system CPU time of the process at `proc_dir` (`/proc/<pid>`), in seconds;
+/// `None` when it cannot be read (the process ended).
+fn stat_cpu_seconds(proc_dir: &std::path::Path) -> Option<f64> {
+    let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
     let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
     let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     // USER_HZ is 100 on every Linux ABI Rust targets.
@@ -370,19 +376,9 @@ fn postgres_cpu() -> BTreeMap<u32, f64> {
         if std::fs::read_to_string(path.join("comm")).map_or(true, |c| c.trim() != "postgres") {
             continue;
         }
-        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
-            continue; // it ended meanwhile
-        };
-        let Some(rest) = stat.rfind(')').and_then(|at| stat.get(at + 2..)) else {
-            continue;
-        };
-        let ticks: f64 = rest
-            .split(' ')
-            .skip(11)
-            .take(2)
-            .filter_map(|f| f.parse::<f64>().ok())
-            .sum();
-        cpu.insert(pid, ticks / 100.0);
+        if let Some(seconds) = stat_cpu_seconds(&path) {
+            cpu.insert(pid, seconds);
+        }
     }
     cpu
 }
