@@ -167,6 +167,18 @@ impl Stack {
         Self::start_tuned(env, &[], &[]).await
     }
 
+    /// The stack with every per-customer limit lifted (rate, open orders, holds), for tests
+    /// that drive a few customers hard; `relay_env` adds settings of the relay's own.
+    pub async fn start_unlimited(relay_env: &[(&str, &str)]) -> Self {
+        let rates = [
+            ("CTR_CUSTOMER_RATE", "100000".to_owned()),
+            ("CTR_CUSTOMER_BURST", "100000".to_owned()),
+        ];
+        let mut relay = vec![("CTR_MAX_OPEN_ORDERS_PER_CUSTOMER", "100000")];
+        relay.extend_from_slice(relay_env);
+        Self::start_tuned(&rates, &relay, &[("CTR_MAX_HOLDS_PER_CUSTOMER", "100000")]).await
+    }
+
     /// As [`Self::start_with`], with settings of the relay's own (`relay_env`) and of the
     /// domains' own (`domain_env`): each service refuses a setting it does not know.
     pub async fn start_tuned(

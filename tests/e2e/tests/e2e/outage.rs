@@ -35,16 +35,7 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 #[tokio::test]
 async fn a_long_payments_outage_with_a_relay_killed_during_it_ends_every_order_soon_after() {
     let _one_stack = crate::ONE_STACK.lock().await;
-    let rates = [
-        ("CTR_CUSTOMER_RATE", "100000".to_owned()),
-        ("CTR_CUSTOMER_BURST", "100000".to_owned()),
-    ];
-    let stack = Stack::start_tuned(
-        &rates,
-        &[("CTR_MAX_OPEN_ORDERS_PER_CUSTOMER", "100000")],
-        &[("CTR_MAX_HOLDS_PER_CUSTOMER", "100000")],
-    )
-    .await;
+    let stack = Stack::start_unlimited(&[]).await;
     let (total_before, spent_before) = points_total(&stack).await;
     let mut stash = Vec::new();
     while stash.len() < STASH {
