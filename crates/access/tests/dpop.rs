@@ -201,17 +201,15 @@ fn htu_is_compared_normalised_without_query_or_fragment() {
 #[test]
 fn keys_round_trip_and_prove() {
     let v = verifier();
-    let served = url("https://localhost:8443/x");
-    let now = 1_800_000_000;
+    let served = url(SERVED);
+    let now = NOW;
     for alg in [Algorithm::ES256, Algorithm::ES384] {
         let key = ProofKey::generate(alg).unwrap();
         let again = ProofKey::from_pem(key.pem()).unwrap();
         assert_eq!(again.thumbprint(), key.thumbprint());
         assert_eq!(again.algorithm(), alg);
         assert!(!format!("{key:?}").contains("PRIVATE"));
-        let proof = again
-            .proof_at("GET", "https://localhost:8443/x", Some("t"), now)
-            .unwrap();
+        let proof = again.proof_at("GET", SERVED, Some("t"), now).unwrap();
         let verified = v
             .verify(
                 &proof,
@@ -227,6 +225,19 @@ fn keys_round_trip_and_prove() {
         assert_eq!(verified.replay_key().len(), 64);
     }
     assert!(ProofKey::from_pem("not a key").is_err());
+}
+
+/// The resource several tests' proofs are made for, and when they are checked.
+const SERVED: &str = "https://localhost:8443/x";
+const NOW: i64 = 1_800_000_000;
+
+/// A POST to `served` carrying the access token `t`.
+fn post_to(served: &Url) -> ProofRequest<'_> {
+    ProofRequest {
+        method: "POST",
+        url: served,
+        access_token: Some("t"),
+    }
 }
 
 /// `proof` edited by `edit`, signed again by `key` or keeping its signature.
@@ -247,16 +258,10 @@ fn remove(value: &mut Value, name: &str) {
 fn hostile_proofs_are_refused_each_for_its_reason() {
     let v = verifier();
     let key = ProofKey::generate(Algorithm::ES256).unwrap();
-    let served = url("https://localhost:8443/x");
-    let now = 1_800_000_000;
-    let request = ProofRequest {
-        method: "POST",
-        url: &served,
-        access_token: Some("t"),
-    };
-    let good = key
-        .proof_at("POST", "https://localhost:8443/x", Some("t"), now)
-        .unwrap();
+    let served = url(SERVED);
+    let now = NOW;
+    let request = post_to(&served);
+    let good = key.proof_at("POST", SERVED, Some("t"), now).unwrap();
     assert!(v.verify(&good, &request, now).is_ok());
     // The re-signing helper itself makes proofs that pass.
     assert!(
@@ -392,13 +397,9 @@ fn a_coordinate_without_its_leading_zero_bytes_is_read_at_full_length() {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     let v = verifier();
-    let served = url("https://localhost:8443/x");
-    let now = 1_800_000_000;
-    let request = ProofRequest {
-        method: "POST",
-        url: &served,
-        access_token: Some("t"),
-    };
+    let served = url(SERVED);
+    let now = NOW;
+    let request = post_to(&served);
     let (key, member) = (0..20_000)
         .find_map(|_| {
             let key = ProofKey::generate(Algorithm::ES256).unwrap();
@@ -414,9 +415,7 @@ fn a_coordinate_without_its_leading_zero_bytes_is_read_at_full_length() {
                 .map(|member| (key, member))
         })
         .unwrap();
-    let good = key
-        .proof_at("POST", "https://localhost:8443/x", Some("t"), now)
-        .unwrap();
+    let good = key.proof_at("POST", SERVED, Some("t"), now).unwrap();
     let strip = |h: &mut Value| {
         let full = URL_SAFE_NO_PAD
             .decode(h["jwk"][member].as_str().unwrap())
@@ -453,21 +452,14 @@ fn a_header_verified_before_still_needs_its_keys_signature_and_carries_its_own_t
     // so its `jwk`) and signs with another key is refused as before, and two clients'
     // headers never share an entry.
     let v = verifier();
-    let served = url("https://localhost:8443/x");
-    let now = 1_800_000_000;
-    let request = ProofRequest {
-        method: "POST",
-        url: &served,
-        access_token: Some("t"),
-    };
+    let served = url(SERVED);
+    let now = NOW;
+    let request = post_to(&served);
     let (victim, thief) = (
         ProofKey::generate(Algorithm::ES256).unwrap(),
         ProofKey::generate(Algorithm::ES256).unwrap(),
     );
-    let proof = |key: &ProofKey| {
-        key.proof_at("POST", "https://localhost:8443/x", Some("t"), now)
-            .unwrap()
-    };
+    let proof = |key: &ProofKey| key.proof_at("POST", SERVED, Some("t"), now).unwrap();
     for _ in 0..2 {
         assert_eq!(
             v.verify(&proof(&victim), &request, now).unwrap().jkt,

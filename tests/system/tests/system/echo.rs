@@ -2,13 +2,25 @@
 //! values, keys, path segments, query or headers it was given (issue: input echoed into problem
 //! bodies). Every public endpoint is sent each marker in each place it can go.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ctr_system_tests::World;
 use reqwest::Method;
 use serde_json::json;
 
-/// A string the answers must not contain: a plain one (it passes as an id or a code) and one
-/// shaped like a token.
-const MARKERS: [&str; 2] = ["zqMarkerQz7", "eyJzcU1hcmtlciJ9.c2VjcmV0.zqMarkerSig"];
+/// The strings the answers must not contain: a plain one (it passes as an id or a code) and one
+/// shaped like a token, made as a compact JWS is (base64url header and payload, a signature).
+fn markers() -> [String; 2] {
+    let part = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+    [
+        "zqMarkerQz7".to_owned(),
+        format!(
+            "{}.{}.zqMarkerSig",
+            part(br#"{"sqMarker"}"#),
+            part(b"secret")
+        ),
+    ]
+}
 
 /// Request bodies with `@` where the marker goes (as a JSON string unless it stands alone
 /// between braces, where it is a key).
@@ -26,7 +38,8 @@ async fn no_problem_repeats_a_value_key_path_query_or_header_of_the_request() {
     let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
     let token = &tokens[0];
     let mut checked = 0;
-    for marker in MARKERS {
+    for marker in &markers() {
+        let marker = marker.as_str();
         let op = &order;
         let relay = &world.relay;
         let mut requests: Vec<(&reqwest::Client, Method, String, Option<String>)> = Vec::new();
