@@ -186,7 +186,22 @@ impl<L: Ledger> Engine<L> {
         self.store.transact(move |tx| op(tx, ledger)).await
     }
 
-    /// Applies the domain's rules and places a hold under a fresh `jti`, in one transaction.
+    /// [`Self::transact`], pipelined ([`Store::transact_pipelined`]): `op` may run twice.
+    async fn transact_pipelined<T: Send + 'static>(
+        &self,
+        op: impl for<'c> Fn(&'c mut Conn, Arc<L>) -> futures::future::BoxFuture<'c, Result<T, ApiError>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Result<T, ApiError> {
+        let ledger = self.ledger.clone();
+        self.store
+            .transact_pipelined(move |tx| op(tx, ledger.clone()))
+            .await
+    }
+
+    /// Applies the domain's rules and places a hold under a fresh `jti`, in one transaction
+    /// (on PostgreSQL one round trip, unless the ledger reads before it reserves).
     pub async fn hold(
         &self,
         order: &OrderProcessingId,
@@ -196,11 +211,13 @@ impl<L: Ledger> Engine<L> {
         let now = self.clock.now_secs();
         let rules = self.rules;
         let (order, customer) = (order.clone(), customer.clone());
-        self.transact(move |tx, ledger| {
+        let jti = Uuid::now_v7();
+        self.transact_pipelined(move |tx, ledger| {
+            let (order, customer, request) = (order.clone(), customer.clone(), request.clone());
             Box::pin(async move {
                 let hold = ledger.reserve(tx, &customer, request, now).await?;
                 let record = HoldRecord {
-                    jti: Uuid::now_v7(),
+                    jti,
                     order_processing_id: order,
                     customer_id: customer,
                     hold,
@@ -211,10 +228,11 @@ impl<L: Ledger> Engine<L> {
                 // Every hold costs a signature and keeps something from others until it ends:
                 // one customer may have only so many at once. The insert checks it; when it
                 // refuses, the rollback undoes the reservation.
-                let placed = query(
+                let place = query(
                     "INSERT INTO holds (jti, order_processing_id, customer_id, state, hold, expires_at) \
                      SELECT $1, $2, $3, $4, $5, $6 WHERE (SELECT COUNT(*) FROM holds \
-                     WHERE customer_id = $3 AND state = 'held' AND expires_at > $7) < $8",
+                     WHERE customer_id = $3 AND state = 'held' AND expires_at > $7) < $8 \
+                     RETURNING jti",
                 )
                 .bind(record.jti.to_string())
                 .bind(record.order_processing_id.as_str())
@@ -223,10 +241,8 @@ impl<L: Ledger> Engine<L> {
                 .bind(serde_json::to_string(&record.hold).map_err(ApiError::internal)?)
                 .bind(record.expires_at)
                 .bind(now)
-                .bind(rules.holds_per_customer)
-                .execute(tx)
-                .await?;
-                if placed != 1 {
+                .bind(rules.holds_per_customer);
+                if !tx.guarded(place, 1).await? {
                     let (held, first): (i64, Option<i64>) = query_as(
                         "SELECT COUNT(*), MIN(expires_at) FROM holds \
                          WHERE customer_id = $1 AND state = 'held' AND expires_at > $2",
@@ -283,8 +299,12 @@ impl<L: Ledger> Engine<L> {
         let now = self.clock.now_secs();
         let rules = self.rules;
         let (order, customer) = (order.clone(), customer.clone());
+        // Pipelined: the hold is read (one round trip), then its transition and the ledger's
+        // change travel with the COMMIT (another).
         let kept: Kept<Redemption<L::Hold>> = self
-            .transact(move |tx, ledger| {
+            .transact_pipelined(move |tx, ledger| {
+                let (order, customer, token_sha256) =
+                    (order.clone(), customer.clone(), token_sha256.clone());
                 Box::pin(async move {
                     let Some((mut record, issued)) = current(tx, &*ledger, rules, jti, now).await?
                     else {
@@ -620,16 +640,14 @@ async fn transition(
     forget_at: Option<i64>,
     redeemed_at: Option<i64>,
 ) -> Result<bool, ApiError> {
-    let moved = query(
+    let transition = query(
         "UPDATE holds SET state = $1, forget_at = $2, redeemed_at = COALESCE($3, redeemed_at) \
-         WHERE jti = $4 AND state = $5",
+         WHERE jti = $4 AND state = $5 RETURNING jti",
     )
     .bind(to.as_str())
     .bind(forget_at)
     .bind(redeemed_at)
     .bind(jti.to_string())
-    .bind(from.as_str())
-    .execute(tx)
-    .await?;
-    Ok(moved == 1)
+    .bind(from.as_str());
+    Ok(tx.guarded(transition, 1).await?)
 }

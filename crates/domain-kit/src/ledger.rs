@@ -29,7 +29,7 @@ pub trait Ledger: Send + Sync + 'static {
     const MIGRATIONS: &'static [Migration];
 
     /// The domain part of a confirmation request.
-    type Request: DeserializeOwned + utoipa::ToSchema + Send + 'static;
+    type Request: DeserializeOwned + utoipa::ToSchema + Clone + Send + Sync + 'static;
     /// What a hold reserved; stored with the hold and answered as the confirmation's summary.
     type Hold: Clone + Serialize + DeserializeOwned + utoipa::ToSchema + Send + Sync + 'static;
 

@@ -64,7 +64,7 @@ impl SeenProofs {
         Self {
             record: format!(
                 "INSERT INTO dpop_proofs (proof_key, expires_at) SELECT $1, $2 \
-                 WHERE $2 >= {now} ON CONFLICT (proof_key) DO NOTHING"
+                 WHERE $2 >= {now} ON CONFLICT (proof_key) DO NOTHING RETURNING 1"
             ),
             sweep: format!("DELETE FROM dpop_proofs WHERE expires_at < {now}"),
             now: format!("SELECT {now}"),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::postgres::Tx;
+use crate::postgres::{Guard, Tx};
 use crate::value::{FromRow, Param, Row, Value};
 use crate::{Backend, StoreError};
 
@@ -43,6 +43,14 @@ impl Conn {
         }
     }
 
+    /// Whether the operation runs pipelined ([`crate::Store::transact_pipelined`]).
+    pub fn pipelined(&self) -> bool {
+        match &self.inner {
+            Inner::Postgres(tx) => tx.pipelined(),
+            Inner::Sqlite(_) => false,
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         match self.inner {
             Inner::Sqlite(_) => Backend::Sqlite,
@@ -66,21 +74,41 @@ impl Conn {
         match &mut self.inner {
             Inner::Postgres(tx) if tx.can_defer() => {
                 crate::stats::statement();
-                tx.defer((statement.sql, statement.params));
+                tx.defer((statement.sql, statement.params), None);
                 Ok(())
             }
             _ => statement.execute(self).await.map(drop),
         }
     }
 
-    /// Runs `statement`, which must change exactly one row, as part of the transaction;
-    /// otherwise the transaction fails with [`StoreError::PreludeRefused`] and writes nothing.
-    /// On PostgreSQL it travels with the next statement (never with the COMMIT).
-    pub(crate) async fn defer_checked(&mut self, statement: Query) -> Result<(), StoreError> {
+    /// Runs `statement`, a write that should change exactly `rows` rows (PostgreSQL counts
+    /// the rows it answers: give it `RETURNING`), and answers whether it did.
+    ///
+    /// In a pipelined transaction ([`crate::Store::transact_pipelined`], PostgreSQL) it waits
+    /// for the COMMIT and answers `true` at once; the server checks the count, and if it
+    /// differs the whole transaction rolls back and the store runs the operation again,
+    /// unpipelined, where this answers the truth. So an operation reads the answer as it would
+    /// any other: `if !tx.guarded(...).await? { return Err(refusal) }`.
+    pub async fn guarded(&mut self, statement: Query, rows: u64) -> Result<bool, StoreError> {
+        match &mut self.inner {
+            Inner::Postgres(tx) if tx.pipelined() => {
+                crate::stats::statement();
+                tx.defer((statement.sql, statement.params), Some(Guard::Rows(rows)));
+                Ok(true)
+            }
+            _ => Ok(statement.execute(self).await? == rows),
+        }
+    }
+
+    /// Runs the request's prelude, which must change exactly one row, as part of the
+    /// transaction; otherwise the transaction fails with [`StoreError::PreludeRefused`] and
+    /// writes nothing. On PostgreSQL the server checks it, and it travels with the next
+    /// statement or the COMMIT.
+    pub(crate) async fn prelude(&mut self, statement: Query) -> Result<(), StoreError> {
         match &mut self.inner {
             Inner::Postgres(tx) => {
                 crate::stats::statement();
-                tx.defer_checked((statement.sql, statement.params));
+                tx.defer((statement.sql, statement.params), Some(Guard::Prelude));
                 Ok(())
             }
             Inner::Sqlite(_) => match statement.execute(self).await? {
@@ -90,15 +118,29 @@ impl Conn {
         }
     }
 
-    /// Sends the checked statements still waiting (PostgreSQL); answers whether one of them
-    /// changed no row, now or before.
-    pub(crate) async fn checked_refused(&mut self) -> bool {
-        match &mut self.inner {
-            Inner::Postgres(tx) => {
-                let flushed = tx.flush_checked().await;
-                tx.refused || matches!(flushed, Err(StoreError::PreludeRefused))
+    /// Runs `statement` as the transaction's last: on PostgreSQL it travels with what waits
+    /// and with the COMMIT, in one write, and its answer is the transaction's outcome (an error
+    /// means nothing was written). Nothing may run on `tx` after it, and the operation must
+    /// answer `Ok` unless this failed: on PostgreSQL the transaction has committed.
+    async fn run_last(
+        &mut self,
+        sql: Cow<'static, str>,
+        params: Vec<Param>,
+        rows: Option<usize>,
+    ) -> Result<(Vec<Row>, u64), StoreError> {
+        match (&mut self.inner, rows) {
+            (Inner::Postgres(tx), _) => {
+                crate::stats::statement();
+                let answer = tx
+                    .finish(Some((sql, params)))
+                    .await?
+                    .ok_or(StoreError::NoRow)?;
+                let mut answered = answer.rows;
+                answered.truncate(rows.unwrap_or(0));
+                Ok((answered, answer.changed))
             }
-            Inner::Sqlite(_) => false,
+            (Inner::Sqlite(_), None) => Ok((Vec::new(), self.execute(sql, params).await?)),
+            (Inner::Sqlite(_), Some(limit)) => Ok((self.fetch(sql, params, limit).await?, 0)),
         }
     }
 
@@ -226,6 +268,21 @@ impl Query {
         conn.fetch(self.sql, self.params, usize::MAX).await
     }
 
+    /// Runs it as the transaction's last statement: on PostgreSQL it travels with the
+    /// COMMIT, in one write (see [`Conn::defer`] for what else may). Nothing runs after it;
+    /// an error means the transaction wrote nothing.
+    pub async fn execute_last(self, conn: &mut Conn) -> Result<u64, StoreError> {
+        Ok(conn.run_last(self.sql, self.params, None).await?.1)
+    }
+
+    /// [`Self::fetch_all`] as the transaction's last statement ([`Self::execute_last`]).
+    pub async fn fetch_all_last(self, conn: &mut Conn) -> Result<Vec<Row>, StoreError> {
+        Ok(conn
+            .run_last(self.sql, self.params, Some(usize::MAX))
+            .await?
+            .0)
+    }
+
     pub async fn fetch_optional(self, conn: &mut Conn) -> Result<Option<Row>, StoreError> {
         Ok(conn.fetch(self.sql, self.params, 1).await?.pop())
     }
@@ -260,5 +317,30 @@ impl<R: FromRow> QueryAs<R> {
 
     pub async fn fetch_one(self, conn: &mut Conn) -> Result<R, StoreError> {
         R::from_row(self.query.fetch_one(conn).await?)
+    }
+
+    /// [`Self::fetch_all`] as the transaction's last statement ([`Query::execute_last`]).
+    pub async fn fetch_all_last(self, conn: &mut Conn) -> Result<Vec<R>, StoreError> {
+        self.query
+            .fetch_all_last(conn)
+            .await?
+            .into_iter()
+            .map(R::from_row)
+            .collect()
+    }
+
+    /// [`Self::fetch_optional`] as the transaction's last statement.
+    pub async fn fetch_optional_last(self, conn: &mut Conn) -> Result<Option<R>, StoreError> {
+        self.fetch_all_last(conn).await.map(|mut rows| {
+            rows.truncate(1);
+            rows.pop()
+        })
+    }
+
+    /// [`Self::fetch_one`] as the transaction's last statement.
+    pub async fn fetch_one_last(self, conn: &mut Conn) -> Result<R, StoreError> {
+        self.fetch_optional_last(conn)
+            .await?
+            .ok_or(StoreError::NoRow)
     }
 }

@@ -110,6 +110,12 @@ pub enum StoreError {
     /// The task's [`Prelude`] changed no row: the transaction wrote nothing.
     #[error("the request's prelude statement changed no row")]
     PreludeRefused,
+    /// A guarded write ([`Conn::guarded`]) changed other than the rows it should, in a
+    /// pipelined transaction: nothing was written.
+    #[error("a guarded write changed other than the rows it should")]
+    Unmet,
+    #[error("a statement ran after the transaction's last")]
+    Ended,
     #[error("a store operation waited for something other than its statements")]
     WouldWait,
     #[error("the statement answered no row")]
@@ -194,66 +200,114 @@ impl Store {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let Some((prelude, statement)) = prelude::take() else {
-            return self.transact_plain(op).await;
-        };
-        let refused = prelude.clone();
-        let result = self
-            .transact_plain(move |tx| {
-                Box::pin(async move {
-                    if let Err(error) = tx.defer_checked(statement).await {
-                        if matches!(error, StoreError::PreludeRefused) {
-                            refused.refused(); // SQLite: checked at once
-                        }
-                        return Err(error.into());
-                    }
-                    let result = op(tx).await;
-                    // PostgreSQL: checked with the operation's first statement, or now.
-                    if tx.checked_refused().await {
-                        refused.refused();
-                        return Err(StoreError::PreludeRefused.into());
-                    }
-                    result
-                })
-            })
-            .await;
-        match &result {
-            Ok(_) => prelude.committed(),
-            Err(_) => prelude.put_back(), // keeps `Refused` when that is why
-        }
-        result
+        self.run(op, false).await.0
     }
 
-    async fn transact_plain<T, E, F>(&self, op: F) -> Result<T, E>
+    /// [`Self::transact`] in as few round trips as the operation allows: on PostgreSQL its
+    /// [`Conn::guarded`] and [`Conn::defer`]red writes wait and travel with the COMMIT (and
+    /// its last statement, [`Query::execute_last`]), so an operation that reads no answer
+    /// before its last statement is one round trip. When a guarded write turns out to have
+    /// changed other than the rows it should, nothing was written, and `op` runs again,
+    /// unpipelined, to find out why; so `op` may run twice. On SQLite it is
+    /// [`Self::transact`].
+    pub async fn transact_pipelined<T, E, F>(&self, op: F) -> Result<T, E>
+    where
+        F: for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<T, E>> + Send + Sync + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        if self.backend() == Backend::Sqlite {
+            return self.transact(op).await;
+        }
+        let op = Arc::new(op);
+        let first = op.clone();
+        let (answer, unmet) = self.run(move |tx| first(tx), true).await;
+        if !unmet {
+            return answer;
+        }
+        stats::rerun();
+        self.transact(move |tx| op(tx)).await
+    }
+
+    /// Runs `op` as one transaction with the task's prelude, if any; answers also whether a
+    /// guard of `op`'s failed (PostgreSQL, `pipelined`).
+    async fn run<T, E, F>(&self, op: F, pipelined: bool) -> (Result<T, E>, bool)
     where
         F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
         stats::transaction();
-        match &self.engine {
-            Engine::Sqlite(writer) => writer.transact(op).await,
+        let taken = prelude::take();
+        let statement = taken.as_ref().map(|(_, statement)| statement.clone());
+        let (result, refused, unmet) = match &self.engine {
+            Engine::Sqlite(writer) => {
+                let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let noticed = refused.clone();
+                let result = writer
+                    .transact(move |tx| {
+                        Box::pin(async move {
+                            if let Some(statement) = statement
+                                && let Err(error) = tx.prelude(statement).await
+                            {
+                                if matches!(error, StoreError::PreludeRefused) {
+                                    noticed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                }
+                                return Err(error.into());
+                            }
+                            op(tx).await
+                        })
+                    })
+                    .await;
+                (
+                    result,
+                    refused.load(std::sync::atomic::Ordering::Relaxed),
+                    false,
+                )
+            }
             Engine::Postgres(pool) => {
-                let client = postgres::connection(pool).await?;
-                let mut conn = Conn::postgres(postgres::Tx::transaction(client));
-                let result = op(&mut conn).await;
-                let Some(tx) = conn.into_postgres() else {
-                    return Err(StoreError::Closed.into());
-                };
-                match result {
-                    Ok(answer) => {
-                        tx.commit(pool).await?;
-                        Ok(answer)
+                let client = match postgres::connection(pool).await {
+                    Ok(client) => client,
+                    Err(error) => {
+                        if let Some((prelude, _)) = &taken {
+                            prelude.put_back();
+                        }
+                        return (Err(error.into()), false);
                     }
+                };
+                let mut conn =
+                    Conn::postgres(postgres::Tx::transaction(client, pool.clone(), pipelined));
+                if let Some(statement) = statement {
+                    // Never fails on PostgreSQL: it waits for the next write.
+                    let _ = conn.prelude(statement).await;
+                }
+                let result = op(&mut conn).await;
+                let Some(mut tx) = conn.into_postgres() else {
+                    return (Err(StoreError::Closed.into()), false);
+                };
+                let result = match result {
+                    Ok(answer) => tx.commit().await.map(|()| answer).map_err(E::from),
                     Err(error) => {
                         // Closing the connection would roll back too; asking keeps it for
                         // its next user.
                         tx.rollback().await;
                         Err(error)
                     }
-                }
+                };
+                (result, tx.refused, tx.unmet)
+            }
+        };
+        if let Some((prelude, _)) = taken {
+            match (&result, refused) {
+                (_, true) => prelude.refused(),
+                (Ok(_), false) => prelude.committed(),
+                (Err(_), false) => prelude.put_back(),
             }
         }
+        if refused {
+            return (Err(StoreError::PreludeRefused.into()), false);
+        }
+        (result, unmet && !refused)
     }
 
     /// One statement on its own (on PostgreSQL in autocommit, one round trip; on SQLite a
@@ -264,7 +318,7 @@ impl Store {
         T: Send + 'static,
     {
         if prelude::pending() {
-            // The request's prelude makes this statement a transaction.
+            // The request's prelude makes this statement a transaction, still one write.
             return self.transact(op).await;
         }
         stats::transaction();
@@ -273,7 +327,7 @@ impl Store {
             Engine::Postgres(pool) => {
                 stats::commit();
                 let client = postgres::connection(pool).await?;
-                let mut conn = Conn::postgres(postgres::Tx::autocommit(client));
+                let mut conn = Conn::postgres(postgres::Tx::autocommit(client, pool.clone()));
                 op(&mut conn).await
             }
         }
@@ -281,7 +335,8 @@ impl Store {
 
     /// One statement on its own; answers how many rows it changed.
     pub async fn execute(&self, statement: Query) -> Result<u64, StoreError> {
-        self.single(move |tx| Box::pin(statement.execute(tx))).await
+        self.single(move |tx| Box::pin(statement.execute_last(tx)))
+            .await
     }
 
     /// One query on its own.
@@ -289,7 +344,7 @@ impl Store {
         &self,
         statement: QueryAs<R>,
     ) -> Result<Vec<R>, StoreError> {
-        self.single(move |tx| Box::pin(statement.fetch_all(tx)))
+        self.single(move |tx| Box::pin(statement.fetch_all_last(tx)))
             .await
     }
 
@@ -298,7 +353,7 @@ impl Store {
         &self,
         statement: QueryAs<R>,
     ) -> Result<Option<R>, StoreError> {
-        self.single(move |tx| Box::pin(statement.fetch_optional(tx)))
+        self.single(move |tx| Box::pin(statement.fetch_optional_last(tx)))
             .await
     }
 
@@ -307,7 +362,7 @@ impl Store {
         &self,
         statement: QueryAs<R>,
     ) -> Result<R, StoreError> {
-        self.single(move |tx| Box::pin(statement.fetch_one(tx)))
+        self.single(move |tx| Box::pin(statement.fetch_one_last(tx)))
             .await
     }
 

@@ -83,82 +83,175 @@ enum State {
     NotBegun,
     /// Begun; the transaction's id once it has one.
     Begun(Option<i64>),
+    /// Ended by its last statement ([`Tx::finish`]): nothing more runs on it.
+    Ended,
+}
+
+/// A statement that must change (or answer) exactly so many rows, checked by the server: it
+/// runs wrapped in a query that fails when the count differs, so that the transaction is
+/// aborted there and a COMMIT sent behind it, in the same write, rolls back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Guard {
+    /// The request's prelude (one row).
+    Prelude,
+    /// The operation's own ([`crate::Conn::guarded`]).
+    Rows(u64),
+}
+
+impl Guard {
+    fn rows(self) -> u64 {
+        match self {
+            Self::Prelude => 1,
+            Self::Rows(rows) => rows,
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Self::Prelude => "ctr-guard:prelude",
+            Self::Rows(_) => "ctr-guard:rows",
+        }
+    }
+
+    /// `statement` wrapped so that the server fails it, naming the guard, unless it answers
+    /// exactly the expected rows. (The cast of a column, not of a constant, so the planner
+    /// cannot evaluate it ahead of the rows.)
+    fn wrap(self, (sql, mut params): Statement) -> Statement {
+        let count = params.len() + 1;
+        params.push(Param::Int(Some(
+            i64::try_from(self.rows()).unwrap_or(i64::MAX),
+        )));
+        let sql = format!(
+            "WITH ctr_guarded AS ({sql}) SELECT CAST(CASE WHEN COUNT(*) = ${count} \
+             THEN '0' ELSE '{}' END AS BIGINT) FROM ctr_guarded",
+            self.tag()
+        );
+        (Cow::Owned(sql), params)
+    }
+
+    /// Whether `error` is this guard's refusal.
+    fn refused(self, error: &StoreError) -> bool {
+        let StoreError::Postgres(error) = error else {
+            return false;
+        };
+        error.as_db_error().is_some_and(|db| {
+            *db.code() == tokio_postgres::error::SqlState::INVALID_TEXT_REPRESENTATION
+                && db.message().contains(self.tag())
+        })
+    }
+}
+
+/// A write waiting to travel with the next statement or the COMMIT.
+struct Pending {
+    statement: Statement,
+    guard: Option<Guard>,
 }
 
 /// A pooled connection running one operation: a transaction, or one statement in autocommit.
 pub(crate) struct Tx {
     client: Option<Object>,
+    /// For asking about a COMMIT whose answer was lost.
+    pool: Pool,
     state: State,
-    deferred: Vec<Statement>,
-    /// Statements that must change exactly one row ([`crate::Conn::defer_checked`]): sent
-    /// with the next statement, never with the COMMIT.
-    checked: Vec<Statement>,
-    /// A checked statement changed no row.
+    /// Guarded writes wait for the COMMIT and answer at once ([`crate::Conn::guarded`]);
+    /// deferred writes wait even before the transaction has an id.
+    pipelined: bool,
+    deferred: Vec<Pending>,
+    /// The prelude's guard failed: the transaction wrote nothing.
     pub(crate) refused: bool,
+    /// An operation's guard failed: the transaction wrote nothing.
+    pub(crate) unmet: bool,
 }
 
 impl Tx {
-    pub(crate) fn transaction(client: Object) -> Self {
+    pub(crate) fn transaction(client: Object, pool: Pool, pipelined: bool) -> Self {
         Self {
             client: Some(client),
+            pool,
             state: State::NotBegun,
+            pipelined,
             deferred: Vec::new(),
-            checked: Vec::new(),
             refused: false,
+            unmet: false,
         }
     }
 
-    pub(crate) fn autocommit(client: Object) -> Self {
-        Self {
-            client: Some(client),
-            state: State::Autocommit,
-            deferred: Vec::new(),
-            checked: Vec::new(),
-            refused: false,
-        }
+    pub(crate) fn autocommit(client: Object, pool: Pool) -> Self {
+        let mut tx = Self::transaction(client, pool, false);
+        tx.state = State::Autocommit;
+        tx
+    }
+
+    pub(crate) fn pipelined(&self) -> bool {
+        self.pipelined
     }
 
     fn client(&self) -> Result<&ClientWrapper, StoreError> {
+        if self.state == State::Ended {
+            return Err(StoreError::Ended);
+        }
         self.client.as_deref().ok_or(StoreError::Closed)
     }
 
-    /// Whether a deferred statement may wait for the COMMIT: only once the transaction has an
-    /// id, so that a COMMIT whose answer is lost can still be settled.
+    /// Whether a deferred statement may wait for the COMMIT: in a pipelined transaction
+    /// always; otherwise only once the transaction has an id, so that a COMMIT whose answer is
+    /// lost can still be settled.
     pub(crate) fn can_defer(&self) -> bool {
-        matches!(self.state, State::Begun(Some(_)))
+        self.pipelined || matches!(self.state, State::Begun(Some(_)))
     }
 
-    pub(crate) fn defer(&mut self, statement: Statement) {
-        self.deferred.push(statement);
+    pub(crate) fn defer(&mut self, statement: Statement, guard: Option<Guard>) {
+        self.deferred.push(Pending { statement, guard });
     }
 
-    pub(crate) fn defer_checked(&mut self, statement: Statement) {
-        self.checked.push(statement);
-    }
-
-    /// Sends the checked statements still waiting, if any (one round trip).
-    pub(crate) async fn flush_checked(&mut self) -> Result<(), StoreError> {
-        if self.checked.is_empty() {
-            return Ok(());
-        }
-        self.flush().await
-    }
-
-    /// Sends what waits (`BEGIN`, checked and deferred statements) now, behind a no-op.
+    /// Sends what waits (`BEGIN`, deferred statements) now, behind a no-op.
     async fn flush(&mut self) -> Result<(), StoreError> {
         self.run((Cow::Borrowed("SELECT 1"), Vec::new()))
             .await
             .map(drop)
     }
 
+    /// The deferred statements as sent: guarded ones wrapped.
+    fn take_deferred(&mut self) -> (Vec<Statement>, Vec<Option<Guard>>) {
+        std::mem::take(&mut self.deferred)
+            .into_iter()
+            .map(|p| match p.guard {
+                Some(guard) => (guard.wrap(p.statement), Some(guard)),
+                None => (p.statement, None),
+            })
+            .unzip()
+    }
+
+    /// The first failure among the answers to deferred statements, a guard's named as such.
+    fn judge(
+        &mut self,
+        guards: &[Option<Guard>],
+        answers: Vec<Result<Answer, StoreError>>,
+    ) -> Result<(), StoreError> {
+        for (guard, answer) in guards.iter().zip(answers) {
+            let Err(error) = answer else { continue };
+            return Err(match guard {
+                Some(guard) if guard.refused(&error) => {
+                    if *guard == Guard::Prelude {
+                        self.refused = true;
+                        StoreError::PreludeRefused
+                    } else {
+                        self.unmet = true;
+                        StoreError::Unmet
+                    }
+                }
+                _ => error,
+            });
+        }
+        Ok(())
+    }
+
     /// Runs `statement`, pipelined behind what must go before it (`BEGIN`, deferred
     /// statements) and followed by the transaction-id query while there is no id yet.
     pub(crate) async fn run(&mut self, statement: Statement) -> Result<Answer, StoreError> {
         let state = self.state;
-        let checked = std::mem::take(&mut self.checked);
-        let mut deferred = std::mem::take(&mut self.deferred);
-        let first_unchecked = checked.len();
-        deferred.splice(0..0, checked);
+        self.client()?;
+        let (deferred, guards) = self.take_deferred();
         let client = self.client()?;
         let ask_xid = matches!(state, State::NotBegun | State::Begun(None));
         let xid_query: Statement = (Cow::Borrowed(XID), Vec::new());
@@ -183,7 +276,7 @@ impl Tx {
         let xid = prepared.next().map(|p| send(client, p, &[]));
         let (began, before, answer, xid) = futures::join!(
             OptionFuture::from(begin),
-            try_join_all(before),
+            futures::future::join_all(before),
             main,
             OptionFuture::from(xid)
         );
@@ -191,76 +284,148 @@ impl Tx {
             self.state = State::Begun(None);
         }
         began.transpose()?;
-        let before = before?;
-        if before[..first_unchecked].iter().any(|a| a.changed != 1) {
-            self.refused = true;
-            return Err(StoreError::PreludeRefused);
-        }
+        self.judge(&guards, before)?;
         let answer = answer?;
-        if let Some(xid) = xid.transpose()? {
-            let id = xid.rows.first().and_then(|row| match row.0.first() {
-                Some(Value::Int(id)) => Some(*id),
-                _ => None,
-            });
-            if id.is_some() {
-                self.state = State::Begun(id);
-            }
+        if let Some(id) = xid.transpose()?.and_then(|xid| first_int(&xid)) {
+            self.state = State::Begun(Some(id));
         }
         Ok(answer)
     }
 
     /// Runs `sql` (statements without parameters) in the transaction (migrations), after
-    /// what waits for it (`BEGIN`, checked and deferred statements).
+    /// what waits for it (`BEGIN`, deferred statements).
     pub(crate) async fn script(&mut self, sql: &str) -> Result<(), StoreError> {
-        if self.state == State::NotBegun || !self.deferred.is_empty() || !self.checked.is_empty() {
+        if self.state == State::NotBegun || !self.deferred.is_empty() {
             self.flush().await?;
         }
         stats::round_trip();
         Ok(self.client()?.batch_execute(sql).await?)
     }
 
-    /// Commits, with the deferred statements in the same write, and tells the truth when the
-    /// COMMIT's answer is lost (see [`settle`]). A transaction that sent nothing has nothing
-    /// to commit.
-    pub(crate) async fn commit(mut self, pool: &Pool) -> Result<(), StoreError> {
-        // Checked statements never ride with the COMMIT: their check decides it.
-        self.flush_checked().await?;
-        let deferred = std::mem::take(&mut self.deferred);
-        // Nothing is deferred before the transaction has an id (`can_defer`).
-        let State::Begun(xid) = self.state else {
-            return Ok(());
-        };
+    /// Commits (see [`Self::finish`]). A transaction that sent nothing has nothing to commit;
+    /// one that ended with its last statement has committed already.
+    pub(crate) async fn commit(&mut self) -> Result<(), StoreError> {
+        match self.state {
+            State::Ended | State::Autocommit => Ok(()),
+            State::NotBegun if self.deferred.is_empty() => {
+                self.state = State::Autocommit;
+                Ok(())
+            }
+            _ => self.finish(None).await.map(drop),
+        }
+    }
+
+    /// Ends the transaction in one write: `BEGIN` if not sent yet, the transaction-id query
+    /// if there is no id yet, the deferred statements, `last` if any, and `COMMIT`. Answers
+    /// what `last` answered.
+    ///
+    /// A guard that fails, or a statement, aborts the transaction on the server, and the
+    /// COMMIT behind it rolls back: the caller is told why. When the answers are lost with the
+    /// connection, the server is asked what became of the transaction (see [`settle`]); if the
+    /// id's own answer was lost too, the outcome is [`StoreError::CommitUnknown`].
+    pub(crate) async fn finish(
+        &mut self,
+        last: Option<Statement>,
+    ) -> Result<Option<Answer>, StoreError> {
+        let state = self.state;
+        if state == State::Autocommit {
+            let Some(last) = last else { return Ok(None) };
+            return self.run(last).await.map(Some);
+        }
+        self.client()?;
+        let (deferred, guards) = self.take_deferred();
         let client = self.client()?;
-        let prepared = prepare(client, &deferred.iter().collect::<Vec<_>>()).await?;
+        let xid_query: Statement = (Cow::Borrowed(ASSIGN_XID), Vec::new());
+        let known_xid = match state {
+            State::Begun(Some(xid)) => Some(xid),
+            _ => None,
+        };
+        // A read-only transaction has nothing to settle: no id is asked, none is assigned.
+        let ask_xid = known_xid.is_none() && (!deferred.is_empty() || last.is_some());
+        let mut all: Vec<&Statement> = Vec::new();
+        if ask_xid {
+            all.push(&xid_query);
+        }
+        all.extend(deferred.iter());
+        all.extend(last.iter());
+        let mut prepared = prepare(client, &all).await?.into_iter();
         stats::round_trip();
         stats::commit();
+        let begin = (state == State::NotBegun).then(|| client.batch_execute("BEGIN"));
+        let xid = match ask_xid {
+            true => Some(send(
+                client,
+                prepared.next().ok_or(StoreError::Closed)?,
+                &[],
+            )),
+            false => None,
+        };
         let before: Vec<_> = deferred
             .iter()
-            .zip(prepared)
+            .zip(prepared.by_ref())
             .map(|(s, p)| send(client, p, &s.1))
             .collect();
-        let (before, committed) =
-            futures::join!(try_join_all(before), client.batch_execute("COMMIT"));
-        // The server's verdict on a deferred statement comes before the COMMIT's: one that
-        // failed made the COMMIT a ROLLBACK.
-        let outcome = match (before, committed) {
-            (Err(error), _) => Err(error),
-            (Ok(_), Ok(())) => Ok(()),
-            // The server answered: its word is final.
-            (Ok(_), Err(error)) if error.as_db_error().is_some() => Err(error.into()),
-            (Ok(_), Err(error)) => match xid {
-                Some(xid) => settle(pool, xid, error).await,
-                None => Err(error.into()),
-            },
+        let main = match &last {
+            Some(last) => Some(send(
+                client,
+                prepared.next().ok_or(StoreError::Closed)?,
+                &last.1,
+            )),
+            None => None,
         };
-        if outcome.is_ok() {
-            self.state = State::Autocommit; // ended: the connection goes back to the pool
+        let (began, xid, before, answer, committed) = futures::join!(
+            OptionFuture::from(begin),
+            OptionFuture::from(xid),
+            futures::future::join_all(before),
+            OptionFuture::from(main),
+            client.batch_execute("COMMIT")
+        );
+        // Whatever is answered now, the transaction is over on the server, or the connection is.
+        self.state = State::Ended;
+        let xid = known_xid.or_else(|| {
+            xid.as_ref()
+                .and_then(|x| x.as_ref().ok())
+                .and_then(first_int)
+        });
+        // The server's verdicts come in the order sent; the first failure decides. One that
+        // failed made the COMMIT a ROLLBACK.
+        let verdict = (|| {
+            began.transpose()?;
+            self.judge(&guards, before)?;
+            answer.transpose()
+        })();
+        match (verdict, committed) {
+            (Ok(answer), Ok(())) => Ok(answer),
+            // The server answered: its word is final.
+            (Err(error), _) if !lost(&error) => Err(error),
+            (Ok(_), Err(error)) if error.as_db_error().is_some() => Err(error.into()),
+            // The connection broke: the answers after the break are lost.
+            (verdict, committed) => {
+                let error = match committed {
+                    Err(error) => StoreError::from(error),
+                    Ok(()) => verdict.as_ref().err().map_or(StoreError::Closed, |e| {
+                        StoreError::Unavailable(e.to_string())
+                    }),
+                };
+                let Some(xid) = xid else {
+                    return Err(StoreError::CommitUnknown(format!(
+                        "{error}; the transaction's id was lost with it"
+                    )));
+                };
+                settle(&self.pool, xid, error).await?;
+                // Committed: what `last` answered is known only if its answer arrived.
+                match verdict {
+                    Ok(answer) => Ok(answer),
+                    Err(_) => Err(StoreError::CommitUnknown(format!(
+                        "transaction {xid} committed, but its answer was lost"
+                    ))),
+                }
+            }
         }
-        outcome
     }
 
     /// Rolls back what was sent (nothing when nothing was).
-    pub(crate) async fn rollback(mut self) {
+    pub(crate) async fn rollback(&mut self) {
         if matches!(self.state, State::Begun(_))
             && let Ok(client) = self.client()
         {
@@ -272,7 +437,23 @@ impl Tx {
         if self.state == State::NotBegun {
             self.state = State::Autocommit;
         }
+        self.deferred.clear();
     }
+}
+
+/// Whether `error` is the connection's loss rather than the server's answer.
+fn lost(error: &StoreError) -> bool {
+    match error {
+        StoreError::Postgres(error) => error.as_db_error().is_none(),
+        _ => false,
+    }
+}
+
+fn first_int(answer: &Answer) -> Option<i64> {
+    answer.rows.first().and_then(|row| match row.0.first() {
+        Some(Value::Int(id)) => Some(*id),
+        _ => None,
+    })
 }
 
 impl Drop for Tx {
@@ -290,6 +471,9 @@ impl Drop for Tx {
 
 /// The transaction's id, once it has one.
 const XID: &str = "SELECT txid_current_if_assigned()";
+/// The transaction's id, assigned now if it has none: asked first in a transaction's one
+/// write, so that a lost COMMIT can be settled whenever this answer arrived.
+const ASSIGN_XID: &str = "SELECT txid_current()";
 
 /// `statements` prepared on `client`: those it prepared before from its cache, the others
 /// together, in one round trip.
@@ -384,7 +568,7 @@ fn decode(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
 /// is looked up with `txid_status` on another connection, so a transaction that committed is
 /// answered as committed and one that did not as failed. Only when the server cannot be asked
 /// either is the outcome [`StoreError::CommitUnknown`].
-async fn settle(pool: &Pool, xid: i64, error: tokio_postgres::Error) -> Result<(), StoreError> {
+async fn settle(pool: &Pool, xid: i64, error: StoreError) -> Result<(), StoreError> {
     // The server may still be finishing the COMMIT it was sent: ask until it has decided.
     for _ in 0..50 {
         let asked = async {
@@ -397,7 +581,7 @@ async fn settle(pool: &Pool, xid: i64, error: tokio_postgres::Error) -> Result<(
                 tracing::warn!(%error, xid, "the COMMIT's answer was lost; the transaction committed");
                 return Ok(());
             }
-            Ok(Some(status)) if status == "aborted" => return Err(error.into()),
+            Ok(Some(status)) if status == "aborted" => return Err(error),
             Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             Err(asked) => {
                 return Err(StoreError::CommitUnknown(format!(

@@ -8,6 +8,7 @@ static TRANSACTIONS: AtomicU64 = AtomicU64::new(0);
 static STATEMENTS: AtomicU64 = AtomicU64::new(0);
 static COMMITS: AtomicU64 = AtomicU64::new(0);
 static ROUND_TRIPS: AtomicU64 = AtomicU64::new(0);
+static RERUNS: AtomicU64 = AtomicU64::new(0);
 
 /// Counts since the process started, over every store it opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -20,6 +21,8 @@ pub struct StoreStats {
     pub commits: u64,
     /// Round trips to a PostgreSQL server (none on SQLite).
     pub round_trips: u64,
+    /// Pipelined operations run again because a guarded write did not hold.
+    pub reruns: u64,
 }
 
 impl std::ops::Sub for StoreStats {
@@ -31,6 +34,7 @@ impl std::ops::Sub for StoreStats {
             statements: self.statements.saturating_sub(before.statements),
             commits: self.commits.saturating_sub(before.commits),
             round_trips: self.round_trips.saturating_sub(before.round_trips),
+            reruns: self.reruns.saturating_sub(before.reruns),
         }
     }
 }
@@ -41,6 +45,7 @@ pub fn stats() -> StoreStats {
         statements: STATEMENTS.load(Ordering::Relaxed),
         commits: COMMITS.load(Ordering::Relaxed),
         round_trips: ROUND_TRIPS.load(Ordering::Relaxed),
+        reruns: RERUNS.load(Ordering::Relaxed),
     }
 }
 
@@ -58,4 +63,8 @@ pub(crate) fn commit() {
 
 pub(crate) fn round_trip() {
     ROUND_TRIPS.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) fn rerun() {
+    RERUNS.fetch_add(1, Ordering::Relaxed);
 }

@@ -55,7 +55,7 @@ pub struct Coupons {
 }
 
 /// Coupons: the code, and the order total the discount is computed on.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct CouponRequest {
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     coupon_code: String,
@@ -109,10 +109,10 @@ impl Coupons {
         .transpose()
     }
 
-    /// Moves the counters of `code` by one update; answers whether its condition held.
+    /// Moves the counters of `code` by one update; answers whether its condition held
+    /// (pipelined, the server checks: see [`Conn::guarded`]).
     async fn count(conn: &mut Conn, sql: &'static str, code: &str) -> Result<bool, ApiError> {
-        let moved = query(sql).bind(code).execute(conn).await?;
-        Ok(moved == 1)
+        Ok(conn.guarded(query(sql).bind(code), 1).await?)
     }
 }
 impl Coupon {
@@ -247,7 +247,7 @@ impl Ledger for Coupons {
         let reserved = Self::count(
             conn,
             "UPDATE coupons SET reserved = reserved + 1 \
-             WHERE code = $1 AND uses + reserved < max_uses",
+             WHERE code = $1 AND uses + reserved < max_uses RETURNING code",
             &code,
         )
         .await?;
@@ -269,7 +269,8 @@ impl Ledger for Coupons {
     ) -> Result<(), ApiError> {
         Self::count(
             conn,
-            "UPDATE coupons SET reserved = reserved - 1 WHERE code = $1 AND reserved > 0",
+            "UPDATE coupons SET reserved = reserved - 1 WHERE code = $1 AND reserved > 0 \
+             RETURNING code",
             &hold.coupon_code,
         )
         .await
@@ -285,7 +286,7 @@ impl Ledger for Coupons {
         let used = Self::count(
             conn,
             "UPDATE coupons SET reserved = reserved - 1, uses = uses + 1 \
-             WHERE code = $1 AND reserved > 0",
+             WHERE code = $1 AND reserved > 0 RETURNING code",
             &hold.coupon_code,
         )
         .await?;
@@ -304,7 +305,7 @@ impl Ledger for Coupons {
     ) -> Result<(), ApiError> {
         Self::count(
             conn,
-            "UPDATE coupons SET uses = uses - 1 WHERE code = $1 AND uses > 0",
+            "UPDATE coupons SET uses = uses - 1 WHERE code = $1 AND uses > 0 RETURNING code",
             &hold.coupon_code,
         )
         .await

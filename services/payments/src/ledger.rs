@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use axum::http::StatusCode;
-use ctr_domain_kit::{CustomerId, HoldState, Ledger, from_sql, reference};
+use ctr_domain_kit::{CustomerId, HoldState, Ledger, from_sql, reference, to_sql};
 use ctr_money::{Currency, Money};
 use ctr_service_kit::ApiError;
 use ctr_store::{Conn, Migration, StoreError, query, query_as};
@@ -38,7 +38,7 @@ pub struct Payments {
 }
 
 /// Payments: the payment method, and the amount to authorize.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct PaymentRequest {
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     payment_method_id: String,
@@ -138,6 +138,23 @@ impl Ledger for Payments {
     ) -> Result<PaymentHold, ApiError> {
         let id = reference("payment_method_id", &request.payment_method_id)?;
         let amount = request.amount;
+        if conn.pipelined() && amount.amount > 0 {
+            // The method's rules, checked by the server with the COMMIT: when they do not
+            // hold, this runs again unpipelined and says which one failed.
+            let fits = query(
+                "SELECT id FROM payment_methods WHERE id = $1 AND customer_id = $2 \
+                 AND currency = $3 AND limit_amount >= $4",
+            )
+            .bind(id.clone())
+            .bind(customer.as_str())
+            .bind(amount.currency.as_str())
+            .bind(to_sql(amount.amount)?);
+            conn.guarded(fits, 1).await?;
+            return Ok(PaymentHold {
+                payment_method_id: id,
+                amount,
+            });
+        }
         // A method of another customer is answered like an unknown one: ids do not leak.
         let method = self
             .method(conn, &id)
@@ -195,6 +212,12 @@ impl Ledger for Payments {
         _customer: &CustomerId,
         hold: &PaymentHold,
     ) -> Result<(), ApiError> {
+        let captures =
+            query("SELECT id FROM payment_methods WHERE id = $1 AND declines_at_capture = 0")
+                .bind(hold.payment_method_id.clone());
+        if conn.guarded(captures, 1).await? {
+            return Ok(());
+        }
         match self.method(conn, &hold.payment_method_id).await? {
             Some(method) if method.declines_at_capture => Err(ApiError::new(
                 StatusCode::PAYMENT_REQUIRED,

@@ -33,7 +33,7 @@ pub struct Points {
 }
 
 /// Points: how many, and the currency they pay in (the order's).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct PointsRequest {
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     points: u64,
@@ -89,19 +89,16 @@ impl Points {
         ApiError::not_found("customer-not-found", "the customer has no points account")
     }
 
-    /// Moves `points` of `customer` by one update whose condition guards the balance.
+    /// Moves `points` of `customer` by one update whose condition guards the balance;
+    /// answers whether it held (pipelined, the server checks: see [`Conn::guarded`]).
     async fn shift(
         conn: &mut Conn,
         sql: &'static str,
         customer: &CustomerId,
         points: u64,
     ) -> Result<bool, ApiError> {
-        let moved = query(sql)
-            .bind(to_sql(points)?)
-            .bind(customer.as_str())
-            .execute(conn)
-            .await?;
-        Ok(moved == 1)
+        let shift = query(sql).bind(to_sql(points)?).bind(customer.as_str());
+        Ok(conn.guarded(shift, 1).await?)
     }
 }
 
@@ -174,7 +171,7 @@ impl Ledger for Points {
         let held = Self::shift(
             conn,
             "UPDATE balances SET available = available - $1, held = held + $1 \
-             WHERE customer_id = $2 AND available >= $1",
+             WHERE customer_id = $2 AND available >= $1 RETURNING customer_id",
             customer,
             points,
         )
@@ -208,7 +205,7 @@ impl Ledger for Points {
         Self::shift(
             conn,
             "UPDATE balances SET held = held - $1, available = available + $1 \
-             WHERE customer_id = $2 AND held >= $1",
+             WHERE customer_id = $2 AND held >= $1 RETURNING customer_id",
             customer,
             hold.points,
         )
@@ -225,7 +222,7 @@ impl Ledger for Points {
         let spent = Self::shift(
             conn,
             "UPDATE balances SET held = held - $1, spent = spent + $1 \
-             WHERE customer_id = $2 AND held >= $1",
+             WHERE customer_id = $2 AND held >= $1 RETURNING customer_id",
             customer,
             hold.points,
         )
@@ -246,7 +243,7 @@ impl Ledger for Points {
         Self::shift(
             conn,
             "UPDATE balances SET spent = spent - $1, available = available + $1 \
-             WHERE customer_id = $2 AND spent >= $1",
+             WHERE customer_id = $2 AND spent >= $1 RETURNING customer_id",
             customer,
             hold.points,
         )

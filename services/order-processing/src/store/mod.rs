@@ -352,13 +352,15 @@ impl OrderStore {
         claim: &mut Claim,
     ) -> Result<Result<(), usize>, WriteError> {
         self.before(SagaOp::Admit)?;
-        let start = query_as::<(i64,)>(self.sql.admit.clone())
+        let start = query(self.sql.admit.clone())
             .bind(self.lease_ms)
             .bind(order.id.as_str())
             .bind(claim.generation);
+        let started = query_as::<(i64,)>("SELECT checkout_started_ms FROM orders WHERE id = $1")
+            .bind(order.id.as_str());
         // One statement consumes every token; the rows it answers are the ones that were new.
         // (The relay admits 1 to `max_tokens` tokens: the statement is never empty.)
-        let mut consume = query_as::<(String, String)>(format!(
+        let mut consume = query(format!(
             "INSERT INTO replay (iss, jti, forget_at) VALUES {} \
              ON CONFLICT (iss, jti) DO NOTHING RETURNING iss, jti",
             placeholders(tokens.len(), 3)
@@ -401,7 +403,7 @@ impl OrderStore {
         }
         /// A replay rolls the transaction back: the other tokens stay unconsumed.
         enum Refused {
-            Replayed(usize),
+            Replayed,
             Write(WriteError),
         }
         impl From<StoreError> for Refused {
@@ -409,34 +411,31 @@ impl OrderStore {
                 Self::Write(error.into())
             }
         }
+        let fresh = u64::try_from(tokens.len()).unwrap_or(u64::MAX);
+        // The tokens consumed, the log written and the claim renewed in one write (on
+        // PostgreSQL one round trip): each write holds, or none is kept. The fence goes last
+        // so that every fenced write takes the steps' rows before the order's.
         let admitted: Result<i64, Refused> = self
             .store
-            .transact(move |tx| {
+            .transact_pipelined(move |tx| {
+                let (consume, log, start, started) =
+                    (consume.clone(), log.clone(), start.clone(), started.clone());
                 Box::pin(async move {
-                    let Some((started_ms,)) = start.fetch_optional(tx).await? else {
-                        return Err(Refused::Write(WriteError::LeaseLost));
-                    };
-                    let mut fresh = consume.fetch_all(tx).await?;
-                    if fresh.len() != keys.len() {
-                        let replayed =
-                            keys.iter()
-                                .position(|key| match fresh.iter().position(|f| f == key) {
-                                    Some(found) => {
-                                        fresh.swap_remove(found);
-                                        false
-                                    }
-                                    None => true,
-                                });
-                        return Err(Refused::Replayed(replayed.unwrap_or(0)));
+                    if !tx.guarded(consume, fresh).await? {
+                        return Err(Refused::Replayed);
                     }
                     tx.defer(log).await?;
+                    if !tx.guarded(start, 1).await? {
+                        return Err(Refused::Write(WriteError::LeaseLost));
+                    }
+                    let (started_ms,) = started.fetch_one_last(tx).await?;
                     Ok(started_ms)
                 })
             })
             .await;
         let started_ms = match admitted {
             Ok(started_ms) => started_ms,
-            Err(Refused::Replayed(index)) => return Ok(Err(index)),
+            Err(Refused::Replayed) => return Ok(Err(self.first_replayed(&keys).await?)),
             Err(Refused::Write(error)) => return Err(error),
         };
         order.tokens = records;
@@ -444,6 +443,23 @@ impl OrderStore {
         claim.now_ms = started_ms;
         self.after(SagaOp::Admit).await;
         Ok(Ok(()))
+    }
+
+    /// Which of `keys` (`iss`, `jti`) was consumed before: the index of the first, as this
+    /// store's replay entries say after an admission that found one (0 if it is gone since).
+    async fn first_replayed(&self, keys: &[(String, String)]) -> Result<usize, WriteError> {
+        let mut seen = query_as::<(String, String)>(format!(
+            "SELECT iss, jti FROM replay WHERE (iss, jti) IN ({})",
+            (0..keys.len())
+                .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        for (iss, jti) in keys {
+            seen = seen.bind(iss.clone()).bind(jti.clone());
+        }
+        let seen = self.store.fetch_all(seen).await?;
+        Ok(keys.iter().position(|key| seen.contains(key)).unwrap_or(0))
     }
 
     /// Records the outcomes of the steps at `positions` and renews the claim: what the saga
@@ -455,7 +471,7 @@ impl OrderStore {
         claim: &mut Claim,
         positions: &[usize],
     ) -> Result<(), WriteError> {
-        let renew = query_as(self.sql.renew.clone())
+        let renew = query(self.sql.renew.clone())
             .bind(self.lease_ms)
             .bind(order.id.as_str())
             .bind(claim.generation);
@@ -475,7 +491,7 @@ impl OrderStore {
                 .iter()
                 .all(|t| t.outcome == TokenOutcome::Redeemed)
         );
-        let done = query_as(self.sql.complete.clone())
+        let done = query(self.sql.complete.clone())
             .bind(self.forget_at(order, now))
             .bind(order.id.as_str())
             .bind(claim.generation);
@@ -495,7 +511,7 @@ impl OrderStore {
         positions: &[usize],
     ) -> Result<(), WriteError> {
         let (capability, problem, detail) = failure_columns(order.failure.as_ref());
-        let failed = query_as(self.sql.fail.clone())
+        let failed = query(self.sql.fail.clone())
             .bind(capability)
             .bind(problem)
             .bind(detail)
@@ -518,7 +534,7 @@ impl OrderStore {
         now: i64,
         retry_in_ms: i64,
     ) -> Result<(), WriteError> {
-        let ended = query_as(self.sql.end_compensation.clone())
+        let ended = query(self.sql.end_compensation.clone())
             .bind(order.compensation_pending)
             .bind(order.attention.is_some())
             .bind(order.attention.as_deref())
@@ -538,13 +554,13 @@ impl OrderStore {
         Ok(())
     }
 
-    /// A fenced write, as one transaction: the order's conditional update `fence` (which
-    /// answers the database's clock, or no row when the writer's generation is gone, and
-    /// then nothing is written), then the steps at `positions`; the test hooks around it.
-    /// Answers the clock.
+    /// A fenced write, as one transaction (on PostgreSQL one round trip): the steps at
+    /// `positions`, then the order's conditional update `fence`, which changes no row when the
+    /// writer's generation is gone, and then nothing is written; the test hooks around it.
+    /// Answers the database's clock.
     async fn fenced(
         &self,
-        fence: ctr_store::QueryAs<(i64,)>,
+        fence: ctr_store::Query,
         order: &Order,
         positions: &[usize],
         clear_tokens: bool,
@@ -552,16 +568,19 @@ impl OrderStore {
     ) -> Result<i64, WriteError> {
         self.before(op)?;
         let steps = write_steps(order, positions, clear_tokens);
+        let clock = query_as::<(i64,)>(self.sql.now.clone());
         let now_ms = self
             .store
-            .transact(move |tx| {
+            .transact_pipelined(move |tx| {
+                let (fence, steps, clock) = (fence.clone(), steps.clone(), clock.clone());
                 Box::pin(async move {
-                    let Some((now_ms,)) = fence.fetch_optional(tx).await? else {
-                        return Err(WriteError::LeaseLost);
-                    };
                     if let Some(steps) = steps {
                         tx.defer(steps).await?;
                     }
+                    if !tx.guarded(fence, 1).await? {
+                        return Err(WriteError::LeaseLost);
+                    }
+                    let (now_ms,) = clock.fetch_one_last(tx).await?;
                     Ok(now_ms)
                 })
             })

@@ -18,6 +18,8 @@ pub(super) struct ClockSql {
     pub(super) abandoned: String,
     pub(super) backlog: String,
     pub(super) prune_replay: String,
+    /// The clock alone.
+    pub(super) now: String,
 }
 
 impl ClockSql {
@@ -81,6 +83,7 @@ impl ClockSql {
                 "DELETE FROM replay WHERE (iss, jti) IN \
                  (SELECT iss, jti FROM replay WHERE forget_at <= {now_secs} LIMIT $1)"
             ),
+            now: format!("SELECT {now}"),
         }
     }
 }
