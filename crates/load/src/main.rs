@@ -526,6 +526,8 @@ async fn drive(
             "statements": per_flow(store_work.statements),
             "commits": per_flow(store_work.commits),
             "postgres_round_trips": per_flow(store_work.round_trips),
+            // Pipelined operations run again because a guarded write did not hold.
+            "postgres_reruns": per_flow(store_work.reruns),
         },
         "steps": steps,
         "errors": errors,
@@ -569,8 +571,9 @@ fn print_report(r: &serde_json::Value) {
         .filter(|_| f(&r["store_per_flow"]["postgres_round_trips"]) > 0.0)
     {
         println!(
-            "PostgreSQL per flow: {cpu:.2} ms CPU (the server's processes), {:.1} round trips",
-            f(&r["store_per_flow"]["postgres_round_trips"])
+            "PostgreSQL per flow: {cpu:.2} ms CPU (the server's processes), {:.1} round trips, {:.3} operations run again",
+            f(&r["store_per_flow"]["postgres_round_trips"]),
+            f(&r["store_per_flow"]["postgres_reruns"])
         );
     }
     println!(

@@ -81,8 +81,9 @@ impl Conn {
         }
     }
 
-    /// Runs `statement`, a write that should change exactly `rows` rows (PostgreSQL counts
-    /// the rows it answers: give it `RETURNING`), and answers whether it did.
+    /// Runs `statement`, a write that should change exactly `rows` rows, or a read that should
+    /// answer them, and answers whether it did. The rows it answers are what count: a write
+    /// says what it changed with `RETURNING`.
     ///
     /// In a pipelined transaction ([`crate::Store::transact_pipelined`], PostgreSQL) it waits
     /// for the COMMIT and answers `true` at once; the server checks the count, and if it
@@ -96,7 +97,13 @@ impl Conn {
                 tx.defer((statement.sql, statement.params), Some(Guard::Rows(rows)));
                 Ok(true)
             }
-            _ => Ok(statement.execute(self).await? == rows),
+            // The rows it answers, as the server's guard counts them.
+            _ => {
+                let answered = self
+                    .fetch(statement.sql, statement.params, usize::MAX)
+                    .await?;
+                Ok(u64::try_from(answered.len()).is_ok_and(|n| n == rows))
+            }
         }
     }
 

@@ -1,14 +1,24 @@
 //! PostgreSQL through tokio-postgres, pipelined: what a transaction sends without needing an
 //! answer first goes out in the same write as the next statement, so a transaction costs one
-//! round trip per statement whose answer it reads, plus its COMMIT.
+//! round trip per statement whose answer it reads, plus its COMMIT; a pipelined one
+//! ([`crate::Store::transact_pipelined`]) that reads no answer before its last statement costs
+//! one round trip in all.
 //!
 //! - `BEGIN` travels with the transaction's first statement.
 //! - Each statement of a transaction travels with `SELECT txid_current_if_assigned()`, until the
 //!   transaction has an id: a COMMIT whose answer is lost is settled by asking the server
 //!   about that id (`txid_status`). A read-only transaction never gets one, so its COMMIT
-//!   writes nothing to the log.
+//!   writes nothing to the log. A transaction ended in one write asks `txid_current()` first
+//!   in that write: when the connection breaks before even that answer arrives, the outcome is
+//!   [`StoreError::CommitUnknown`], never a guess.
 //! - Statements deferred by the operation ([`crate::Conn::defer`]) travel with the next
 //!   statement or with the COMMIT.
+//! - Guarded statements ([`crate::Conn::guarded`], and the request's prelude) are checked by
+//!   the server: each runs wrapped in a query that fails, naming the guard, unless it answered
+//!   the rows it should. The failure aborts the transaction there, so the COMMIT already sent
+//!   behind it rolls back, and no answer has to come back before the COMMIT is sent.
+//! - The transaction's last statement ([`crate::Query::execute_last`] and the `fetch_*_last`
+//!   reads) travels with the COMMIT.
 //! - Statements are prepared once per connection, with their parameters' types, and kept
 //!   (at most [`MAX_PREPARED`] per connection): the server parses and plans a statement once,
 //!   not at every execution. The statements a write needs that are new to the connection are

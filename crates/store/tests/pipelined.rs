@@ -157,6 +157,21 @@ async fn guarded_writes_travel_with_the_commit_and_one_that_does_not_hold_writes
         let (balance, moves) = state(&store).await;
         assert_eq!((balance, moves.len()), (4, 10), "{engine:?}");
 
+        // A guarded read counts the rows it answers, not what the write before it changed.
+        let answered = store
+            .transact(|tx| {
+                Box::pin(async move {
+                    query("UPDATE accounts SET balance = balance WHERE id = 1")
+                        .execute(tx)
+                        .await?;
+                    tx.guarded(query("SELECT id FROM accounts WHERE id = 2"), 1)
+                        .await
+                })
+            })
+            .await
+            .unwrap();
+        assert!(!answered, "{engine:?}");
+
         // A request's prelude rides with a single statement's write, and one that changes no
         // row refuses it whole.
         let record =
