@@ -7,7 +7,10 @@
 //! committed (an `Err` rolls it back). On SQLite the closure runs on the store's one owner
 //! thread, with every other transaction waiting at the time, under one COMMIT (group commit);
 //! on PostgreSQL it runs on a pooled connection, pipelined (`BEGIN` travels with the first
-//! statement, [`Conn::defer`]red writes with the COMMIT: see the `postgres` module). Every statement is plain SQL valid on both
+//! statement, [`Conn::defer`]red writes with the COMMIT: see the `postgres` module). A hot
+//! operation runs through [`Store::transact_pipelined`]: its conditional writes are
+//! [`Conn::guarded`], checked by the server, so that they and the COMMIT leave in one write and
+//! the operation costs one round trip. Every statement is plain SQL valid on both
 //! engines (`$1` parameters, `TEXT` and `BIGINT` columns, no row locks: rules hold through
 //! conditional updates), so one code path serves both. Migrations are embedded in the binary
 //! and run at start.
