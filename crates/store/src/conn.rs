@@ -107,21 +107,13 @@ impl Conn {
         }
     }
 
-    /// Runs the request's prelude, which must change exactly one row, as part of the
-    /// transaction; otherwise the transaction fails with [`StoreError::PreludeRefused`] and
-    /// writes nothing. On PostgreSQL the server checks it, and it travels with the next
-    /// statement or the COMMIT.
+    /// Runs the request's prelude on SQLite, at once: it must change exactly one row, or the
+    /// transaction fails with [`StoreError::PreludeRefused`] and writes nothing. (On
+    /// PostgreSQL the server checks it as a guard, with the next write.)
     pub(crate) async fn prelude(&mut self, statement: Query) -> Result<(), StoreError> {
-        match &mut self.inner {
-            Inner::Postgres(tx) => {
-                crate::stats::statement();
-                tx.defer((statement.sql, statement.params), Some(Guard::Prelude));
-                Ok(())
-            }
-            Inner::Sqlite(_) => match statement.execute(self).await? {
-                1 => Ok(()),
-                _ => Err(StoreError::PreludeRefused),
-            },
+        match statement.execute(self).await? {
+            1 => Ok(()),
+            _ => Err(StoreError::PreludeRefused),
         }
     }
 
@@ -260,6 +252,10 @@ pub fn query_as<R: FromRow>(sql: impl Into<Cow<'static, str>>) -> QueryAs<R> {
 }
 
 impl Query {
+    pub(crate) fn into_parts(self) -> crate::postgres::Statement {
+        (self.sql, self.params)
+    }
+
     /// Binds the next parameter (`$1`, then `$2`...).
     pub fn bind(mut self, value: impl Into<Param>) -> Self {
         self.params.push(value.into());

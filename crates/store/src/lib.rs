@@ -55,6 +55,7 @@ mod stats;
 mod value;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::Pool as PgPool;
 use futures::future::BoxFuture;
@@ -245,7 +246,7 @@ impl Store {
         let statement = taken.as_ref().map(|(_, statement)| statement.clone());
         let (result, refused, unmet) = match &self.engine {
             Engine::Sqlite(writer) => {
-                let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let refused = Arc::new(AtomicBool::new(false));
                 let noticed = refused.clone();
                 let result = writer
                     .transact(move |tx| {
@@ -254,7 +255,7 @@ impl Store {
                                 && let Err(error) = tx.prelude(statement).await
                             {
                                 if matches!(error, StoreError::PreludeRefused) {
-                                    noticed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                    noticed.store(true, Ordering::Relaxed);
                                 }
                                 return Err(error.into());
                             }
@@ -262,11 +263,7 @@ impl Store {
                         })
                     })
                     .await;
-                (
-                    result,
-                    refused.load(std::sync::atomic::Ordering::Relaxed),
-                    false,
-                )
+                (result, refused.load(Ordering::Relaxed), false)
             }
             Engine::Postgres(pool) => {
                 let client = match postgres::connection(pool).await {
@@ -278,12 +275,13 @@ impl Store {
                         return (Err(error.into()), false);
                     }
                 };
-                let mut conn =
-                    Conn::postgres(postgres::Tx::transaction(client, pool.clone(), pipelined));
+                let mut tx = postgres::Tx::transaction(client, pool.clone(), pipelined);
                 if let Some(statement) = statement {
-                    // Never fails on PostgreSQL: it waits for the next write.
-                    let _ = conn.prelude(statement).await;
+                    // Checked by the server, with the next write.
+                    stats::statement();
+                    tx.defer(statement.into_parts(), Some(postgres::Guard::Prelude));
                 }
+                let mut conn = Conn::postgres(tx);
                 let result = op(&mut conn).await;
                 let Some(mut tx) = conn.into_postgres() else {
                     return (Err(StoreError::Closed.into()), false);
