@@ -55,6 +55,9 @@ pub const MIGRATIONS: &[Migration] = &[
 
 /// How many holds one sweep expires or forgets at most.
 const SWEEP_BATCH: i64 = 200;
+/// How many holds this process placed it remembers for their redemption (a hold's record,
+/// well under a KiB each).
+const HELD_REMEMBERED: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -132,6 +135,10 @@ pub struct Engine<L: Ledger> {
     store: Store,
     clock: Arc<dyn Clock>,
     rules: Rules,
+    /// Holds this process placed, by `jti`: a redemption that finds its hold here need not
+    /// read it first (what a hold reserved never changes; whether it may still be redeemed is
+    /// the server's check, in the transition's conditions). At most [`HELD_REMEMBERED`].
+    placed: Arc<quick_cache::sync::Cache<Uuid, HoldRecord<L::Hold>>>,
 }
 
 fn hold_not_found() -> ApiError {
@@ -161,6 +168,7 @@ impl<L: Ledger> Engine<L> {
                 cancel_window: secs(settings.cancel_window),
                 holds_per_customer: i64::from(settings.max_holds_per_customer),
             },
+            placed: Arc::new(quick_cache::sync::Cache::new(HELD_REMEMBERED)),
         }
     }
 
@@ -212,7 +220,7 @@ impl<L: Ledger> Engine<L> {
         let rules = self.rules;
         let (order, customer) = (order.clone(), customer.clone());
         let jti = Uuid::now_v7();
-        self.transact_pipelined(move |tx, ledger| {
+        let record = self.transact_pipelined(move |tx, ledger| {
             let (order, customer, request) = (order.clone(), customer.clone(), request.clone());
             Box::pin(async move {
                 let hold = ledger.reserve(tx, &customer, request, now).await?;
@@ -262,7 +270,9 @@ impl<L: Ledger> Engine<L> {
                 Ok(record)
             })
         })
-        .await
+        .await?;
+        self.placed.insert(record.jti, record.clone());
+        Ok(record)
     }
 
     /// Records the SHA-256 of the token issued for a hold: the one token a redemption of
@@ -299,13 +309,43 @@ impl<L: Ledger> Engine<L> {
         let now = self.clock.now_secs();
         let rules = self.rules;
         let (order, customer) = (order.clone(), customer.clone());
-        // Pipelined: the hold is read (one round trip), then its transition and the ledger's
-        // change travel with the COMMIT (another).
+        // Pipelined: a hold this process placed is not read again; its transition, guarded by
+        // every condition a redemption checks, and the ledger's change travel with the COMMIT
+        // (one round trip). Otherwise the hold is read first (two). When the guard does not
+        // hold, the operation runs again unpipelined and says why.
+        let placed = self.placed.get(&jti);
         let kept: Kept<Redemption<L::Hold>> = self
             .transact_pipelined(move |tx, ledger| {
                 let (order, customer, token_sha256) =
                     (order.clone(), customer.clone(), token_sha256.clone());
+                let placed = placed.clone().filter(|p| {
+                    tx.pipelined() && p.customer_id == customer && p.order_processing_id == order
+                });
                 Box::pin(async move {
+                    if let Some(mut record) = placed {
+                        // The hash compared by the server is not secret: only the token whose
+                        // hash it is can be presented, and the relay alone may present one.
+                        let redeem = query(
+                            "UPDATE holds SET state = 'redeemed', forget_at = NULL, redeemed_at = $1 \
+                             WHERE jti = $2 AND state = 'held' AND expires_at > $1 \
+                             AND token_sha256 = $3 AND customer_id = $4 \
+                             AND order_processing_id = $5 RETURNING jti",
+                        )
+                        .bind(now)
+                        .bind(jti.to_string())
+                        .bind(token_sha256.clone())
+                        .bind(customer.as_str())
+                        .bind(order.as_str());
+                        if tx.guarded(redeem, 1).await? {
+                            ledger.apply(tx, &record.customer_id, &record.hold).await?;
+                            record.state = HoldState::Redeemed;
+                            record.redeemed_at = Some(now);
+                            return Ok(Ok(Redemption {
+                                record,
+                                replayed: false,
+                            }));
+                        }
+                    }
                     let Some((mut record, issued)) = current(tx, &*ledger, rules, jti, now).await?
                     else {
                         return Ok(Err(hold_not_found()));
@@ -395,7 +435,11 @@ impl<L: Ledger> Engine<L> {
                 })
             })
             .await;
-        kept?
+        let answer = kept?;
+        if answer.is_ok() {
+            self.placed.remove(&jti); // redeemed: its next redemption is a repeat
+        }
+        answer
     }
 
     /// Releases a hold or reverses a redemption; idempotent.
