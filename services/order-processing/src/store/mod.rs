@@ -450,10 +450,7 @@ impl OrderStore {
     async fn first_replayed(&self, keys: &[(String, String)]) -> Result<usize, WriteError> {
         let mut seen = query_as::<(String, String)>(format!(
             "SELECT iss, jti FROM replay WHERE (iss, jti) IN ({})",
-            (0..keys.len())
-                .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-                .collect::<Vec<_>>()
-                .join(", ")
+            placeholders(keys.len(), 2)
         ));
         for (iss, jti) in keys {
             seen = seen.bind(iss.clone()).bind(jti.clone());
