@@ -334,10 +334,10 @@ impl<R: FromRow> QueryAs<R> {
 
     /// [`Self::fetch_optional`] as the transaction's last statement.
     pub async fn fetch_optional_last(self, conn: &mut Conn) -> Result<Option<R>, StoreError> {
-        self.fetch_all_last(conn).await.map(|mut rows| {
-            rows.truncate(1);
-            rows.pop()
-        })
+        let (mut rows, _) = conn
+            .run_last(self.query.sql, self.query.params, Some(1))
+            .await?;
+        rows.pop().map(R::from_row).transpose()
     }
 
     /// [`Self::fetch_one`] as the transaction's last statement.

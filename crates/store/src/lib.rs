@@ -265,38 +265,10 @@ impl Store {
                     .await;
                 (result, refused.load(Ordering::Relaxed), false)
             }
-            Engine::Postgres(pool) => {
-                let client = match postgres::connection(pool).await {
-                    Ok(client) => client,
-                    Err(error) => {
-                        if let Some((prelude, _)) = &taken {
-                            prelude.put_back();
-                        }
-                        return (Err(error.into()), false);
-                    }
-                };
-                let mut tx = postgres::Tx::transaction(client, pool.clone(), pipelined);
-                if let Some(statement) = statement {
-                    // Checked by the server, with the next write.
-                    stats::statement();
-                    tx.defer(statement.into_parts(), Some(postgres::Guard::Prelude));
-                }
-                let mut conn = Conn::postgres(tx);
-                let result = op(&mut conn).await;
-                let Some(mut tx) = conn.into_postgres() else {
-                    return (Err(StoreError::Closed.into()), false);
-                };
-                let result = match result {
-                    Ok(answer) => tx.commit().await.map(|()| answer).map_err(E::from),
-                    Err(error) => {
-                        // Closing the connection would roll back too; asking keeps it for
-                        // its next user.
-                        tx.rollback().await;
-                        Err(error)
-                    }
-                };
-                (result, tx.refused, tx.unmet)
-            }
+            Engine::Postgres(pool) => match postgres::connection(pool).await {
+                Ok(client) => postgres_transaction(client, pool, statement, op, pipelined).await,
+                Err(error) => (Err(error.into()), false, false),
+            },
         };
         if let Some((prelude, _)) = taken {
             match (&result, refused) {
@@ -308,7 +280,7 @@ impl Store {
         if refused {
             return (Err(StoreError::PreludeRefused.into()), false);
         }
-        (result, unmet && !refused)
+        (result, unmet)
     }
 
     /// One statement on its own (on PostgreSQL in autocommit, one round trip; on SQLite a
@@ -397,6 +369,42 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.execute(query("SELECT 1")).await.map(drop)
     }
+}
+
+/// Runs `op` as one transaction on `client` (pipelined or not), the request's prelude
+/// `statement` first as a guard the server checks; answers whether the prelude's guard or one
+/// of `op`'s failed.
+async fn postgres_transaction<T, E, F>(
+    client: deadpool_postgres::Object,
+    pool: &PgPool,
+    statement: Option<Query>,
+    op: F,
+    pipelined: bool,
+) -> (Result<T, E>, bool, bool)
+where
+    F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+    E: From<StoreError>,
+{
+    let mut tx = postgres::Tx::transaction(client, pool.clone(), pipelined);
+    if let Some(statement) = statement {
+        // Checked by the server, with the next write.
+        stats::statement();
+        tx.defer(statement.into_parts(), Some(postgres::Guard::Prelude));
+    }
+    let mut conn = Conn::postgres(tx);
+    let result = op(&mut conn).await;
+    let Some(mut tx) = conn.into_postgres() else {
+        return (Err(StoreError::Closed.into()), false, false);
+    };
+    let result = match result {
+        Ok(answer) => tx.commit().await.map(|()| answer).map_err(E::from),
+        Err(error) => {
+            // Closing the connection would roll back too; asking keeps it for its next user.
+            tx.rollback().await;
+            Err(error)
+        }
+    };
+    (result, tx.refused, tx.unmet)
 }
 
 /// Runs `sql` (one or more statements, no parameters) once on a connection of its own to the

@@ -362,13 +362,14 @@ impl Tx {
         stats::round_trip();
         stats::commit();
         let begin = (state == State::NotBegun).then(|| client.batch_execute("BEGIN"));
-        let xid = match ask_xid {
-            true => Some(send(
+        let xid = if ask_xid {
+            Some(send(
                 client,
                 prepared.next().ok_or(StoreError::Closed)?,
                 &[],
-            )),
-            false => None,
+            ))
+        } else {
+            None
         };
         let before: Vec<_> = deferred
             .iter()
