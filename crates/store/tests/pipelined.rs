@@ -7,6 +7,8 @@
 
 use ctr_store::{Backend, Migration, Prelude, PreludeOutcome, Store, StoreError, query, query_as};
 
+mod support;
+
 const ACCOUNTS: Migration = Migration {
     version: 1,
     name: "accounts",
@@ -15,28 +17,16 @@ const ACCOUNTS: Migration = Migration {
           CREATE TABLE proofs (key TEXT PRIMARY KEY)",
 };
 
-/// The stores under test: SQLite always, PostgreSQL when the suite has a server (CI has).
+/// The stores under test: SQLite always, PostgreSQL when the suite has a server (CI has), with
+/// the admin URL and the database to drop afterwards.
 async fn stores() -> (Vec<Store>, Option<(String, String)>) {
     let mut stores = vec![Store::open("sqlite::memory:", &[ACCOUNTS]).await.unwrap()];
     let mut made = None;
-    match std::env::var("CTR_TEST_POSTGRES_URL") {
-        Ok(admin) if !admin.is_empty() => {
-            let name = format!("ctr_store_pipelined_{}", std::process::id());
-            ctr_store::execute_once(&admin, &format!("DROP DATABASE IF EXISTS {name}"))
-                .await
-                .unwrap();
-            ctr_store::execute_once(&admin, &format!("CREATE DATABASE {name}"))
-                .await
-                .unwrap();
-            let (server, _) = admin.rsplit_once('/').unwrap();
-            let url = format!("{server}/{name}");
-            stores.push(Store::open(&url, &[ACCOUNTS]).await.unwrap());
-            made = Some((admin, name));
-        }
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("CI runs the PostgreSQL store tests: set CTR_TEST_POSTGRES_URL")
-        }
-        _ => {}
+    if let Some(admin) = support::postgres() {
+        let url = support::fresh_database(&admin, "pipelined").await;
+        stores.push(Store::open(&url, &[ACCOUNTS]).await.unwrap());
+        let (_, name) = url.rsplit_once('/').unwrap();
+        made = Some((admin, name.to_owned()));
     }
     (stores, made)
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use ctr_store::{Migration, Store, StoreError, query, query_as};
 
+use crate::support::{self, postgres};
+
 const NOTES: Migration = Migration {
     version: 1,
     name: "notes",
@@ -131,32 +133,9 @@ async fn a_database_filling_up_anywhere_in_a_group_commit_tells_every_caller_the
     }
 }
 
-/// The PostgreSQL server of `CTR_TEST_POSTGRES_URL` (README: Testing); CI must name one.
-fn postgres() -> Option<String> {
-    match std::env::var("CTR_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("CI runs the PostgreSQL store tests: set CTR_TEST_POSTGRES_URL")
-        }
-        _ => None,
-    }
-}
-
-/// A fresh database on the server of `admin`.
+/// A fresh database for these tests.
 async fn fresh_database(admin: &str) -> String {
-    let name = format!(
-        "ctr_store_faults_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    ctr_store::execute_once(admin, &format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let (server, _) = admin.rsplit_once('/').unwrap();
-    format!("{server}/{name}")
+    support::fresh_database(admin, "faults").await
 }
 
 #[tokio::test]
@@ -226,6 +205,17 @@ struct LosesCommitAnswer {
 }
 
 impl LosesCommitAnswer {
+    /// A store at `url` (postgres://user:password@host:port/db) reached through a stand-in
+    /// started for it, without TLS.
+    async fn open(url: &str) -> (Self, Store) {
+        let (credentials, rest) = url.split_once('@').unwrap();
+        let (server, database) = rest.split_once('/').unwrap();
+        let proxy = Self::start(server.to_owned()).await;
+        let through = format!("{credentials}@{}/{database}?sslmode=disable", proxy.addr);
+        let store = Store::open(&through, &[NOTES]).await.unwrap();
+        (proxy, store)
+    }
+
     async fn start(server: String) -> Self {
         use std::sync::atomic::Ordering::SeqCst;
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -300,13 +290,7 @@ async fn postgres_a_commit_whose_answer_is_lost_is_answered_by_what_the_server_d
     let Some(admin) = postgres() else {
         return;
     };
-    let url = fresh_database(&admin).await;
-    // postgres://user:password@host:port/db, reached through the stand-in, without TLS.
-    let (credentials, rest) = url.split_once('@').unwrap();
-    let (server, database) = rest.split_once('/').unwrap();
-    let proxy = LosesCommitAnswer::start(server.to_owned()).await;
-    let through = format!("{credentials}@{}/{database}?sslmode=disable", proxy.addr);
-    let store = Store::open(&through, &[NOTES]).await.unwrap();
+    let (proxy, store) = LosesCommitAnswer::open(&fresh_database(&admin).await).await;
 
     proxy.armed.store(true, SeqCst);
     let answer = store
@@ -332,12 +316,7 @@ async fn postgres_a_one_write_transaction_whose_answers_are_lost_is_never_told_a
     let Some(admin) = postgres() else {
         return;
     };
-    let url = fresh_database(&admin).await;
-    let (credentials, rest) = url.split_once('@').unwrap();
-    let (server, database) = rest.split_once('/').unwrap();
-    let proxy = LosesCommitAnswer::start(server.to_owned()).await;
-    let through = format!("{credentials}@{}/{database}?sslmode=disable", proxy.addr);
-    let store = Store::open(&through, &[NOTES]).await.unwrap();
+    let (proxy, store) = LosesCommitAnswer::open(&fresh_database(&admin).await).await;
 
     // BEGIN, the id query, the guarded insert, the last read and the COMMIT leave in one
     // write; every answer after the server received the COMMIT is lost.

@@ -3,3 +3,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod faults;
+#[path = "../support/mod.rs"]
+mod support;
