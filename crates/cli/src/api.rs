@@ -145,6 +145,10 @@ fn rebased(endpoint: &str, base: &str) -> Option<String> {
 #[derive(Debug)]
 pub struct Unreachable(pub String);
 
+/// How many times `ctr` sends a POST that makes something again, under the same
+/// `Idempotency-Key`, when it got no answer or was told to retry.
+pub const RETRIES: u32 = 3;
+
 impl std::fmt::Display for Unreachable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -403,11 +407,34 @@ impl Stack {
         Ok(Answer { status, body })
     }
 
-    /// POSTs `body` as the customer.
-    pub async fn post(&self, url: String, body: &Value) -> Result<Answer, Unreachable> {
+    /// POSTs `body` as the customer under a fresh `Idempotency-Key`, and again under the same
+    /// key (with a fresh DPoP proof) when no answer came or the answer says to retry (503, or
+    /// 409 `idempotency-request-outstanding`), at most [`RETRIES`] times: the service makes
+    /// what it asks for once, and a retry gets the first answer.
+    pub async fn post_once(&self, url: String, body: &Value) -> Result<Answer, Unreachable> {
         let session = self.session().await?;
-        let request = Self::authorize(self.client.post(&url), "POST", &url, session)?;
-        self.send(request.json(body)).await
+        let key = format!("\"{}\"", uuid::Uuid::now_v7());
+        let mut retried = 0;
+        loop {
+            let request = Self::authorize(self.client.post(&url), "POST", &url, session)?
+                .header("Idempotency-Key", &key);
+            let answer = self.send(request.json(body)).await;
+            let again = match &answer {
+                Err(_) => true,
+                Ok(answer) => {
+                    answer.status == 503
+                        || (answer.status == 409
+                            && answer.body["type"]
+                                .as_str()
+                                .is_some_and(|t| t.ends_with("/idempotency-request-outstanding")))
+                }
+            };
+            if !again || retried == RETRIES {
+                return answer;
+            }
+            retried += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(250 << retried)).await;
+        }
     }
 
     /// POSTs `body` with `session`'s access token and a proof made by `prover` (another key
@@ -449,7 +476,7 @@ impl Stack {
     }
 
     pub async fn create_order(&self, amount: u64, currency: &str) -> Result<Answer, Unreachable> {
-        self.post(
+        self.post_once(
             format!("{}/service/v1/orders", self.endpoints.relay_url),
             &json!({"total": {"amount": amount, "currency": currency}}),
         )
@@ -475,7 +502,7 @@ impl Stack {
         if let (Value::Object(body), Value::Object(details)) = (&mut body, details) {
             body.extend(details);
         }
-        self.post(
+        self.post_once(
             format!(
                 "{}/service/v1/{}/confirmations",
                 self.base(domain),
@@ -487,7 +514,7 @@ impl Stack {
     }
 
     pub async fn checkout(&self, order: &str, tokens: &[String]) -> Result<Answer, Unreachable> {
-        self.post(
+        self.post_once(
             format!(
                 "{}/service/v1/orders/{order}/checkout",
                 self.endpoints.relay_url

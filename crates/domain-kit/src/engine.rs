@@ -145,6 +145,19 @@ fn hold_not_found() -> ApiError {
     ApiError::not_found("hold-not-found", "no hold for this jti")
 }
 
+/// The statement that takes a confirmation's idempotency key with its hold, made from the
+/// hold's `jti` and expiry ([`ctr_service_kit::IdempotencyKeys::record`]).
+pub type TakeKey = Arc<dyn Fn(Uuid, i64) -> ctr_store::Query + Send + Sync>;
+
+/// What a confirmation's transaction did.
+#[derive(Debug, Clone)]
+pub enum Held<H> {
+    /// The hold was placed (and its idempotency key taken, if the request had one).
+    Placed(HoldRecord<H>),
+    /// The request's idempotency key was taken already: nothing was written.
+    KeyTaken,
+}
+
 /// What a transaction answers when it must keep what it wrote and still refuse: the outer
 /// `Err` rolls back, the inner one commits.
 type Kept<T> = Result<Result<T, ApiError>, ApiError>;
@@ -209,20 +222,30 @@ impl<L: Ledger> Engine<L> {
     }
 
     /// Applies the domain's rules and places a hold under a fresh `jti`, in one transaction
-    /// (on PostgreSQL one round trip, unless the ledger reads before it reserves).
+    /// (on PostgreSQL one round trip, unless the ledger reads before it reserves). With
+    /// `key`, the request's idempotency key is taken first, in the same transaction: when it
+    /// is taken already, nothing is written.
     pub async fn hold(
         &self,
         order: &OrderProcessingId,
         customer: &CustomerId,
         request: L::Request,
-    ) -> Result<HoldRecord<L::Hold>, ApiError> {
+        key: Option<TakeKey>,
+    ) -> Result<Held<L::Hold>, ApiError> {
         let now = self.clock.now_secs();
         let rules = self.rules;
         let (order, customer) = (order.clone(), customer.clone());
         let jti = Uuid::now_v7();
-        let record = self.transact_pipelined(move |tx, ledger| {
+        let expires_at = now.saturating_add(rules.hold_ttl);
+        let held = self.transact_pipelined(move |tx, ledger| {
             let (order, customer, request) = (order.clone(), customer.clone(), request.clone());
+            let key = key.clone();
             Box::pin(async move {
+                if let Some(take) = key
+                    && !tx.guarded(take(jti, expires_at), 1).await?
+                {
+                    return Ok(Held::KeyTaken);
+                }
                 let hold = ledger.reserve(tx, &customer, request, now).await?;
                 let record = HoldRecord {
                     jti,
@@ -230,7 +253,7 @@ impl<L: Ledger> Engine<L> {
                     customer_id: customer,
                     hold,
                     state: HoldState::Held,
-                    expires_at: now.saturating_add(rules.hold_ttl),
+                    expires_at,
                     redeemed_at: None,
                 };
                 // Every hold costs a signature and keeps something from others until it ends:
@@ -267,32 +290,49 @@ impl<L: Ledger> Engine<L> {
                         seconds_until(first, now),
                     ));
                 }
-                Ok(record)
+                Ok(Held::Placed(record))
             })
         })
         .await?;
-        self.placed.insert(record.jti, record.clone());
-        Ok(record)
+        if let Held::Placed(record) = &held {
+            self.placed.insert(record.jti, record.clone());
+        }
+        Ok(held)
     }
 
     /// Records the SHA-256 of the token issued for a hold: the one token a redemption of
-    /// it may present.
-    pub async fn seal(&self, jti: Uuid, token_sha256: String) -> Result<(), ApiError> {
-        let sealed = self
-            .store
-            .execute(
-                query("UPDATE holds SET token_sha256 = $1 WHERE jti = $2 AND token_sha256 IS NULL")
-                    .bind(token_sha256)
-                    .bind(jti.to_string()),
-            )
-            .await?;
-        if sealed == 1 {
-            Ok(())
-        } else {
-            Err(ApiError::internal(format!(
-                "hold {jti} could not be sealed"
-            )))
-        }
+    /// it may present; with `answer`, the statement that stores the confirmation's answer
+    /// under its idempotency key ([`ctr_service_kit::IdempotencyKeys::answer`]), in the same
+    /// transaction (one round trip on PostgreSQL).
+    pub async fn seal(
+        &self,
+        jti: Uuid,
+        token_sha256: String,
+        answer: Option<ctr_store::Query>,
+    ) -> Result<(), ApiError> {
+        let seal = query(
+            "UPDATE holds SET token_sha256 = $1 WHERE jti = $2 AND token_sha256 IS NULL RETURNING jti",
+        )
+        .bind(token_sha256)
+        .bind(jti.to_string());
+        self.store
+            .transact_pipelined(move |tx| {
+                let (seal, answer) = (seal.clone(), answer.clone());
+                Box::pin(async move {
+                    let mut sealed = tx.guarded(seal, 1).await?;
+                    if let Some(answer) = answer {
+                        sealed = sealed && tx.guarded(answer, 1).await?;
+                    }
+                    if sealed {
+                        Ok(())
+                    } else {
+                        Err(ApiError::internal(format!(
+                            "hold {jti} could not be sealed"
+                        )))
+                    }
+                })
+            })
+            .await
     }
 
     /// Makes the hold final, once: a repeat answers the first result and changes nothing.
@@ -511,11 +551,20 @@ impl<L: Ledger> Engine<L> {
         kept?
     }
 
-    /// Gives a hold back right away (its token could not be signed).
-    pub async fn discard(&self, jti: Uuid) -> Result<(), ApiError> {
+    /// Gives a hold back right away (its token could not be signed, or nobody waits for it),
+    /// with its idempotency key (`forget`, [`ctr_service_kit::IdempotencyKeys::forget`]):
+    /// a retry then confirms afresh.
+    pub async fn discard(
+        &self,
+        jti: Uuid,
+        forget: Option<ctr_store::Query>,
+    ) -> Result<(), ApiError> {
         let now = self.clock.now_secs();
         self.transact(move |tx, ledger| {
             Box::pin(async move {
+                if let Some(forget) = forget {
+                    forget.execute(tx).await?;
+                }
                 if let Some((record, _)) = load::<L>(tx, jti, now).await?
                     && record.state == HoldState::Held
                 {

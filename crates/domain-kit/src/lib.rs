@@ -24,7 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use std::sync::atomic::AtomicI64;
 
 pub use ctr_service_kit::{CustomerId, OrderProcessingId, reference, rfc3339};
-pub use engine::{Engine, HoldRecord, HoldState, Redemption};
+pub use engine::{Engine, Held, HoldRecord, HoldState, Redemption, TakeKey};
 pub use issue::{IssueError, IssuedToken, IssuerConfig, TokenIssuer, der_to_raw};
 pub use ledger::{Ledger, from_sql, to_sql};
 pub use openapi::openapi;
@@ -92,6 +92,7 @@ pub async fn build<L: Ledger>(
     .await
     .map_err(StartError::Service)?;
     let state = Arc::new(DomainState {
+        keys: ctr_service_kit::IdempotencyKeys::new(store.clone(), server),
         engine: Engine::new(ledger, store, clock, settings),
         signer,
         rate: CustomerRate::new(server),

@@ -111,7 +111,7 @@ pub fn openapi<L: Ledger>(reads: impl FnOnce(&mut ApiDoc)) -> OpenApi {
     let jwks = doc.schema::<Jwks>();
     let mut token_problems = ctr_token::VerifyError::UNPROCESSABLE.to_vec();
     token_problems.extend(["invalid-order-processing-id", "invalid-customer-id"]);
-    doc.customer_endpoint(Endpoint {
+    doc.idempotent_customer_endpoint(Endpoint {
         method: Method::Post,
         path: format!("{base}/confirmations"),
         operation_id: "confirm".into(),

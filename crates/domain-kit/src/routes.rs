@@ -5,17 +5,26 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ctr_relay_api::{CancelRequest, HoldReply, RedeemRequest};
-use ctr_service_kit::{ApiError, ApiJson, Customer, CustomerRate, RelayCaller};
+use ctr_service_kit::idempotency::{Answer, Scoped};
+use ctr_service_kit::{
+    ApiError, ApiJson, Customer, CustomerRate, IdempotencyKeys, Idempotent, RelayCaller,
+};
 use ctr_token::{Settlement, UnverifiedToken};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
-    CustomerId, Engine, HoldRecord, Ledger, OrderProcessingId, Signer, rfc3339, token_problem,
+    CustomerId, Engine, Held, HoldRecord, Ledger, OrderProcessingId, Signer, TakeKey, rfc3339,
+    token_problem,
 };
+
+/// The confirmation route's name in the scope of an idempotency key (each domain keeps its
+/// own keys).
+const CONFIRM: &str = "confirmations";
 
 /// What a domain's handlers share.
 pub struct DomainState<L: Ledger> {
@@ -23,6 +32,8 @@ pub struct DomainState<L: Ledger> {
     pub signer: Signer,
     /// Each customer's rate of confirmations (each costs a signature and holds something).
     pub rate: CustomerRate,
+    /// The customers' idempotency keys, in the domain's store.
+    pub keys: IdempotencyKeys,
 }
 
 pub type SharedState<L> = Arc<DomainState<L>>;
@@ -89,9 +100,11 @@ pub fn routes<L: Ledger>(state: SharedState<L>) -> Router {
 async fn confirm<L: Ledger>(
     customer: Customer,
     State(state): State<SharedState<L>>,
-    ApiJson(request): ApiJson<ConfirmationRequest<L::Request>>,
-) -> Result<(StatusCode, ApiJson<Value>), ApiError> {
+    request: Idempotent<ConfirmationRequest<L::Request>>,
+) -> Result<Response, ApiError> {
     let customer = customer.scoped(L::CONFIRM_SCOPE)?;
+    let key = state.keys.scope(customer.id(), CONFIRM, request.key)?;
+    let request = request.body;
     let named = request
         .customer_id
         .as_deref()
@@ -99,44 +112,61 @@ async fn confirm<L: Ledger>(
         .transpose()?;
     customer.is(named.as_ref())?;
     let order = OrderProcessingId::parse(&request.order_processing_id)?;
-    let key = customer.key_thumbprint().map(str::to_owned);
+    let thumbprint = customer.key_thumbprint().map(str::to_owned);
     let customer = customer.id().clone();
     state.rate.check(&customer)?;
-    let record = state
+    let take: Option<TakeKey> = key.clone().map(|key| {
+        let keys = state.keys.clone();
+        Arc::new(move |jti: Uuid, until: i64| {
+            keys.record(&key, &jti.to_string(), None, Some(until))
+        }) as TakeKey
+    });
+    let record = match state
         .engine
-        .hold(&order, &customer, request.details)
-        .await?;
-    let issued = sign_and_seal(
+        .hold(&order, &customer, request.details, take)
+        .await?
+    {
+        Held::Placed(record) => record,
+        Held::KeyTaken => {
+            return match &key {
+                Some(key) => state.keys.replay(key).await,
+                None => Err(ApiError::internal("a key taken by a request that had none")),
+            };
+        }
+    };
+    let answer = sign_and_seal(
         state.clone(),
         Sealing {
-            jti: record.jti,
-            customer,
-            key,
-            order: order.clone(),
-            settlement: L::settlement(&record.hold),
-            constraints: L::constraints(&record.hold),
+            record,
+            key: thumbprint,
+            idempotency_key: key,
         },
     )
     .await?;
-    tracing::info!(domain = L::DOMAIN, jti = %record.jti, order_processing_id = %order, "confirmed and held");
-    let mut body = hold_view::<L>(&record, None)?;
-    if let Value::Object(map) = &mut body {
-        map.insert("token".into(), issued.token.into());
-        map.insert("expires_at".into(), rfc3339(issued.expires_at).into());
-        map.insert("capability".into(), L::CAPABILITY.into());
-    }
-    Ok((StatusCode::CREATED, ApiJson(body)))
+    Ok(answer.into_response())
 }
 
 /// What the token of a hold just placed is signed with.
-struct Sealing {
-    jti: Uuid,
-    customer: CustomerId,
+struct Sealing<H> {
+    record: HoldRecord<H>,
     /// The thumbprint of the customer's DPoP key, for `cnf.jkt`.
     key: Option<String>,
-    order: OrderProcessingId,
-    settlement: Settlement,
-    constraints: Value,
+    /// The confirmation's idempotency key, whose answer is stored with the seal.
+    idempotency_key: Option<Scoped>,
+}
+
+/// The confirmation's answer: the hold, its token and what the token is for.
+fn confirmation<L: Ledger>(
+    record: &HoldRecord<L::Hold>,
+    issued: &crate::IssuedToken,
+) -> Result<Answer, ApiError> {
+    let mut body = hold_view::<L>(record, None)?;
+    if let Value::Object(map) = &mut body {
+        map.insert("token".into(), issued.token.clone().into());
+        map.insert("expires_at".into(), rfc3339(issued.expires_at).into());
+        map.insert("capability".into(), L::CAPABILITY.into());
+    }
+    Answer::json(StatusCode::CREATED, None, &body)
 }
 
 /// Signs the token of a hold just placed and seals the hold with its hash, on a task of its
@@ -145,45 +175,63 @@ struct Sealing {
 /// so is one whose token nobody waits for any more (it never left this process).
 async fn sign_and_seal<L: Ledger>(
     state: SharedState<L>,
-    sealing: Sealing,
-) -> Result<crate::IssuedToken, ApiError> {
+    sealing: Sealing<L::Hold>,
+) -> Result<Answer, ApiError> {
     let (answer, answered) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let jti = sealing.jti;
+        let record = &sealing.record;
+        let jti = record.jti;
         let issued = state
             .signer
             .issue(
                 jti,
-                sealing.customer.as_str(),
+                record.customer_id.as_str(),
                 sealing.key.as_deref(),
-                sealing.order.as_str(),
-                sealing.settlement,
-                &sealing.constraints,
+                record.order_processing_id.as_str(),
+                L::settlement(&record.hold),
+                &L::constraints(&record.hold),
             )
             .await;
-        let sealed = match issued {
-            Ok(issued) => state
-                .engine
-                .seal(jti, ctr_token::sha256_hex(&issued.token))
-                .await
-                .map(|()| issued),
+        let keys = &state.keys;
+        let confirmed = issued.and_then(|issued| {
+            let answer = confirmation::<L>(record, &issued)?;
+            Ok((ctr_token::sha256_hex(&issued.token), answer))
+        });
+        let sealed = match confirmed {
+            Ok((token_sha256, answer)) => {
+                let stored = sealing
+                    .idempotency_key
+                    .as_ref()
+                    .map(|key| keys.answer(key, &answer));
+                state
+                    .engine
+                    .seal(jti, token_sha256, stored)
+                    .await
+                    .map(|()| answer)
+            }
             Err(error) => Err(error),
         };
+        let forget = || sealing.idempotency_key.as_ref().map(|key| keys.forget(key));
         let sealed = match sealed {
-            Ok(issued) => Ok(issued),
+            Ok(confirmed) => Ok(confirmed),
             // No token for this hold: it is given back before the caller hears of it.
             Err(error) => Err(state
                 .engine
-                .discard(jti)
+                .discard(jti, forget())
                 .await
                 .map_or_else(|e| e, |()| error)),
         };
         let token_made = sealed.is_ok();
-        if answer.send(sealed).is_err() && token_made {
+        // A request with an idempotency key will be retried, and its answer is stored: the
+        // hold stays for the retry.
+        if answer.send(sealed).is_err() && token_made && sealing.idempotency_key.is_none() {
             tracing::info!(domain = L::DOMAIN, %jti, "the confirmation's request was dropped before its token was answered: the hold is given back");
-            if let Err(error) = state.engine.discard(jti).await {
+            if let Err(error) = state.engine.discard(jti, forget()).await {
                 tracing::error!(domain = L::DOMAIN, %jti, %error, "a hold whose token was never delivered could not be given back: it expires by itself");
             }
+        }
+        if token_made {
+            tracing::info!(domain = L::DOMAIN, %jti, order_processing_id = %record.order_processing_id, "confirmed and held");
         }
     });
     answered.await.unwrap_or_else(|_| {

@@ -127,6 +127,14 @@ pub struct ServerConfig {
     /// `CTR_STORE_URL`: where the service keeps its state: an SQLite file (the default, on the
     /// container's `/data` volume) or `postgres://user:password@host/db` for replicas.
     pub store_url: String,
+    /// `CTR_IDEMPOTENCY_REQUIRED`: every POST that creates something (an order, a hold, a
+    /// checkout) must carry an `Idempotency-Key`; one without is refused (400). Off by
+    /// default: a key is then optional.
+    pub idempotency_required: bool,
+    /// `CTR_IDEMPOTENCY_TTL`: how long a key and its answer are kept (on the database's
+    /// clock); a hold's answer, which carries its token, no longer than the hold.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
     /// `CTR_AUTH_*`: the issuer of customers' access tokens and how they are checked.
     #[serde(flatten)]
     pub access: ctr_access::AccessSettings,
@@ -175,6 +183,8 @@ impl ServerConfig {
             otlp_endpoint: None,
             metrics_addr: None,
             store_url: format!("sqlite:///data/{name}.db?mode=rwc"),
+            idempotency_required: false,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
             access: ctr_access::AccessSettings::default(),
         }
     }
@@ -224,6 +234,10 @@ impl ServerConfig {
             ("CTR_KEEP_ALIVE_TIMEOUT", self.keep_alive_timeout.is_zero()),
             ("CTR_CUSTOMER_RATE", self.customer_rate == 0),
             ("CTR_CUSTOMER_BURST", self.customer_burst == 0),
+            (
+                "CTR_IDEMPOTENCY_TTL",
+                self.idempotency_ttl < Duration::from_secs(1),
+            ),
         ];
         if let Some((setting, _)) = zero.into_iter().find(|(_, zero)| *zero) {
             return Err(ConfigError::Setting {

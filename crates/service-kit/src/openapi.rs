@@ -139,7 +139,20 @@ impl ApiDoc {
 
     /// An endpoint for customers: it requires an access token granting `scope`, and answers
     /// the authentication problems besides its own.
-    pub fn customer_endpoint(&mut self, mut e: Endpoint, scope: &'static str) {
+    pub fn customer_endpoint(&mut self, e: Endpoint, scope: &'static str) {
+        self.customer_endpoint_with(e, scope, false);
+    }
+
+    /// A customer's endpoint that makes something and takes an `Idempotency-Key`
+    /// ([`crate::idempotency`]): the header and its problems are declared with it.
+    pub fn idempotent_customer_endpoint(&mut self, mut e: Endpoint, scope: &'static str) {
+        for (status, slug) in crate::idempotency::PROBLEMS {
+            e.problems.push((status, vec![slug]));
+        }
+        self.customer_endpoint_with(e, scope, true);
+    }
+
+    fn customer_endpoint_with(&mut self, mut e: Endpoint, scope: &'static str, idempotent: bool) {
         self.customers = true;
         e.problems.extend([
             (400, vec!["authorization-header-invalid"]),
@@ -153,15 +166,15 @@ impl ApiDoc {
             SecurityRequirement::new(CUSTOMER_DPOP_SCHEME, [scope])
                 .add(DPOP_PROOF_SCHEME, Vec::<String>::new()),
         ];
-        self.add(e, requirements);
+        self.add(e, requirements, idempotent);
     }
 
     /// A public endpoint (no access token).
     pub fn endpoint(&mut self, e: Endpoint) {
-        self.add(e, Vec::new());
+        self.add(e, Vec::new(), false);
     }
 
-    fn add(&mut self, e: Endpoint, security: Vec<SecurityRequirement>) {
+    fn add(&mut self, e: Endpoint, security: Vec<SecurityRequirement>, idempotent: bool) {
         let mut op = OperationBuilder::new()
             .operation_id(Some(e.operation_id))
             .summary(Some(e.summary))
@@ -175,6 +188,9 @@ impl ApiDoc {
                     .description(Some(param.meaning))
                     .schema(Some(param.schema)),
             );
+        }
+        if idempotent {
+            op = op.parameter(idempotency_key_header());
         }
         for requirement in security {
             op = op.security(requirement);
@@ -285,6 +301,33 @@ impl ApiDoc {
             .components(Some(components.build()))
             .build()
     }
+}
+
+/// The `Idempotency-Key` request header (draft-ietf-httpapi-idempotency-key-header-09).
+fn idempotency_key_header() -> ParameterBuilder {
+    ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "Makes a retry safe (draft-ietf-httpapi-idempotency-key-header-09): a Structured \
+             Field string of 1 to 255 printable characters, such as \
+             `\"8e03978e-40d5-43e8-bc93-6894a57f9324\"`, fresh for each new request and the \
+             same on its retries. The key is the customer's own, for this operation. A retry \
+             of the same request (method, path and body) gets the first answer again, with \
+             `Idempotent-Replayed: true`, and changes nothing; another request under the key \
+             is 422 `idempotency-key-reused`; a retry while the first request still runs is \
+             409 `idempotency-request-outstanding`. Kept `CTR_IDEMPOTENCY_TTL` (24 h by \
+             default); required when the service runs with `CTR_IDEMPOTENCY_REQUIRED=true` \
+             (400 `idempotency-key-missing`).",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(3))
+                .max_length(Some(512))
+                .pattern(Some(r#"^"([ !#-\[\]-~]|\\["\\])+"$"#)),
+        ))
 }
 
 fn problem_response(slugs: &[&str]) -> ResponseBuilder {

@@ -217,32 +217,38 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !is_json(req.headers()) {
-            return Err(Self::Rejection::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-                "the body must be JSON, sent with `content-type: application/json`",
-            ));
-        }
-        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
-            match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body-too-large",
-                    "Request body too large",
-                    "the request body is larger than this service accepts",
-                ),
-                status => ApiError::new(
-                    status,
-                    "bad-request",
-                    "Bad request",
-                    "the request body could not be read",
-                ),
-            }
-        })?;
+        let body = json_body(req, state).await?;
         Ok(Self(ctr_json::decode(&body)?))
     }
+}
+
+/// The bytes of a request that must be JSON: 415 if it says it is not, 413 if it is larger
+/// than the service accepts.
+pub(crate) async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    if !is_json(req.headers()) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "the body must be JSON, sent with `content-type: application/json`",
+        ));
+    }
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|rejection| match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+                "the request body is larger than this service accepts",
+            ),
+            status => ApiError::new(
+                status,
+                "bad-request",
+                "Bad request",
+                "the request body could not be read",
+            ),
+        })
 }
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {

@@ -20,8 +20,13 @@ pub async fn open_store(
     migrations: &[Migration],
     health: &Health,
 ) -> Result<Store, StartError> {
-    // The kit's own tables (the DPoP replay cache) with the service's.
-    let migrations = [migrations, crate::proofs::MIGRATIONS].concat();
+    // The kit's own tables (the DPoP replay cache, idempotency keys) with the service's.
+    let migrations = [
+        migrations,
+        crate::proofs::MIGRATIONS,
+        crate::idempotency::MIGRATIONS,
+    ]
+    .concat();
     let mut backoff = Duration::from_millis(250);
     let store = loop {
         match Store::open(&server.store_url, &migrations).await {

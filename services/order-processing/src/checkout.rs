@@ -10,14 +10,15 @@ use tracing::Instrument as _;
 
 use axum::http::StatusCode;
 use ctr_relay_api::CallFailure;
-use ctr_service_kit::{ApiError, CustomerId, CustomerRate, OrderProcessingId};
+use ctr_service_kit::idempotency::{Scoped, outstanding};
+use ctr_service_kit::{ApiError, CustomerId, CustomerRate, IdempotencyKeys, OrderProcessingId};
 use ctr_token::{Clock, KeySetCache, VerifiedToken, Verifier, VerifyError, secs};
 
 use crate::domains::DomainClient;
 use crate::orders::{Failure, Order, OrderStatus};
 use crate::settings::RelaySettings;
 use crate::settlement;
-use crate::store::{BeginError, Claim, OrderStore, WriteError};
+use crate::store::{BeginError, Claim, OrderStore, Unadmitted, WriteError};
 
 pub type IssuerKeys = HashMap<String, Arc<KeySetCache>>;
 
@@ -26,6 +27,8 @@ pub struct Relay {
     pub settings: RelaySettings,
     pub verifier: Verifier<IssuerKeys>,
     pub orders: OrderStore,
+    /// The customers' idempotency keys, in the relay's store.
+    pub keys: IdempotencyKeys,
     pub domains: DomainClient,
     pub clock: Arc<dyn Clock>,
     /// Each customer's rate of new orders.
@@ -94,6 +97,9 @@ pub enum CheckoutOutcome {
     /// Still redeeming or compensating at the deadline, or its driver stopped and the recovery
     /// worker resumes it: the order as stored, when it could be read.
     Running(OrderProcessingId, Option<Order>),
+    /// A retry under the idempotency key of a checkout admitted before: that checkout's
+    /// outcome as it stands (never `Replayed`).
+    Replayed(Box<CheckoutOutcome>),
 }
 
 impl Relay {
@@ -105,6 +111,7 @@ impl Relay {
         id: OrderProcessingId,
         caller: Caller,
         tokens: Vec<String>,
+        key: Option<Scoped>,
     ) -> Result<CheckoutOutcome, ApiError> {
         let deadline = tokio::time::Instant::now() + self.settings.checkout_deadline;
         let outcome = if self.stopping.is_cancelled() {
@@ -121,7 +128,7 @@ impl Relay {
             // The checkout outlives the request if it must; its span stays in the request's
             // trace. A panic in it leaves the log to the recovery worker.
             let task = self.sagas.spawn(
-                async move { relay.run_checkout(order, caller, tokens).await }
+                async move { relay.run_checkout(order, caller, tokens, key).await }
                     .instrument(tracing::info_span!("checkout.saga", order_processing_id = %id)),
             );
             match tokio::time::timeout_at(deadline, task).await {
@@ -139,6 +146,7 @@ impl Relay {
         self.metrics.checkout(match &outcome {
             Err(_) => "refused",
             Ok(CheckoutOutcome::Running(..)) => "running",
+            Ok(CheckoutOutcome::Replayed(_)) => "replayed",
             Ok(CheckoutOutcome::Finished(order)) if order.failure.is_none() => "completed",
             Ok(CheckoutOutcome::Finished(_)) => "failed",
         });
@@ -160,11 +168,47 @@ impl Relay {
         }
     }
 
+    /// What a retry under `key`, taken by the admission of the checkout of order `id`, is
+    /// answered: the checkout's outcome as it stands; 409 while the first request may still
+    /// be waiting for it (until the checkout deadline from the admission); 422 if the key was
+    /// taken by another request. `None` if the key is not taken.
+    async fn replay(
+        &self,
+        key: &Scoped,
+        id: &OrderProcessingId,
+    ) -> Result<Option<CheckoutOutcome>, ApiError> {
+        let Some(recorded) = self.keys.recorded(key).await? else {
+            return Ok(None);
+        };
+        // The fingerprint covers the path: the key's checkout is this order's.
+        let outcome = self.pending(id.clone()).await;
+        let waiting = secs(self.settings.checkout_deadline).saturating_sub(recorded.age_secs);
+        if matches!(outcome, CheckoutOutcome::Running(..)) && waiting > 0 {
+            return Err(outstanding(u64::try_from(waiting).unwrap_or(1)));
+        }
+        Ok(Some(CheckoutOutcome::Replayed(Box::new(outcome))))
+    }
+
+    /// `refusal`, unless the request is a retry under the key of an admitted checkout: then
+    /// that checkout's answer ([`Self::replay`]).
+    async fn unless_replayed(
+        &self,
+        key: Option<&Scoped>,
+        id: &OrderProcessingId,
+        refusal: ApiError,
+    ) -> Result<CheckoutOutcome, ApiError> {
+        match key {
+            Some(key) => self.replay(key, id).await?.ok_or(refusal),
+            None => Err(refusal),
+        }
+    }
+
     async fn run_checkout(
         self: &Arc<Self>,
         id: OrderProcessingId,
         caller: Caller,
         tokens: Vec<String>,
+        key: Option<Scoped>,
     ) -> Result<CheckoutOutcome, ApiError> {
         if tokens.is_empty() || tokens.len() > self.settings.max_tokens {
             return Err(refused(
@@ -175,21 +219,28 @@ impl Relay {
                 ),
             ));
         }
-        let (mut order, mut claim) = self
+        let begun = self
             .orders
             .begin_checkout(&id, &caller.customer, self.clock.now_secs())
-            .await?
-            .map_err(|e| match e {
-                BeginError::NotFound => ApiError::not_found("order-not-found", "no such order"),
-                BeginError::NotOpen(OrderStatus::CheckingOut) => ApiError::conflict(
-                    "checkout-in-progress",
-                    "another checkout of this order is in progress",
-                ),
-                BeginError::NotOpen(status) => ApiError::conflict(
-                    "order-not-open",
-                    format!("the order is {}, not open", status.as_str()),
-                ),
-            })?;
+            .await?;
+        let (mut order, mut claim) = match begun {
+            Ok(begun) => begun,
+            // A retry of an admitted checkout finds its order no longer open.
+            Err(refusal) => {
+                let refusal = match refusal {
+                    BeginError::NotFound => ApiError::not_found("order-not-found", "no such order"),
+                    BeginError::NotOpen(OrderStatus::CheckingOut) => ApiError::conflict(
+                        "checkout-in-progress",
+                        "another checkout of this order is in progress",
+                    ),
+                    BeginError::NotOpen(status) => ApiError::conflict(
+                        "order-not-open",
+                        format!("the order is {}, not open", status.as_str()),
+                    ),
+                };
+                return self.unless_replayed(key.as_ref(), &id, refusal).await;
+            }
+        };
         let verified = match self
             .admit(&order, caller.key.as_deref(), &tokens)
             .instrument(tracing::info_span!("checkout.admit", order_processing_id = %id, tokens = tokens.len()))
@@ -199,13 +250,26 @@ impl Relay {
             Err(problem) => return Err(self.give_back(&id, &claim, problem).await),
         };
         let leeway = secs(self.settings.token_leeway);
+        let taken = key
+            .as_ref()
+            .map(|key| self.keys.record(key, id.as_str(), None, None));
         match self
             .orders
-            .admit(&mut order, &verified, leeway, &mut claim)
+            .admit(&mut order, &verified, leeway, &mut claim, taken)
             .await
         {
             Ok(Ok(())) => {}
-            Ok(Err(index)) => {
+            // Another request took the key: another order's checkout (the fingerprint covers
+            // the path), 422; or one whose admission has not committed yet, 409.
+            Ok(Err(Unadmitted::KeyTaken)) => {
+                let reused = match &key {
+                    Some(key) => self.keys.recorded(key).await.err(),
+                    None => None,
+                };
+                let refusal = reused.unwrap_or_else(|| outstanding(1));
+                return Err(self.give_back(&id, &claim, refusal).await);
+            }
+            Ok(Err(Unadmitted::Replayed(index))) => {
                 let claims = verified[index].claims();
                 let error = VerifyError::Replayed {
                     iss: claims.iss.clone(),

@@ -8,6 +8,9 @@ use ctr_service_kit::ApiError;
 /// One store operation of a checkout, in the order a saga writes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SagaOp {
+    /// An order opened (with the idempotency key it came with, if any): the first write of
+    /// a customer's flow.
+    Open,
     /// `open` to `checking_out`: the admission's claim.
     Begin,
     /// The tokens consumed and the checkout log written.

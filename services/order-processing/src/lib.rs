@@ -18,8 +18,9 @@ use std::sync::Arc;
 
 use ctr_pki::{IdentityFiles, TlsFiles};
 use ctr_service_kit::{
-    App, ClientAuth, Config, ConfigError, CustomerAuth, CustomerRate, Health, Metrics,
-    ServerConfig, Service, StartError, https_client_following, open_store, watch_certificates,
+    App, ClientAuth, Config, ConfigError, CustomerAuth, CustomerRate, Health, IdempotencyKeys,
+    Metrics, ServerConfig, Service, StartError, https_client_following, open_store,
+    watch_certificates,
 };
 use ctr_token::{CachePolicy, Clock, KeySetCache, Verifier, VerifierPolicy, secs};
 use tokio::sync::Semaphore;
@@ -131,6 +132,7 @@ pub async fn build_with_faults(
         settings: settings.clone(),
         unbound_tokens: customers.allows_bearer(),
         verifier: Verifier::new(policy, keys, clock.clone()),
+        keys: IdempotencyKeys::new(store.clone(), server),
         orders: OrderStore::new(
             store,
             StoreLimits {

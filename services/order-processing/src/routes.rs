@@ -8,16 +8,21 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ctr_money::Money;
+use ctr_service_kit::idempotency::{Answer, REPLAYED};
 use ctr_service_kit::openapi::{ApiDoc, Endpoint, Method, Param};
 use ctr_service_kit::{
-    ApiError, ApiJson, Customer, CustomerAuth, CustomerId, OrderProcessingId, scopes,
+    ApiError, ApiJson, Customer, CustomerAuth, CustomerId, Idempotent, OrderProcessingId, scopes,
 };
 use ctr_token::secs;
 use serde::Deserialize;
 
 use crate::checkout::{Caller, CheckoutOutcome, Relay, failure_problem};
 use crate::orders::{Order, OrderView};
-use crate::store::InsertError;
+use crate::store::{InsertError, Inserted};
+
+/// The routes' names in the scope of an idempotency key.
+const CREATE_ORDER: &str = "orders.create";
+const CHECKOUT: &str = "orders.checkout";
 
 /// A new order: the total its tokens must settle exactly. The buyer is the access token's
 /// customer.
@@ -91,13 +96,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         "capability-unbound",
     ]);
     let id = || Param::new("id", "The order's `order_processing_id`", doc_id.clone());
-    doc.customer_endpoint(Endpoint {
+    doc.idempotent_customer_endpoint(Endpoint {
         method: Method::Post,
         path: "/service/v1/orders".into(),
         operation_id: "createOrder".into(),
         summary: "Open an order",
         description: "Opens an order for the access token's customer and a total; tokens are confirmed against its \
-                      `order_processing_id`. Rate-limited per customer.",
+                      `order_processing_id`; `Location` is the order's URL. Rate-limited per customer.",
         params: vec![],
         request: Some(new_order),
         success: (201, "The open order", order.clone()),
@@ -123,7 +128,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             (422, vec!["invalid-order-processing-id"]),
         ],
     }, scopes::ORDERS_READ);
-    doc.customer_endpoint(Endpoint {
+    doc.idempotent_customer_endpoint(Endpoint {
         method: Method::Post,
         path: "/service/v1/orders/{id}/checkout".into(),
         operation_id: "checkout".into(),
@@ -169,9 +174,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 async fn create_order(
     customer: Customer,
     State(relay): State<Arc<Relay>>,
-    ApiJson(request): ApiJson<NewOrder>,
-) -> Result<(StatusCode, ApiJson<OrderView>), ApiError> {
+    request: Idempotent<NewOrder>,
+) -> Result<Response, ApiError> {
     let customer = customer.scoped(scopes::ORDERS_WRITE)?;
+    let key = relay.keys.scope(customer.id(), CREATE_ORDER, request.key)?;
+    let request = request.body;
     customer.is(request.customer_id.as_ref())?;
     let customer_id = customer.id().clone();
     relay.rate.check(&customer_id)?;
@@ -184,11 +191,14 @@ async fn create_order(
     let now = relay.clock.now_secs();
     let ttl = secs(relay.settings.order_ttl);
     let order = Order::open(customer_id, request.total, now, ttl);
-    let view = order.view(now);
     let id = order.id.clone();
-    relay
+    let answer = Answer::json(StatusCode::CREATED, Some(order_url(&id)), &order.view(now))?;
+    let taken = key
+        .as_ref()
+        .map(|key| relay.keys.record(key, id.as_str(), Some(&answer), None));
+    let inserted = relay
         .orders
-        .insert(&order, now)
+        .insert(&order, now, taken)
         .await
         .map_err(|error| match error {
             InsertError::Full {
@@ -215,8 +225,18 @@ async fn create_order(
             ),
             InsertError::Store(problem) => problem,
         })?;
-    tracing::info!(order_processing_id = %id, "order opened");
-    Ok((StatusCode::CREATED, ApiJson(view)))
+    match (inserted, key) {
+        (Inserted::KeyTaken, Some(key)) => relay.keys.replay(&key).await,
+        _ => {
+            tracing::info!(order_processing_id = %id, "order opened");
+            Ok(answer.into_response())
+        }
+    }
+}
+
+/// Where an order is read.
+fn order_url(id: &OrderProcessingId) -> String {
+    format!("/service/v1/orders/{}", id.as_str())
 }
 
 /// One of the customer's orders; another customer's answers 404, so ids cannot be probed.
@@ -243,28 +263,41 @@ async fn checkout(
     customer: Customer,
     State(relay): State<Arc<Relay>>,
     Path(id): Path<String>,
-    ApiJson(request): ApiJson<Checkout>,
+    request: Idempotent<Checkout>,
 ) -> Result<Response, ApiError> {
     let customer = customer.scoped(scopes::ORDERS_WRITE)?;
+    let key = relay.keys.scope(customer.id(), CHECKOUT, request.key)?;
     let id = OrderProcessingId::parse(&id)?;
     let caller = Caller {
         customer: customer.id().clone(),
         key: customer.key_thumbprint().map(str::to_owned),
     };
-    let outcome = relay.checkout(id, caller, request.tokens).await?;
-    let now = relay.clock.now_secs();
+    let outcome = relay.checkout(id, caller, request.body.tokens, key).await?;
+    Ok(checkout_answer(outcome, relay.clock.now_secs()))
+}
+
+/// How a checkout's outcome is answered; a retry's (under its idempotency key) as the first
+/// request's would be now, marked `Idempotent-Replayed: true`.
+fn checkout_answer(outcome: CheckoutOutcome, now: i64) -> Response {
     match outcome {
+        CheckoutOutcome::Replayed(first) => {
+            let mut response = checkout_answer(*first, now);
+            response
+                .headers_mut()
+                .insert(REPLAYED, header::HeaderValue::from_static("true"));
+            response
+        }
         CheckoutOutcome::Running(id, order) => {
-            let location = format!("/service/v1/orders/{}", id.as_str());
+            let location = order_url(&id);
             match order {
-                Some(order) => Ok((
+                Some(order) => (
                     StatusCode::ACCEPTED,
                     [(header::LOCATION, location)],
                     ApiJson(order.view(now)),
                 )
-                    .into_response()),
+                    .into_response(),
                 // The order could not even be read: say that the outcome is pending, and where.
-                None => Ok((
+                None => (
                     [(header::LOCATION, location)],
                     ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -275,12 +308,12 @@ async fn checkout(
                     )
                     .retry_after(1),
                 )
-                    .into_response()),
+                    .into_response(),
             }
         }
         CheckoutOutcome::Finished(order) => match &order.failure {
-            None => Ok(ApiJson(order.view(now)).into_response()),
-            Some(failure) => Err(failure_problem(&order, failure, now)),
+            None => ApiJson(order.view(now)).into_response(),
+            Some(failure) => failure_problem(&order, failure, now).into_response(),
         },
     }
 }

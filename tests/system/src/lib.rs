@@ -184,6 +184,16 @@ impl Stores {
     }
 }
 
+/// An answer to a request with an idempotency key.
+#[derive(Debug, Clone)]
+pub struct Keyed {
+    pub status: u16,
+    pub body: Value,
+    /// `Idempotent-Replayed: true`: the first answer, given again.
+    pub replayed: bool,
+    pub location: Option<String>,
+}
+
 pub struct Domain<L: Ledger> {
     pub running: Running,
     pub state: SharedState<L>,
@@ -735,6 +745,60 @@ impl World {
             self.record_owner(&body);
         }
         (status, body)
+    }
+
+    /// POSTs `body` as the acting customer under `Idempotency-Key: "<key>"`.
+    pub async fn post_keyed(&self, url: String, body: Value, key: &str) -> Keyed {
+        let token = self.token(&self.acting_customer(&url, Some(&body)));
+        self.post_keyed_with(&token, url, body, key).await
+    }
+
+    /// POSTs `body` with `token` as the bearer token under `Idempotency-Key: "<key>"`.
+    pub async fn post_keyed_with(&self, token: &str, url: String, body: Value, key: &str) -> Keyed {
+        let response = self
+            .anonymous()
+            .post(url)
+            .bearer_auth(token)
+            .header("idempotency-key", format!("\"{key}\""))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let replayed = header("idempotent-replayed").as_deref() == Some("true");
+        let location = header("location");
+        let body = response.json().await.unwrap_or(Value::Null);
+        if status == 201 {
+            self.record_owner(&body);
+        }
+        Keyed {
+            status,
+            body,
+            replayed,
+            location,
+        }
+    }
+
+    /// How many orders `customer` has at the relay, whatever their state.
+    pub async fn orders_of(&self, customer: &str) -> i64 {
+        let (n,): (i64,) = self
+            .relay_state
+            .orders
+            .store()
+            .fetch_one(
+                ctr_store::query_as("SELECT COUNT(*) FROM orders WHERE customer_id = $1")
+                    .bind(customer),
+            )
+            .await
+            .unwrap();
+        n
     }
 
     /// GETs `url` with `token` as the bearer token (none: no Authorization header).

@@ -1,12 +1,13 @@
-//! Stand-ins between the relay and a domain, for faults no domain of ours makes by itself: a
-//! domain that commits and dies before it answers (the answer is lost, the relay gets 502),
-//! and a domain that cannot be reached for a few attempts (connections dropped at once).
+//! Stand-ins between the relay and a domain, or a customer and a service, for faults no
+//! service of ours makes by itself: a service that commits and dies before it answers, or a
+//! gateway that loses the answer (the caller gets 502 and does not know what happened), and
+//! a domain that cannot be reached for a few attempts (connections dropped at once).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use ctr_service_kit::testing::TestPki;
 use ctr_service_kit::{App, ClientAuth, Health, Metrics, Service};
@@ -28,12 +29,31 @@ pub struct AnswerLoser {
     lost: Arc<AtomicUsize>,
 }
 
+/// The request headers a stand-in passes on, and the answer's.
+const REQUEST_HEADERS: [&str; 3] = ["content-type", "authorization", "idempotency-key"];
+const ANSWER_HEADERS: [&str; 4] = [
+    "content-type",
+    "location",
+    "retry-after",
+    "idempotent-replayed",
+];
+
 impl AnswerLoser {
-    /// In front of `upstream`, a domain's base URL (`https://127.0.0.1:port`).
+    /// In front of `upstream`, a domain's base URL (`https://127.0.0.1:port`), for the relay.
     pub async fn start(pki: &TestPki, upstream: String) -> Self {
+        Self::start_with(pki, upstream, pki.client(Some("order-processing"))).await
+    }
+
+    /// In front of `upstream`, a service's base URL, for customers: a gateway that loses the
+    /// answers it is told to after the service committed (bearer tokens only: a DPoP proof
+    /// names the service's URL).
+    pub async fn for_customers(pki: &TestPki, upstream: String) -> Self {
+        Self::start_with(pki, upstream, pki.client(None)).await
+    }
+
+    async fn start_with(pki: &TestPki, upstream: String, client: reqwest::Client) -> Self {
         let lose = Arc::new(AtomicUsize::new(0));
         let lost = Arc::new(AtomicUsize::new(0));
-        let client = pki.client(Some("order-processing"));
         let (to_lose, counted) = (lose.clone(), lost.clone());
         let forward = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
             let (client, upstream) = (client.clone(), upstream.clone());
@@ -43,22 +63,27 @@ impl AnswerLoser {
                 let mut request = client
                     .request(method, format!("{upstream}{path}"))
                     .body(body);
-                if let Some(kind) = headers.get(header::CONTENT_TYPE) {
-                    request = request.header(header::CONTENT_TYPE, kind);
+                for name in REQUEST_HEADERS {
+                    for value in headers.get_all(name) {
+                        request = request.header(name, value);
+                    }
                 }
                 let Ok(answer) = request.send().await else {
                     return StatusCode::BAD_GATEWAY.into_response();
                 };
                 let status = answer.status();
-                let kind = answer.headers().get(header::CONTENT_TYPE).cloned();
+                let passed: Vec<_> = ANSWER_HEADERS
+                    .iter()
+                    .filter_map(|name| Some((*name, answer.headers().get(*name)?.clone())))
+                    .collect();
                 let body = answer.bytes().await.unwrap_or_default();
                 if take_one(&to_lose) {
                     counted.fetch_add(1, Ordering::SeqCst);
                     return StatusCode::BAD_GATEWAY.into_response();
                 }
                 let mut response: Response = (status, body).into_response();
-                if let Some(kind) = kind {
-                    response.headers_mut().insert(header::CONTENT_TYPE, kind);
+                for (name, value) in passed {
+                    response.headers_mut().insert(name, value);
                 }
                 response
             }

@@ -103,6 +103,24 @@ pub enum BeginError {
     NotOpen(OrderStatus),
 }
 
+/// What storing an order did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// The order is stored (with its idempotency key, if it came with one).
+    New,
+    /// Its idempotency key was taken already: nothing was stored.
+    KeyTaken,
+}
+
+/// Why an admission did not happen; nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unadmitted {
+    /// The token at this index was consumed before.
+    Replayed(usize),
+    /// The request's idempotency key was taken already.
+    KeyTaken,
+}
+
 /// Why an order could not be stored.
 #[derive(Debug)]
 pub enum InsertError {
@@ -204,7 +222,15 @@ impl OrderStore {
     /// Stores a new order. When the store looks full, orders kept past their retention as of
     /// `now` are dropped first. Across replicas the bound is approximate: each process counts
     /// the shared table at every prune and adds its own inserts since.
-    pub async fn insert(&self, order: &Order, now: i64) -> Result<(), InsertError> {
+    ///
+    /// `key` is the statement that takes the request's idempotency key
+    /// ([`ctr_service_kit::IdempotencyKeys::record`]), if it came with one.
+    pub async fn insert(
+        &self,
+        order: &Order,
+        now: i64,
+        key: Option<ctr_store::Query>,
+    ) -> Result<Inserted, InsertError> {
         if self.kept.load(Ordering::Relaxed) < 0 {
             self.recount().await.map_err(InsertError::Store)?;
         }
@@ -225,49 +251,90 @@ impl OrderStore {
                 });
             }
         }
-        // One statement checks the customer's open orders and inserts.
-        let inserted = self
+        // One statement checks the customer's open orders and inserts; with an idempotency
+        // key, it and the key are one transaction (one round trip on PostgreSQL), the key
+        // first: when it is taken, nothing is written.
+        let insert = query(format!(
+            "INSERT INTO orders (id, customer_id, total_amount, currency, status, \
+             created_at, expires_at, forget_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+             WHERE (SELECT COUNT(*) FROM orders WHERE customer_id = $2 \
+             AND status = 'open' AND expires_at > $9) < $10{}",
+            if key.is_some() { " RETURNING id" } else { "" }
+        ))
+        .bind(order.id.as_str())
+        .bind(order.customer_id.as_str())
+        .bind(amount_to_sql(order.total.amount))
+        .bind(order.total.currency.as_str())
+        .bind(order.status.as_str())
+        .bind(order.created_at)
+        .bind(order.expires_at)
+        .bind(order.expires_at.saturating_add(self.retention))
+        .bind(now)
+        .bind(i64::try_from(self.per_customer).unwrap_or(i64::MAX));
+        /// The customer's cap refused the order (`None`), or the store failed: the
+        /// transaction rolls back.
+        struct Refused(Option<StoreError>);
+        impl From<StoreError> for Refused {
+            fn from(error: StoreError) -> Self {
+                Self(Some(error))
+            }
+        }
+        self.before(SagaOp::Open).map_err(InsertError::Store)?;
+        let inserted = match key {
+            None => match self.store.execute(insert).await {
+                Ok(1) => Ok(Inserted::New),
+                Ok(_) => Err(Refused(None)),
+                Err(error) => Err(Refused(Some(error))),
+            },
+            Some(key) => {
+                self.store
+                    .transact_pipelined(move |tx| {
+                        let (key, insert) = (key.clone(), insert.clone());
+                        Box::pin(async move {
+                            if !tx.guarded(key, 1).await? {
+                                return Ok(Inserted::KeyTaken);
+                            }
+                            if !tx.guarded(insert, 1).await? {
+                                return Err(Refused(None));
+                            }
+                            Ok(Inserted::New)
+                        })
+                    })
+                    .await
+            }
+        };
+        let inserted = match inserted {
+            Ok(inserted) => inserted,
+            Err(Refused(Some(error))) => return Err(InsertError::Store(error.into())),
+            Err(Refused(None)) => return Err(self.customer_limit(order, now).await),
+        };
+        if inserted == Inserted::New {
+            self.kept.fetch_add(1, Ordering::Relaxed);
+            self.after(SagaOp::Open).await;
+        }
+        Ok(inserted)
+    }
+
+    /// The refusal of an order over its customer's cap of open orders (as of `now`).
+    async fn customer_limit(&self, order: &Order, now: i64) -> InsertError {
+        let first = self
             .store
-            .execute(
-                query(
-                    "INSERT INTO orders (id, customer_id, total_amount, currency, status, \
-                     created_at, expires_at, forget_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
-                     WHERE (SELECT COUNT(*) FROM orders WHERE customer_id = $2 \
-                     AND status = 'open' AND expires_at > $9) < $10",
+            .fetch_one(
+                query_as::<(Option<i64>,)>(
+                    "SELECT MIN(expires_at) FROM orders \
+                     WHERE customer_id = $1 AND status = 'open' AND expires_at > $2",
                 )
-                .bind(order.id.as_str())
                 .bind(order.customer_id.as_str())
-                .bind(amount_to_sql(order.total.amount))
-                .bind(order.total.currency.as_str())
-                .bind(order.status.as_str())
-                .bind(order.created_at)
-                .bind(order.expires_at)
-                .bind(order.expires_at.saturating_add(self.retention))
-                .bind(now)
-                .bind(i64::try_from(self.per_customer).unwrap_or(i64::MAX)),
+                .bind(now),
             )
-            .await
-            .map_err(|e| InsertError::Store(e.into()))?;
-        if inserted != 1 {
-            let (first,): (Option<i64>,) = self
-                .store
-                .fetch_one(
-                    query_as(
-                        "SELECT MIN(expires_at) FROM orders \
-                         WHERE customer_id = $1 AND status = 'open' AND expires_at > $2",
-                    )
-                    .bind(order.customer_id.as_str())
-                    .bind(now),
-                )
-                .await
-                .map_err(|e| InsertError::Store(e.into()))?;
-            return Err(InsertError::CustomerLimit {
+            .await;
+        match first {
+            Ok((first,)) => InsertError::CustomerLimit {
                 limit: self.per_customer,
                 retry_after: seconds_until(first, now),
-            });
+            },
+            Err(error) => InsertError::Store(error.into()),
         }
-        self.kept.fetch_add(1, Ordering::Relaxed);
-        Ok(())
     }
 
     pub async fn get(&self, id: &OrderProcessingId) -> Result<Option<Order>, ApiError> {
@@ -340,17 +407,19 @@ impl OrderStore {
         Ok(reopened == 1)
     }
 
-    /// Admits a checkout in one transaction: consumes every `(iss, jti)` (kept until the
-    /// token's `exp` + `leeway`), writes the checkout log and starts the checkout's bound.
-    /// Answers the first replayed token's index when one was seen before; then nothing is
-    /// written.
+    /// Admits a checkout in one transaction: takes the request's idempotency key (`key`,
+    /// [`ctr_service_kit::IdempotencyKeys::record`], if it came with one), consumes every
+    /// `(iss, jti)` (kept until the token's `exp` + `leeway`), writes the checkout log and
+    /// starts the checkout's bound. Answers why not when the key was taken or a token was
+    /// seen before; then nothing is written.
     pub async fn admit(
         &self,
         order: &mut Order,
         tokens: &[VerifiedToken],
         leeway: i64,
         claim: &mut Claim,
-    ) -> Result<Result<(), usize>, WriteError> {
+        key: Option<ctr_store::Query>,
+    ) -> Result<Result<(), Unadmitted>, WriteError> {
         self.before(SagaOp::Admit)?;
         let start = query(self.sql.admit.clone())
             .bind(self.lease_ms)
@@ -403,6 +472,7 @@ impl OrderStore {
         }
         /// A replay rolls the transaction back: the other tokens stay unconsumed.
         enum Refused {
+            KeyTaken,
             Replayed,
             Write(WriteError),
         }
@@ -412,15 +482,25 @@ impl OrderStore {
             }
         }
         let fresh = u64::try_from(tokens.len()).unwrap_or(u64::MAX);
-        // The tokens consumed, the log written and the claim renewed in one write (on
-        // PostgreSQL one round trip): each write holds, or none is kept. The fence goes last
-        // so that every fenced write takes the steps' rows before the order's.
+        // The key taken, the tokens consumed, the log written and the claim renewed in one
+        // write (on PostgreSQL one round trip): each write holds, or none is kept. The fence
+        // goes last so that every fenced write takes the steps' rows before the order's.
         let admitted: Result<i64, Refused> = self
             .store
             .transact_pipelined(move |tx| {
-                let (consume, log, start, started) =
-                    (consume.clone(), log.clone(), start.clone(), started.clone());
+                let (key, consume, log, start, started) = (
+                    key.clone(),
+                    consume.clone(),
+                    log.clone(),
+                    start.clone(),
+                    started.clone(),
+                );
                 Box::pin(async move {
+                    if let Some(key) = key
+                        && !tx.guarded(key, 1).await?
+                    {
+                        return Err(Refused::KeyTaken);
+                    }
                     if !tx.guarded(consume, fresh).await? {
                         return Err(Refused::Replayed);
                     }
@@ -435,7 +515,10 @@ impl OrderStore {
             .await;
         let started_ms = match admitted {
             Ok(started_ms) => started_ms,
-            Err(Refused::Replayed) => return Ok(Err(self.first_replayed(&keys).await?)),
+            Err(Refused::KeyTaken) => return Ok(Err(Unadmitted::KeyTaken)),
+            Err(Refused::Replayed) => {
+                return Ok(Err(Unadmitted::Replayed(self.first_replayed(&keys).await?)));
+            }
             Err(Refused::Write(error)) => return Err(error),
         };
         order.tokens = records;

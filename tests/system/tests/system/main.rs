@@ -8,6 +8,7 @@ mod dpop;
 mod durability;
 mod echo;
 mod fuzz;
+mod idempotency;
 mod kms;
 mod limits;
 mod oidc_interop;
