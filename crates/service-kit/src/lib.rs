@@ -52,4 +52,4 @@ pub use main_with::{admin_get, healthcheck, main_with};
 pub use metrics::{Metrics, latency_histogram};
 pub use problem::{ApiError, ApiJson, PROBLEM_BASE, seconds_until};
 pub use serve::PeerCertificates;
-pub use store::open_store;
+pub use store::{open_store, with_kit_migrations};

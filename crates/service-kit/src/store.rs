@@ -20,13 +20,7 @@ pub async fn open_store(
     migrations: &[Migration],
     health: &Health,
 ) -> Result<Store, StartError> {
-    // The kit's own tables (the DPoP replay cache, idempotency keys) with the service's.
-    let migrations = [
-        migrations,
-        crate::proofs::MIGRATIONS,
-        crate::idempotency::MIGRATIONS,
-    ]
-    .concat();
+    let migrations = with_kit_migrations(migrations);
     let mut backoff = Duration::from_millis(250);
     let store = loop {
         match Store::open(&server.store_url, &migrations).await {
@@ -59,6 +53,17 @@ pub async fn open_store(
         }
     });
     Ok(store)
+}
+
+/// A service's migrations and the kit's own tables (the DPoP replay cache, idempotency keys):
+/// what a service's store holds.
+pub fn with_kit_migrations(service: &[Migration]) -> Vec<Migration> {
+    [
+        service,
+        crate::proofs::MIGRATIONS,
+        crate::idempotency::MIGRATIONS,
+    ]
+    .concat()
 }
 
 impl From<StoreError> for ApiError {

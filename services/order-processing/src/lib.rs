@@ -35,7 +35,7 @@ pub use routes::openapi;
 pub use routes::router;
 pub use settings::{IssuerEntry, RelaySettings};
 pub use settlement::SettlementError;
-pub use store::{OrderStore, StoreLimits};
+pub use store::{MIGRATIONS, OrderStore, StoreLimits};
 
 pub const SERVICE: Service = Service {
     name: "order-processing",

@@ -45,6 +45,11 @@ impl Plan {
         }
     }
 
+    /// The fault planned.
+    pub fn fault(&self) -> Fault {
+        self.fault
+    }
+
     /// Whether the fault happened (operation `n` was reached).
     pub fn triggered(&self) -> bool {
         self.triggered.load(Ordering::SeqCst)

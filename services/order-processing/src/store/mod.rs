@@ -310,8 +310,8 @@ impl OrderStore {
         };
         if inserted == Inserted::New {
             self.kept.fetch_add(1, Ordering::Relaxed);
-            self.after(SagaOp::Open).await;
         }
+        self.after(SagaOp::Open).await;
         Ok(inserted)
     }
 

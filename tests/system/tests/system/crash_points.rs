@@ -92,6 +92,62 @@ impl Scenario {
     }
 }
 
+/// A case's faults, handed out one per relay in the order the relays start; the relays after
+/// the last run without one.
+struct Faults<'a> {
+    left: std::slice::Iter<'a, Fault>,
+    last: Option<Arc<Plan>>,
+}
+
+impl<'a> Faults<'a> {
+    fn new(faults: &'a [Fault]) -> Self {
+        Self {
+            left: faults.iter(),
+            last: None,
+        }
+    }
+
+    /// The next relay's plan, if a fault is left.
+    fn next_plan(&mut self) -> Option<Arc<Plan>> {
+        let plan = Arc::new(Plan::new(*self.left.next()?));
+        if self.left.len() == 0 {
+            self.last = Some(plan.clone());
+        }
+        Some(plan)
+    }
+
+    /// Whether the last fault was reached.
+    fn last_reached(&self) -> bool {
+        self.last.as_ref().is_some_and(|plan| plan.triggered())
+    }
+}
+
+/// A new order of c_alice, 49.99 EUR.
+fn new_order() -> Value {
+    json!({"customer_id": "c_alice", "total": {"amount": 4999, "currency": "EUR"}})
+}
+
+/// A checkout retried under its key once its order ended agrees with that end: the order
+/// completed is 200 with the order, a failed one its failure; marked replayed.
+fn check_retried(why: &str, view: &Value, (status, body, replayed): &(u16, Value, bool)) {
+    let context = format!("{why}: order {view}, retried {status} {body}");
+    assert!(*replayed, "{context}: the first checkout's answer");
+    match view["status"].as_str() {
+        Some("completed") => {
+            assert_eq!(*status, 200, "{context}");
+            assert_eq!(body["status"], "completed", "{context}");
+        }
+        Some("failed") => {
+            assert!(
+                ["redemption-refused", "issuer-unavailable"].contains(&problem_type(body)),
+                "{context}"
+            );
+            assert_eq!(body["order"]["status"], "failed", "{context}");
+        }
+        other => panic!("{context}: retried an order {other:?}"),
+    }
+}
+
 /// The stand-ins a scenario puts between the relays and the domains.
 #[derive(Default)]
 struct StandIns {
@@ -122,6 +178,8 @@ struct Ledgers {
 
 struct Harness {
     scenario: Scenario,
+    /// The store of the relays under test, for the test's own reads.
+    store: tokio::sync::OnceCell<ctr_store::Store>,
     world: World,
     server: ServerConfig,
     settings: RelaySettings,
@@ -189,6 +247,7 @@ impl Harness {
         }
         Self {
             scenario,
+            store: tokio::sync::OnceCell::new(),
             world,
             server,
             settings,
@@ -255,39 +314,96 @@ impl Harness {
         (tokens, jtis)
     }
 
-    /// Runs one case: `faults[0]` in the relay that admits the checkout, and each further
-    /// fault in the relay that recovers it after the one before crashed. Answers whether the
-    /// last fault was reached (a checkout reaches only so many operations).
+    /// Opens the customer's order at `relay` under the idempotency key `key`, as a client
+    /// that retries does: again under the same key when the store failed. `None` when the
+    /// relay crashed at `plan`'s fault (it wrote and never answered).
+    async fn open_keyed(
+        &self,
+        relay: &CrashableRelay,
+        plan: Option<&Plan>,
+        key: &str,
+    ) -> Option<String> {
+        let url = relay.url("/service/v1/orders");
+        for _ in 0..2 {
+            let request = self.world.post_keyed(url.clone(), new_order(), key);
+            let mut request = std::pin::pin!(request);
+            let answer = loop {
+                tokio::select! {
+                    answer = &mut request => break answer,
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {
+                        if plan.is_some_and(|p| p.triggered() && matches!(p.fault(), Fault::CrashAfter(_))) {
+                            return None;
+                        }
+                    }
+                }
+            };
+            if answer.status == 201 {
+                return Some(
+                    answer.body["order_processing_id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                );
+            }
+        }
+        panic!(
+            "{:?}: the order was not opened under its key",
+            self.scenario
+        )
+    }
+
+    /// Runs one case: `faults[0]` in the relay that opens the order and admits the checkout,
+    /// and each further fault in the relay started in place of the one before when that one
+    /// crashed. A relay that crashed right after storing the order never answered it: the
+    /// customer opens it again under its idempotency key at the next relay. Answers whether
+    /// the last fault was reached (a checkout reaches only so many operations).
     async fn case(&self, faults: &[Fault]) -> bool {
         let why = format!("{:?}, {faults:?}", self.scenario);
         let before = self.ledgers().await;
         self.stand_ins.arm();
-        let plan = Arc::new(Plan::new(faults[0]));
-        let relay = self.relay(Some(plan.clone())).await;
-        let order = self
-            .world
-            .open_order_at(&relay.url("/service/v1/orders"), "c_alice", 4999)
-            .await;
+        let mut faults = Faults::new(faults);
+        let mut plan = faults.next_plan();
+        let mut relay = self.relay(plan.clone()).await;
+        let orders_before = self.orders_of_alice().await;
+        let order_key = format!("order-{}", Uuid::new_v4());
+        let order = loop {
+            if let Some(order) = self.open_keyed(&relay, plan.as_deref(), &order_key).await {
+                break order;
+            }
+            relay.kill();
+            expire_claims(&self.server.store_url).await;
+            plan = faults.next_plan();
+            relay = self.relay(plan.clone()).await;
+        };
+        assert_eq!(
+            self.orders_of_alice().await,
+            orders_before + 1,
+            "{why}: one order under its key, whoever answered"
+        );
         let (tokens, jtis) = self.confirm(&order).await;
         let checkout = relay.url(&format!("/service/v1/orders/{order}/checkout"));
+        let checkout_key = format!("checkout-{}", Uuid::new_v4());
         let answer = tokio::time::timeout(
             Duration::from_secs(20),
-            self.world.post(checkout, json!({"tokens": tokens})),
+            self.world
+                .post_keyed(checkout, json!({"tokens": tokens}), &checkout_key),
         )
         .await
         .unwrap_or_else(|_| panic!("{why}: the checkout never answered"));
+        let answer = (answer.status, answer.body);
         let path = format!("/service/v1/orders/{order}");
-        let mut reached = self.reached(&why, &relay, &path, &plan).await;
-        if reached && !matches!(faults[0], Fault::CrashAfter(_)) && answer.0 == 200 {
-            let (_, stored) = self.world.get(relay.url(&path)).await;
-            assert_eq!(
-                stored["status"], "completed",
-                "{why}: 200 only once completed is durable: {stored}"
-            );
+        let mut crashed = false;
+        if let Some(plan) = &plan {
+            let reached = self.reached(&why, &relay, &path, plan).await;
+            if reached && !matches!(plan.fault(), Fault::CrashAfter(_)) && answer.0 == 200 {
+                let (_, stored) = self.world.get(relay.url(&path)).await;
+                assert_eq!(
+                    stored["status"], "completed",
+                    "{why}: 200 only once completed is durable: {stored}"
+                );
+            }
+            crashed = reached && matches!(plan.fault(), Fault::CrashAfter(_));
         }
-        let mut crashed = reached && matches!(faults[0], Fault::CrashAfter(_));
-        let mut relay = relay;
-        let mut next = faults[1..].iter();
         while crashed {
             relay.kill();
             // SIGKILL stops every thread of a process; this in-process kill stops the relay's
@@ -298,13 +414,10 @@ impl Harness {
                 expire_claims(&self.server.store_url).await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let again = next.next().map(|fault| Arc::new(Plan::new(*fault)));
-            relay = self.relay(again.clone()).await;
-            crashed = match &again {
-                Some(plan) => {
-                    reached = self.reached(&why, &relay, &path, plan).await;
-                    reached
-                }
+            plan = faults.next_plan();
+            relay = self.relay(plan.clone()).await;
+            crashed = match &plan {
+                Some(plan) => self.reached(&why, &relay, &path, plan).await,
                 None => false,
             };
         }
@@ -312,10 +425,66 @@ impl Harness {
             expire_claims(&self.server.store_url).await;
         }
         let view = self.world.ended(relay.url(&path)).await;
+        // The customer, who may have heard nothing, retries the checkout under its key, at a
+        // relay with no fault left to reach.
+        if plan.is_some_and(|plan| !plan.triggered()) {
+            relay.kill();
+            relay = self.relay(None).await;
+        }
+        let retried = self
+            .retry_checkout(&relay, &order, &tokens, &checkout_key, &view)
+            .await;
         relay.kill();
         self.check(&why, &order, &view, &answer, &jtis, before)
             .await;
-        reached
+        if let Some(retried) = retried {
+            check_retried(&why, &view, &retried);
+        }
+        faults.last_reached()
+    }
+
+    /// The checkout of `order` again under `key` at `relay`, once it ended; `None` for an
+    /// order still open (its admission never happened, so a retry would check it out now).
+    async fn retry_checkout(
+        &self,
+        relay: &CrashableRelay,
+        order: &str,
+        tokens: &[String],
+        key: &str,
+        view: &Value,
+    ) -> Option<(u16, Value, bool)> {
+        if view["status"] == "open" {
+            return None;
+        }
+        let retried = self
+            .world
+            .post_keyed(
+                relay.url(&format!("/service/v1/orders/{order}/checkout")),
+                json!({"tokens": tokens}),
+                key,
+            )
+            .await;
+        Some((retried.status, retried.body, retried.replayed))
+    }
+
+    /// How many orders c_alice has in the store of the relays under test.
+    async fn orders_of_alice(&self) -> i64 {
+        let store = self
+            .store
+            .get_or_init(|| async {
+                let migrations = ctr_service_kit::with_kit_migrations(order_processing::MIGRATIONS);
+                ctr_store::Store::open(&self.server.store_url, &migrations)
+                    .await
+                    .unwrap()
+            })
+            .await;
+        let (n,): (i64,) = store
+            .fetch_one(ctr_store::query_as(
+                "SELECT COUNT(*) FROM orders WHERE customer_id = 'c_alice'",
+            ))
+            .await
+            .unwrap();
+        n
     }
 
     /// Waits until `plan`'s fault was reached in `relay`'s checkout of the order at `path`,
@@ -465,10 +634,37 @@ impl Harness {
         )
         .await;
         self.world.wait_until_admin_ready(relay.admin).await;
-        let order = self
-            .world
-            .open_order_at(&relay.url("/service/v1/orders"), "c_alice", 4999)
+        let orders_before = self.orders_of_alice().await;
+        let order_key = format!("order-{}", Uuid::new_v4());
+        let mut opened = self
+            .try_post_keyed(relay.url("/service/v1/orders"), new_order(), &order_key)
             .await;
+        let mut aborted_at_open = false;
+        if opened.0 == 0 {
+            // Aborted right after storing the order, before answering: the customer opens
+            // it again under its key at the relay started in its place.
+            relay.kill().await;
+            aborted_at_open = true;
+            relay = ChildRelay::start(
+                env!("CARGO_BIN_EXE_ctr-crashing-relay"),
+                &self.server,
+                &self.settings,
+                None,
+                None,
+            )
+            .await;
+            self.world.wait_until_admin_ready(relay.admin).await;
+            opened = self
+                .try_post_keyed(relay.url("/service/v1/orders"), new_order(), &order_key)
+                .await;
+        }
+        assert_eq!(opened.0, 201, "{why}: {opened:?}");
+        assert_eq!(
+            self.orders_of_alice().await,
+            orders_before + 1,
+            "{why}: one order under its key"
+        );
+        let order = opened.1["order_processing_id"].as_str().unwrap().to_owned();
         let (tokens, jtis) = self.confirm(&order).await;
         let path = format!("/service/v1/orders/{order}");
         let answer = self
@@ -500,7 +696,27 @@ impl Harness {
         recovering.kill();
         self.check(&why, &order, &view, &answer, &jtis, before)
             .await;
-        aborted
+        aborted || aborted_at_open
+    }
+
+    /// A POST as the customer under `Idempotency-Key: "<key>"` that answers `(0, null)` when
+    /// the connection dies with the relay.
+    async fn try_post_keyed(&self, url: String, body: Value, key: &str) -> (u16, Value) {
+        let sent = self
+            .world
+            .customer
+            .post(url)
+            .header("idempotency-key", format!("\"{key}\""))
+            .json(&body)
+            .send()
+            .await;
+        match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                (status, response.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
     }
 
     /// A POST as the customer that answers `(0, null)` when the connection dies with the

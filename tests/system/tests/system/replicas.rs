@@ -148,8 +148,8 @@ async fn a_stalled_drivers_late_writes_are_refused_and_the_new_owners_decision_s
     let mut stalled = settings.clone();
     stalled.recovery_interval = Duration::from_secs(3600);
     // A stalls (a paused process) right after writing the capture `redeeming`: operations
-    // begin, admit, coupon, points, capture.
-    let plan = Arc::new(Plan::new(Fault::StallAfter(5)));
+    // open, begin, admit, coupon, points, capture.
+    let plan = Arc::new(Plan::new(Fault::StallAfter(6)));
     let a = CrashableRelay::start_with_faults(
         server.clone(),
         stalled,

@@ -240,8 +240,9 @@ async fn a_panic_in_a_saga_answers_202_and_recovery_finishes_the_checkout() {
     let server = world.relay_under_test().await;
     let mut settings = world.relay_settings.clone();
     settings.recovery_interval = Duration::from_millis(50);
-    // Operations: begin, admit, the coupon's `redeeming` (3), the points' (4): a bug there.
-    let plan = Arc::new(Plan::new(Fault::PanicAt(4)));
+    // Operations: open, begin, admit, the coupon's `redeeming` (4), the points' (5): a bug
+    // there.
+    let plan = Arc::new(Plan::new(Fault::PanicAt(5)));
     let relay = CrashableRelay::start_with_faults(
         server.clone(),
         settings,
