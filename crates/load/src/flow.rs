@@ -21,6 +21,8 @@ pub struct Outcome {
 struct Caller<'a> {
     client: &'a reqwest::Client,
     credential: &'a Credential,
+    /// Whether each POST carries a fresh `Idempotency-Key`.
+    idempotency: bool,
 }
 
 async fn post(caller: Caller<'_>, url: String, body: Value) -> Result<Value, String> {
@@ -37,6 +39,11 @@ async fn post(caller: Caller<'_>, url: String, body: Value) -> Result<Value, Str
                 .header(reqwest::header::AUTHORIZATION, format!("DPoP {token}"))
                 .header("DPoP", proof)
         }
+    };
+    let request = if caller.idempotency {
+        request.header("Idempotency-Key", format!("\"{}\"", uuid::Uuid::now_v7()))
+    } else {
+        request
     };
     let response = request
         .json(&body)
@@ -76,6 +83,7 @@ pub async fn run(client: &reqwest::Client, targets: &Targets, customer: usize) -
     let caller = Caller {
         client,
         credential: &targets.tokens[customer % targets.tokens.len().max(1)],
+        idempotency: targets.idempotency,
     };
     let outcome = steps(caller, targets, customer, &mut latencies).await;
     if outcome.is_ok() {

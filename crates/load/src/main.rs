@@ -26,6 +26,15 @@ pub struct Targets {
     pub payments: String,
     /// Each virtual customer's credentials (`c_load_<i>`), by index.
     pub tokens: std::sync::Arc<Vec<Credential>>,
+    /// Whether every POST carries a fresh `Idempotency-Key`.
+    pub idempotency: bool,
+}
+
+/// Whether the flows' POSTs carry an `Idempotency-Key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Keys {
+    Off,
+    On,
 }
 
 /// A virtual customer's access token and, when it is DPoP-bound, its key.
@@ -42,6 +51,16 @@ pub enum Auth {
     Bearer,
     /// DPoP-bound access tokens (a P-256 key each) and a proof with every request.
     Dpop,
+}
+
+impl Keys {
+    /// The suffix of a run's name.
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Off => "",
+            Self::On => "+keys",
+        }
+    }
 }
 
 impl Auth {
@@ -108,6 +127,17 @@ struct Cli {
     /// per request and checked, and recorded once, by every service).
     #[arg(long, value_delimiter = ',', default_value = "bearer")]
     auth: Vec<Auth>,
+    /// Send a fresh `Idempotency-Key` with every POST: `--idempotency` alone, or
+    /// `--idempotency off,on` to run every configuration without and then with keys (their
+    /// cost, as a ratio in one run).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "off",
+        num_args = 0..,
+        default_missing_value = "on"
+    )]
+    idempotency: Vec<Keys>,
     /// Run the virtual customers on a runtime of their own (threads `ctr-load-gen`), for
     /// profiles (docs/bench/profile.sh); slower than the default shared runtime.
     #[arg(long)]
@@ -266,30 +296,40 @@ async fn run(cli: Cli, customers: tokio::runtime::Handle) -> Result<u64, String>
             let client = ctr_service_kit::https_client(ca, None, Duration::from_secs(30))
                 .map_err(|e| e.to_string())?;
             for &auth in &cli.auth {
-                let targets = Targets {
-                    relay: urls[0].clone(),
-                    coupons: urls[1].clone(),
-                    points: urls[2].clone(),
-                    payments: urls[3].clone(),
-                    tokens: std::sync::Arc::new(log_in(&client, &cli, auth).await?),
-                };
-                let name = format!("deployment{}", auth.suffix());
-                reports.push(drive(&cli, &name, &targets, &client, &bound, &customers).await);
+                let tokens = std::sync::Arc::new(log_in(&client, &cli, auth).await?);
+                for &keys in &cli.idempotency {
+                    let targets = Targets {
+                        relay: urls[0].clone(),
+                        coupons: urls[1].clone(),
+                        points: urls[2].clone(),
+                        payments: urls[3].clone(),
+                        tokens: tokens.clone(),
+                        idempotency: keys == Keys::On,
+                    };
+                    let name = format!("deployment{}{}", auth.suffix(), keys.suffix());
+                    reports.push(drive(&cli, &name, &targets, &client, &bound, &customers).await);
+                }
             }
         }
         (Some(_), None) => return Err("--targets needs --ca".into()),
         _ => {
-            for (store, &auth) in cli
+            let runs: Vec<_> = cli
                 .store
                 .iter()
-                .flat_map(|store| cli.auth.iter().map(move |auth| (store, auth)))
-            {
+                .flat_map(|store| cli.auth.iter().map(move |auth| (store, *auth)))
+                .flat_map(|(store, auth)| cli.idempotency.iter().map(move |keys| (store, auth, *keys)))
+                .collect();
+            for (store, auth, keys) in runs {
                 let stack = stack::InProcess::start(cli.customers, store, auth)
                     .await
                     .map_err(|e| e.to_string())?;
                 let client = stack.pki.client(None);
-                let name = format!("{}{}", store.name(), auth.suffix());
-                reports.push(drive(&cli, &name, &stack.targets, &client, &bound, &customers).await);
+                let name = format!("{}{}{}", store.name(), auth.suffix(), keys.suffix());
+                let targets = Targets {
+                    idempotency: keys == Keys::On,
+                    ..stack.targets.clone()
+                };
+                reports.push(drive(&cli, &name, &targets, &client, &bound, &customers).await);
             }
         }
     }

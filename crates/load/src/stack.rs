@@ -248,6 +248,7 @@ impl InProcess {
             points,
             payments,
             tokens: Arc::new(tokens),
+            idempotency: false,
         };
         Ok(Self {
             pki,
