@@ -317,7 +317,9 @@ async fn run(cli: Cli, customers: tokio::runtime::Handle) -> Result<u64, String>
                 .store
                 .iter()
                 .flat_map(|store| cli.auth.iter().map(move |auth| (store, *auth)))
-                .flat_map(|(store, auth)| cli.idempotency.iter().map(move |keys| (store, auth, *keys)))
+                .flat_map(|(store, auth)| {
+                    cli.idempotency.iter().map(move |keys| (store, auth, *keys))
+                })
                 .collect();
             for (store, auth, keys) in runs {
                 let stack = stack::InProcess::start(cli.customers, store, auth)

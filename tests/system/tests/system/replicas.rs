@@ -459,3 +459,56 @@ async fn a_rolling_update_of_the_relay_loses_no_checkout() {
         assert!(completed, "{order}: {status} {body}");
     }
 }
+
+#[tokio::test]
+async fn a_retry_on_the_other_relay_replica_gets_the_first_answer() {
+    if !replicas_run("a_retry_on_the_other_relay_replica_gets_the_first_answer") {
+        return;
+    }
+    let world = World::start().await;
+    let second = CrashableRelay::start(
+        world.replica_server("order-processing"),
+        world.relay_settings.clone(),
+        world.clock.clone(),
+    )
+    .await;
+    world.wait_until_admin_ready(second.admin).await;
+    let opened = world
+        .post_keyed(
+            world.relay.url("/service/v1/orders"),
+            crate::idempotency::new_order("c_alice", 4999),
+            "replica-order",
+        )
+        .await;
+    assert_eq!(opened.status, 201, "{opened:?}");
+    let again = world
+        .post_keyed(
+            second.url("/service/v1/orders"),
+            crate::idempotency::new_order("c_alice", 4999),
+            "replica-order",
+        )
+        .await;
+    crate::idempotency::assert_replayed(&opened, &again, "the order, at the other replica");
+    let order = opened.body["order_processing_id"].as_str().unwrap();
+    let tokens = world.three_tokens(order, "c_alice", "pm_alice_visa").await;
+    let path = format!("/service/v1/orders/{order}/checkout");
+    let done = world
+        .post_keyed(
+            world.relay.url(&path),
+            json!({"tokens": tokens}),
+            "replica-checkout",
+        )
+        .await;
+    assert_eq!(done.status, 200, "{done:?}");
+    let again = world
+        .post_keyed(
+            second.url(&path),
+            json!({"tokens": tokens}),
+            "replica-checkout",
+        )
+        .await;
+    crate::idempotency::assert_replayed(&done, &again, "the checkout, at the other replica");
+    let (available, _, spent) = crate::idempotency::ledger(&world, "c_alice").await;
+    assert_eq!((available, spent), (4500, 500), "spent once");
+    second.kill();
+}
