@@ -514,3 +514,52 @@ async fn a_service_that_requires_keys_refuses_a_post_without_one_and_every_servi
         "nothing written"
     );
 }
+
+#[tokio::test]
+async fn a_checkout_that_outlives_its_request_answers_its_202_again_and_later_its_outcome() {
+    // Payments never answers a capture: the saga outlives the request's deadline, then fails
+    // it after its call's timeout and compensates.
+    let port = ctr_system_tests::blackhole().await;
+    let world = World::start_with(move |settings| {
+        settings.checkout_deadline = std::time::Duration::from_millis(300);
+        settings.call_retries = 0;
+        settings.issuers.get_mut("payments").unwrap().redeem_url =
+            format!("https://127.0.0.1:{port}/service/v1/payments/redemptions");
+    })
+    .await;
+    let order = world.open_order("c_alice", 4999).await;
+    let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+    let checkout = world
+        .relay
+        .url(&format!("/service/v1/orders/{order}/checkout"));
+    let first = world
+        .post_keyed(checkout.clone(), json!({"tokens": tokens}), "slow")
+        .await;
+    assert_eq!(first.status, 202, "{first:?}");
+    assert_eq!(
+        first.location.as_deref(),
+        Some(format!("/service/v1/orders/{order}").as_str())
+    );
+    let again = world
+        .post_keyed(checkout.clone(), json!({"tokens": tokens}), "slow")
+        .await;
+    assert_eq!((again.status, again.replayed), (202, true), "{again:?}");
+    assert_eq!(again.location, first.location);
+    let view = world
+        .ended(world.relay.url(&format!("/service/v1/orders/{order}")))
+        .await;
+    assert_eq!(view["status"], "failed", "{view}");
+    let outcome = world
+        .post_keyed(checkout, json!({"tokens": tokens}), "slow")
+        .await;
+    assert_eq!(
+        (
+            outcome.status,
+            problem_type(&outcome.body),
+            outcome.replayed
+        ),
+        (502, "issuer-unavailable", true),
+        "the final outcome, for the same key: {outcome:?}"
+    );
+    assert_eq!(outcome.body["order"]["status"], "failed");
+}
