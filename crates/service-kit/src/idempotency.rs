@@ -303,15 +303,9 @@ impl IdempotencyKeys {
     pub fn new(store: Store, config: &ServerConfig) -> Self {
         let keys = Self::unpruned(store, config);
         let pruning = keys.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(PRUNE_EVERY).await;
-                match pruning.prune().await {
-                    Ok(_) => {}
-                    Err(StoreError::Closed) => return,
-                    Err(error) => tracing::warn!(%error, "expired idempotency keys not pruned"),
-                }
-            }
+        crate::store::sweep_every(PRUNE_EVERY, "idempotency keys", move || {
+            let pruning = pruning.clone();
+            async move { pruning.prune().await }
         });
         keys
     }

@@ -46,15 +46,9 @@ impl SeenProofs {
     pub(crate) fn new(store: Store) -> Self {
         let seen = Self::unswept(store);
         let sweeping = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(SWEEP_EVERY).await;
-                match sweeping.sweep().await {
-                    Ok(_) => {}
-                    Err(StoreError::Closed) => return,
-                    Err(error) => tracing::warn!(%error, "expired DPoP proofs not swept"),
-                }
-            }
+        crate::store::sweep_every(SWEEP_EVERY, "DPoP proofs", move || {
+            let sweeping = sweeping.clone();
+            async move { sweeping.sweep().await }
         });
         seen
     }

@@ -55,6 +55,25 @@ pub async fn open_store(
     Ok(store)
 }
 
+/// Runs `sweep` every `period` while the store is open: the deletion of a table's expired
+/// rows (`what` names them in the warning a failed sweep logs).
+pub(crate) fn sweep_every<F, Fut>(period: Duration, what: &'static str, sweep: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<u64, StoreError>> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            match sweep().await {
+                Ok(_) => {}
+                Err(StoreError::Closed) => return,
+                Err(error) => tracing::warn!(%error, what, "expired rows not swept"),
+            }
+        }
+    });
+}
+
 /// A service's migrations and the kit's own tables (the DPoP replay cache, idempotency keys):
 /// what a service's store holds.
 pub fn with_kit_migrations(service: &[Migration]) -> Vec<Migration> {

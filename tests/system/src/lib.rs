@@ -532,6 +532,19 @@ impl World {
         Running::start(built.app)
     }
 
+    /// Another relay process over this world's relay store, with its settings and clock, on
+    /// ports of its own, ready (a replica).
+    pub async fn relay_replica(&self) -> CrashableRelay {
+        let replica = CrashableRelay::start(
+            self.replica_server("order-processing"),
+            self.relay_settings.clone(),
+            self.clock.clone(),
+        )
+        .await;
+        self.wait_until_admin_ready(replica.admin).await;
+        replica
+    }
+
     /// The server config of another process of service `name` over the same store as this
     /// world's one (a replica), on a port of its own.
     pub fn replica_server(&self, name: &str) -> ctr_service_kit::ServerConfig {

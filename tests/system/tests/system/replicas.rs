@@ -22,13 +22,7 @@ async fn the_same_tokens_checked_out_through_two_relays_complete_exactly_once() 
         return;
     }
     let world = World::start().await;
-    let second = CrashableRelay::start(
-        world.replica_server("order-processing"),
-        world.relay_settings.clone(),
-        world.clock.clone(),
-    )
-    .await;
-    world.wait_until_admin_ready(second.admin).await;
+    let second = world.relay_replica().await;
     let order = world.open_order("c_alice", 4999).await;
     let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
     let path = format!("/service/v1/orders/{order}/checkout");
@@ -466,13 +460,7 @@ async fn a_retry_on_the_other_relay_replica_gets_the_first_answer() {
         return;
     }
     let world = World::start().await;
-    let second = CrashableRelay::start(
-        world.replica_server("order-processing"),
-        world.relay_settings.clone(),
-        world.clock.clone(),
-    )
-    .await;
-    world.wait_until_admin_ready(second.admin).await;
+    let second = world.relay_replica().await;
     let opened = world
         .post_keyed(
             world.relay.url("/service/v1/orders"),
