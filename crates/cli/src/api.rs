@@ -145,10 +145,6 @@ fn rebased(endpoint: &str, base: &str) -> Option<String> {
 #[derive(Debug)]
 pub struct Unreachable(pub String);
 
-/// How many times `ctr` sends a POST that makes something again, under the same
-/// `Idempotency-Key`, when it got no answer or was told to retry.
-pub const RETRIES: u32 = 3;
-
 impl std::fmt::Display for Unreachable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -407,9 +403,13 @@ impl Stack {
         Ok(Answer { status, body })
     }
 
+    /// How many times a POST that makes something is sent again, under the same
+    /// `Idempotency-Key`, when no answer came or the service said to retry.
+    const RETRIES: u32 = 3;
+
     /// POSTs `body` as the customer under a fresh `Idempotency-Key`, and again under the same
     /// key (with a fresh DPoP proof) when no answer came or the answer says to retry (503, or
-    /// 409 `idempotency-request-outstanding`), at most [`RETRIES`] times: the service makes
+    /// 409 `idempotency-request-outstanding`), at most [`Self::RETRIES`] times: the service makes
     /// what it asks for once, and a retry gets the first answer.
     pub async fn post_once(&self, url: String, body: &Value) -> Result<Answer, Unreachable> {
         let session = self.session().await?;
@@ -429,7 +429,7 @@ impl Stack {
                                 .is_some_and(|t| t.ends_with("/idempotency-request-outstanding")))
                 }
             };
-            if !again || retried == RETRIES {
+            if !again || retried == Self::RETRIES {
                 return answer;
             }
             retried += 1;

@@ -14,8 +14,16 @@ use ctr_service_kit::{App, ClientAuth, Health, Metrics, Service};
 use parking_lot::Mutex;
 use serde_json::json;
 
-/// A bearer access token as `ctr` reads one (not verified by the stand-in).
-const TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjX2FsaWNlIn0.c2ln";
+/// A bearer access token as `ctr` reads one (no `cnf`: no DPoP key needed); the stand-in
+/// verifies nothing.
+fn bearer_token() -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "c_alice"}),
+        &jsonwebtoken::EncodingKey::from_secret(b"a stand-in's token"),
+    )
+    .unwrap()
+}
 
 #[tokio::test]
 async fn each_command_sends_a_fresh_key_and_its_retries_the_same_one() {
@@ -71,14 +79,15 @@ async fn each_command_sends_a_fresh_key_and_its_retries_the_same_one() {
     let relay = format!("https://127.0.0.1:{}", app.public_addr().port());
     tokio::spawn(app.run_until_stopped());
 
+    let token = bearer_token();
     for _ in 0..2 {
-        let (relay, ca) = (relay.clone(), server.tls_root.clone());
+        let (relay, ca, token) = (relay.clone(), server.tls_root.clone(), token.clone());
         let out = tokio::task::spawn_blocking(move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_ctr"))
                 .args(["order", "create", "--amount", "4999", "--id-only"])
                 .env("CTR_RELAY_URL", relay)
                 .env("CTR_CA", ca)
-                .env("CTR_ACCESS_TOKEN", TOKEN)
+                .env("CTR_ACCESS_TOKEN", token)
                 .output()
         })
         .await

@@ -22,7 +22,7 @@ struct Caller<'a> {
     client: &'a reqwest::Client,
     credential: &'a Credential,
     /// Whether each POST carries a fresh `Idempotency-Key`.
-    idempotency: bool,
+    keys: crate::Keys,
 }
 
 async fn post(caller: Caller<'_>, url: String, body: Value) -> Result<Value, String> {
@@ -40,10 +40,9 @@ async fn post(caller: Caller<'_>, url: String, body: Value) -> Result<Value, Str
                 .header("DPoP", proof)
         }
     };
-    let request = if caller.idempotency {
-        request.header("Idempotency-Key", format!("\"{}\"", uuid::Uuid::now_v7()))
-    } else {
-        request
+    let request = match caller.keys.fresh() {
+        Some(key) => request.header("Idempotency-Key", key),
+        None => request,
     };
     let response = request
         .json(&body)
@@ -83,7 +82,7 @@ pub async fn run(client: &reqwest::Client, targets: &Targets, customer: usize) -
     let caller = Caller {
         client,
         credential: &targets.tokens[customer % targets.tokens.len().max(1)],
-        idempotency: targets.idempotency,
+        keys: targets.keys,
     };
     let outcome = steps(caller, targets, customer, &mut latencies).await;
     if outcome.is_ok() {

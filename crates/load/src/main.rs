@@ -27,7 +27,7 @@ pub struct Targets {
     /// Each virtual customer's credentials (`c_load_<i>`), by index.
     pub tokens: std::sync::Arc<Vec<Credential>>,
     /// Whether every POST carries a fresh `Idempotency-Key`.
-    pub idempotency: bool,
+    pub keys: Keys,
 }
 
 /// Whether the flows' POSTs carry an `Idempotency-Key`.
@@ -60,6 +60,12 @@ impl Keys {
             Self::Off => "",
             Self::On => "+keys",
         }
+    }
+
+    /// A new request's `Idempotency-Key` header value, when this mode sends one.
+    pub fn fresh(self) -> Option<reqwest::header::HeaderValue> {
+        (self == Self::On)
+            .then(|| ctr_service_kit::idempotency::IdempotencyKey::fresh().header_value())
     }
 }
 
@@ -304,7 +310,7 @@ async fn run(cli: Cli, customers: tokio::runtime::Handle) -> Result<u64, String>
                         points: urls[2].clone(),
                         payments: urls[3].clone(),
                         tokens: tokens.clone(),
-                        idempotency: keys == Keys::On,
+                        keys,
                     };
                     let name = format!("deployment{}{}", auth.suffix(), keys.suffix());
                     reports.push(drive(&cli, &name, &targets, &client, &bound, &customers).await);
@@ -328,7 +334,7 @@ async fn run(cli: Cli, customers: tokio::runtime::Handle) -> Result<u64, String>
                 let client = stack.pki.client(None);
                 let name = format!("{}{}{}", store.name(), auth.suffix(), keys.suffix());
                 let targets = Targets {
-                    idempotency: keys == Keys::On,
+                    keys,
                     ..stack.targets.clone()
                 };
                 reports.push(drive(&cli, &name, &targets, &client, &bound, &customers).await);

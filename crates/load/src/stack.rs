@@ -248,7 +248,7 @@ impl InProcess {
             points,
             payments,
             tokens: Arc::new(tokens),
-            idempotency: false,
+            keys: crate::Keys::Off,
         };
         Ok(Self {
             pki,

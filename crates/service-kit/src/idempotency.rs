@@ -51,36 +51,32 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// A request's `Idempotency-Key`: a Structured Field string (RFC 9651) of 1 to 255
 /// printable ASCII characters, such as `Idempotency-Key: "8e03978e-40d5-43e8-bc93-6894a57f9324"`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey(String);
 
-impl std::fmt::Debug for IdempotencyKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("IdempotencyKey").field(&self.0).finish()
-    }
-}
+/// What a key that is not a Structured Field string is told.
+const NOT_A_STRING: &str =
+    "is not a Structured Field string: send it in double quotes, as `Idempotency-Key: \"<key>\"`";
 
 impl IdempotencyKey {
     /// Parses the header's value; the refusal names the header and what is wrong.
     pub fn parse(value: &[u8]) -> Result<Self, ApiError> {
         let item: sfv::Item = sfv::Parser::new(value)
             .parse()
-            .map_err(|_| invalid_key("is not a Structured Field string: send it in double quotes, as `Idempotency-Key: \"<key>\"`"))?;
+            .map_err(|_| invalid_key(NOT_A_STRING))?;
         let sfv::BareItem::String(key) = item.bare_item else {
-            return Err(invalid_key(
-                "is not a Structured Field string: send it in double quotes, as `Idempotency-Key: \"<key>\"`",
-            ));
+            return Err(invalid_key(NOT_A_STRING));
         };
         let key = key.as_str();
         if key.is_empty() || key.len() > MAX_LEN {
-            return Err(invalid_key("must hold 1 to 255 characters"));
+            return Err(invalid_key(&format!("must hold 1 to {MAX_LEN} characters")));
         }
         Ok(Self(key.to_owned()))
     }
 
-    /// A fresh random key (a UUID), as `ctr` sends one per command.
-    pub fn random() -> Self {
-        Self(uuid::Uuid::new_v4().to_string())
+    /// A fresh key (a UUIDv7), for a client's new request.
+    pub fn fresh() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
     }
 
     pub fn as_str(&self) -> &str {
@@ -90,7 +86,7 @@ impl IdempotencyKey {
     /// The header's value: the key as a Structured Field string.
     pub fn header_value(&self) -> HeaderValue {
         let escaped = self.0.replace('\\', "\\\\").replace('"', "\\\"");
-        // Printable ASCII only (parse and random make no other), so always a valid value.
+        // Printable ASCII only (parse and fresh make no other), so always a valid value.
         HeaderValue::from_str(&format!("\"{escaped}\"")).unwrap_or(HeaderValue::from_static("\"\""))
     }
 }
@@ -132,11 +128,7 @@ fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
     digest.update(path.as_bytes());
     digest.update(b"\n");
     digest.update(body);
-    digest
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{:x}", digest.finalize())
 }
 
 /// A JSON request body ([`crate::ApiJson`]'s rules) with the request's `Idempotency-Key`

@@ -184,7 +184,12 @@ impl Stores {
     }
 }
 
-/// An answer to a request with an idempotency key.
+/// `key` as an `Idempotency-Key` header's value (a Structured Field string).
+pub fn idempotency_key(key: &str) -> String {
+    format!("\"{key}\"")
+}
+
+/// An answer to a POST, with what a retry under an idempotency key needs to see.
 #[derive(Debug, Clone)]
 pub struct Keyed {
     pub status: u16,
@@ -751,13 +756,8 @@ impl World {
             Some(token) => request.bearer_auth(token),
             None => request,
         };
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let body = response.json().await.unwrap_or(Value::Null);
-        if status == 201 {
-            self.record_owner(&body);
-        }
-        (status, body)
+        let answer = self.posted(request).await;
+        (answer.status, answer.body)
     }
 
     /// POSTs `body` as the acting customer under `Idempotency-Key: "<key>"`.
@@ -768,15 +768,18 @@ impl World {
 
     /// POSTs `body` with `token` as the bearer token under `Idempotency-Key: "<key>"`.
     pub async fn post_keyed_with(&self, token: &str, url: String, body: Value, key: &str) -> Keyed {
-        let response = self
+        let request = self
             .anonymous()
             .post(url)
             .bearer_auth(token)
-            .header("idempotency-key", format!("\"{key}\""))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+            .header("idempotency-key", idempotency_key(key))
+            .json(&body);
+        self.posted(request).await
+    }
+
+    /// The answer to a POST; the owner of what it created (201) is recorded.
+    async fn posted(&self, request: reqwest::RequestBuilder) -> Keyed {
+        let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let header = |name: &str| {
             response

@@ -27,8 +27,8 @@ use ctr_service_kit::ServerConfig;
 use ctr_system_tests::faults::{Fault, Plan};
 use ctr_system_tests::proxy::{AnswerLoser, Unreachable};
 use ctr_system_tests::{
-    ChildRelay, CrashableRelay, Domain, World, domain_settings, expire_claims, outcomes,
-    problem_type,
+    ChildRelay, CrashableRelay, Domain, World, domain_settings, expire_claims, idempotency_key,
+    outcomes, problem_type,
 };
 use order_processing::RelaySettings;
 use serde_json::{Value, json};
@@ -119,6 +119,17 @@ impl<'a> Faults<'a> {
     /// Whether the last fault was reached.
     fn last_reached(&self) -> bool {
         self.last.as_ref().is_some_and(|plan| plan.triggered())
+    }
+}
+
+/// What `request` answered, `(0, null)` when the connection died with the relay.
+async fn tried(request: reqwest::RequestBuilder) -> (u16, Value) {
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
     }
 }
 
@@ -699,46 +710,25 @@ impl Harness {
         aborted || aborted_at_open
     }
 
-    /// A POST as the customer under `Idempotency-Key: "<key>"` that answers `(0, null)` when
-    /// the connection dies with the relay.
+    /// A POST as the customer under `Idempotency-Key: "<key>"`, `(0, null)` when the
+    /// connection dies with the relay.
     async fn try_post_keyed(&self, url: String, body: Value, key: &str) -> (u16, Value) {
-        let sent = self
-            .world
-            .customer
-            .post(url)
-            .header("idempotency-key", format!("\"{key}\""))
-            .json(&body)
-            .send()
-            .await;
-        match sent {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                (status, response.json().await.unwrap_or(Value::Null))
-            }
-            Err(_) => (0, Value::Null),
-        }
+        let request = self.world.customer.post(url);
+        tried(
+            request
+                .header("idempotency-key", idempotency_key(key))
+                .json(&body),
+        )
+        .await
     }
 
-    /// A POST as the customer that answers `(0, null)` when the connection dies with the
-    /// relay.
+    /// A POST as the customer, `(0, null)` when the connection dies with the relay.
     async fn try_post(&self, url: String, body: Value) -> (u16, Value) {
-        match self.world.customer.post(url).json(&body).send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                (status, response.json().await.unwrap_or(Value::Null))
-            }
-            Err(_) => (0, Value::Null),
-        }
+        tried(self.world.customer.post(url).json(&body)).await
     }
 
     async fn try_get(&self, url: String) -> (u16, Value) {
-        match self.world.customer.get(url).send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                (status, response.json().await.unwrap_or(Value::Null))
-            }
-            Err(_) => (0, Value::Null),
-        }
+        tried(self.world.customer.get(url)).await
     }
 
     /// Runs the scenario with `fault(n)` for n = 1, 2, ... until a checkout does not reach

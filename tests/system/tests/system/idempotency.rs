@@ -34,6 +34,23 @@ pub fn assert_replayed(first: &Keyed, again: &Keyed, why: &str) {
     assert!(again.replayed, "{why}: marked Idempotent-Replayed");
 }
 
+/// POSTs `body` under `key` through `gateway`, which loses the answer after the service
+/// committed (the customer hears 502), then again: answers the retry's answer.
+async fn lost_then_retried(
+    world: &World,
+    gateway: &AnswerLoser,
+    url: String,
+    body: Value,
+    key: &str,
+) -> Keyed {
+    let lost_before = gateway.lost();
+    gateway.lose_next(1);
+    let lost = world.post_keyed(url.clone(), body.clone(), key).await;
+    assert_eq!(lost.status, 502, "{lost:?}");
+    assert_eq!(gateway.lost(), lost_before + 1, "the answer was lost");
+    world.post_keyed(url, body, key).await
+}
+
 #[tokio::test]
 async fn each_post_retried_under_its_key_after_its_answer_was_lost_acts_once_and_gets_the_first_answer()
  {
@@ -44,22 +61,14 @@ async fn each_post_retried_under_its_key_after_its_answer_was_lost_acts_once_and
     let points_gateway = AnswerLoser::for_customers(&world.pki, world.points.running.url("")).await;
 
     let orders_before = world.orders_of("c_alice").await;
-    relay.lose_next(1);
-    let lost = world
-        .post_keyed(
-            relay.url("/service/v1/orders"),
-            new_order("c_alice", 4999),
-            "order-1",
-        )
-        .await;
-    assert_eq!(lost.status, 502, "{lost:?}");
-    let retried = world
-        .post_keyed(
-            relay.url("/service/v1/orders"),
-            new_order("c_alice", 4999),
-            "order-1",
-        )
-        .await;
+    let retried = lost_then_retried(
+        &world,
+        &relay,
+        relay.url("/service/v1/orders"),
+        new_order("c_alice", 4999),
+        "order-1",
+    )
+    .await;
     assert_eq!(
         (retried.status, retried.replayed),
         (201, true),
@@ -85,15 +94,15 @@ async fn each_post_retried_under_its_key_after_its_answer_was_lost_acts_once_and
     assert_eq!(coupon.0, 201, "{}", coupon.1);
     let mut tokens = vec![coupon.1["token"].as_str().unwrap().to_owned()];
     let before = ledger(&world, "c_alice").await;
-    points_gateway.lose_next(1);
     let url = points_gateway.url("/service/v1/points/confirmations");
-    let lost = world
-        .post_keyed(url.clone(), points(&order, "c_alice", 500), "hold-1")
-        .await;
-    assert_eq!(lost.status, 502, "{lost:?}");
-    let held = world
-        .post_keyed(url.clone(), points(&order, "c_alice", 500), "hold-1")
-        .await;
+    let held = lost_then_retried(
+        &world,
+        &points_gateway,
+        url.clone(),
+        points(&order, "c_alice", 500),
+        "hold-1",
+    )
+    .await;
     assert_eq!((held.status, held.replayed), (201, true), "{held:?}");
     assert_eq!(
         ledger(&world, "c_alice").await,
@@ -113,14 +122,14 @@ async fn each_post_retried_under_its_key_after_its_answer_was_lost_acts_once_and
 
     let before = ledger(&world, "c_alice").await;
     let checkout = relay.url(&format!("/service/v1/orders/{order}/checkout"));
-    relay.lose_next(1);
-    let lost = world
-        .post_keyed(checkout.clone(), json!({"tokens": tokens}), "checkout-1")
-        .await;
-    assert_eq!(lost.status, 502, "{lost:?}");
-    let done = world
-        .post_keyed(checkout.clone(), json!({"tokens": tokens}), "checkout-1")
-        .await;
+    let done = lost_then_retried(
+        &world,
+        &relay,
+        checkout.clone(),
+        json!({"tokens": tokens}),
+        "checkout-1",
+    )
+    .await;
     assert_eq!((done.status, done.replayed), (200, true), "{done:?}");
     assert_eq!(done.body["status"], "completed", "{done:?}");
     let again = world
