@@ -33,6 +33,7 @@ use deadpool_postgres::{
 use futures::StreamExt as _;
 use futures::future::{BoxFuture, FutureExt as _, OptionFuture, try_join_all};
 use tokio_postgres::NoTls;
+use tokio_postgres::error::Severity;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::value::{Param, Row, Value};
@@ -171,6 +172,8 @@ pub(crate) struct Tx {
     pub(crate) refused: bool,
     /// An operation's guard failed: the transaction wrote nothing.
     pub(crate) unmet: bool,
+    /// An answer said the connection may be lost: it is closed, never handed out again.
+    broken: bool,
 }
 
 impl Tx {
@@ -183,6 +186,7 @@ impl Tx {
             deferred: Vec::new(),
             refused: false,
             unmet: false,
+            broken: false,
         }
     }
 
@@ -259,6 +263,19 @@ impl Tx {
     /// Runs `statement`, pipelined behind what must go before it (`BEGIN`, deferred
     /// statements) and followed by the transaction-id query while there is no id yet.
     pub(crate) async fn run(&mut self, statement: Statement) -> Result<Answer, StoreError> {
+        let answer = self.run_pipelined(statement).await;
+        self.check(answer)
+    }
+
+    /// Notes an error that may have cost the connection (see [`breaks_connection`]).
+    fn check<T>(&mut self, answer: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(error) = &answer {
+            self.broken |= breaks_connection(error);
+        }
+        answer
+    }
+
+    async fn run_pipelined(&mut self, statement: Statement) -> Result<Answer, StoreError> {
         let state = self.state;
         self.client()?;
         let (deferred, guards) = self.take_deferred();
@@ -309,7 +326,8 @@ impl Tx {
             self.flush().await?;
         }
         stats::round_trip();
-        Ok(self.client()?.batch_execute(sql).await?)
+        let ran = self.client()?.batch_execute(sql).await;
+        self.check(ran.map_err(StoreError::from))
     }
 
     /// Commits (see [`Self::finish`]). A transaction that sent nothing has nothing to commit;
@@ -334,6 +352,14 @@ impl Tx {
     /// connection, the server is asked what became of the transaction (see [`settle`]); if the
     /// id's own answer was lost too, the outcome is [`StoreError::CommitUnknown`].
     pub(crate) async fn finish(
+        &mut self,
+        last: Option<Statement>,
+    ) -> Result<Option<Answer>, StoreError> {
+        let answer = self.finish_pipelined(last).await;
+        self.check(answer)
+    }
+
+    async fn finish_pipelined(
         &mut self,
         last: Option<Statement>,
     ) -> Result<Option<Answer>, StoreError> {
@@ -452,6 +478,23 @@ impl Tx {
     }
 }
 
+/// Whether the connection `error` came from may be dead or in an unknown state: its loss, a
+/// fatal answer (an administrator's termination, a server shutting down, whose EOF the client
+/// may not have read yet when the next operation would take it from the pool), a commit
+/// whose outcome had to be asked elsewhere.
+fn breaks_connection(error: &StoreError) -> bool {
+    match error {
+        StoreError::Postgres(error) => error.as_db_error().is_none_or(|db| {
+            matches!(
+                db.parsed_severity(),
+                Some(Severity::Fatal | Severity::Panic)
+            )
+        }),
+        StoreError::Closed | StoreError::Unavailable(_) | StoreError::CommitUnknown(_) => true,
+        _ => false,
+    }
+}
+
 /// Whether `error` is the connection's loss rather than the server's answer.
 fn lost(error: &StoreError) -> bool {
     match error {
@@ -469,12 +512,12 @@ fn first_int(answer: &Answer) -> Option<i64> {
 
 impl Drop for Tx {
     fn drop(&mut self) {
-        if matches!(self.state, State::Begun(_))
+        if (matches!(self.state, State::Begun(_)) || self.broken)
             && let Some(object) = self.client.take()
         {
             // Dropped inside a transaction (a cancelled or panicked operation, a failed
             // ROLLBACK): the connection is closed, never handed to the next operation with the
-            // transaction open. The server rolls it back.
+            // transaction open. The server rolls it back. A broken one is closed too.
             drop(Object::take(object));
         }
     }
