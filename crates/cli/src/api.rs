@@ -91,6 +91,10 @@ pub struct Endpoints {
     /// a DPoP-bound CTR_ACCESS_TOKEN's key is looked up by its thumbprint.
     #[arg(long, env = "CTR_DPOP_KEY_DIR", global = true)]
     pub dpop_key_dir: Option<PathBuf>,
+    /// A `ctr listen` receiver's `GET /events` (compose: https://receiver:8443/events): when
+    /// set, the demo also checks that its orders' events were delivered there.
+    #[arg(long, env = "CTR_EVENTS_URL", global = true)]
+    pub events_url: Option<String>,
 }
 
 /// The kind of DPoP key a login binds its token to.

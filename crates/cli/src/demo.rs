@@ -92,6 +92,8 @@ type Outcome = Result<(), Unreachable>;
 #[derive(Default)]
 struct Carried {
     happy: Option<Happy>,
+    /// The declined scenario's failed order.
+    declined: Option<String>,
     open_order: Option<String>,
     genuine_payment: Option<String>,
 }
@@ -129,7 +131,14 @@ pub async fn run(stack: &Stack, quiet_stdout: bool) -> Result<Vec<Scenario>, Unr
             "dpop",
             "Alice's tokens checked out with another key's proof are refused and nothing is redeemed",
         ),
+        (
+            "events",
+            "the receiver got order.completed and order.failed, signed (Standard Webhooks)",
+        ),
     ] {
+        if scenario == "events" && stack.endpoints.events_url.is_none() {
+            continue;
+        }
         let mut r = Recorder {
             steps: Vec::new(),
             scenario,
@@ -139,10 +148,11 @@ pub async fn run(stack: &Stack, quiet_stdout: bool) -> Result<Vec<Scenario>, Unr
             "checkout" => carried.happy = checkout(stack, &mut r).await?,
             "replay" => replay(stack, &mut r, &mut carried).await?,
             "tampered" => tampered(stack, &mut r, &mut carried).await?,
-            "declined" => declined(stack, &mut r).await?,
+            "declined" => carried.declined = declined(stack, &mut r).await?,
             "settlement" => settlement(stack, &mut r, &mut carried).await?,
             "customers" => customers(stack, &mut r, &carried).await?,
-            _ => dpop(stack, &mut r).await?,
+            "dpop" => dpop(stack, &mut r).await?,
+            _ => events(stack, &mut r, &carried).await?,
         }
         let ok = !r.steps.is_empty() && r.steps.iter().all(|s| s.ok);
         scenarios.push(Scenario {
@@ -336,13 +346,14 @@ async fn tampered(stack: &Stack, r: &mut Recorder, carried: &mut Carried) -> Out
     Ok(())
 }
 
-async fn declined(stack: &Stack, r: &mut Recorder) -> Outcome {
+/// Answers the failed order.
+async fn declined(stack: &Stack, r: &mut Recorder) -> Result<Option<String>, Unreachable> {
     let before = available_points(stack).await?;
     let Some(order) = open_order(stack, r, TOTAL).await? else {
-        return Ok(());
+        return Ok(None);
     };
     let Some(tokens) = three_tokens(stack, r, &order, "FIVEOFF", "pm_alice_declines").await? else {
-        return Ok(());
+        return Ok(None);
     };
     let answer = stack.checkout(&order, &tokens).await?;
     let ok = r.answer("check out", &answer, 409, Some("redemption-refused"));
@@ -371,6 +382,60 @@ async fn declined(stack: &Stack, r: &mut Recorder) -> Outcome {
         shown.field("status") == "failed" && outcomes == ["compensated", "compensated", "failed"],
     );
     points_unchanged(stack, r, "the points are back", before).await?;
+    Ok(Some(order))
+}
+
+/// The completed and the failed order's events, as the receiver verified them (deliveries
+/// run apart from checkouts: they may take a moment).
+async fn events(stack: &Stack, r: &mut Recorder, carried: &Carried) -> Outcome {
+    let Some(url) = &stack.endpoints.events_url else {
+        return Ok(());
+    };
+    let expected = [
+        (
+            carried.happy.as_ref().map(|h| h.order.clone()),
+            "order.completed",
+        ),
+        (carried.declined.clone(), "order.failed"),
+    ];
+    for (order, kind) in expected {
+        let step = format!("{kind} reached the receiver");
+        let Some(order) = order else {
+            r.check(&step, kind, "its scenario made no order".into(), false);
+            continue;
+        };
+        let mut seen = Vec::new();
+        for _ in 0..40 {
+            let answer = stack.get_with(format!("{url}?order={order}"), None).await?;
+            seen = answer
+                .body
+                .as_array()
+                .map(|events| {
+                    events
+                        .iter()
+                        .map(|e| {
+                            format!(
+                                "{} {}",
+                                e["webhook_id"].as_str().unwrap_or(""),
+                                e["event"]["type"].as_str().unwrap_or("")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if seen.iter().any(|e| e.ends_with(kind)) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        let ok = seen.iter().any(|e| e.ends_with(kind));
+        let observed = if seen.is_empty() {
+            format!("nothing for {order} after 10s")
+        } else {
+            format!("{order}: {}", seen.join(", "))
+        };
+        r.check(&step, kind, observed, ok);
+    }
     Ok(())
 }
 

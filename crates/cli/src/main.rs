@@ -4,6 +4,7 @@
 
 mod api;
 mod demo;
+mod listen;
 mod token;
 
 use std::io::Read as _;
@@ -76,6 +77,9 @@ enum Command {
     /// the token is bound to the customer's key in the key directory, where later commands
     /// find it.
     Login,
+    /// Receive the relay's order events over HTTPS (POST /webhooks): verify each delivery as
+    /// Standard Webhooks says, print each event once as a JSON line, list them at GET /events.
+    Listen(listen::Listen),
     /// Print a DPoP proof for one request with CTR_ACCESS_TOKEN's key (found by its
     /// `cnf.jkt` in the key directory), for curl: `-H "DPoP: $(ctr proof POST <url>)"`.
     Proof {
@@ -124,6 +128,12 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return usage_error(&e.to_string()),
     };
+    if let Command::Listen(listen) = cli.command {
+        return match runtime.block_on(listen::run(listen, cli.endpoints.ca)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => usage_error(&message),
+        };
+    }
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(Unreachable(message)) => usage_error(&message),
@@ -240,7 +250,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Unreachable> {
             };
             report(&stack.checkout(&order, &tokens).await?, None)
         }
-        Command::Token(_) => ExitCode::SUCCESS,
+        Command::Token(_) | Command::Listen(_) => ExitCode::SUCCESS,
         Command::Proof { method, url } => {
             println!("{}", stack.proof(&method.to_ascii_uppercase(), &url)?);
             ExitCode::SUCCESS

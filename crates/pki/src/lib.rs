@@ -37,7 +37,8 @@ pub use reload::{CertificateInfo, CertificateRole, TlsFiles, certificate_info};
 pub use renew::{LeafOutcome, Renewal};
 pub use tls::{
     ClientAuth, certificate_names, client_config, provider, reqwest_builder,
-    reqwest_builder_following, reqwest_builder_for, root_store, server_config,
+    reqwest_builder_following, reqwest_builder_for, reqwest_builder_for_receivers, root_store,
+    server_config,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -73,6 +73,11 @@ struct Init {
     /// NAME's own certificates and keys (its volume; no container mounts the whole PKI).
     #[arg(long = "deliver", value_name = "NAME=DIR")]
     deliveries: Vec<String>,
+    /// A Standard Webhooks signing secret NAME (`whsec_` and 32 random bytes), made once and
+    /// kept, shared by the services listed (its sender and its receiver): each finds it in
+    /// its own directory as `webhook-NAME.key`, delivered with its keys.
+    #[arg(long = "webhook-secret", value_name = "NAME=SERVICE,SERVICE")]
+    webhook_secrets: Vec<String>,
 }
 
 fn leaf(arg: &str) -> LeafSpec {
@@ -128,10 +133,14 @@ impl Init {
             print_root,
             export_owner,
             deliveries,
+            webhook_secrets,
             every: _,
         } = self;
         let (tiers, force, renew_all) = (*tiers, *force, *renew_all);
         let finish = || -> Result<(), String> {
+            for shared in webhook_secrets {
+                webhook_secret(out, shared)?;
+            }
             for delivery in deliveries {
                 let (name, dir) = delivery
                     .split_once('=')
@@ -232,6 +241,71 @@ impl Init {
             Err(e) => Err(e.to_string()),
         }
     }
+}
+
+/// Makes the webhook secret `NAME=SERVICE,...` once, and gives each service a copy that it
+/// lacks (owner-only, like its keys).
+fn webhook_secret(out: &std::path::Path, shared: &str) -> Result<(), String> {
+    use base64::Engine as _;
+    let (name, holders) = shared
+        .split_once('=')
+        .ok_or_else(|| format!("--webhook-secret wants NAME=SERVICE,SERVICE, not `{shared}`"))?;
+    let file = format!("webhook-{name}.key");
+    let holders: Vec<std::path::PathBuf> = holders
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| out.join(h))
+        .collect();
+    let existing = holders
+        .iter()
+        .find_map(|dir| std::fs::read_to_string(dir.join(&file)).ok());
+    let secret = match existing {
+        Some(secret) => secret,
+        None => {
+            let mut key = [0u8; 32];
+            rustls::crypto::aws_lc_rs::default_provider()
+                .secure_random
+                .fill(&mut key)
+                .map_err(|_| "no randomness for a webhook secret".to_owned())?;
+            format!(
+                "whsec_{}\n",
+                base64::engine::general_purpose::STANDARD.encode(key)
+            )
+        }
+    };
+    for dir in holders {
+        let path = dir.join(&file);
+        if path.exists() {
+            continue;
+        }
+        if !dir.is_dir() {
+            return Err(format!(
+                "--webhook-secret {name}: {} is not a service of this PKI",
+                dir.display()
+            ));
+        }
+        write_secret(&path, &secret)?;
+        println!("gave webhook secret {name} to {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(secret.as_bytes()))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), String> {
+    std::fs::write(path, secret).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn report(outcome: Result<(), String>) -> ExitCode {

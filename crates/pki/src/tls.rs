@@ -98,6 +98,30 @@ pub fn reqwest_builder_for(ca: Option<&Path>) -> Result<reqwest::ClientBuilder, 
     }
 }
 
+/// A reqwest client builder for a receiver anywhere (a webhook endpoint): HTTPS only, TLS 1.3
+/// preferred and 1.2 accepted (a receiver is not ours to upgrade), trusting the web's root
+/// CAs and the deployment's root `ca` (a receiver inside the deployment). No client
+/// certificate.
+pub fn reqwest_builder_for_receivers(ca: &Path) -> Result<reqwest::ClientBuilder, PkiError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for cert in load_certs(ca)? {
+        roots.add(cert).map_err(|e| PkiError::Pem {
+            path: ca.to_owned(),
+            reason: e.to_string(),
+        })?;
+    }
+    let tls = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(PkiError::Tls)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .https_only(true)
+        .tls_backend_preconfigured(tls))
+}
+
 /// Whether a certificate (already verified by the TLS handshake) names `name` as a DNS SAN.
 pub fn certificate_names(cert: &CertificateDer<'_>, name: &str) -> bool {
     let Ok(end_entity) = webpki::EndEntityCert::try_from(cert) else {

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use crate::{App, Config, ServerConfig, ServiceSettings, StartError};
 
-const USAGE: &str = "usage: SERVICE [serve | healthcheck | admin PATH]
+const USAGE: &str = "usage: SERVICE [serve | healthcheck | admin PATH [JSON]]
   serve        run the service (default)
   healthcheck  GET this service's /admin/v1/healthz, print it, exit 0 when healthy
-  admin PATH   GET an admin path of this service (e.g. /admin/v1/metrics) and print it
+  admin PATH   GET an admin path of this service (e.g. /admin/v1/metrics) and print it;
+               with JSON, POST it there instead (e.g. /admin/v1/webhooks/redeliveries)
 Configuration comes from CTR_* variables and the TOML file named by CTR_CONFIG_FILE.";
 
 /// Runs service `name`: `start` builds the [`App`] from the loaded configuration.
@@ -52,7 +53,8 @@ where
         }
     };
     if let Some(path) = admin_path {
-        return match runtime.block_on(admin_get(&config.server, &path)) {
+        let body = std::env::args().nth(3);
+        return match runtime.block_on(admin_request(&config.server, &path, body)) {
             Ok(body) => {
                 println!("{body}");
                 ExitCode::SUCCESS
@@ -89,14 +91,27 @@ pub async fn healthcheck(config: &ServerConfig) -> Result<String, String> {
 
 /// `GET path` on this service's own admin listener over TLS: the body when it answers 2xx.
 pub async fn admin_get(config: &ServerConfig, path: &str) -> Result<String, String> {
+    admin_request(config, path, None).await
+}
+
+/// `GET path`, or `POST` of the JSON `body` when there is one, on this service's own admin
+/// listener over TLS: the answer's body when it is 2xx.
+async fn admin_request(
+    config: &ServerConfig,
+    path: &str,
+    body: Option<String>,
+) -> Result<String, String> {
     let client = crate::https_client(&config.tls_root, None, Duration::from_secs(3))
         .map_err(|e| e.to_string())?;
     let url = format!("https://{}{path}", config.admin_addr);
-    let response = client
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
+    let request = match body {
+        None => client.get(&url),
+        Some(body) => client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body),
+    };
+    let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     if status.is_success() {

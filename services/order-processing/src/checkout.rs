@@ -27,6 +27,8 @@ pub struct Relay {
     pub settings: RelaySettings,
     pub verifier: Verifier<IssuerKeys>,
     pub orders: OrderStore,
+    /// Delivers the orders' events to the webhook endpoints.
+    pub webhooks: Arc<crate::Dispatcher>,
     /// The customers' idempotency keys, in the relay's store.
     pub keys: IdempotencyKeys,
     pub domains: DomainClient,

@@ -12,6 +12,7 @@ mod saga;
 mod settings;
 mod settlement;
 mod store;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,9 +34,11 @@ pub use metrics::RelayMetrics;
 pub use orders::{Order, OrderStatus, TokenOutcome};
 pub use routes::openapi;
 pub use routes::router;
+pub use settings::WebhookEndpoint;
 pub use settings::{IssuerEntry, RelaySettings};
 pub use settlement::SettlementError;
 pub use store::{MIGRATIONS, OrderStore, StoreLimits};
+pub use webhooks::Dispatcher;
 
 pub const SERVICE: Service = Service {
     name: "order-processing",
@@ -127,22 +130,34 @@ pub async fn build_with_faults(
     customers.remember_proofs_in(&store);
     let metrics = Metrics::default();
     watch_certificates("client", &tls, server, &health, &metrics);
+    let endpoints: Vec<String> = settings.webhooks.keys().cloned().collect();
+    let orders = OrderStore::new(
+        store.clone(),
+        StoreLimits {
+            capacity: settings.max_orders,
+            per_customer: settings.max_open_orders_per_customer,
+            retention: secs(settings.order_retention),
+            lease_ms: i64::try_from(settings.saga_lease.as_millis()).unwrap_or(i64::MAX),
+        },
+        faults,
+    )
+    .with_webhooks(endpoints.clone());
+    let webhooks = Arc::new(Dispatcher::new(
+        settings,
+        store::Deliveries::new(store.clone(), &endpoints),
+        &server.tls_root,
+        metrics::WebhookMetrics::register(&metrics),
+        clock.clone(),
+        orders.events_written(),
+    )?);
     let relay = Arc::new(Relay {
         metrics: RelayMetrics::register(&metrics),
         settings: settings.clone(),
         unbound_tokens: customers.allows_bearer(),
         verifier: Verifier::new(policy, keys, clock.clone()),
-        keys: IdempotencyKeys::new(store.clone(), server),
-        orders: OrderStore::new(
-            store,
-            StoreLimits {
-                capacity: settings.max_orders,
-                per_customer: settings.max_open_orders_per_customer,
-                retention: secs(settings.order_retention),
-                lease_ms: i64::try_from(settings.saga_lease.as_millis()).unwrap_or(i64::MAX),
-            },
-            faults,
-        ),
+        keys: IdempotencyKeys::new(store, server),
+        orders,
+        webhooks,
         domains: DomainClient {
             client,
             retries: settings.call_retries,
@@ -155,6 +170,7 @@ pub async fn build_with_faults(
         compensation_slots: Arc::new(Semaphore::new(settings.recovery_concurrency)),
     });
     relay.spawn_workers(settings.recovery_interval);
+    relay.webhooks.spawn(relay.stopping.clone());
     let app = App::build_with_admin(
         SERVICE,
         server,

@@ -117,3 +117,68 @@ impl RelayMetrics {
         self.interrupted.get_or_create(&Outcome { outcome }).inc();
     }
 }
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Delivery {
+    /// A configured endpoint's name (a closed set).
+    endpoint: String,
+    outcome: &'static str,
+}
+
+/// The webhook dispatcher's metrics.
+#[derive(Clone, Debug)]
+pub struct WebhookMetrics {
+    attempts: Family<Delivery, Counter>,
+    pending: Gauge,
+    failed: Gauge,
+    oldest_pending: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl WebhookMetrics {
+    pub fn register(metrics: &Metrics) -> Self {
+        let this = Self {
+            attempts: Family::default(),
+            pending: Gauge::default(),
+            failed: Gauge::default(),
+            oldest_pending: Gauge::default(),
+        };
+        metrics.register(
+            "webhook_attempts",
+            "Webhook delivery attempts, by endpoint and outcome: delivered (2xx), retried (anything else, tried again later), failed (its window of tries is over)",
+            this.attempts.clone(),
+        );
+        metrics.register(
+            "webhook_deliveries_pending",
+            "Webhook deliveries not delivered yet, across replicas",
+            this.pending.clone(),
+        );
+        metrics.register(
+            "webhook_deliveries_failed",
+            "Webhook deliveries whose window of tries is over: an operator redelivers them (POST /admin/v1/webhooks/redeliveries)",
+            this.failed.clone(),
+        );
+        metrics.register(
+            "webhook_oldest_pending_seconds",
+            "How long the oldest pending webhook delivery has waited (0 when none does), on the database's clock",
+            this.oldest_pending.clone(),
+        );
+        this
+    }
+
+    pub fn delivery(&self, endpoint: &str, outcome: &'static str) {
+        self.attempts
+            .get_or_create(&Delivery {
+                endpoint: endpoint.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn backlog(&self, backlog: &crate::store::DeliveryBacklog) {
+        self.pending.set(backlog.pending);
+        self.failed.set(backlog.failed);
+        #[allow(clippy::cast_precision_loss)] // milliseconds far below 2^52
+        self.oldest_pending
+            .set(backlog.oldest_pending_ms as f64 / 1000.0);
+    }
+}

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::checkout::{Caller, CheckoutOutcome, Relay, failure_problem};
 use crate::orders::{Order, OrderView};
-use crate::store::{InsertError, Inserted};
+use crate::store::{DeliveryView, InsertError, Inserted, LIST_LIMIT};
 
 /// The routes' names in the scope of an idempotency key.
 const CREATE_ORDER: &str = "orders.create";
@@ -48,7 +48,111 @@ struct Checkout {
 pub fn admin_router(relay: Arc<Relay>) -> Router {
     Router::new()
         .route("/admin/v1/orders/attention", get(orders_needing_attention))
+        .route("/admin/v1/webhooks/deliveries", get(webhook_deliveries))
+        .route("/admin/v1/webhooks/redeliveries", post(redeliver))
         .with_state(relay)
+}
+
+/// Which deliveries to list.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveryFilter {
+    /// `pending`, `delivered` or `failed`; all when absent.
+    #[serde(default)]
+    state: Option<DeliveryState>,
+    /// One endpoint's; all when absent.
+    #[serde(default)]
+    endpoint: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum DeliveryState {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Webhook deliveries, oldest event first (at most [`LIST_LIMIT`]): pending ones with their
+/// next try and last error, failed ones to redeliver.
+async fn webhook_deliveries(
+    State(relay): State<Arc<Relay>>,
+    filter: Result<axum::extract::Query<DeliveryFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<ApiJson<Vec<DeliveryView>>, ApiError> {
+    let axum::extract::Query(filter) = filter.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            "The query is not acceptable",
+            format!("`state` is pending, delivered or failed, `endpoint` a name: {e}"),
+        )
+    })?;
+    let state = filter.state.map_or("", DeliveryState::as_str);
+    let endpoint = filter.endpoint.unwrap_or_default();
+    Ok(ApiJson(
+        relay
+            .webhooks
+            .deliveries
+            .list(state, &endpoint, LIST_LIMIT)
+            .await?,
+    ))
+}
+
+/// What to redeliver: the failed deliveries to `endpoint`, or only `event_id`'s.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Redelivery {
+    endpoint: String,
+    #[serde(default)]
+    event_id: Option<String>,
+}
+
+/// Gives failed deliveries a new window of tries, due now.
+async fn redeliver(
+    State(relay): State<Arc<Relay>>,
+    ApiJson(asked): ApiJson<Redelivery>,
+) -> Result<ApiJson<serde_json::Value>, ApiError> {
+    if !relay.settings.webhooks.contains_key(&asked.endpoint) {
+        return Err(ApiError::not_found(
+            "webhook-endpoint-unknown",
+            format!(
+                "`{}` is not a configured webhook endpoint (CTR_WEBHOOKS__<NAME>__URL)",
+                asked.endpoint
+            ),
+        ));
+    }
+    let event_id = asked.event_id.unwrap_or_default();
+    let redelivered = relay
+        .webhooks
+        .deliveries
+        .redeliver(&asked.endpoint, &event_id)
+        .await?;
+    if redelivered == 0 && !event_id.is_empty() {
+        return Err(ApiError::not_found(
+            "webhook-delivery-not-failed",
+            format!(
+                "no failed delivery of `{event_id}` to `{}`: only failed deliveries are redelivered",
+                asked.endpoint
+            ),
+        ));
+    }
+    tracing::info!(
+        endpoint = asked.endpoint,
+        event_id,
+        redelivered,
+        "webhook deliveries redelivered by an operator"
+    );
+    Ok(ApiJson(serde_json::json!({ "redelivered": redelivered })))
 }
 
 /// At most this many orders needing attention are listed at once.

@@ -233,7 +233,9 @@ impl Relay {
         order.tokens[failed].outcome = TokenOutcome::Failed;
         order.failure = Some(failure);
         let positions: Vec<usize> = unwritten.into_iter().chain([failed]).collect();
-        self.orders.fail(order, claim, &positions).await?;
+        self.orders
+            .fail(order, claim, &positions, self.clock.now_secs())
+            .await?;
         order.status = OrderStatus::Failed;
         order.compensation_pending = true;
         order.compensation_attempts = 0;
@@ -430,6 +432,7 @@ impl Relay {
                 tracing::warn!(%error, "prune failed");
             }
             relay.refresh_backlog_gauges().await;
+            relay.webhooks.tidy().await;
         });
     }
 

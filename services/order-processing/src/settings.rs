@@ -33,6 +33,21 @@ impl IssuerEntry {
     }
 }
 
+/// A receiver of order events (Standard Webhooks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpoint {
+    /// Where events are POSTed: `https://` only; redirects are not followed.
+    pub url: String,
+    /// A file of `whsec_...` secrets, one per line: every delivery is signed with each (two
+    /// during a rotation). Read at every delivery, so a rotation needs no restart.
+    pub secret_file: PathBuf,
+    /// Whether the URL may resolve to a loopback or private address (a receiver inside the
+    /// deployment). Off: such a target is refused at every connection.
+    #[serde(default)]
+    pub allow_private: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RelaySettings {
     /// `CTR_ISSUERS__<NAME>__{JWKS_URL,REDEEM_URL,CANCEL_URL,CAPABILITIES}`: the issuer registry.
@@ -110,6 +125,29 @@ pub struct RelaySettings {
     /// `CTR_MAX_OPEN_ORDERS_PER_CUSTOMER`: open (not yet checked out, unexpired) orders one
     /// customer may have; one more is refused 429 `too-many-open-orders`.
     pub max_open_orders_per_customer: usize,
+    /// `CTR_WEBHOOKS__<NAME>__{URL,SECRET_FILE,ALLOW_PRIVATE}`: where order events are
+    /// delivered (none by default; the events are written all the same).
+    pub webhooks: BTreeMap<String, WebhookEndpoint>,
+    /// `CTR_WEBHOOK_TIMEOUT`: the limit of one delivery attempt, connection included.
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+    /// `CTR_WEBHOOK_RETRY_FIRST`: the wait before the first retry of a delivery; it doubles
+    /// (with jitter) at each retry.
+    #[serde(with = "humantime_serde")]
+    pub webhook_retry_first: Duration,
+    /// `CTR_WEBHOOK_RETRY_MAX`: the longest wait between two attempts.
+    #[serde(with = "humantime_serde")]
+    pub webhook_retry_max: Duration,
+    /// `CTR_WEBHOOK_RETRY_FOR`: how long a delivery is retried before it is marked failed
+    /// (an operator redelivers it: `POST /admin/v1/webhooks/redeliveries`).
+    #[serde(with = "humantime_serde")]
+    pub webhook_retry_for: Duration,
+    /// `CTR_WEBHOOK_RETENTION`: how long delivered and failed deliveries, and their events,
+    /// are kept after they ended.
+    #[serde(with = "humantime_serde")]
+    pub webhook_retention: Duration,
+    /// `CTR_WEBHOOK_CONCURRENCY`: how many delivery attempts one relay makes at once.
+    pub webhook_concurrency: usize,
 }
 
 impl Default for RelaySettings {
@@ -157,6 +195,13 @@ impl Default for RelaySettings {
             order_retention: Duration::from_secs(3600),
             max_orders: 100_000,
             max_open_orders_per_customer: 8,
+            webhooks: BTreeMap::new(),
+            webhook_timeout: Duration::from_secs(10),
+            webhook_retry_first: Duration::from_secs(5),
+            webhook_retry_max: Duration::from_secs(3600),
+            webhook_retry_for: Duration::from_secs(24 * 3600),
+            webhook_retention: Duration::from_secs(72 * 3600),
+            webhook_concurrency: 16,
         }
     }
 }
@@ -287,6 +332,79 @@ impl ServiceSettings for RelaySettings {
         if self.max_orders == 0 {
             return Err(setting("CTR_MAX_ORDERS", "at least 1"));
         }
+        self.validate_webhooks()
+    }
+}
+
+impl RelaySettings {
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        for (name, endpoint) in &self.webhooks {
+            let url = reqwest::Url::parse(&endpoint.url).map_err(|e| {
+                setting(
+                    "CTR_WEBHOOKS",
+                    format!("endpoint `{name}`: `{}` is not a URL: {e}", endpoint.url),
+                )
+            })?;
+            if url.scheme() != "https" {
+                return Err(setting(
+                    "CTR_WEBHOOKS",
+                    format!("endpoint `{name}`: `{}` is not an https URL", endpoint.url),
+                ));
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(setting(
+                    "CTR_WEBHOOKS",
+                    format!("endpoint `{name}`: credentials do not belong in the URL"),
+                ));
+            }
+            let literal = url.host_str().and_then(|host| {
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .ok()
+            });
+            if let Some(why) = literal.and_then(ctr_webhooks::refused_address)
+                && !endpoint.allow_private
+            {
+                return Err(setting(
+                    "CTR_WEBHOOKS",
+                    format!(
+                        "endpoint `{name}`: {} is a {why} address; set CTR_WEBHOOKS__{}__ALLOW_PRIVATE=true if the receiver is inside the deployment",
+                        endpoint.url,
+                        name.to_uppercase()
+                    ),
+                ));
+            }
+            if endpoint.secret_file.as_os_str().is_empty() {
+                return Err(setting(
+                    "CTR_WEBHOOKS",
+                    format!("endpoint `{name}` has no SECRET_FILE"),
+                ));
+            }
+        }
+        if self.webhook_timeout.is_zero() || self.webhook_timeout > Duration::from_secs(60) {
+            return Err(setting("CTR_WEBHOOK_TIMEOUT", "between 1ms and 60s"));
+        }
+        if self.webhook_retry_first.is_zero() || self.webhook_retry_first > self.webhook_retry_max {
+            return Err(setting(
+                "CTR_WEBHOOK_RETRY_FIRST",
+                "longer than zero and at most CTR_WEBHOOK_RETRY_MAX",
+            ));
+        }
+        if self.webhook_retry_for < self.webhook_retry_first
+            || self.webhook_retry_for > Duration::from_secs(30 * 24 * 3600)
+        {
+            return Err(setting(
+                "CTR_WEBHOOK_RETRY_FOR",
+                "at least CTR_WEBHOOK_RETRY_FIRST and at most 30 days",
+            ));
+        }
+        if self.webhook_retention.is_zero() {
+            return Err(setting("CTR_WEBHOOK_RETENTION", "must be longer than zero"));
+        }
+        if self.webhook_concurrency == 0 || self.webhook_concurrency > 256 {
+            return Err(setting("CTR_WEBHOOK_CONCURRENCY", "between 1 and 256"));
+        }
         Ok(())
     }
 }
@@ -367,6 +485,8 @@ mod tests {
                 "https://points:8443/redeem",
             ),
             ("CTR_ORDER_TTLL", "1m"),
+            ("CTR_WEBHOOK_CONCURRENCY", "0"),
+            ("CTR_WEBHOOK_RETRY_FIRST", "2h"),
         ] {
             Jail::expect_with(|jail| {
                 jail.clear_env();
@@ -380,5 +500,63 @@ mod tests {
                 Ok(())
             });
         }
+    }
+
+    #[test]
+    fn webhook_endpoints_come_from_the_environment_and_bad_ones_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("CTR_WEBHOOKS__SHOP__URL", "https://shop.example/hooks");
+            jail.set_env("CTR_WEBHOOKS__SHOP__SECRET_FILE", "/run/secrets/shop");
+            let config = load().unwrap();
+            let shop = &config.service.webhooks["shop"];
+            assert_eq!(shop.url, "https://shop.example/hooks");
+            assert!(
+                !shop.allow_private,
+                "private targets are refused by default"
+            );
+            Ok(())
+        });
+        for (url, extra, why) in [
+            ("http://shop.example/hooks", None, "not https"),
+            ("https://10.0.0.7/hooks", None, "a private address"),
+            ("https://[::1]/hooks", None, "loopback"),
+            (
+                "https://user:pw@shop.example/hooks",
+                None,
+                "credentials in the URL",
+            ),
+            (
+                "https://shop.example/hooks",
+                Some(("CTR_WEBHOOKS__SHOP__SECRETFILE", "/x")),
+                "a misspelt setting",
+            ),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.clear_env();
+                jail.set_env("CTR_WEBHOOKS__SHOP__URL", url);
+                jail.set_env("CTR_WEBHOOKS__SHOP__SECRET_FILE", "/run/secrets/shop");
+                if let Some((variable, value)) = extra {
+                    jail.set_env(variable, value);
+                }
+                let error = load().unwrap_err();
+                assert!(
+                    error.contains("CTR_WEBHOOKS") || error.contains("secretfile"),
+                    "{url} ({why}): {error}"
+                );
+                Ok(())
+            });
+        }
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("CTR_WEBHOOKS__RECEIVER__URL", "https://10.0.0.7/hooks");
+            jail.set_env(
+                "CTR_WEBHOOKS__RECEIVER__SECRET_FILE",
+                "/run/secrets/receiver",
+            );
+            jail.set_env("CTR_WEBHOOKS__RECEIVER__ALLOW_PRIVATE", "true");
+            assert!(load().is_ok(), "a private receiver allowed by its setting");
+            Ok(())
+        });
     }
 }

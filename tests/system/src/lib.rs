@@ -20,6 +20,7 @@ use order_processing::{IssuerEntry, Relay, RelaySettings};
 
 pub mod faults;
 pub mod proxy;
+pub mod receiver;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -153,6 +154,19 @@ pub async fn expire_claims(url: &str) {
     )
     .await
     .unwrap();
+}
+
+/// The order events in the relay store at `url`: `(order id, type)` in the order each order's
+/// events happened.
+pub async fn relay_events(url: &str) -> Vec<(String, String)> {
+    let migrations = ctr_service_kit::with_kit_migrations(order_processing::MIGRATIONS);
+    let store = ctr_store::Store::open(url, &migrations).await.unwrap();
+    store
+        .fetch_all(ctr_store::query_as(
+            "SELECT order_id, type FROM order_events ORDER BY order_id, seq",
+        ))
+        .await
+        .unwrap()
 }
 
 /// A store of its own for service `name`: an SQLite file beside the test PKI, or a fresh

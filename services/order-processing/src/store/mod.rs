@@ -13,10 +13,17 @@ use ctr_token::VerifiedToken;
 
 use crate::faults::{SagaFaults, SagaOp};
 
+mod events;
 mod rows;
 mod statements;
 
+pub use events::{
+    Attempt, Claimed, Deliveries, DeliveryBacklog, DeliveryView, LIST_LIMIT, Outbox, Settled,
+};
+
 use crate::orders::{Order, OrderStatus, TokenOutcome, TokenRecord};
+use ctr_webhooks::EventType;
+use events::When;
 use rows::{
     ORDER_WIDTH, StepRow, amount_to_sql, corrupt, failure_columns, load, load_steps, numbered,
     order_from, placeholders, write_steps,
@@ -43,6 +50,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "compensation retries",
         sql: include_str!("../../migrations/0004_compensation_retries.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "order events and their webhook deliveries",
+        sql: include_str!("../../migrations/0005_order_events.sql"),
     },
 ];
 
@@ -154,6 +166,8 @@ pub struct OrderStore {
     /// capacity check reads it instead of counting the table on every insert. `-1`: not
     /// counted yet.
     kept: Arc<AtomicI64>,
+    /// Where the transitions' events are written.
+    outbox: Arc<Outbox>,
     faults: Option<Arc<dyn SagaFaults>>,
 }
 
@@ -182,14 +196,27 @@ impl OrderStore {
     pub fn new(store: Store, limits: StoreLimits, faults: Option<Arc<dyn SagaFaults>>) -> Self {
         Self {
             sql: Arc::new(ClockSql::new(&store)),
-            store,
             capacity: limits.capacity,
             per_customer: limits.per_customer,
             retention: limits.retention.max(1),
             lease_ms: limits.lease_ms.max(1),
             kept: Arc::new(AtomicI64::new(-1)),
+            outbox: Arc::new(Outbox::new(&store, Vec::new())),
+            store,
             faults,
         }
+    }
+
+    /// Every event from now on is also delivered to these webhook endpoints.
+    #[must_use]
+    pub fn with_webhooks(mut self, endpoints: Vec<String>) -> Self {
+        self.outbox = Arc::new(Outbox::new(&self.store, endpoints));
+        self
+    }
+
+    /// Notified when this process commits an event.
+    pub fn events_written(&self) -> Arc<tokio::sync::Notify> {
+        self.outbox.written.clone()
     }
 
     pub fn store(&self) -> &Store {
@@ -556,7 +583,7 @@ impl OrderStore {
             .bind(order.id.as_str())
             .bind(claim.generation);
         claim.now_ms = self
-            .fenced(renew, order, positions, false, SagaOp::Steps)
+            .fenced(renew, order, positions, false, Vec::new(), SagaOp::Steps)
             .await?;
         Ok(())
     }
@@ -576,7 +603,10 @@ impl OrderStore {
             .bind(order.id.as_str())
             .bind(claim.generation);
         let every_step: Vec<usize> = (0..order.tokens.len()).collect();
-        self.fenced(done, order, &every_step, true, SagaOp::Complete)
+        let event = self
+            .outbox
+            .propose(order, EventType::OrderCompleted, When::Always, now);
+        self.fenced(done, order, &every_step, true, event, SagaOp::Complete)
             .await?;
         Ok(())
     }
@@ -589,6 +619,7 @@ impl OrderStore {
         order: &Order,
         claim: &mut Claim,
         positions: &[usize],
+        now: i64,
     ) -> Result<(), WriteError> {
         let (capability, problem, detail) = failure_columns(order.failure.as_ref());
         let failed = query(self.sql.fail.clone())
@@ -598,8 +629,11 @@ impl OrderStore {
             .bind(self.lease_ms)
             .bind(order.id.as_str())
             .bind(claim.generation);
+        let event = self
+            .outbox
+            .propose(order, EventType::OrderFailed, When::Always, now);
         claim.now_ms = self
-            .fenced(failed, order, positions, false, SagaOp::Fail)
+            .fenced(failed, order, positions, false, event, SagaOp::Fail)
             .await?;
         Ok(())
     }
@@ -623,11 +657,28 @@ impl OrderStore {
             .bind(claim.generation)
             .bind(retry_in_ms);
         let every_step: Vec<usize> = (0..order.tokens.len()).collect();
+        // The order needs attention now, or not: an event tells of the change, if this
+        // transaction makes one (the statement reads the order before its update).
+        let event = match order.attention {
+            Some(_) => self.outbox.propose(
+                order,
+                EventType::OrderNeedsAttention,
+                When::AttentionWas(false),
+                now,
+            ),
+            None => self.outbox.propose(
+                order,
+                EventType::OrderAttentionResolved,
+                When::AttentionWas(true),
+                now,
+            ),
+        };
         self.fenced(
             ended,
             order,
             &every_step,
             order.ended(),
+            event,
             SagaOp::EndCompensation,
         )
         .await?;
@@ -635,27 +686,33 @@ impl OrderStore {
     }
 
     /// A fenced write, as one transaction (on PostgreSQL one round trip): the steps at
-    /// `positions`, then the order's conditional update `fence`, which changes no row when the
-    /// writer's generation is gone, and then nothing is written; the test hooks around it.
-    /// Answers the database's clock.
+    /// `positions`, the outbox's `events`, then the order's conditional update `fence`, which
+    /// changes no row when the writer's generation is gone, and then nothing is written; the
+    /// test hooks around it. Answers the database's clock.
     async fn fenced(
         &self,
         fence: ctr_store::Query,
         order: &Order,
         positions: &[usize],
         clear_tokens: bool,
+        events: Vec<ctr_store::Query>,
         op: SagaOp,
     ) -> Result<i64, WriteError> {
         self.before(op)?;
         let steps = write_steps(order, positions, clear_tokens);
         let clock = query_as::<(i64,)>(self.sql.now.clone());
+        let wrote_events = !events.is_empty();
         let now_ms = self
             .store
             .transact_pipelined(move |tx| {
-                let (fence, steps, clock) = (fence.clone(), steps.clone(), clock.clone());
+                let (fence, steps, clock, events) =
+                    (fence.clone(), steps.clone(), clock.clone(), events.clone());
                 Box::pin(async move {
                     if let Some(steps) = steps {
                         tx.defer(steps).await?;
+                    }
+                    for event in events {
+                        tx.defer(event).await?;
                     }
                     if !tx.guarded(fence, 1).await? {
                         return Err(WriteError::LeaseLost);
@@ -665,6 +722,9 @@ impl OrderStore {
                 })
             })
             .await?;
+        if wrote_events {
+            self.outbox.written.notify_one();
+        }
         self.after(op).await;
         Ok(now_ms)
     }
