@@ -478,17 +478,38 @@ impl Harness {
         Some((retried.status, retried.body, retried.replayed))
     }
 
-    /// How many orders c_alice has in the store of the relays under test.
-    async fn orders_of_alice(&self) -> i64 {
-        let store = self
-            .store
+    /// The store of the relays under test, opened once.
+    async fn store(&self) -> &ctr_store::Store {
+        self.store
             .get_or_init(|| async {
                 let migrations = ctr_service_kit::with_kit_migrations(order_processing::MIGRATIONS);
                 ctr_store::Store::open(&self.server.store_url, &migrations)
                     .await
                     .unwrap()
             })
-            .await;
+            .await
+    }
+
+    /// The types of `order`'s events in that store, in the order they happened.
+    async fn events_of(&self, order: &str) -> Vec<String> {
+        self.store()
+            .await
+            .fetch_all(
+                ctr_store::query_as::<(String,)>(
+                    "SELECT type FROM order_events WHERE order_id = $1 ORDER BY seq",
+                )
+                .bind(order.to_owned()),
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(kind,)| kind)
+            .collect()
+    }
+
+    /// How many orders c_alice has in the store of the relays under test.
+    async fn orders_of_alice(&self) -> i64 {
+        let store = self.store().await;
         let (n,): (i64,) = store
             .fetch_one(ctr_store::query_as(
                 "SELECT COUNT(*) FROM orders WHERE customer_id = 'c_alice'",
@@ -609,6 +630,14 @@ impl Harness {
         if ["redemption-refused", "issuer-unavailable"].contains(&problem_type(&answer.1)) {
             assert_eq!(status, "failed", "{context}");
         }
+        // The outbox holds an event exactly for each transition that committed, once.
+        let expected: &[&str] = match (status, view["needs_attention"] == true) {
+            ("completed", _) => &["order.completed"],
+            ("failed", false) => &["order.failed"],
+            ("failed", true) => &["order.failed", "order.needs_attention"],
+            _ => &[],
+        };
+        assert_eq!(self.events_of(order).await, expected, "events: {context}");
         // Exactly what the holds say moved, once.
         let after = self.ledgers().await;
         let points_spent = if states[1] == Some(HoldState::Redeemed) {

@@ -469,3 +469,82 @@ async fn a_target_that_resolves_to_a_private_address_is_refused_unless_allowed()
         "nothing reached the private address"
     );
 }
+
+#[tokio::test]
+async fn the_standard_webhooks_reference_library_verifies_every_delivery_through_a_rotation() {
+    use tokio::io::AsyncBufReadExt as _;
+    let Some(python) = ctr_system_tests::authlib_python("the Standard Webhooks interop test")
+    else {
+        return;
+    };
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (
+        ctr_system_tests::receiver::new_secret(),
+        ctr_system_tests::receiver::new_secret(),
+    );
+    let relay_secret = dir.path().join("relay.secret");
+    let receiver_secrets = dir.path().join("receiver.secrets");
+    std::fs::write(&relay_secret, format!("{old}\n")).unwrap();
+    std::fs::write(&receiver_secrets, format!("{old}\n{new}\n")).unwrap();
+    let identity = ctr_pki::IdentityFiles::server(pki.dir(), "payments");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../webhooks/standard_receiver.py"
+    );
+    let mut receiver = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(&identity.cert)
+        .arg(&identity.key)
+        .arg(&receiver_secrets)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(receiver.stdout.take().unwrap()).lines();
+    let mut next_line = async || {
+        tokio::time::timeout(Duration::from_secs(15), lines.next_line())
+            .await
+            .expect("the Python receiver said nothing for 15s")
+            .unwrap()
+            .unwrap()
+    };
+    let first = next_line().await;
+    let port = first.strip_prefix("listening ").expect(&first).to_owned();
+    let endpoint = order_processing::WebhookEndpoint {
+        url: format!("https://127.0.0.1:{port}/webhooks"),
+        secret_file: relay_secret.clone(),
+        allow_private: true,
+    };
+    let world = World::start_in(
+        pki,
+        domain_settings(),
+        |s| {
+            s.webhooks.insert("python".into(), endpoint);
+        },
+        |_| {},
+    )
+    .await;
+
+    // Signed with the old secret; then with both during the rotation (two signatures in the
+    // header); then with the new one alone. Each time the library verifies the delivery under
+    // exactly those secrets and rejects it tampered with, stale or under another secret.
+    for (relay_holds, verified_with) in [
+        (format!("{old}\n"), json!([0])),
+        (format!("{old}\n{new}\n"), json!([0, 1])),
+        (format!("{new}\n"), json!([1])),
+    ] {
+        std::fs::write(&relay_secret, relay_holds).unwrap();
+        let order = checked_out(&world, "pm_alice_visa").await;
+        let seen: Value = serde_json::from_str(&next_line().await).unwrap();
+        assert_eq!(seen["type"], "order.completed", "{seen} ({order})");
+        assert_eq!(seen["verified_with"], verified_with, "{seen}");
+        for check in [
+            "tampered_rejected",
+            "stale_rejected",
+            "wrong_secret_rejected",
+        ] {
+            assert_eq!(seen[check], true, "{check}: {seen}");
+        }
+    }
+}

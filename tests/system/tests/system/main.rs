@@ -7,7 +7,7 @@ mod domains;
 mod dpop;
 mod durability;
 mod echo;
-mod events;
+pub mod events;
 mod fuzz;
 mod idempotency;
 mod kms;

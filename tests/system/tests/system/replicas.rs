@@ -500,3 +500,56 @@ async fn a_retry_on_the_other_relay_replica_gets_the_first_answer() {
     assert_eq!((available, spent), (4500, 500), "spent once");
     second.kill();
 }
+
+#[tokio::test]
+async fn two_relays_share_the_outbox_and_deliver_each_event_once_in_order() {
+    use ctr_system_tests::receiver::Answering;
+    if !replicas_run("two_relays_share_the_outbox_and_deliver_each_event_once_in_order") {
+        return;
+    }
+    let (world, receiver) = crate::events::world_with_receiver(|_| {}).await;
+    let second = world.relay_replica().await;
+    receiver.answer(Answering::Fail(500));
+    let mut orders = Vec::new();
+    for i in 0..6 {
+        let base = if i % 2 == 0 {
+            world.relay.url("/service/v1/orders")
+        } else {
+            second.url("/service/v1/orders")
+        };
+        let order = world.open_order_at(&base, "c_alice", 4999).await;
+        let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
+        let (status, body) = world
+            .post(
+                format!("{base}/{order}/checkout"),
+                json!({"tokens": tokens}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        orders.push(order);
+    }
+    // Both dispatchers retry meanwhile; then the receiver recovers.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    receiver.answer(Answering::Accept);
+    let events = receiver.wait_for(6, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(events.len(), 6, "{events:?}");
+    for order in &orders {
+        assert_eq!(
+            events
+                .iter()
+                .filter(|(_, e)| e.data.order_processing_id == *order)
+                .count(),
+            1,
+            "{order}"
+        );
+    }
+    // One attempt in flight per delivery: none was accepted twice.
+    let accepted: Vec<String> = receiver
+        .deliveries()
+        .into_iter()
+        .filter(|d| d.answered == Answering::Accept)
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(accepted.len(), 6, "{accepted:?}");
+}
