@@ -31,7 +31,7 @@ const REMEMBERED: usize = 10_000;
 #[derive(Debug, clap::Args)]
 pub struct Listen {
     /// The address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8447")]
+    #[arg(long, default_value = "127.0.0.1:8448")]
     addr: SocketAddr,
     /// This receiver's certificate chain (PEM, leaf first).
     #[arg(long)]

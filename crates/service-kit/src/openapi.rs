@@ -101,6 +101,18 @@ pub struct ApiDoc {
     schemas: Vec<(String, RefOr<Schema>)>,
     /// Whether an endpoint requires a customer's access token (declares the scheme).
     customers: bool,
+    /// OpenAPI 3.1 `webhooks`: what this service sends, by name.
+    webhooks: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A request this service sends to its users' endpoints (an OpenAPI 3.1 webhook).
+pub struct Webhook {
+    /// Its name in `webhooks` (the event type).
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub description: &'static str,
+    /// The body it carries.
+    pub body: RefOr<Schema>,
 }
 
 /// The security scheme of the customer endpoints: a bearer access token...
@@ -118,9 +130,48 @@ impl ApiDoc {
             paths: PathsBuilder::new(),
             schemas: Vec::new(),
             customers: false,
+            webhooks: serde_json::Map::new(),
         };
         doc.schema::<ProblemSchema>();
         doc
+    }
+
+    /// A Standard Webhooks delivery this service POSTs: the body, the three headers that
+    /// identify, time and sign it, and the answers that end it.
+    pub fn webhook(&mut self, webhook: Webhook) {
+        let header = |name: &str, description: &str| {
+            serde_json::json!({
+                "name": name,
+                "in": "header",
+                "required": true,
+                "description": description,
+                "schema": {"type": "string"},
+            })
+        };
+        let body = serde_json::to_value(&webhook.body).unwrap_or_default();
+        self.webhooks.insert(
+            webhook.name.to_owned(),
+            serde_json::json!({
+                "post": {
+                    "summary": webhook.summary,
+                    "description": webhook.description,
+                    "operationId": webhook.name.replace('.', "_"),
+                    "parameters": [
+                        header("webhook-id", "The event's id (`evt_...`): the same on every retry; deduplicate by it."),
+                        header("webhook-timestamp", "When this attempt was sent, in Unix seconds: refuse one more than five minutes from your clock."),
+                        header("webhook-signature", "`v1,<base64 HMAC-SHA256 of id.timestamp.body>` under each current `whsec_` secret, separated by spaces (two during a rotation)."),
+                    ],
+                    "requestBody": {
+                        "required": true,
+                        "content": {"application/json": {"schema": body}},
+                    },
+                    "responses": {
+                        "2XX": {"description": "Received: the delivery ends."},
+                        "default": {"description": "Anything else, or no answer within the timeout: retried with backoff, then failed."},
+                    },
+                },
+            }),
+        );
     }
 
     /// Registers `T` (and the schemas it refers to) and answers a reference to it.
@@ -289,7 +340,7 @@ impl ApiDoc {
                 ))),
             );
         }
-        OpenApiBuilder::new()
+        let mut doc = OpenApiBuilder::new()
             .info(
                 InfoBuilder::new()
                     .title(self.title)
@@ -299,7 +350,18 @@ impl ApiDoc {
             )
             .paths(self.paths.build())
             .components(Some(components.build()))
-            .build()
+            .build();
+        if !self.webhooks.is_empty() {
+            // utoipa has no field for OpenAPI 3.1's top-level `webhooks`; its extensions are
+            // written at the top level, as the field is.
+            let mut top = utoipa::openapi::extensions::Extensions::default();
+            top.insert(
+                "webhooks".to_owned(),
+                serde_json::Value::Object(self.webhooks),
+            );
+            doc.extensions = Some(top);
+        }
+        doc
     }
 }
 

@@ -72,7 +72,8 @@ pub struct OrderEvent {
 #[serde(deny_unknown_fields)]
 pub struct EventFailure {
     pub capability: String,
-    /// The RFC 9457 problem type, as `GET /service/v1/orders/{id}` shows it.
+    /// The RFC 9457 problem type of the failure (`https://ctr.dev/problems/payment-declined`,
+    /// or `.../issuer-unavailable`): the order's `failure.reason` is its last segment.
     #[serde(rename = "type")]
     pub problem_type: String,
     pub detail: String,

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ctr_money::Money;
 use ctr_service_kit::idempotency::{Answer, REPLAYED};
-use ctr_service_kit::openapi::{ApiDoc, Endpoint, Method, Param};
+use ctr_service_kit::openapi::{ApiDoc, Endpoint, Method, Param, Webhook};
 use ctr_service_kit::{
     ApiError, ApiJson, Customer, CustomerAuth, CustomerId, Idempotent, OrderProcessingId, scopes,
 };
@@ -272,6 +272,36 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             ),
         ],
     }, scopes::ORDERS_WRITE);
+    let event = doc.schema::<ctr_webhooks::Event>();
+    for (kind, summary, description) in [
+        (
+            ctr_webhooks::EventType::OrderCompleted,
+            "An order completed",
+            "Every token was redeemed: the order is paid for.",
+        ),
+        (
+            ctr_webhooks::EventType::OrderFailed,
+            "An order failed",
+            "A redemption failed (`data.failure` says which and its problem type); what was              redeemed before it is being cancelled.",
+        ),
+        (
+            ctr_webhooks::EventType::OrderNeedsAttention,
+            "A failed order needs an operator",
+            "A domain refused for good to reverse a redemption, or its compensation has been              retried past `CTR_COMPENSATION_ATTENTION_AFTER` (`data.attention` says what).",
+        ),
+        (
+            ctr_webhooks::EventType::OrderAttentionResolved,
+            "A failed order no longer needs an operator",
+            "Its compensation went through after all.",
+        ),
+    ] {
+        doc.webhook(Webhook {
+            name: kind.as_str(),
+            summary,
+            description,
+            body: event.clone(),
+        });
+    }
     doc.build()
 }
 

@@ -24,12 +24,13 @@ pub const DOMAINS: [&str; 3] = ["coupons", "points", "payments"];
 /// The services a checkout crosses (one trace spans them all).
 pub const CHECKOUT_SERVICES: [&str; 4] = ["order-processing", "coupons", "points", "payments"];
 /// Every container of a stack besides pki-init.
-pub const SERVICES: [&str; 5] = [
+pub const SERVICES: [&str; 6] = [
     "order-processing",
     "coupons",
     "points",
     "payments",
     "dev-issuer",
+    "receiver",
 ];
 /// The development issuer's demo client secret (compose's default).
 pub const DEMO_SECRET: &str = "demo-secret";
@@ -136,6 +137,8 @@ pub struct Stack {
     pub root: PathBuf,
     pub relay: ContainerAsync<GenericImage>,
     pub domains: Vec<(String, ContainerAsync<GenericImage>)>,
+    /// `ctr listen`, the relay's webhook endpoint (compose's `receiver`).
+    pub receiver: ContainerAsync<GenericImage>,
     /// The development issuer the services trust for customers' access tokens.
     pub issuer: ContainerAsync<GenericImage>,
     /// Trusts the root CA; sends c_alice's access token unless a request carries another.
@@ -205,6 +208,7 @@ impl Stack {
             ));
         }
         init.push("--client=order-processing".into());
+        init.push("--webhook-secret=receiver=order-processing,receiver".into());
         // As compose does: the whole PKI stays in pki-init's volume; each service's own volume
         // gets the trust anchors and its own keys.
         let share = |service: &str| format!("{volume}-{service}");
@@ -266,6 +270,23 @@ impl Stack {
                 .unwrap_or_else(|e| panic!("{domain} starts healthy: {e}"));
             domains.push((domain.to_owned(), container));
         }
+        let receiver = GenericImage::new("ctr/cli", &tag())
+            .with_exposed_port(8443.tcp())
+            .with_wait_for(WaitFor::message_on_stderr("listening for order events"))
+            .with_network(&network)
+            .with_container_name(container_name(&id, "receiver"))
+            .with_mount(pki_mount("receiver"))
+            .with_env_var("CTR_CA", "/pki/root.pem")
+            .with_cmd([
+                "listen",
+                "--addr=0.0.0.0:8443",
+                "--cert=/pki/receiver/server.pem",
+                "--key=/pki/receiver/server.key",
+                "--secret-file=/pki/receiver/webhook-receiver.key",
+            ])
+            .start()
+            .await
+            .expect("the receiver starts");
         let mut relay = with_env(service_image("order-processing").with_network(&network))
             .with_container_name(container_name(&id, "order-processing"))
             .with_mount(pki_mount("order-processing"))
@@ -276,6 +297,20 @@ impl Stack {
             .with_env_var("CTR_SAGA_LEASE", "13s")
             .with_env_var("CTR_RECOVERY_INTERVAL", "1s")
             .with_env_var("CTR_CHECKOUT_DEADLINE", "3s")
+            // Its events go to the receiver, as compose's do; a delivery cut off is tried
+            // again within seconds.
+            .with_env_var(
+                "CTR_WEBHOOKS__RECEIVER__URL",
+                format!("https://{}:8443/webhooks", container_name(&id, "receiver")),
+            )
+            .with_env_var(
+                "CTR_WEBHOOKS__RECEIVER__SECRET_FILE",
+                "/pki/order-processing/webhook-receiver.key",
+            )
+            .with_env_var("CTR_WEBHOOKS__RECEIVER__ALLOW_PRIVATE", "true")
+            .with_env_var("CTR_WEBHOOK_TIMEOUT", "3s")
+            .with_env_var("CTR_WEBHOOK_RETRY_FIRST", "500ms")
+            .with_env_var("CTR_WEBHOOK_RETRY_MAX", "2s")
             .with_startup_timeout(Duration::from_secs(60));
         for domain in DOMAINS {
             let base = format!("https://{}:8443", container_name(&id, domain));
@@ -331,10 +366,30 @@ impl Stack {
             root,
             relay,
             domains,
+            receiver,
             issuer,
             client,
             anonymous,
         }
+    }
+
+    /// The events the receiver verified (each once), as `(webhook id, type, order)`.
+    pub async fn received_events(&self) -> Vec<(String, String, String)> {
+        let url = format!("{}/events", Self::base(&self.receiver).await);
+        let (status, body) = self.get(url).await;
+        assert_eq!(status, 200, "{body}");
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+                (
+                    text(&r["webhook_id"]),
+                    text(&r["event"]["type"]),
+                    text(&r["event"]["data"]["order_processing_id"]),
+                )
+            })
+            .collect()
     }
 
     /// Runs pki-init again on the running stack with `env` (`CTR_PKI_RENEW_ALL=true` renews
@@ -407,6 +462,13 @@ impl Stack {
                 format!("{variable}=https://{}:8443", self.container_name(service)),
             ]);
         }
+        command.args([
+            "-e".to_owned(),
+            format!(
+                "CTR_EVENTS_URL=https://{}:8443/events",
+                self.container_name("receiver")
+            ),
+        ]);
         let out = command
             .arg(format!("ctr/cli:{}", tag()))
             .args(args)

@@ -40,6 +40,7 @@ async fn the_containerised_system_checks_out_refuses_bad_tokens_compensates_and_
     a_stopped_domain_fails_the_checkout_in_bounded_time_and_recovers_when_started(&stack).await;
     every_service_restarted_keeps_its_state_and_earlier_tokens_check_out_once(&stack).await;
     a_relay_killed_during_a_capture_finishes_the_checkout_after_it_restarts(&stack).await;
+    events_reach_the_receiver_once_each_across_a_relay_killed_mid_delivery(&stack).await;
     the_ctr_demo_runs_every_scenario_as_expected(&stack);
     pki_init_renews_the_running_stack_and_every_service_serves_its_new_certificate(&stack).await;
 }
@@ -68,8 +69,14 @@ fn each_container_sees_only_the_trust_anchors_and_its_own_keys(stack: &Stack) {
     }
     let mut expected: Vec<String> = anchors.iter().map(|f| (*f).to_owned()).collect();
     expected.extend(
-        ["client.key", "client.pem", "server.key", "server.pem"]
-            .map(|f| format!("order-processing/{f}")),
+        [
+            "client.key",
+            "client.pem",
+            "server.key",
+            "server.pem",
+            "webhook-receiver.key",
+        ]
+        .map(|f| format!("order-processing/{f}")),
     );
     expected.sort();
     assert_eq!(Stack::files_in(&stack.relay, "/pki"), expected);
@@ -441,6 +448,7 @@ fn the_ctr_demo_runs_every_scenario_as_expected(stack: &Stack) {
             ("settlement", true),
             ("customers", true),
             ("dpop", true),
+            ("events", true),
         ],
         "{stdout}\n{stderr}"
     );
@@ -464,6 +472,61 @@ fn the_ctr_demo_runs_every_scenario_as_expected(stack: &Stack) {
         "op_x",
     ]);
     assert_eq!(code, 2, "{stderr}");
+}
+
+/// The relay is SIGKILLed while its deliveries hang on a frozen receiver: once both are back,
+/// the receiver (`ctr listen`, deduplicating by `webhook-id`) has exactly one event per
+/// transition, of the right type, and every earlier order's event too.
+async fn events_reach_the_receiver_once_each_across_a_relay_killed_mid_delivery(stack: &Stack) {
+    Stack::docker("pause", &stack.receiver);
+    let mut expected = Vec::new();
+    for (method, status, kind) in [
+        ("pm_alice_visa", 200, "order.completed"),
+        ("pm_alice_declines", 409, "order.failed"),
+    ] {
+        let order = stack.open_order("c_alice", 4999).await;
+        let tokens = stack.three_tokens(&order, "c_alice", method).await;
+        let (answered, body) = stack.checkout(&order, &tokens).await;
+        assert_eq!(
+            answered, status,
+            "a frozen receiver delays no checkout: {body}"
+        );
+        expected.push((order, kind));
+    }
+    // The attempts are under way, hanging on the frozen receiver, when the relay dies.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Stack::docker("kill", &stack.relay);
+    stack.relay.start().await.unwrap();
+    Stack::docker("unpause", &stack.receiver);
+    Stack::wait_healthy(&stack.relay).await;
+    let started = Instant::now();
+    let received = loop {
+        let received = stack.received_events().await;
+        if expected
+            .iter()
+            .all(|(order, _)| received.iter().any(|(_, _, o)| o == order))
+        {
+            break received;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "every event arrives: {received:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    for (order, kind) in &expected {
+        let events: Vec<&str> = received
+            .iter()
+            .filter(|(_, _, o)| o == order)
+            .map(|(_, k, _)| k.as_str())
+            .collect();
+        assert_eq!(events, [*kind], "{order}: {received:?}");
+    }
+    // Every checkout of the run so far has its one event.
+    let mut ids: Vec<&str> = received.iter().map(|(id, _, _)| id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), received.len(), "one id per event: {received:?}");
 }
 
 async fn a_relay_killed_during_a_capture_finishes_the_checkout_after_it_restarts(stack: &Stack) {

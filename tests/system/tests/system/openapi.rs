@@ -117,3 +117,38 @@ async fn every_service_serves_its_document_and_an_offline_docs_page() {
         );
     }
 }
+
+#[test]
+fn the_relays_document_describes_each_event_it_sends_as_a_webhook() {
+    let json: serde_json::Value = serde_json::from_str(&ctr_service_kit::openapi::to_json(
+        &order_processing::openapi(),
+    ))
+    .unwrap();
+    let webhooks = json["webhooks"].as_object().unwrap();
+    let mut names: Vec<&str> = webhooks.keys().map(String::as_str).collect();
+    let mut expected = ctr_webhooks::EventType::ALL.map(ctr_webhooks::EventType::as_str);
+    names.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(names, expected);
+    for (name, item) in webhooks {
+        let post = &item["post"];
+        assert_eq!(
+            post["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Event",
+            "{name}"
+        );
+        let headers: Vec<&str> = post["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            headers,
+            ["webhook-id", "webhook-timestamp", "webhook-signature"],
+            "{name}"
+        );
+    }
+    let event = &json["components"]["schemas"]["Event"];
+    assert!(event["properties"]["data"].is_object(), "{event}");
+}
