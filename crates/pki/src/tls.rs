@@ -82,20 +82,31 @@ pub fn reqwest_builder_following(
 pub fn reqwest_builder_for(ca: Option<&Path>) -> Result<reqwest::ClientBuilder, PkiError> {
     match ca {
         Some(ca) => reqwest_builder(ca, None),
-        None => {
-            let roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            };
-            let tls = ClientConfig::builder_with_provider(provider())
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .map_err(PkiError::Tls)?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Ok(reqwest::Client::builder()
-                .https_only(true)
-                .tls_backend_preconfigured(tls))
-        }
+        None => builder_trusting(web_roots(), &[&rustls::version::TLS13]),
     }
+}
+
+/// The web's root CAs (webpki-roots).
+fn web_roots() -> RootCertStore {
+    RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
+
+/// An HTTPS-only reqwest client builder trusting `roots`, speaking `versions`, presenting no
+/// client certificate.
+fn builder_trusting(
+    roots: RootCertStore,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<reqwest::ClientBuilder, PkiError> {
+    let tls = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .map_err(PkiError::Tls)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .https_only(true)
+        .tls_backend_preconfigured(tls))
 }
 
 /// A reqwest client builder for a receiver anywhere (a webhook endpoint): HTTPS only, TLS 1.3
@@ -103,23 +114,14 @@ pub fn reqwest_builder_for(ca: Option<&Path>) -> Result<reqwest::ClientBuilder, 
 /// CAs and the deployment's root `ca` (a receiver inside the deployment). No client
 /// certificate.
 pub fn reqwest_builder_for_receivers(ca: &Path) -> Result<reqwest::ClientBuilder, PkiError> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
+    let mut roots = web_roots();
     for cert in load_certs(ca)? {
         roots.add(cert).map_err(|e| PkiError::Pem {
             path: ca.to_owned(),
             reason: e.to_string(),
         })?;
     }
-    let tls = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(PkiError::Tls)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(reqwest::Client::builder()
-        .https_only(true)
-        .tls_backend_preconfigured(tls))
+    builder_trusting(roots, &[&rustls::version::TLS13, &rustls::version::TLS12])
 }
 
 /// Whether a certificate (already verified by the TLS handshake) names `name` as a DNS SAN.

@@ -894,6 +894,45 @@ impl World {
         body["order_processing_id"].as_str().unwrap().to_owned()
     }
 
+    /// A new 49.99 order of c_alice at the relay whose public base URL is `relay`, checked
+    /// out there with coupon, points and a card `method`: the order and the answer.
+    pub async fn check_out_at(&self, relay: &str, method: &str) -> (String, u16, Value) {
+        let order = self
+            .open_order_at(&format!("{relay}/service/v1/orders"), "c_alice", 4999)
+            .await;
+        let tokens = self.three_tokens(&order, "c_alice", method).await;
+        let (status, body) = self
+            .post(
+                format!("{relay}/service/v1/orders/{order}/checkout"),
+                json!({"tokens": tokens}),
+            )
+            .await;
+        (order, status, body)
+    }
+
+    /// `settings` made quick to compensate (calls of 200 ms without retries, recovery every
+    /// 100 ms, retries at most 1 s apart, attention after 1 s), and a copy of them through which
+    /// a checkout fails (payments' capture never answers) and its compensation is retried past
+    /// CTR_COMPENSATION_ATTENTION_AFTER (points' cancellations go to a route that does not
+    /// exist: a 404, which is no refusal for good). Answers (quick, misrouted).
+    pub async fn misrouted_compensation(
+        &self,
+        mut settings: RelaySettings,
+    ) -> (RelaySettings, RelaySettings) {
+        let payments_down = blackhole().await;
+        settings.call_timeout = Duration::from_millis(200);
+        settings.call_retries = 0;
+        settings.recovery_interval = Duration::from_millis(100);
+        settings.compensation_retry_max = Duration::from_secs(1);
+        settings.compensation_attention_after = Duration::from_secs(1);
+        let mut misrouted = settings.clone();
+        misrouted.issuers.get_mut("payments").unwrap().redeem_url =
+            format!("https://127.0.0.1:{payments_down}/service/v1/payments/redemptions");
+        misrouted.issuers.get_mut("points").unwrap().cancel_url =
+            self.points.running.url("/service/v2/points/cancellations");
+        (settings, misrouted)
+    }
+
     /// The server config of a relay under test beside this world's relay: the relay's
     /// identity, a store of its own (which a second relay may share), a port of its own.
     pub async fn relay_under_test(&self) -> ctr_service_kit::ServerConfig {

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use ctr_service_kit::testing::TestPki;
 use ctr_system_tests::receiver::{Answering, Receiver};
-use ctr_system_tests::{
-    CrashableRelay, World, blackhole, domain_settings, expire_claims, relay_events,
-};
+use ctr_system_tests::{CrashableRelay, World, domain_settings, expire_claims, relay_events};
 use ctr_webhooks::{Event, EventType};
 use order_processing::RelaySettings;
 use serde_json::{Value, json};
@@ -194,35 +192,16 @@ async fn events_of_one_order_arrive_in_the_order_they_happened_even_after_an_out
     let receiver = Receiver::start(&pki).await;
     receiver.answer(Answering::Fail(503));
     let world = World::start_in(pki, domain_settings(), |_| {}, |_| {}).await;
-    let payments_down = blackhole().await;
     let server = world.relay_under_test().await;
     let store = server.store_url.clone();
     let mut settings = world.relay_settings.clone();
     settings.webhooks.insert("shop".into(), receiver.endpoint());
     settings.webhook_retry_first = Duration::from_millis(100);
     settings.webhook_retry_max = Duration::from_millis(300);
-    settings.call_timeout = Duration::from_millis(200);
-    settings.call_retries = 0;
-    settings.recovery_interval = Duration::from_millis(100);
-    settings.compensation_retry_max = Duration::from_secs(1);
-    settings.compensation_attention_after = Duration::from_secs(1);
-    let mut misrouted = settings.clone();
-    misrouted.issuers.get_mut("payments").unwrap().redeem_url =
-        format!("https://127.0.0.1:{payments_down}/service/v1/payments/redemptions");
-    misrouted.issuers.get_mut("points").unwrap().cancel_url =
-        world.points.running.url("/service/v2/points/cancellations");
+    let (settings, misrouted) = world.misrouted_compensation(settings).await;
     let relay = CrashableRelay::start(server.clone(), misrouted, world.clock.clone()).await;
     world.wait_until_admin_ready(relay.admin).await;
-    let order = world
-        .open_order_at(&relay.url("/service/v1/orders"), "c_alice", 4999)
-        .await;
-    let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
-    let (status, body) = world
-        .post(
-            relay.url(&format!("/service/v1/orders/{order}/checkout")),
-            json!({"tokens": tokens}),
-        )
-        .await;
+    let (order, status, body) = world.check_out_at(&relay.url(""), "pm_alice_visa").await;
     assert_eq!(status, 502, "{body}");
     let url = relay.url(&format!("/service/v1/orders/{order}"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -122,35 +122,17 @@ async fn pending_compensations_during_an_outage_never_delay_the_recovery_of_a_cr
 async fn a_cancellation_refused_for_a_passing_reason_is_retried_needs_attention_when_overdue_and_clears_once_it_succeeds()
  {
     let world = World::start().await;
-    let payments_down = blackhole().await;
     let server = world.relay_under_test().await;
     let store = server.store_url.clone();
 
     // Payments does not capture; points answers its cancellations with a 404 (a route this
     // relay was misconfigured with): not a refusal for good.
-    let mut settings = world.relay_settings.clone();
-    settings.call_timeout = Duration::from_millis(200);
-    settings.call_retries = 0;
-    settings.recovery_interval = Duration::from_millis(100);
-    settings.compensation_retry_max = Duration::from_secs(1);
-    settings.compensation_attention_after = Duration::from_secs(1);
-    let mut misrouted = settings.clone();
-    misrouted.issuers.get_mut("payments").unwrap().redeem_url =
-        format!("https://127.0.0.1:{payments_down}/service/v1/payments/redemptions");
-    misrouted.issuers.get_mut("points").unwrap().cancel_url =
-        world.points.running.url("/service/v2/points/cancellations");
+    let (settings, misrouted) = world
+        .misrouted_compensation(world.relay_settings.clone())
+        .await;
     let relay = CrashableRelay::start(server.clone(), misrouted, world.clock.clone()).await;
     world.wait_until_admin_ready(relay.admin).await;
-    let order = world
-        .open_order_at(&relay.url("/service/v1/orders"), "c_alice", 4999)
-        .await;
-    let tokens = world.three_tokens(&order, "c_alice", "pm_alice_visa").await;
-    let (status, body) = world
-        .post(
-            relay.url(&format!("/service/v1/orders/{order}/checkout")),
-            json!({"tokens": tokens}),
-        )
-        .await;
+    let (order, status, body) = world.check_out_at(&relay.url(""), "pm_alice_visa").await;
     assert_eq!(
         (status, problem_type(&body)),
         (502, "issuer-unavailable"),
