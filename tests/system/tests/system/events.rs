@@ -277,8 +277,8 @@ async fn a_hanging_receiver_delays_no_checkout_and_holds_no_more_than_the_concur
     let (world, receiver) = world_with_receiver(|s| {
         s.webhook_timeout = Duration::from_secs(30);
         s.webhook_concurrency = 2;
-        // A checkout that waited for a delivery would answer 202 at its deadline.
-        s.checkout_deadline = Duration::from_secs(2);
+        // A checkout that waited for a delivery (30 s) would answer 202 at its deadline
+        // (CTR_CHECKOUT_DEADLINE, 10 s).
     })
     .await;
     receiver.answer(Answering::Hang);
