@@ -278,8 +278,13 @@ impl Deliveries {
                 "DELETE FROM webhook_deliveries WHERE (event_id, endpoint) IN \
                  (SELECT event_id, endpoint FROM webhook_deliveries \
                  WHERE (state <> 'pending' AND ended_ms <= {now} - $1) \
-                 OR (endpoint NOT IN ({}) AND since_ms <= {now} - $3) LIMIT $2)",
-                names(4, endpoints)
+                 OR ({} AND since_ms <= {now} - $3) LIMIT $2)",
+                // `NOT IN (NULL)` is never true: with no endpoint left, every one is gone.
+                if endpoints.is_empty() {
+                    "TRUE".to_owned()
+                } else {
+                    format!("endpoint NOT IN ({})", numbered(4, endpoints.len()))
+                }
             ),
             prune_events: format!(
                 "DELETE FROM order_events WHERE id IN (SELECT e.id FROM order_events e \
