@@ -118,6 +118,7 @@ impl App {
         let public_tls = tls.server_config(service.client_auth)?;
         let admin_tls = tls.server_config(ClientAuth::None)?;
         crate::watch_certificates("server", &tls, config, &health, &metrics);
+        metrics.watch_health(&health);
         let public = bind(config.public_addr).await?;
         let admin = bind(config.admin_addr).await?;
         let scrape = match config.metrics_addr {

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -36,6 +37,13 @@ pub struct ProblemLabels {
     pub r#type: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    /// A readiness check's name (`store`, `kms`, `customer-issuer`, ...): a closed set,
+    /// registered by the service.
+    check: String,
+}
+
 /// The registry of a service. Services may register their own metrics with [`Metrics::register`].
 #[derive(Clone)]
 pub struct Metrics {
@@ -44,6 +52,10 @@ pub struct Metrics {
     latency: HistogramFamily,
     problems: Family<ProblemLabels, Counter>,
     pub(crate) certificate_expiry: crate::certificates::ExpiryFamily,
+    /// The readiness checks, run again at each scrape ([`Self::watch_health`]).
+    health: Arc<Mutex<Option<crate::Health>>>,
+    checks: Family<CheckLabels, Gauge>,
+    ready: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -80,12 +92,27 @@ impl Default for Metrics {
             "When each TLS certificate in use expires (Unix time), by the files it is in (server, client), its role (leaf, chain, root) and subject",
             certificate_expiry.clone(),
         );
+        let checks = Family::<CheckLabels, Gauge>::default();
+        registry.register(
+            "health_check",
+            "Each readiness check of the service, as GET /admin/v1/readyz reports it at the scrape: 1 passing, 0 failing",
+            checks.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when every readiness check passes (the service takes traffic), 0 otherwise",
+            ready.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             requests,
             latency,
             problems,
             certificate_expiry,
+            health: Arc::default(),
+            checks,
+            ready,
         }
     }
 }
@@ -100,7 +127,25 @@ impl Metrics {
         self.registry.lock().register(name, help, metric);
     }
 
+    /// Reports `health`'s checks in `ctr_health_check` and `ctr_ready`, run at each scrape.
+    pub(crate) fn watch_health(&self, health: &crate::Health) {
+        *self.health.lock() = Some(health.clone());
+    }
+
     pub fn encode(&self) -> String {
+        let health = self.health.lock().clone();
+        if let Some(health) = health {
+            let reports = health.run();
+            for report in &reports {
+                self.checks
+                    .get_or_create(&CheckLabels {
+                        check: report.name.clone(),
+                    })
+                    .set(i64::from(report.status == "pass"));
+            }
+            self.ready
+                .set(i64::from(reports.iter().all(|r| r.status == "pass")));
+        }
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry.lock());
         out

@@ -146,7 +146,7 @@ pub async fn build_with_faults(
         settings,
         store::Deliveries::new(store.clone(), &endpoints),
         &server.tls_root,
-        metrics::WebhookMetrics::register(&metrics),
+        metrics::WebhookMetrics::register(&metrics, &endpoints),
         clock.clone(),
         orders.events_written(),
     )?);

@@ -79,6 +79,13 @@ impl RelayMetrics {
             "A domain's redemption of one token as the relay waited for it, retries included, by capability and outcome",
             this.redemptions.clone(),
         );
+        // Exported at 0 from the start, so that rates and alerts see them before the first.
+        for outcome in ["completed", "failed", "running", "refused", "replayed"] {
+            drop(this.checkouts.get_or_create(&Outcome { outcome }));
+        }
+        for outcome in ["lease-lost", "store"] {
+            drop(this.interrupted.get_or_create(&Outcome { outcome }));
+        }
         this
     }
 
@@ -135,7 +142,8 @@ pub struct WebhookMetrics {
 }
 
 impl WebhookMetrics {
-    pub fn register(metrics: &Metrics) -> Self {
+    /// Registers them, each configured endpoint's attempts at 0 from the start.
+    pub fn register(metrics: &Metrics, endpoints: &[String]) -> Self {
         let this = Self {
             attempts: Family::default(),
             pending: Gauge::default(),
@@ -162,6 +170,14 @@ impl WebhookMetrics {
             "How long the oldest pending webhook delivery has waited (0 when none does), on the database's clock",
             this.oldest_pending.clone(),
         );
+        for endpoint in endpoints {
+            for outcome in ["delivered", "retried", "failed"] {
+                drop(this.attempts.get_or_create(&Delivery {
+                    endpoint: endpoint.clone(),
+                    outcome,
+                }));
+            }
+        }
         this
     }
 

@@ -119,3 +119,76 @@ async fn checkouts_problems_compensations_redemptions_and_holds_are_counted_and_
         assert_eq!(status, 404, "{path}");
     }
 }
+
+/// The `ctr_*` metric names in `text`, each as its family is exposed (a counter's `_total`, a
+/// histogram's `_bucket`, `_sum` and `_count` stripped).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("ctr_") {
+        let starts_word = at == 0
+            || !rest.as_bytes()[at - 1].is_ascii_alphanumeric() && rest.as_bytes()[at - 1] != b'_';
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        if !starts_word || name == "ctr_" {
+            continue;
+        }
+        let family = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(&name);
+        names.insert(family.to_owned());
+    }
+    names
+}
+
+#[tokio::test]
+async fn every_metric_the_alert_rules_and_runbooks_name_is_exported() {
+    let world = World::start().await;
+    let mut exported = std::collections::BTreeSet::new();
+    for service in [
+        &world.relay,
+        &world.coupons.running,
+        &world.points.running,
+        &world.payments.running,
+    ] {
+        // A refusal, so that the problems' family has a series to show.
+        let (status, _) = world.get(service.url("/service/v1/no-such-route")).await;
+        assert_eq!(status, 404);
+        let text = world
+            .metrics_text(&service.admin_url("/admin/v1/metrics"))
+            .await;
+        for line in text.lines() {
+            if let Some(family) = line.strip_prefix("# TYPE ") {
+                exported.insert(family.split(' ').next().unwrap().to_owned());
+            }
+        }
+    }
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    for file in [
+        "deployments/observability/alerts.yaml",
+        "deployments/observability/alerts.test.yaml",
+        "docs/guide/src/operating/runbooks.md",
+    ] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let named = metric_names(&text);
+        assert!(!named.is_empty(), "{file} names no metric");
+        let unknown: Vec<&String> = named.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} names metrics no service exports: {unknown:?} (exported: {exported:?})"
+        );
+    }
+    // The readiness checks are exported as such, at each scrape.
+    let text = world
+        .metrics_text(&world.points.running.admin_url("/admin/v1/metrics"))
+        .await;
+    assert!(
+        text.contains("ctr_health_check{check=\"store\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("ctr_ready 1"), "{text}");
+}
