@@ -3,21 +3,15 @@
 use ctr_money::Money;
 use serde::{Deserialize, Serialize};
 
-/// What happened to an order.
+/// What happened to an order: each type is one of the document's `webhooks`, described there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum EventType {
-    /// Every token was redeemed: the order is paid for; ship it.
     #[serde(rename = "order.completed")]
     OrderCompleted,
-    /// A redemption failed: the order will not be paid; its holds are being given back.
     #[serde(rename = "order.failed")]
     OrderFailed,
-    /// A domain could not reverse a redemption of a failed order, or its compensation has
-    /// been retried for too long: an operator must settle it.
     #[serde(rename = "order.needs_attention")]
     OrderNeedsAttention,
-    /// A failed order that needed attention does not any more: its compensation went
-    /// through after all.
     #[serde(rename = "order.attention_resolved")]
     OrderAttentionResolved,
 }
@@ -29,6 +23,36 @@ impl EventType {
         Self::OrderNeedsAttention,
         Self::OrderAttentionResolved,
     ];
+
+    /// What happened, in a line.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Self::OrderCompleted => "An order completed",
+            Self::OrderFailed => "An order failed",
+            Self::OrderNeedsAttention => "A failed order needs an operator",
+            Self::OrderAttentionResolved => "A failed order no longer needs an operator",
+        }
+    }
+
+    /// What it means for a receiver.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::OrderCompleted => "Every token was redeemed: the order is paid for.",
+            Self::OrderFailed => {
+                "A redemption failed (`data.failure` says which and its problem type); what was \
+                 redeemed before it is being cancelled."
+            }
+            Self::OrderNeedsAttention => {
+                "A domain refused for good to reverse a redemption, or its compensation has been \
+                 retried past `CTR_COMPENSATION_ATTENTION_AFTER` (`data.attention` says what): \
+                 an operator must settle it."
+            }
+            Self::OrderAttentionResolved => {
+                "A failed order that needed attention does not any more: its compensation went \
+                 through after all."
+            }
+        }
+    }
 
     /// The name on the wire (`order.completed`, ...).
     pub fn as_str(self) -> &'static str {

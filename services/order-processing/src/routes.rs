@@ -273,32 +273,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         ],
     }, scopes::ORDERS_WRITE);
     let event = doc.schema::<ctr_webhooks::Event>();
-    for (kind, summary, description) in [
-        (
-            ctr_webhooks::EventType::OrderCompleted,
-            "An order completed",
-            "Every token was redeemed: the order is paid for.",
-        ),
-        (
-            ctr_webhooks::EventType::OrderFailed,
-            "An order failed",
-            "A redemption failed (`data.failure` says which and its problem type); what was              redeemed before it is being cancelled.",
-        ),
-        (
-            ctr_webhooks::EventType::OrderNeedsAttention,
-            "A failed order needs an operator",
-            "A domain refused for good to reverse a redemption, or its compensation has been              retried past `CTR_COMPENSATION_ATTENTION_AFTER` (`data.attention` says what).",
-        ),
-        (
-            ctr_webhooks::EventType::OrderAttentionResolved,
-            "A failed order no longer needs an operator",
-            "Its compensation went through after all.",
-        ),
-    ] {
+    for kind in ctr_webhooks::EventType::ALL {
         doc.webhook(Webhook {
             name: kind.as_str(),
-            summary,
-            description,
+            summary: kind.summary(),
+            description: kind.description(),
             body: event.clone(),
         });
     }
