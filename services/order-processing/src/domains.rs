@@ -122,6 +122,17 @@ fn jittered(backoff: Duration) -> Duration {
     backoff.mul_f64(0.5 + random_unit())
 }
 
+/// The wait before retry `attempts + 1` of work retried later (a compensation, a webhook
+/// delivery): `first` doubled `attempts` times, at most `cap`, the upper half of it drawn at
+/// random so that what failed together is not retried together.
+pub(crate) fn doubling_backoff(first: Duration, attempts: i64, cap: Duration) -> Duration {
+    let doublings = u32::try_from(attempts.clamp(0, 30)).unwrap_or(30);
+    first
+        .saturating_mul(1 << doublings)
+        .min(cap)
+        .mul_f64(0.5 + random_unit() / 2.0)
+}
+
 /// A random number in [0, 1], for jitter.
 pub(crate) fn random_unit() -> f64 {
     f64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng)) / f64::from(u32::MAX)

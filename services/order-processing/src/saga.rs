@@ -35,6 +35,7 @@ use ctr_relay_api::{CallFailure, CancelReason, CancelRequest, HoldReply, RedeemR
 use ctr_service_kit::ApiError;
 
 use crate::Relay;
+use crate::domains::doubling_backoff;
 use crate::orders::{Failure, Order, OrderStatus, TokenOutcome};
 use crate::settings::IssuerEntry;
 use crate::store::{Claim, Due, WriteError};
@@ -95,16 +96,6 @@ const FINAL_REFUSALS: &[&str] = &[
     "hold-mismatch",
     "hold-not-found",
 ];
-
-/// How long the `attempts`-th retry of a compensation waits: 1s doubling, at most `cap`, the
-/// upper half of it drawn at random so that orders failed together are not retried together.
-fn retry_delay(attempts: i64, cap: Duration) -> Duration {
-    let doublings = u32::try_from(attempts.clamp(0, 20)).unwrap_or(20);
-    let doubled = Duration::from_secs(1)
-        .saturating_mul(1 << doublings)
-        .min(cap);
-    doubled.mul_f64(0.5 + crate::domains::random_unit() / 2.0)
-}
 
 impl Relay {
     /// Drives a checkout from wherever its log says it is to `completed` or `failed`, as the
@@ -312,7 +303,9 @@ impl Relay {
             .filter(|_| claim.now_ms.saturating_sub(since_ms) >= overdue_ms);
         let had_attention = order.attention.is_some();
         order.attention = attention(order, &refusals, overdue);
-        let retry_in = retry_delay(
+        // From about 1s, doubling.
+        let retry_in = doubling_backoff(
+            Duration::from_secs(1),
             order.compensation_attempts,
             self.settings.compensation_retry_max,
         );

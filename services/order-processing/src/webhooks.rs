@@ -27,7 +27,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domains::{error_chain, random_unit};
+use crate::domains::{doubling_backoff, error_chain};
 use crate::metrics::WebhookMetrics;
 use crate::settings::RelaySettings;
 use crate::store::{Attempt, Claimed, Deliveries, Settled};
@@ -238,7 +238,11 @@ impl Dispatcher {
         let failed = |status: Option<u16>, error: String| Attempt::NotDelivered {
             status,
             error: error.chars().take(ERROR_TEXT).collect(),
-            retry_in_ms: millis(self.retry_delay(delivery.attempts)),
+            retry_in_ms: millis(doubling_backoff(
+                self.retry_first,
+                delivery.attempts,
+                self.retry_max,
+            )),
         };
         let Some(target) = self.targets.get(&delivery.endpoint) else {
             return failed(None, "the endpoint is no longer configured".into());
@@ -281,17 +285,6 @@ impl Dispatcher {
             }
             Err(error) => failed(None, error_chain(&error)),
         }
-    }
-
-    /// The wait before retry `attempts + 1`: the first wait doubled `attempts` times, at most
-    /// the longest, the upper half drawn at random so that a flood is not retried at once.
-    fn retry_delay(&self, attempts: i64) -> Duration {
-        let doublings = u32::try_from(attempts.clamp(0, 30)).unwrap_or(30);
-        let doubled = self
-            .retry_first
-            .saturating_mul(1u32.checked_shl(doublings).unwrap_or(u32::MAX))
-            .min(self.retry_max);
-        doubled.mul_f64(0.5 + random_unit() / 2.0)
     }
 
     /// Prunes ended deliveries and their events, and refreshes the gauges.

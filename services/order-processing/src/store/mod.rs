@@ -659,20 +659,13 @@ impl OrderStore {
         let every_step: Vec<usize> = (0..order.tokens.len()).collect();
         // The order needs attention now, or not: an event tells of the change, if this
         // transaction makes one (the statement reads the order before its update).
-        let event = match order.attention {
-            Some(_) => self.outbox.propose(
-                order,
-                EventType::OrderNeedsAttention,
-                When::AttentionWas(false),
-                now,
-            ),
-            None => self.outbox.propose(
-                order,
-                EventType::OrderAttentionResolved,
-                When::AttentionWas(true),
-                now,
-            ),
+        let (change, was) = match order.attention {
+            Some(_) => (EventType::OrderNeedsAttention, false),
+            None => (EventType::OrderAttentionResolved, true),
         };
+        let event = self
+            .outbox
+            .propose(order, change, When::AttentionWas(was), now);
         self.fenced(
             ended,
             order,
