@@ -246,7 +246,6 @@ impl Init {
 /// Makes the webhook secret `NAME=SERVICE,...` once, and gives each service a copy that it
 /// lacks (owner-only, like its keys).
 fn webhook_secret(out: &std::path::Path, shared: &str) -> Result<(), String> {
-    use base64::Engine as _;
     let (name, holders) = shared
         .split_once('=')
         .ok_or_else(|| format!("--webhook-secret wants NAME=SERVICE,SERVICE, not `{shared}`"))?;
@@ -259,20 +258,7 @@ fn webhook_secret(out: &std::path::Path, shared: &str) -> Result<(), String> {
     let existing = holders
         .iter()
         .find_map(|dir| std::fs::read_to_string(dir.join(&file)).ok());
-    let secret = match existing {
-        Some(secret) => secret,
-        None => {
-            let mut key = [0u8; 32];
-            rustls::crypto::aws_lc_rs::default_provider()
-                .secure_random
-                .fill(&mut key)
-                .map_err(|_| "no randomness for a webhook secret".to_owned())?;
-            format!(
-                "whsec_{}\n",
-                base64::engine::general_purpose::STANDARD.encode(key)
-            )
-        }
-    };
+    let secret = existing.unwrap_or_else(|| format!("{}\n", ctr_webhooks::new_secret()));
     for dir in holders {
         let path = dir.join(&file);
         if path.exists() {

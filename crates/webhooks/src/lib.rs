@@ -33,7 +33,7 @@ mod secret;
 
 pub use address::{AddressPolicy, GuardedResolver, refused_address};
 pub use event::{Event, EventFailure, EventType, OrderEvent};
-pub use secret::{Secrets, SecretsError, Signed, VerifyError};
+pub use secret::{Secrets, SecretsError, Signed, VerifyError, new_secret};
 
 /// The headers of a delivery, as Standard Webhooks names them.
 pub const WEBHOOK_ID: &str = standardwebhooks::HEADER_WEBHOOK_ID;

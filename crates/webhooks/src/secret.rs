@@ -24,6 +24,16 @@ impl fmt::Debug for Secrets {
     }
 }
 
+/// A new secret: `whsec_` and the base64 of 32 random bytes from the operating system.
+pub fn new_secret() -> String {
+    let mut key = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
+}
+
 /// Why secrets could not be read.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SecretsError {
@@ -217,6 +227,13 @@ mod tests {
             Secrets::parse(&format!("{A}\nwhsec_x")).unwrap_err(),
             SecretsError::Malformed { line: 2 }
         );
+    }
+
+    #[test]
+    fn a_new_secret_is_one_and_another_each_time() {
+        let (one, other) = (new_secret(), new_secret());
+        assert_ne!(one, other);
+        assert!(Secrets::parse(&one).is_ok(), "{one}");
     }
 
     #[test]

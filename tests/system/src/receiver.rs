@@ -12,7 +12,6 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use base64::Engine as _;
 use ctr_service_kit::testing::TestPki;
 use ctr_service_kit::{App, ClientAuth, Health, Metrics, Service};
 use ctr_webhooks::{Event, Secrets, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
@@ -63,26 +62,9 @@ pub struct Receiver {
     dir: tempfile::TempDir,
 }
 
-/// A new random `whsec_` secret.
-pub fn new_secret() -> String {
-    let key: [u8; 32] = rand_bytes();
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(key)
-    )
-}
-
-fn rand_bytes() -> [u8; 32] {
-    let mut key = [0u8; 32];
-    for chunk in key.chunks_mut(16) {
-        chunk.copy_from_slice(&uuid::Uuid::new_v4().into_bytes()[..chunk.len()]);
-    }
-    key
-}
-
 impl Receiver {
     pub async fn start(pki: &TestPki) -> Self {
-        let secret = new_secret();
+        let secret = ctr_webhooks::new_secret();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("secret"), format!("{secret}\n")).unwrap();
         let shared = Arc::new(Shared {

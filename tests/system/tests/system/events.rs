@@ -463,10 +463,7 @@ async fn the_standard_webhooks_reference_library_verifies_every_delivery_through
     };
     let pki = TestPki::new();
     let dir = tempfile::tempdir().unwrap();
-    let (old, new) = (
-        ctr_system_tests::receiver::new_secret(),
-        ctr_system_tests::receiver::new_secret(),
-    );
+    let (old, new) = (ctr_webhooks::new_secret(), ctr_webhooks::new_secret());
     let relay_secret = dir.path().join("relay.secret");
     let receiver_secrets = dir.path().join("receiver.secrets");
     std::fs::write(&relay_secret, format!("{old}\n")).unwrap();
