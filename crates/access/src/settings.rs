@@ -14,7 +14,7 @@ pub const DEFAULT_ALGORITHMS: &str = "RS256,PS256,ES256,ES384,EdDSA";
 /// The algorithms a DPoP proof may use unless `CTR_AUTH_DPOP_ALGORITHMS` says otherwise.
 pub const DEFAULT_DPOP_ALGORITHMS: &str = "ES256,ES384,EdDSA,PS256,RS256";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AccessSettings {
     /// `CTR_AUTH_ISSUER`: the issuer URL customers' access tokens come from, exactly as its
     /// tokens' `iss` and its metadata's `issuer` spell it (`https://...`). Its metadata is
@@ -31,6 +31,7 @@ pub struct AccessSettings {
     pub auth_algorithms: String,
     /// `CTR_AUTH_LEEWAY`: clock skew allowed on `exp`, `nbf` and `iat`.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub auth_leeway: Duration,
     /// `CTR_AUTH_CA_FILE`: a PEM bundle the issuer's certificate is verified against (a
     /// private issuer); unset, the public web roots.
@@ -42,6 +43,7 @@ pub struct AccessSettings {
     /// `CTR_AUTH_KEYS_REFRESH`: the shortest time between two fetches of the issuer's keys
     /// (a token with an unknown `kid` triggers one).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub auth_keys_refresh: Duration,
     /// `CTR_AUTH_ALLOW_BEARER`: whether access tokens that are not DPoP-bound (no `cnf.jkt`)
     /// are accepted as bearer tokens, and capability tokens without `cnf` checked out. With
@@ -53,9 +55,11 @@ pub struct AccessSettings {
     /// `CTR_AUTH_DPOP_MAX_AGE`: how old (by its `iat`) a DPoP proof may be; its `jti` is
     /// remembered that long (plus the skew) in the store every replica shares.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub auth_dpop_max_age: Duration,
     /// `CTR_AUTH_DPOP_SKEW`: how far a proof's `iat` may lie in the future (clock skew).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub auth_dpop_skew: Duration,
     /// `CTR_AUTH_DPOP_ORIGINS`: the public origins (`https://shop.example`) a proof's `htu`
     /// may name, comma-separated, when clients reach the service through a name or port it

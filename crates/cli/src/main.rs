@@ -2,10 +2,7 @@
 //! scenario; the other commands are its building blocks. Exit codes: 0 as expected, 1 when a
 //! scenario deviated or the service answered a problem, 2 on a usage or connection error.
 
-mod api;
-mod demo;
-mod listen;
-mod token;
+use ctr_cli::{api, demo, listen, token};
 
 use std::io::Read as _;
 use std::process::ExitCode;

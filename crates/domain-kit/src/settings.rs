@@ -7,27 +7,32 @@ use ctr_kms::KmsConfig;
 use ctr_service_kit::{ConfigError, ServiceSettings};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DomainSettings {
-    /// `CTR_KMS__BACKEND` (`vault`, `aws`, `pkcs11`, or `mock` for development) and that
-    /// backend's `CTR_KMS__*` settings. Required: no backend is chosen for the operator.
+    /// `CTR_KMS__BACKEND`: the KMS that signs the domain's tokens (`vault`, `aws`, `pkcs11`,
+    /// or `mock` for development), with that backend's `CTR_KMS__*` settings. Required: no
+    /// backend is chosen for the operator.
     // Serialized even when unset (as an empty value), so that `CTR_KMS__*` is a known key.
     #[serde(default)]
     pub kms: Option<KmsConfig>,
     /// `CTR_TOKEN_TTL`: lifetime of a confirmation token (at most 5 minutes).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub token_ttl: Duration,
     /// `CTR_HOLD_TTL`: how long a hold lasts unredeemed; longer than the token.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub hold_ttl: Duration,
     /// `CTR_HOLD_RETENTION`: how long an expired or released hold stays readable after its
     /// expiry; redeemed and reversed holds are kept.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub hold_retention: Duration,
     /// `CTR_CANCEL_WINDOW`: how long after its redemption a hold may still be reversed by a
     /// cancellation (the relay's compensation of a checkout that did not complete); after it
     /// the redemption is final and a cancellation is refused (409 `cancellation-window-closed`).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub cancel_window: Duration,
     /// `CTR_MAX_HOLDS_PER_CUSTOMER`: unredeemed holds one customer may have at once; one
     /// more confirmation is refused 429 `too-many-holds`.
@@ -107,7 +112,7 @@ impl DomainSettings {
     pub fn kms_backend(&self) -> Result<&KmsConfig, ConfigError> {
         self.kms.as_ref().ok_or_else(|| ConfigError::Setting {
             setting: "CTR_KMS__BACKEND",
-            reason: "not set: choose `vault`, `aws` or `pkcs11` (README: Signing keys and the KMS), or `mock` for development only".into(),
+            reason: "not set: choose `vault`, `aws` or `pkcs11` (guide: Signing keys and the KMS), or `mock` for development only".into(),
         })
     }
 

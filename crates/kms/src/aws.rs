@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::{KeyVersion, Kms, KmsError, PublicKey};
 
 /// Where the keys are; credentials are the AWS chain's.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsSettings {
     /// `CTR_KMS__REGION`: the region (unset: the chain's, `AWS_REGION` or the profile's).
@@ -46,6 +46,7 @@ pub struct AwsSettings {
     /// `CTR_KMS__REFRESH`: how long the ring (the list of versions) is kept before it is
     /// listed again; a rotation made elsewhere is picked up within it.
     #[serde(default = "default_refresh", with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub refresh: Duration,
 }
 

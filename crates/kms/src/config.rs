@@ -9,11 +9,13 @@ use crate::{
 
 /// Which KMS backend to use (`CTR_KMS__BACKEND`). The mock is what compose and the tests
 /// choose; it is for development only.
-#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
 pub enum KmsConfig {
     /// P-384 keys held in process: random, or derived from `seed` when one is set.
     Mock {
+        /// `CTR_KMS__SEED`: derive the mock's keys from this secret (tests, golden tokens)
+        /// instead of keeping random ones in the domain's store.
         // Not serialized when unset, so that the compiled-in default (`mock`) merged with
         // another backend's settings leaves no mock setting behind.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,7 +84,7 @@ impl KmsConfig {
 }
 
 /// Secret seed material for deterministic mock keys. Never printed.
-#[derive(Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, serde::Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct Seed(String);
 

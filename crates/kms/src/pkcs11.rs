@@ -23,7 +23,7 @@ use crate::{KeyVersion, Kms, KmsError, PublicKey};
 const SECP384R1: [u8; 7] = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 
 /// Where the token is and how to log in to it.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pkcs11Settings {
     /// `CTR_KMS__MODULE`: the PKCS#11 library (`/usr/lib/softhsm/libsofthsm2.so`).

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::{KeyVersion, Kms, KmsError, PublicKey};
 
 /// How the service authenticates to Vault or OpenBao.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VaultSettings {
     /// `CTR_KMS__ADDR`: the server's address (`https://vault.example:8200`).

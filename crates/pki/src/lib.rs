@@ -22,6 +22,7 @@
 //! ```
 
 mod chain;
+pub mod cli;
 mod files;
 mod reload;
 mod renew;

@@ -5,80 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use ctr_pki::cli::{Cli, Command, Init};
 use ctr_pki::{LeafKind, LeafOutcome, LeafSpec, PkiSpec, ROOT_FILE};
-
-#[derive(Parser)]
-#[command(version, about = "The private PKI of a ctr deployment")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Generate a CA chain and leaves into DIR; when DIR already holds one, renew its leaves
-    /// that expire within --renew-within (or name other hosts), and issue missing ones.
-    Init(Init),
-}
-
-/// Generate a CA chain and leaves into DIR; when DIR already holds one, renew its leaves
-/// that expire within --renew-within (or name other hosts), and issue missing ones.
-#[derive(clap::Args)]
-struct Init {
-    /// Where to write the files.
-    #[arg(long, env = "CTR_PKI_OUT")]
-    out: PathBuf,
-    /// Certificates in a chain, root and leaf included.
-    #[arg(long, default_value_t = 3, env = "CTR_PKI_TIERS")]
-    tiers: u8,
-    /// A server leaf: NAME or NAME=extra.dns,other.dns (SANs NAME, localhost, 127.0.0.1, extras).
-    #[arg(long = "service", value_name = "NAME[=DNS,...]")]
-    services: Vec<String>,
-    /// A client (mTLS) leaf named NAME.
-    #[arg(long = "client", value_name = "NAME")]
-    clients: Vec<String>,
-    /// Replace an existing PKI in DIR (a new root: every client must trust it).
-    #[arg(long)]
-    force: bool,
-    /// How long a new leaf is valid (e.g. 90d, 12h, 1m).
-    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration, env = "CTR_PKI_LEAF_VALIDITY")]
-    leaf_validity: Duration,
-    /// Renew an existing leaf that expires within this long.
-    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration, env = "CTR_PKI_RENEW_WITHIN")]
-    renew_within: Duration,
-    /// Renew every leaf now, however long it has left (new keys too).
-    #[arg(long, env = "CTR_PKI_RENEW_ALL")]
-    renew_all: bool,
-    /// Keep running, and do all of the above again every DURATION (a renewer beside a
-    /// running stack).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, env = "CTR_PKI_EVERY")]
-    every: Option<Duration>,
-    /// Give every written file to UID:GID (containers that run as a non-root user).
-    #[arg(long, value_name = "UID:GID", env = "CTR_PKI_CHOWN")]
-    chown: Option<String>,
-    /// Also copy the root CA certificate to this path (for curl on the host).
-    #[arg(long, value_name = "PATH", env = "CTR_PKI_EXPORT_ROOT")]
-    export_root: Option<PathBuf>,
-    /// Also print the root CA certificate (PEM) on standard output, where no file can be
-    /// exported (a Kubernetes Job's log).
-    #[arg(long)]
-    print_root: bool,
-    /// Give the exported root CA and the directory it is in to UID:GID (the host user who
-    /// runs compose, so that they can read and delete it without root). It is always
-    /// readable by everyone: it is a public certificate.
-    #[arg(long, value_name = "UID:GID", env = "CTR_PKI_EXPORT_OWNER")]
-    export_owner: Option<String>,
-    /// Copy what service NAME may see into DIR, and nothing else: the trust anchors and
-    /// NAME's own certificates and keys (its volume; no container mounts the whole PKI).
-    #[arg(long = "deliver", value_name = "NAME=DIR")]
-    deliveries: Vec<String>,
-    /// A Standard Webhooks signing secret NAME (`whsec_` and 32 random bytes), made once and
-    /// kept, shared by the services listed (its sender and its receiver): each finds it in
-    /// its own directory as `webhook-NAME.key`, delivered with its keys.
-    #[arg(long = "webhook-secret", value_name = "NAME=SERVICE,SERVICE")]
-    webhook_secrets: Vec<String>,
-}
 
 fn leaf(arg: &str) -> LeafSpec {
     let (name, extra) = arg.split_once('=').unwrap_or((arg, ""));
@@ -96,7 +25,7 @@ fn leaf(arg: &str) -> LeafSpec {
 fn main() -> ExitCode {
     let Command::Init(init) = Cli::parse().command;
     let Some(every) = init.every else {
-        return report(init.run());
+        return report(run(&init));
     };
     if init.force {
         return report(Err(
@@ -105,7 +34,7 @@ fn main() -> ExitCode {
     }
     // The renewer: a failed round is reported and tried again at the next.
     loop {
-        if let Err(e) = init.run() {
+        if let Err(e) = run(&init) {
             eprintln!("ctr-pki: {e}");
         }
         println!(
@@ -116,130 +45,128 @@ fn main() -> ExitCode {
     }
 }
 
-impl Init {
-    /// One round: a new PKI, or the existing one renewed; then deliveries and exports.
-    fn run(&self) -> Result<(), String> {
-        let Self {
-            out,
-            tiers,
-            services,
-            clients,
-            force,
-            leaf_validity,
-            renew_within,
-            renew_all,
-            chown,
-            export_root,
-            print_root,
-            export_owner,
-            deliveries,
-            webhook_secrets,
-            every: _,
-        } = self;
-        let (tiers, force, renew_all) = (*tiers, *force, *renew_all);
-        let finish = || -> Result<(), String> {
-            for shared in webhook_secrets {
-                webhook_secret(out, shared)?;
-            }
-            for delivery in deliveries {
-                let (name, dir) = delivery
-                    .split_once('=')
-                    .ok_or_else(|| format!("--deliver wants NAME=DIR, not `{delivery}`"))?;
-                let dir = PathBuf::from(dir);
-                ctr_pki::deliver(out, name, &dir).map_err(|e| e.to_string())?;
-                if let Some(owner) = &chown {
-                    chown_tree(&dir, owner)?;
-                }
-                println!(
-                    "delivered {name}'s certificates and keys to {}",
-                    dir.display()
-                );
-            }
+/// One round: a new PKI, or the existing one renewed; then deliveries and exports.
+fn run(init: &Init) -> Result<(), String> {
+    let Init {
+        out,
+        tiers,
+        services,
+        clients,
+        force,
+        leaf_validity,
+        renew_within,
+        renew_all,
+        chown,
+        export_root,
+        print_root,
+        export_owner,
+        deliveries,
+        webhook_secrets,
+        every: _,
+    } = init;
+    let (tiers, force, renew_all) = (*tiers, *force, *renew_all);
+    let finish = || -> Result<(), String> {
+        for shared in webhook_secrets {
+            webhook_secret(out, shared)?;
+        }
+        for delivery in deliveries {
+            let (name, dir) = delivery
+                .split_once('=')
+                .ok_or_else(|| format!("--deliver wants NAME=DIR, not `{delivery}`"))?;
+            let dir = PathBuf::from(dir);
+            ctr_pki::deliver(out, name, &dir).map_err(|e| e.to_string())?;
             if let Some(owner) = &chown {
-                chown_tree(out, owner)?;
+                chown_tree(&dir, owner)?;
             }
-            if let Some(path) = &export_root {
-                std::fs::copy(out.join(ROOT_FILE), path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                make_public(path)?;
-                if let Some(owner) = &export_owner {
-                    chown_one(path, owner)?;
-                    if let Some(dir) = path.parent() {
-                        chown_one(dir, owner)?;
-                    }
+            println!(
+                "delivered {name}'s certificates and keys to {}",
+                dir.display()
+            );
+        }
+        if let Some(owner) = &chown {
+            chown_tree(out, owner)?;
+        }
+        if let Some(path) = &export_root {
+            std::fs::copy(out.join(ROOT_FILE), path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            make_public(path)?;
+            if let Some(owner) = &export_owner {
+                chown_one(path, owner)?;
+                if let Some(dir) = path.parent() {
+                    chown_one(dir, owner)?;
                 }
-                println!("exported the root CA to {}", path.display());
             }
-            if *print_root {
-                let root = std::fs::read_to_string(out.join(ROOT_FILE))
-                    .map_err(|e| format!("{}: {e}", out.join(ROOT_FILE).display()))?;
-                print!("the root CA:\n{root}");
-            }
-            Ok(())
+            println!("exported the root CA to {}", path.display());
+        }
+        if *print_root {
+            let root = std::fs::read_to_string(out.join(ROOT_FILE))
+                .map_err(|e| format!("{}: {e}", out.join(ROOT_FILE).display()))?;
+            print!("the root CA:\n{root}");
+        }
+        Ok(())
+    };
+    let spec = PkiSpec {
+        tiers,
+        servers: services.iter().map(|s| leaf(s)).collect(),
+        clients: clients.iter().map(|c| leaf(c)).collect(),
+        leaf_validity: *leaf_validity,
+        ..PkiSpec::default()
+    };
+    if out.join(ROOT_FILE).exists() && !force {
+        let within = if renew_all {
+            Duration::MAX
+        } else {
+            *renew_within
         };
-        let spec = PkiSpec {
-            tiers,
-            servers: services.iter().map(|s| leaf(s)).collect(),
-            clients: clients.iter().map(|c| leaf(c)).collect(),
-            leaf_validity: *leaf_validity,
-            ..PkiSpec::default()
-        };
-        if out.join(ROOT_FILE).exists() && !force {
-            let within = if renew_all {
-                Duration::MAX
-            } else {
-                *renew_within
-            };
-            let now = SystemTime::now();
-            let renewed = match spec.renew(out, within, now) {
-                // A PKI made before the issuing key was kept: while every leaf is still
-                // valid the stack starts, warned; once one has expired it cannot.
-                Err(error @ ctr_pki::PkiError::NoIssuer { .. }) => {
-                    let still_valid = spec.renew(out, Duration::ZERO, now);
-                    if still_valid.is_ok() {
-                        eprintln!("ctr-pki: warning: {error}");
-                    }
-                    still_valid.map_err(|_| error)
+        let now = SystemTime::now();
+        let renewed = match spec.renew(out, within, now) {
+            // A PKI made before the issuing key was kept: while every leaf is still
+            // valid the stack starts, warned; once one has expired it cannot.
+            Err(error @ ctr_pki::PkiError::NoIssuer { .. }) => {
+                let still_valid = spec.renew(out, Duration::ZERO, now);
+                if still_valid.is_ok() {
+                    eprintln!("ctr-pki: warning: {error}");
                 }
-                other => other,
-            };
-            return match renewed {
-                Ok(renewals) => {
-                    for renewal in renewals {
-                        let kind = match renewal.kind {
-                            LeafKind::Server => "server",
-                            LeafKind::Client => "client",
-                        };
-                        let name = renewal.name;
-                        match renewal.outcome {
-                            LeafOutcome::Kept { not_after } => println!(
-                                "kept {name}'s {kind} certificate: valid until {}",
-                                humantime::format_rfc3339_seconds(not_after)
-                            ),
-                            LeafOutcome::Issued => println!("issued {name}'s {kind} certificate"),
-                            LeafOutcome::Renewed { reason } => {
-                                println!("renewed {name}'s {kind} certificate: {reason}");
-                            }
+                still_valid.map_err(|_| error)
+            }
+            other => other,
+        };
+        return match renewed {
+            Ok(renewals) => {
+                for renewal in renewals {
+                    let kind = match renewal.kind {
+                        LeafKind::Server => "server",
+                        LeafKind::Client => "client",
+                    };
+                    let name = renewal.name;
+                    match renewal.outcome {
+                        LeafOutcome::Kept { not_after } => println!(
+                            "kept {name}'s {kind} certificate: valid until {}",
+                            humantime::format_rfc3339_seconds(not_after)
+                        ),
+                        LeafOutcome::Issued => println!("issued {name}'s {kind} certificate"),
+                        LeafOutcome::Renewed { reason } => {
+                            println!("renewed {name}'s {kind} certificate: {reason}");
                         }
                     }
-                    finish()
                 }
-                Err(e) => Err(e.to_string()),
-            };
-        }
-        match spec.generate().and_then(|pki| pki.write_to(out)) {
-            Ok(()) => {
-                println!(
-                    "wrote a {tiers}-tier PKI to {}: {} server and {} client certificates; trust {}",
-                    out.display(),
-                    spec.servers.len(),
-                    spec.clients.len(),
-                    out.join(ROOT_FILE).display()
-                );
                 finish()
             }
             Err(e) => Err(e.to_string()),
+        };
+    }
+    match spec.generate().and_then(|pki| pki.write_to(out)) {
+        Ok(()) => {
+            println!(
+                "wrote a {tiers}-tier PKI to {}: {} server and {} client certificates; trust {}",
+                out.display(),
+                spec.servers.len(),
+                spec.clients.len(),
+                out.join(ROOT_FILE).display()
+            );
+            finish()
         }
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -43,7 +43,7 @@ impl From<figment::Error> for ConfigError {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// JSON unless standard error is a terminal.
@@ -53,7 +53,7 @@ pub enum LogFormat {
 }
 
 /// What every service needs to run: listeners, TLS files, limits, telemetry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServerConfig {
     /// `CTR_PUBLIC_ADDR`: the public HTTPS listener (`/service/v1/...`).
     pub public_addr: SocketAddr,
@@ -68,22 +68,27 @@ pub struct ServerConfig {
     /// `CTR_TLS_RELOAD_INTERVAL`: how often the TLS files are read again; a change (a renewed
     /// certificate, key or root) is used from the next handshake on.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub tls_reload_interval: Duration,
     /// `CTR_TLS_EXPIRY_WINDOW`: readiness fails once a certificate in use expires within this
     /// long. Keep it well below the renewal window (cert-manager's `renewBefore`, pki-init's
     /// `CTR_PKI_RENEW_WITHIN`): it is what catches a renewal that did not happen.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub tls_expiry_window: Duration,
     /// `CTR_SHUTDOWN_DELAY`: on SIGTERM, how long the service keeps serving with readiness
     /// failing before its listeners stop accepting, so that an orchestrator takes it out of
     /// rotation first (Kubernetes: a few seconds; compose: none).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub shutdown_delay: Duration,
     /// `CTR_SHUTDOWN_GRACE`: how long in-flight requests may take to drain.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub shutdown_grace: Duration,
     /// `CTR_REQUEST_TIMEOUT`: the longest a request may take before it answers 503.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub request_timeout: Duration,
     /// `CTR_BODY_LIMIT_BYTES`: the largest request body accepted.
     pub body_limit_bytes: usize,
@@ -95,23 +100,30 @@ pub struct ServerConfig {
     /// `CTR_HEADER_READ_TIMEOUT`: the longest a TLS handshake, or a request's head, may take
     /// to arrive; also how long an HTTP/1 connection is kept alive without a next request.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub header_read_timeout: Duration,
     /// `CTR_IDLE_TIMEOUT`: a connection (HTTP/1 or HTTP/2) with no request in flight for this
     /// long is closed.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub idle_timeout: Duration,
     /// `CTR_HTTP2_MAX_STREAMS`: concurrent streams on one HTTP/2 connection.
     pub http2_max_streams: u32,
-    /// `CTR_KEEP_ALIVE_INTERVAL` / `CTR_KEEP_ALIVE_TIMEOUT`: HTTP/2 pings, and how long a
-    /// peer may take to answer one before its connection is closed.
+    /// `CTR_KEEP_ALIVE_INTERVAL`: how often an HTTP/2 connection is pinged.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub keep_alive_interval: Duration,
+    /// `CTR_KEEP_ALIVE_TIMEOUT`: how long a peer may take to answer a ping before its
+    /// connection is closed.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub keep_alive_timeout: Duration,
     /// `CTR_CUSTOMER_RATE`: requests per second one customer (told apart by its
     /// `customer_id`, not by its address: behind a proxy every client shares one) may make
-    /// to the endpoints that create state, on average; `CTR_CUSTOMER_BURST` above it at once.
+    /// to the endpoints that create state, on average.
     pub customer_rate: u32,
+    /// `CTR_CUSTOMER_BURST`: how many such requests one customer may make at once, above
+    /// `CTR_CUSTOMER_RATE`.
     pub customer_burst: u32,
     /// `CTR_LOG`: a tracing filter such as `info` or `info,ctr=debug`.
     pub log: String,
@@ -134,6 +146,7 @@ pub struct ServerConfig {
     /// `CTR_IDEMPOTENCY_TTL`: how long a key and its answer are kept (on the database's
     /// clock); a hold's answer, which carries its token, no longer than the hold.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub idempotency_ttl: Duration,
     /// `CTR_AUTH_*`: the issuer of customers' access tokens and how they are checked.
     #[serde(flatten)]
@@ -336,7 +349,7 @@ fn refuse_unknown_keys(figment: &Figment, known: &BTreeSet<String>) -> Result<()
         return Ok(());
     }
     Err(ConfigError::Invalid(format!(
-        "unknown setting{} {}: check the spelling against .env.example and the README",
+        "unknown setting{} {}: check the spelling against the configuration reference (docs/guide/src/operating/configuration-reference.md)",
         if unknown.len() > 1 { "s" } else { "" },
         unknown.join(", ")
     )))

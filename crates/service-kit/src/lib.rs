@@ -32,6 +32,7 @@ mod problem;
 mod proofs;
 pub mod request_id;
 mod serve;
+pub mod settings_reference;
 mod store;
 pub mod telemetry;
 #[cfg(feature = "testing")]

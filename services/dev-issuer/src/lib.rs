@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use keys::SigningKey;
 
 /// The dev issuer's settings (`CTR_DEV_ISSUER_*`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DevIssuerSettings {
     /// `CTR_DEV_ISSUER_URL`: the issuer URL as the services reach it (`https://dev-issuer:8443`
     /// under compose); unset, `https://<public address>`.
@@ -36,6 +36,7 @@ pub struct DevIssuerSettings {
     pub dev_issuer_audience: String,
     /// `CTR_DEV_ISSUER_TOKEN_TTL`: how long a token is valid.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub dev_issuer_token_ttl: Duration,
     /// `CTR_DEV_ISSUER_KEY_FILE`: the ES256 signing key (PKCS#8 PEM), made on first start.
     pub dev_issuer_key_file: std::path::PathBuf,

@@ -8,7 +8,7 @@ use ctr_service_kit::{ConfigError, ServiceSettings};
 use serde::{Deserialize, Serialize};
 
 /// One issuing domain, as the relay knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerEntry {
     /// Where its public keys are (`GET`, HTTPS).
@@ -34,7 +34,7 @@ impl IssuerEntry {
 }
 
 /// A receiver of order events (Standard Webhooks).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookEndpoint {
     /// Where events are POSTed: `https://` only; redirects are not followed.
@@ -48,7 +48,7 @@ pub struct WebhookEndpoint {
     pub allow_private: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RelaySettings {
     /// `CTR_ISSUERS__<NAME>__{JWKS_URL,REDEEM_URL,CANCEL_URL,CAPABILITIES}`: the issuer registry.
     pub issuers: BTreeMap<String, IssuerEntry>,
@@ -60,36 +60,45 @@ pub struct RelaySettings {
     /// `CTR_PRICED_CAPABILITIES`: tokens with these capabilities are discounts and must say the
     /// order total they were priced on (`priced_on`), which must be the order's.
     pub priced_capabilities: Vec<String>,
-    /// `CTR_CLIENT_CERT` / `CTR_CLIENT_KEY`: the relay's mTLS client identity.
+    /// `CTR_CLIENT_CERT`: the relay's mTLS client certificate chain, presented to the domains.
     pub client_cert: PathBuf,
+    /// `CTR_CLIENT_KEY`: its PKCS#8 private key.
     pub client_key: PathBuf,
     /// `CTR_ORDER_TTL`: how long an order stays open for checkout.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub order_ttl: Duration,
     /// `CTR_TOKEN_LEEWAY`: clock skew tolerated on `nbf`, `iat`, `exp`.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub token_leeway: Duration,
     /// `CTR_MAX_TOKEN_LIFETIME`: the longest `exp - iat` accepted.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub max_token_lifetime: Duration,
     /// `CTR_CALL_TIMEOUT`: the limit of one call to a domain.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub call_timeout: Duration,
     /// `CTR_CHECKOUT_DEADLINE`: how long a checkout request waits for the saga; after it the
     /// answer is 202 with the order's URL while redemption or compensation goes on.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub checkout_deadline: Duration,
     /// `CTR_SAGA_LEASE`: how long a relay's claim on a running checkout lasts without progress;
     /// after it, another relay's (or a restarted one's) recovery worker takes the checkout over.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub saga_lease: Duration,
     /// `CTR_CHECKOUT_BOUND`: the longest a checkout may keep redeeming; after it the order
     /// fails and is compensated.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub checkout_bound: Duration,
     /// `CTR_RECOVERY_INTERVAL`: how often the recovery worker looks for abandoned checkouts
     /// (and the janitor prunes retired orders and replay entries).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub recovery_interval: Duration,
     /// `CTR_RECOVERY_CONCURRENCY`: how many recovered checkouts one relay drives at once, and
     /// as many pending compensations beside them (so that no number of compensations delays a
@@ -98,27 +107,33 @@ pub struct RelaySettings {
     /// `CTR_COMPENSATION_RETRY_MAX`: the longest wait between two tries of a compensation a
     /// domain did not complete (the wait doubles from about 1s, with jitter, up to this).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub compensation_retry_max: Duration,
     /// `CTR_COMPENSATION_ATTENTION_AFTER`: a compensation still retried after this long also
     /// marks its order as needing attention (retries go on; a success clears it).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub compensation_attention_after: Duration,
     /// `CTR_SAGA_GRACE`: at shutdown, how long running checkouts may take to finish before the
     /// process exits (what is left, recovery takes over).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub saga_grace: Duration,
     /// `CTR_CALL_RETRIES`: further attempts of an idempotent call after a transport error or 5xx.
     pub call_retries: u32,
     /// `CTR_JWKS_MAX_AGE`: cached keys older than this are refreshed before use.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub jwks_max_age: Duration,
     /// `CTR_JWKS_MIN_REFETCH`: at most one JWKS fetch per issuer per this interval.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub jwks_min_refetch: Duration,
     /// `CTR_MAX_TOKENS`: the most tokens one checkout may carry.
     pub max_tokens: usize,
     /// `CTR_ORDER_RETENTION`: how long an order stays readable after its checkout window.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub order_retention: Duration,
     /// `CTR_MAX_ORDERS`: the most orders kept at once; beyond it new orders are refused (503).
     pub max_orders: usize,
@@ -130,21 +145,26 @@ pub struct RelaySettings {
     pub webhooks: BTreeMap<String, WebhookEndpoint>,
     /// `CTR_WEBHOOK_TIMEOUT`: the limit of one delivery attempt, connection included.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub webhook_timeout: Duration,
     /// `CTR_WEBHOOK_RETRY_FIRST`: the wait before the first retry of a delivery; it doubles
     /// (with jitter) at each retry.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub webhook_retry_first: Duration,
     /// `CTR_WEBHOOK_RETRY_MAX`: the longest wait between two attempts.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub webhook_retry_max: Duration,
     /// `CTR_WEBHOOK_RETRY_FOR`: how long a delivery is retried before it is marked failed
     /// (an operator redelivers it: `POST /admin/v1/webhooks/redeliveries`).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub webhook_retry_for: Duration,
     /// `CTR_WEBHOOK_RETENTION`: how long delivered and failed deliveries, and their events,
     /// are kept after they ended.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String", extend("format" = "duration"))]
     pub webhook_retention: Duration,
     /// `CTR_WEBHOOK_CONCURRENCY`: how many delivery attempts one relay makes at once.
     pub webhook_concurrency: usize,

@@ -7,7 +7,7 @@ use ctr_money::{Currency, Money};
 use ctr_service_kit::{ConfigError, ServiceSettings};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PointsSettings {
     #[serde(flatten)]
     pub domain: DomainSettings,

@@ -2,6 +2,7 @@
 
 mod auth;
 mod checkout;
+mod config_reference;
 mod crash_points;
 mod domains;
 mod dpop;
