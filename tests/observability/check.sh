@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The alert rules, offline: promtool checks them and runs their unit tests (each alert fires on
 # series that should fire it and stays silent on a healthy stack), and the production overlay's
-# PrometheusRule holds the same rules. That every ctr_* metric they name is exported is checked
-# by the system suite (telemetry::every_metric_the_alert_rules_name_is_exported).
+# PrometheusRule holds the same rules, and every query of the Grafana dashboard is PromQL that
+# promtool accepts. That every ctr_* metric they name is exported is checked by the system suite
+# (telemetry::every_metric_the_alert_rules_runbooks_and_dashboard_name_is_exported).
 #
 #   tests/observability/check.sh      # needs promtool: Debian's `prometheus` package
 set -euo pipefail
@@ -16,3 +17,18 @@ if ! diff -u "$rule" <(deployments/observability/prometheus-rule.sh); then
     exit 1
 fi
 echo "$rule holds the same rules"
+# The dashboard's queries, each as a recording rule, so that promtool parses every one.
+dashboard=deployments/observability/grafana/dashboards/ctr.json
+queries=$(mktemp --suffix=.yaml)
+trap 'rm -f "$queries"' EXIT
+python3 - "$dashboard" >"$queries" <<'PY'
+import json, sys
+panels = json.load(open(sys.argv[1]))["panels"]
+exprs = [t["expr"] for p in panels for t in p.get("targets", [])]
+assert exprs, "the dashboard has no query"
+print("groups:\n  - name: dashboard\n    rules:")
+for n, expr in enumerate(exprs):
+    print(f"      - record: dashboard:query{n}\n        expr: {json.dumps(expr)}")
+PY
+promtool check rules "$queries" >/dev/null
+echo "$dashboard: $(grep -c 'record:' "$queries") queries, each valid PromQL"

@@ -85,7 +85,7 @@ pub async fn build<L: Ledger>(
     let signer = Signer::new(
         L::DOMAIN,
         L::CAPABILITY,
-        kms,
+        (kms, kms_config.backend()),
         settings.token_ttl,
         clock.clone(),
     )
@@ -103,6 +103,11 @@ pub async fn build<L: Ledger>(
         "holds_open",
         "Holds placed and not yet redeemed, cancelled or expired (counted by the janitor every 2 s)",
         holds_open.clone(),
+    );
+    metrics.register(
+        "kms_signature_duration_seconds",
+        "How long the KMS took to sign a confirmation's token, by backend and outcome (signed, failed)",
+        state.signer.latency().clone(),
     );
     let janitor = Arc::downgrade(&state);
     tokio::spawn(async move {

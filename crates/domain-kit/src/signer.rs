@@ -13,6 +13,9 @@ use uuid::Uuid;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::http::StatusCode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::Semaphore;
 
 use crate::issue::{IssueError, IssuedToken, IssuerConfig, TokenIssuer};
@@ -45,12 +48,24 @@ pub const AUDIENCE: &str = "order-processing";
 /// 503 instead of piling up requests.
 const KMS_IN_FLIGHT: usize = 64;
 
+/// The labels of a confirmation's signature: which backend, and whether it signed.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignatureLabels {
+    backend: String,
+    outcome: String,
+}
+
+/// How long the KMS took to sign each confirmation's token (`ctr_kms_signature_duration_seconds`).
+pub type SignatureLatency = Family<SignatureLabels, Histogram, fn() -> Histogram>;
+
 /// Signs this domain's tokens.
 pub struct Signer {
     issuer: TokenIssuer,
     /// Whether the KMS holds the signing key and signed with it (readiness).
     ready: Arc<AtomicBool>,
     in_flight: Arc<Semaphore>,
+    backend: &'static str,
+    latency: SignatureLatency,
 }
 
 impl Signer {
@@ -61,7 +76,7 @@ impl Signer {
     pub async fn new(
         domain: &'static str,
         capability: &'static str,
-        kms: Arc<dyn Kms>,
+        (kms, backend): (Arc<dyn Kms>, &'static str),
         ttl: Duration,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, String> {
@@ -107,7 +122,14 @@ impl Signer {
             issuer,
             ready,
             in_flight: Arc::new(Semaphore::new(KMS_IN_FLIGHT)),
+            backend,
+            latency: Family::new_with_constructor(ctr_service_kit::latency_histogram),
         })
+    }
+
+    /// The signatures' latency by backend and outcome, for the service's metrics.
+    pub fn latency(&self) -> &SignatureLatency {
+        &self.latency
     }
 
     /// Whether the KMS has signed with the domain's key since start.
@@ -129,16 +151,25 @@ impl Signer {
                 "too many signatures are waiting on the KMS",
             ));
         };
-        self.issuer
+        let started = std::time::Instant::now();
+        let issued = self
+            .issuer
             .issue_with_jti(jti, sub, jkt, order, settlement, constraints)
-            .await
-            .map_err(|error| match error {
-                IssueError::Kms(error) => {
-                    tracing::warn!(key_id = self.key_id(), %error, "the KMS did not sign");
-                    kms_unavailable("the key management service did not sign; retry shortly")
-                }
-                other => ApiError::internal(other),
+            .await;
+        let outcome = if issued.is_ok() { "signed" } else { "failed" };
+        self.latency
+            .get_or_create(&SignatureLabels {
+                backend: self.backend.into(),
+                outcome: outcome.into(),
             })
+            .observe(started.elapsed().as_secs_f64());
+        issued.map_err(|error| match error {
+            IssueError::Kms(error) => {
+                tracing::warn!(key_id = self.key_id(), %error, "the KMS did not sign");
+                kms_unavailable("the key management service did not sign; retry shortly")
+            }
+            other => ApiError::internal(other),
+        })
     }
 
     pub async fn jwks(&self) -> Result<JwkSet, ApiError> {

@@ -66,8 +66,15 @@ fn the_observability_override_validates_and_wires_traces_and_metrics() {
         "{config}"
     );
     assert_eq!(config.matches("CTR_METRICS_ADDR: 0.0.0.0:9464").count(), 4);
-    for service in ["otel-collector:", "jaeger:", "prometheus:"] {
+    for service in ["otel-collector:", "jaeger:", "prometheus:", "grafana:"] {
         assert!(config.contains(service), "{service}");
+    }
+    // Grafana is provisioned with Prometheus and the ctr dashboard from the repository.
+    for mount in [
+        "deployments/observability/grafana/provisioning",
+        "deployments/observability/grafana/dashboards",
+    ] {
+        assert!(config.contains(mount), "{mount} is not mounted: {config}");
     }
     // Only Prometheus's own UI maps a container port 9090; no service's admin (9090) or
     // metrics (9464) listener is published.

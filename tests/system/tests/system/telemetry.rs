@@ -146,7 +146,7 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
 }
 
 #[tokio::test]
-async fn every_metric_the_alert_rules_and_runbooks_name_is_exported() {
+async fn every_metric_the_alert_rules_runbooks_and_dashboard_name_is_exported() {
     let world = World::start().await;
     let mut exported = std::collections::BTreeSet::new();
     for service in [
@@ -172,6 +172,7 @@ async fn every_metric_the_alert_rules_and_runbooks_name_is_exported() {
         "deployments/observability/alerts.yaml",
         "deployments/observability/alerts.test.yaml",
         "docs/guide/src/operating/runbooks.md",
+        "deployments/observability/grafana/dashboards/ctr.json",
     ] {
         let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
         let named = metric_names(&text);
