@@ -148,6 +148,16 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
 #[tokio::test]
 async fn every_metric_the_alert_rules_runbooks_and_dashboard_name_is_exported() {
     let world = World::start().await;
+    // A checkout that completes and one whose capture is declined, so that the families that
+    // only show once something happened (redemptions, compensations, signatures) have series.
+    let relay = world.relay.url("");
+    let (_, completed, _) = world.check_out_at(&relay, "pm_alice_visa").await;
+    let (_, declined, _) = world.check_out_at(&relay, "pm_alice_declines").await;
+    assert_eq!(
+        (completed, declined),
+        (200, 409),
+        "a completed and a declined checkout"
+    );
     let mut exported = std::collections::BTreeSet::new();
     for service in [
         &world.relay,
