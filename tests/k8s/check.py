@@ -6,7 +6,7 @@
 
 Every Deployment has a startup, liveness and readiness probe through its own binary, a
 PodDisruptionBudget and a NetworkPolicy selecting it (behind a default deny of both
-directions), the security context of the README (non-root, read-only root filesystem, every
+directions), the security context of the guide's Kubernetes page (non-root, read-only root filesystem, every
 capability dropped, no privilege escalation, RuntimeDefault seccomp), requests and limits, a
 ServiceAccount without a token, a grace period covering its drain, and images that
 deployments/docker/build-images.sh builds. Production runs two or more replicas of each over

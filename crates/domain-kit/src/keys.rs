@@ -50,7 +50,7 @@ pub fn main<S: ServiceSettings + AsRef<DomainSettings>>(
     };
     if matches!(kms, KmsConfig::Mock { .. }) {
         eprintln!(
-            "{name}: the mock KMS keeps its keys inside the running service; rotation is for a real backend (README: Signing keys and the KMS)"
+            "{name}: the mock KMS keeps its keys inside the running service; rotation is for a real backend (guide: Signing keys and the KMS)"
         );
         return ExitCode::from(2);
     }

@@ -17,7 +17,7 @@ use ctr_token::Clock;
 
 pub use ledger::{Coupon, CouponHold, Coupons, Discount, Seed};
 
-/// The built-in demo coupons (README, "Demo data").
+/// The built-in demo coupons (guide: Customers and access tokens, "Demo data").
 pub const BUILTIN_SEED: &str = include_str!("../../../deployments/seed/coupons.json");
 
 pub async fn build(

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 pub use ledger::{PaymentHold, PaymentMethod, Payments, Seed};
 
-/// The built-in demo payment methods (README, "Demo data").
+/// The built-in demo payment methods (guide: Customers and access tokens, "Demo data").
 pub const BUILTIN_SEED: &str = include_str!("../../../deployments/seed/payments.json");
 
 pub async fn build(

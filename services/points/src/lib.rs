@@ -17,7 +17,7 @@ use ctr_token::Clock;
 pub use ledger::{Balance, MAX_POINTS, Points, PointsHold, Seed};
 pub use settings::PointsSettings;
 
-/// The built-in demo balances (README, "Demo data").
+/// The built-in demo balances (guide: Customers and access tokens, "Demo data").
 pub const BUILTIN_SEED: &str = include_str!("../../../deployments/seed/points.json");
 
 pub async fn build(

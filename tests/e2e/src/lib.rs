@@ -550,7 +550,7 @@ impl Stack {
         body["order_processing_id"].as_str().unwrap().to_owned()
     }
 
-    /// Coupon SPRING10 (5.00), 500 points (5.00) and 39.99 paid with `method`: the README
+    /// Coupon SPRING10 (5.00), 500 points (5.00) and 39.99 paid with `method`: the README's curl checkout
     /// walkthrough, settling a 49.99 EUR order exactly.
     pub async fn three_tokens(&self, order: &str, customer: &str, method: &str) -> Vec<String> {
         let requests = [

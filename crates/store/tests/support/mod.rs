@@ -1,6 +1,6 @@
 //! What the store's test binaries share: the suite's PostgreSQL server and fresh databases on it.
 
-/// The PostgreSQL server of `CTR_TEST_POSTGRES_URL` (README: Testing). CI must say: a URL, or
+/// The PostgreSQL server of `CTR_TEST_POSTGRES_URL` (guide: Tests). CI must say: a URL, or
 /// empty for its SQLite-only run (whose PostgreSQL-only tests, named `postgres_`, it skips);
 /// unset there fails instead of skipping.
 pub fn postgres() -> Option<String> {

@@ -7,7 +7,7 @@
 //! answers; the token instead loses the process's login, and the domain logs in again
 //! before it signs). A domain that starts before its KMS answers is unready, naming `kms`, until it
 //! does. Needs `CTR_TEST_BAO`, `CTR_TEST_MOTO` with AWS credentials, and `SOFTHSM2_CONF`
-//! (README: Testing); CI sets them.
+//! (guide: Tests); CI sets them.
 
 use std::sync::Arc;
 use std::time::Duration;
