@@ -85,7 +85,8 @@ pub async fn build<L: Ledger>(
     let signer = Signer::new(
         L::DOMAIN,
         L::CAPABILITY,
-        (kms, kms_config.backend()),
+        kms,
+        kms_config.backend(),
         settings.token_ttl,
         clock.clone(),
     )

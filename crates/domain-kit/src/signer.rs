@@ -51,8 +51,8 @@ const KMS_IN_FLIGHT: usize = 64;
 /// The labels of a confirmation's signature: which backend, and whether it signed.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SignatureLabels {
-    backend: String,
-    outcome: String,
+    backend: &'static str,
+    outcome: &'static str,
 }
 
 /// How long the KMS took to sign each confirmation's token (`ctr_kms_signature_duration_seconds`).
@@ -76,7 +76,8 @@ impl Signer {
     pub async fn new(
         domain: &'static str,
         capability: &'static str,
-        (kms, backend): (Arc<dyn Kms>, &'static str),
+        kms: Arc<dyn Kms>,
+        backend: &'static str,
         ttl: Duration,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, String> {
@@ -159,8 +160,8 @@ impl Signer {
         let outcome = if issued.is_ok() { "signed" } else { "failed" };
         self.latency
             .get_or_create(&SignatureLabels {
-                backend: self.backend.into(),
-                outcome: outcome.into(),
+                backend: self.backend,
+                outcome,
             })
             .observe(started.elapsed().as_secs_f64());
         issued.map_err(|error| match error {

@@ -36,7 +36,7 @@ pub fn settings<T: JsonSchema + Serialize>(defaults: &T) -> Vec<Setting> {
         out: Vec::new(),
     };
     walk.object(&root, &defaults, "CTR_", None);
-    merge_alternatives(walk.out)
+    merge_variants(walk.out)
 }
 
 /// A Markdown table of `settings`.
@@ -61,7 +61,8 @@ pub fn table(settings: &[Setting]) -> String {
 
 struct Walk {
     defs: Map<String, Value>,
-    out: Vec<Setting>,
+    /// Each setting, with the enum variant it belongs to (a KMS backend), if any.
+    out: Vec<(Setting, Option<String>)>,
 }
 
 impl Walk {
@@ -171,16 +172,12 @@ impl Walk {
             None,
         );
         for (variant, tag) in variants.iter().zip(&tags) {
-            let variant = self.resolve(variant).clone();
-            let mut properties = variant.clone();
-            if let Some(map) = properties
-                .get_mut("properties")
-                .and_then(Value::as_object_mut)
-            {
+            let mut variant = self.resolve(variant).clone();
+            let defaults = defaults_of(&variant);
+            if let Some(map) = variant.get_mut("properties").and_then(Value::as_object_mut) {
                 map.remove(&tag_key);
             }
-            let defaults = defaults_of(&variant);
-            self.object(&properties, &defaults, &format!("{name}__"), Some(tag));
+            self.object(&variant, &defaults, &format!("{name}__"), Some(tag));
         }
     }
 
@@ -192,17 +189,13 @@ impl Walk {
         description: &str,
         only: Option<&str>,
     ) {
-        let meaning = meaning(description);
-        let meaning = match only {
-            Some(variant) => format!("({variant}) {meaning}"),
-            None => meaning,
-        };
-        self.out.push(Setting {
+        let setting = Setting {
             name,
             kind,
             default: spoken(default),
-            meaning,
-        });
+            meaning: meaning(description),
+        };
+        self.out.push((setting, only.map(str::to_owned)));
     }
 }
 
@@ -219,32 +212,27 @@ fn defaults_of(variant: &Value) -> Value {
     Value::Object(defaults)
 }
 
-/// Settings of the same name in several variants (`CTR_KMS__CA_FILE` of vault and aws) as one.
-fn merge_alternatives(settings: Vec<Setting>) -> Vec<Setting> {
-    let mut merged: Vec<Setting> = Vec::new();
+/// Settings of the same name in several variants (`CTR_KMS__CA_FILE` of vault and aws) as one,
+/// each marked with the variants it belongs to: `(vault, aws) ...`.
+fn merge_variants(settings: Vec<(Setting, Option<String>)>) -> Vec<Setting> {
+    let mut merged: Vec<(Setting, Vec<String>)> = Vec::new();
     let mut at: BTreeMap<String, usize> = BTreeMap::new();
-    for setting in settings {
-        match at.get(&setting.name) {
-            Some(&i) => {
-                let first = &mut merged[i];
-                if let (Some(a), Some(b)) =
-                    (variant_of(&first.meaning), variant_of(&setting.meaning))
-                {
-                    let rest = first.meaning[a.len() + 3..].to_owned();
-                    first.meaning = format!("({a}, {b}) {rest}");
-                }
-            }
-            None => {
-                at.insert(setting.name.clone(), merged.len());
-                merged.push(setting);
-            }
-        }
+    for (setting, variant) in settings {
+        let i = *at.entry(setting.name.clone()).or_insert_with(|| {
+            merged.push((setting, Vec::new()));
+            merged.len() - 1
+        });
+        merged[i].1.extend(variant);
     }
     merged
-}
-
-fn variant_of(meaning: &str) -> Option<&str> {
-    meaning.strip_prefix('(')?.split_once(") ").map(|(v, _)| v)
+        .into_iter()
+        .map(|(mut setting, variants)| {
+            if !variants.is_empty() {
+                setting.meaning = format!("({}) {}", variants.join(", "), setting.meaning);
+            }
+            setting
+        })
+        .collect()
 }
 
 /// `Option<T>`'s schema without its `null` half.
@@ -390,23 +378,17 @@ mod tests {
     #[test]
     fn every_server_setting_has_a_type_a_default_and_a_meaning() {
         let settings = settings(&crate::ServerConfig::defaults("<service>"));
-        let log = settings.iter().find(|s| s.name == "CTR_LOG").unwrap();
+        let named = |name: &str| settings.iter().find(|s| s.name == name).unwrap();
+        let (log, grace) = (named("CTR_LOG"), named("CTR_SHUTDOWN_GRACE"));
         assert_eq!(
             (log.kind.as_str(), log.default.as_str()),
             ("string", "info")
         );
-        let grace = settings
-            .iter()
-            .find(|s| s.name == "CTR_SHUTDOWN_GRACE")
-            .unwrap();
         assert_eq!(
             (grace.kind.as_str(), grace.default.as_str()),
             ("duration", "10s")
         );
-        let timeout = settings
-            .iter()
-            .find(|s| s.name == "CTR_KEEP_ALIVE_TIMEOUT")
-            .unwrap();
+        let timeout = named("CTR_KEEP_ALIVE_TIMEOUT");
         assert!(!timeout.meaning.is_empty(), "{timeout:?}");
         let empty: Vec<&Setting> = settings.iter().filter(|s| s.meaning.is_empty()).collect();
         assert!(empty.is_empty(), "settings without a meaning: {empty:?}");

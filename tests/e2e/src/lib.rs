@@ -39,8 +39,27 @@ fn tag() -> String {
     std::env::var("CTR_IMAGE_TAG").unwrap_or_else(|_| "dev".into())
 }
 
-fn repo_root() -> PathBuf {
+/// The repository's root (compose.yaml, README.md, the guide).
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `docker compose` (v2), or compose v1's `docker-compose` where the plugin is missing, run
+/// from the repository's root.
+pub fn compose() -> Command {
+    let v2 = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut command = if v2 {
+        let mut command = Command::new("docker");
+        command.arg("compose");
+        command
+    } else {
+        Command::new("docker-compose")
+    };
+    command.current_dir(repo_root());
+    command
 }
 
 /// Builds the images with deployments/docker/build-images.sh unless they all exist.

@@ -3,26 +3,14 @@
 //! observability override points every service's traces at the collector and opens only the
 //! metrics listener, never the admin one.
 
-use std::path::Path;
-use std::process::Command;
-
 /// `docker compose config` (v2) or `docker-compose config` (v1) of `files`, from the repo root.
 fn config(files: &[&str]) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let v2 = Command::new("docker").args(["compose", "version"]).output();
-    let mut command = if v2.is_ok_and(|o| o.status.success()) {
-        let mut c = Command::new("docker");
-        c.arg("compose");
-        c
-    } else {
-        Command::new("docker-compose")
-    };
+    let mut command = ctr_e2e_tests::compose();
     for file in files {
         command.args(["-f", file]);
     }
     let out = command
         .arg("config")
-        .current_dir(root)
         .env_remove("CTR_PUBLISH_ADDR")
         .output()
         .unwrap();

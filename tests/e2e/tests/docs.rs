@@ -11,13 +11,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
 /// A fenced block of a page.
 #[derive(Debug)]
 struct Block {
@@ -160,26 +153,24 @@ fn an_expected_output_matches_with_its_gaps_and_nothing_else() {
     assert!(shows("HTTP/2 200", actual).is_err());
 }
 
+/// At the end, the stack and what the pages' commands left behind are gone.
 struct Down(PathBuf);
 
 impl Drop for Down {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg("-c")
-            .arg(
-                "{ docker compose version >/dev/null 2>&1 && docker compose down -v --remove-orphans \
-                 || docker-compose down -v --remove-orphans; } >/dev/null 2>&1; \
-                 rm -rf .ctr backup shop.secret",
-            )
-            .current_dir(&self.0)
-            .status();
+        let _ = ctr_e2e_tests::compose()
+            .args(["down", "-v", "--remove-orphans"])
+            .output();
+        let _ = std::fs::remove_dir_all(self.0.join(".ctr"));
+        let _ = std::fs::remove_dir_all(self.0.join("backup"));
+        let _ = std::fs::remove_file(self.0.join("shop.secret"));
     }
 }
 
 #[test]
 fn every_shell_block_of_the_readme_and_the_guide_runs_against_the_compose_stack() {
     ctr_e2e_tests::ensure_images();
-    let root = repo_root();
+    let root = ctr_e2e_tests::repo_root();
     let all: Vec<Block> = pages(&root)
         .iter()
         .flat_map(|page| blocks(&root, page))
@@ -207,10 +198,8 @@ fn every_shell_block_of_the_readme_and_the_guide_runs_against_the_compose_stack(
         );
     }
 
-    let running = Command::new("bash")
-        .arg("-c")
-        .arg("{ docker compose version >/dev/null 2>&1 && docker compose ps -q || docker-compose ps -q; } 2>/dev/null")
-        .current_dir(&root)
+    let running = ctr_e2e_tests::compose()
+        .args(["ps", "-q"])
         .output()
         .unwrap();
     assert!(
@@ -223,7 +212,6 @@ fn every_shell_block_of_the_readme_and_the_guide_runs_against_the_compose_stack(
         .args(["1200", "bash", "-c"])
         .arg(script(&runnable))
         .current_dir(&root)
-        .env("CTR_DOCS_TEST", "1")
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -3,7 +3,6 @@
 //! setting added without regenerating it fails here. `.env.example` may name only settings the
 //! reference has, with the same defaults.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, CommandFactory};
@@ -33,7 +32,8 @@ fn command_settings(command: &clap::Command) -> Vec<Setting> {
                 .get_value_names()
                 .map(|names| names.iter().map(|n| n.as_str()).collect())
                 .unwrap_or_default();
-            let kind = if matches!(arg.get_action(), ArgAction::SetTrue) {
+            let flag = matches!(arg.get_action(), ArgAction::SetTrue);
+            let kind = if flag {
                 "boolean"
             } else if value_names.contains(&"DURATION") {
                 "duration"
@@ -45,7 +45,7 @@ fn command_settings(command: &clap::Command) -> Vec<Setting> {
             Some(Setting {
                 name,
                 kind: kind.into(),
-                default: if matches!(arg.get_action(), ArgAction::SetTrue) {
+                default: if flag {
                     "false".into()
                 } else if default.is_empty() {
                     "unset".into()
@@ -162,44 +162,23 @@ fn the_committed_reference_is_the_one_the_code_makes() {
     );
 }
 
-/// Whether `name` is one of the settings `pattern` stands for (`CTR_ISSUERS__<NAME>__JWKS_URL`).
+/// Whether `name` is one of the settings `pattern` stands for (`CTR_ISSUERS__<NAME>__JWKS_URL`):
+/// the same `__`-separated parts, a placeholder standing for any one part.
 fn names(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split(['<', '>']).collect();
-    if parts.len() < 3 {
-        return false;
-    }
-    // Literal, placeholder, literal, ...: each literal in its place, a placeholder any key.
-    let mut rest = name;
-    for (i, part) in parts.iter().enumerate() {
-        if i % 2 == 1 {
-            continue;
-        }
-        if i == 0 {
-            let Some(after) = rest.strip_prefix(part) else {
-                return false;
-            };
-            rest = after;
-        } else if part.is_empty() {
-            return !rest.is_empty() && !rest.contains("__");
-        } else {
-            let Some(at) = rest.find(part) else {
-                return false;
-            };
-            if at == 0 || rest[..at].contains("__") {
-                return false;
-            }
-            rest = &rest[at + part.len()..];
-        }
-    }
-    rest.is_empty()
+    let (pattern, name): (Vec<&str>, Vec<&str>) =
+        (pattern.split("__").collect(), name.split("__").collect());
+    pattern.len() == name.len()
+        && pattern
+            .iter()
+            .zip(&name)
+            .all(|(p, n)| p == n || p.starts_with('<') && !n.is_empty())
 }
 
 #[test]
 fn env_example_names_only_settings_of_the_reference_with_their_defaults() {
-    let reference: BTreeMap<String, Setting> = sections()
+    let reference: Vec<Setting> = sections()
         .into_iter()
         .flat_map(|(_, _, settings)| settings)
-        .map(|s| (s.name.clone(), s))
         .collect();
     let example = std::fs::read_to_string(repo(".env.example")).unwrap();
     // The first section is compose's own (image tag, ports, pki-init's CTR_PKI_*).
@@ -218,10 +197,7 @@ fn env_example_names_only_settings_of_the_reference_with_their_defaults() {
         if !name.starts_with("CTR_") || name.contains(' ') {
             continue;
         }
-        let Some(setting) = reference
-            .get(name)
-            .or_else(|| reference.values().find(|s| names(&s.name, name)))
-        else {
+        let Some(setting) = reference.iter().find(|s| names(&s.name, name)) else {
             unknown.push(name.to_owned());
             continue;
         };
